@@ -1,0 +1,334 @@
+//! `medtune plugin new|build|test|list`: the plugin author's loop.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::data::{self, Record};
+use crate::plugin::types::{Annotated, PluginKind, Prediction, Reference};
+use crate::plugin::{builtins, kind_name, parse_kind, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
+
+use super::{scaffold, EXIT_PARTIAL};
+
+/// The sample documents `plugin test` uses when no `--input` is given (PubMedQA, MIT).
+const SAMPLE: &str = include_str!("../../../examples/data/pubmedqa/sample.jsonl");
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate that builds to a component.
+    New {
+        /// The plugin's name (lowercase, dashes), also its crate name.
+        name: String,
+        /// Its kind.
+        #[arg(long, value_parser = ["normalizer", "disambiguator", "augmenter", "metric"])]
+        kind: String,
+        /// Where to create it (default: the current folder).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The medtune-plugin-sdk crate to depend on (default: the one this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate: `cargo build --target wasm32-wasip2 --release`.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a plugin on sample documents and show what it returned.
+    Test {
+        /// A `.wasm` component, or a plugin crate folder (built first).
+        path: PathBuf,
+        /// JSONL input (`{id, question, context, answer}`); default: 8 bundled PubMedQA records.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Grant a read-only folder, as GUEST=HOST (e.g. /vocab=vocab/).
+        #[arg(long = "grant", value_name = "GUEST=HOST")]
+        grants: Vec<String>,
+        /// A setting passed to `configure`, as KEY=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// Records per call.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Wall-clock limit of one call.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// Memory cap.
+        #[arg(long, default_value_t = 512)]
+        memory_mib: usize,
+        /// Seed for augmenters.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Show the loaded plugins with versions and content hashes.
+    List {
+        /// The plugin set of this config (default: the built-in plugins).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also list the plugins in this folder.
+        #[arg(long)]
+        dir: Vec<PathBuf>,
+    },
+}
+
+pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::New { name, kind, dir, sdk } => {
+            let kind = parse_kind(&kind).context("unknown kind")?;
+            let path = scaffold::create(&name, kind, &dir, sdk.as_deref())?;
+            println!("created {} ({} plugin)", path.display(), kind_name(kind));
+            println!("next: medtune plugin test {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Build { path } => {
+            let wasm = build(&path)?;
+            println!("{}", wasm.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Test { path, input, grants, settings, batch_size, timeout_ms, memory_mib, seed } => {
+            let wasm = if path.is_dir() { build(&path)? } else { path };
+            let sandbox = Sandbox {
+                memory_cap: memory_mib << 20,
+                timeout: Duration::from_millis(timeout_ms),
+                grants: grants.iter().map(|g| parse_grant(g)).collect::<anyhow::Result<_>>()?,
+                settings: settings.iter().map(|s| parse_pair(s, "--set")).collect::<anyhow::Result<_>>()?,
+            };
+            let records = match &input {
+                Some(p) => {
+                    let (records, errors) = data::read(p);
+                    for e in &errors {
+                        eprintln!("error: {e}");
+                    }
+                    records
+                }
+                None => SAMPLE
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| sample_record(&v))
+                    .collect(),
+            };
+            if records.is_empty() {
+                bail!("no input records");
+            }
+            let engine = PluginEngine::new(None)?;
+            let t = Instant::now();
+            let mut plugin = engine.load_file(&wasm, None, sandbox)?;
+            println!(
+                "{} ({} plugin, sha256 {}) loaded in {:.1} ms",
+                plugin.id(),
+                kind_name(plugin.kind()),
+                &plugin.hash()[..12],
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            let failed = try_plugin(&mut plugin, &records, batch_size.max(1), seed);
+            if failed > 0 {
+                eprintln!("{failed} record(s) failed");
+                return Ok(ExitCode::from(EXIT_PARTIAL));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::List { config, dir } => list(config.as_deref(), &dir),
+    }
+}
+
+fn sample_record(v: &serde_json::Value) -> Option<Record> {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let meshes = v.get("meshes")?.as_array()?.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect();
+    Some(Record::new(s("id")?, s("question")?, s("context")?, s("answer"), meshes, "sample".into()))
+}
+
+fn parse_pair(s: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s.split_once('=').with_context(|| format!("{flag} {s:?}: expected KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn parse_grant(s: &str) -> anyhow::Result<Grant> {
+    let (guest, host) = parse_pair(s, "--grant")?;
+    if !Path::new(&host).is_dir() {
+        bail!("--grant {s}: {host} is not a folder");
+    }
+    Ok(Grant { host: PathBuf::from(host), guest })
+}
+
+/// Runs `plugin` over `records` batch by batch and prints what it returned.
+fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: u64) -> usize {
+    let mut failed = 0;
+    for (b, batch) in records.chunks(batch_size).enumerate() {
+        let t = Instant::now();
+        let lines: Result<Vec<String>, String> = match plugin.kind() {
+            PluginKind::Normalizer => {
+                let docs: Vec<_> = batch.iter().map(Record::document).collect();
+                plugin.normalize(&docs).map_err(|e| e.to_string()).map(|out| {
+                    out.into_iter()
+                        .zip(&docs)
+                        .map(|(r, d)| match r {
+                            Ok(ms) => {
+                                let chars: Vec<char> = d.text.chars().collect();
+                                let shown: Vec<String> = ms
+                                    .iter()
+                                    .map(|m| {
+                                        let s: String = chars[m.span.start as usize..m.span.end as usize].iter().collect();
+                                        format!("{s:?} [{}..{}] -> {} {} ({:.2})", m.span.start, m.span.end, m.concept.id, m.concept.preferred_name, m.score)
+                                    })
+                                    .collect();
+                                format!("{}: {} mention(s)\n    {}", d.id, ms.len(), shown.join("\n    "))
+                            }
+                            Err(f) => {
+                                failed += 1;
+                                format!("{}: FAILED: {}", d.id, f.reason)
+                            }
+                        })
+                        .collect()
+                })
+            }
+            PluginKind::Disambiguator => {
+                let docs: Vec<_> = batch
+                    .iter()
+                    .map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() })
+                    .collect();
+                plugin.disambiguate(&docs).map_err(|e| e.to_string()).map(|out| {
+                    out.into_iter()
+                        .zip(&docs)
+                        .map(|(r, d)| match r {
+                            Ok(xs) => {
+                                let shown: Vec<String> = xs
+                                    .iter()
+                                    .map(|x| format!("{} [{}..{}] -> {} ({:.2})", x.abbreviation, x.span.start, x.span.end, x.long_form, x.confidence))
+                                    .collect();
+                                format!("{}: {} expansion(s)\n    {}", d.document.id, xs.len(), shown.join("\n    "))
+                            }
+                            Err(f) => {
+                                failed += 1;
+                                format!("{}: FAILED: {}", d.document.id, f.reason)
+                            }
+                        })
+                        .collect()
+                })
+            }
+            PluginKind::Augmenter => {
+                let docs: Vec<_> = batch
+                    .iter()
+                    .map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() })
+                    .collect();
+                plugin.augment(&docs, seed).map_err(|e| e.to_string()).map(|out| {
+                    out.into_iter()
+                        .zip(&docs)
+                        .map(|(r, d)| match r {
+                            Ok(xs) => {
+                                let shown: Vec<String> =
+                                    xs.iter().map(|x| format!("{} | {:.80}", x.note, x.text.replace('\n', " "))).collect();
+                                format!("{}: {} new record(s)\n    {}", d.document.id, xs.len(), shown.join("\n    "))
+                            }
+                            Err(f) => {
+                                failed += 1;
+                                format!("{}: FAILED: {}", d.document.id, f.reason)
+                            }
+                        })
+                        .collect()
+                })
+            }
+            PluginKind::Metric => {
+                let preds: Vec<Prediction> = batch.iter().map(|r| Prediction { id: r.id.clone(), label: "yes".into() }).collect();
+                let refs: Vec<Reference> = batch
+                    .iter()
+                    .map(|r| Reference { id: r.id.clone(), label: r.answer.clone().unwrap_or_default(), tags: Vec::new() })
+                    .collect();
+                plugin.compute(&preds, &refs).map_err(|e| e.to_string()).map(|out| match out {
+                    Ok(scores) => scores.iter().map(|s| format!("{} = {:.4}", s.name, s.value)).collect(),
+                    Err(e) => {
+                        failed += batch.len();
+                        vec![format!("FAILED: {e}")]
+                    }
+                })
+            }
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("batch {}: {} record(s) in {ms:.2} ms ({:.3} ms/record)", b + 1, batch.len(), ms / batch.len() as f64);
+        match lines {
+            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+            Err(e) => {
+                failed += batch.len();
+                println!("  FAILED: {e}");
+            }
+        }
+    }
+    failed
+}
+
+/// Builds a plugin crate and returns its component's path.
+pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let doc: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let name = doc
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .with_context(|| format!("{}: no package.name", manifest.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("cargo build of {} failed (is the target installed? `rustup target add wasm32-wasip2`)", dir.display());
+    }
+    let wasm = target_dir(dir).join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    if !wasm.is_file() {
+        bail!("the build did not produce {}", wasm.display());
+    }
+    Ok(wasm)
+}
+
+fn target_dir(dir: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"))
+}
+
+fn list(config: Option<&Path>, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    println!("{:<28} {:<10} {:<14} {:<14} origin", "plugin", "version", "kind", "sha256");
+    let row = |name: &str, version: &str, kind: PluginKind, hash: &str, origin: &str| {
+        println!("{name:<28} {version:<10} {:<14} {:<14} {origin}", kind_name(kind), &hash[..12.min(hash.len())]);
+    };
+    match config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
+            let mut all_dirs = config.plugin_dirs();
+            all_dirs.extend(dirs.iter().cloned());
+            let set = PluginSet::load(engine, config.slots(), all_dirs)?;
+            for p in set.plugins() {
+                row(&p.info().name, &p.info().version, p.kind(), p.hash(), p.origin());
+            }
+        }
+        None => {
+            let engine = PluginEngine::new(None)?;
+            for b in builtins() {
+                let (info, hash) = engine.inspect(b.wasm, &format!("builtin:{}", b.name))?;
+                row(&info.name, &info.version, info.kind, &hash, &format!("builtin:{}", b.name));
+            }
+            for dir in dirs {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .with_context(|| format!("cannot read plugin folder {}", dir.display()))?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                    .collect();
+                files.sort();
+                for f in files {
+                    let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                    match engine.inspect(&bytes, &f.display().to_string()) {
+                        Ok((info, hash)) => row(&info.name, &info.version, info.kind, &hash, &f.display().to_string()),
+                        Err(e) => println!("refused: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,262 @@
+//! The TOML config of a run: data, the plugin chain and its sandbox, and where outputs go.
+//! Relative paths are resolved against the config file's folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::{parse_kind, Grant, Sandbox, SlotSpec};
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range or names something that does not exist.
+    #[error("config {path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: String, message: String },
+}
+
+/// A whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The run's name (`runs/<name>/`).
+    pub name: String,
+    /// Where every output goes (`data/processed`, `runs/`, caches).
+    #[serde(default = "default_work_dir")]
+    pub work_dir: PathBuf,
+    /// The data stage.
+    pub data: DataConfig,
+    /// The plugin chain.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// The config file's folder (set after parsing).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_work_dir() -> PathBuf {
+    PathBuf::from("work")
+}
+
+/// What the data stage reads and how it runs the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// PubMedQA `ori_pqal.json` or a JSONL file of `{id, question, context, answer}`.
+    pub input: PathBuf,
+    /// `test_ground_truth.json`: the official test questions, held out as `test`.
+    pub test_ground_truth: Option<PathBuf>,
+    /// Records per plugin call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// What a failed record does: `continue` (keep going, exit non-zero at the end) or `stop`.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_batch_size() -> usize {
+    64
+}
+
+/// Whether a failed record stops the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Keep going; failed records are kept, marked and reported.
+    #[default]
+    Continue,
+    /// Stop at the first batch with a failed record (outputs so far are kept).
+    Stop,
+}
+
+/// The plugin chain and where plugins come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folders of `.wasm` plugins; a plugin there replaces the built-in of the same name,
+    /// and a changed file is swapped in while the host runs.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    /// Whether to watch `dirs` for new versions.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// The chain, in order.
+    #[serde(default)]
+    pub chain: Vec<SlotConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One plugin of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    /// The plugin's name.
+    pub name: String,
+    /// `normalizer`, `disambiguator`, `augmenter` or `metric`.
+    pub kind: String,
+    /// An explicit `.wasm` file.
+    pub path: Option<PathBuf>,
+    /// Memory cap in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: usize,
+    /// Wall-clock limit of one call, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Read-only folders: guest path -> host folder.
+    #[serde(default)]
+    pub grants: BTreeMap<String, PathBuf>,
+    /// Settings passed to the plugin's `configure`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+fn default_memory_mib() -> usize {
+    512
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.path = path.to_owned();
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// A path from the config, resolved against the config's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_owned() } else { lexical_join(&self.base_dir, p) }
+    }
+
+    /// The work folder.
+    pub fn work_dir(&self) -> PathBuf {
+        self.resolve(&self.work_dir)
+    }
+
+    fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), field: field.to_owned(), message: message.into() }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return Err(self.invalid("name", "must be a non-empty name without slashes"));
+        }
+        if self.data.batch_size == 0 {
+            return Err(self.invalid("data.batch_size", "must be at least 1"));
+        }
+        let input = self.resolve(&self.data.input);
+        if !input.is_file() {
+            return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
+        }
+        for (i, slot) in self.plugins.chain.iter().enumerate() {
+            let field = |f: &str| format!("plugins.chain[{i}] ({}).{f}", slot.name);
+            if parse_kind(&slot.kind).is_none() {
+                return Err(self.invalid(&field("kind"), format!(
+                    "unknown kind {:?} (normalizer, disambiguator, augmenter or metric)",
+                    slot.kind
+                )));
+            }
+            if slot.memory_mib == 0 || slot.timeout_ms == 0 {
+                return Err(self.invalid(&field("memory_mib/timeout_ms"), "must be positive"));
+            }
+            for (guest, host) in &slot.grants {
+                if !guest.starts_with('/') {
+                    return Err(self.invalid(&field("grants"), format!("guest path {guest:?} must be absolute")));
+                }
+                let host = self.resolve(host);
+                if !host.is_dir() {
+                    return Err(self.invalid(&field("grants"), format!("{} is not a folder", host.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain as the plugin host takes it.
+    pub fn slots(&self) -> Vec<SlotSpec> {
+        self.plugins
+            .chain
+            .iter()
+            .filter_map(|s| {
+                Some(SlotSpec {
+                    name: s.name.clone(),
+                    kind: parse_kind(&s.kind)?,
+                    path: s.path.as_ref().map(|p| self.resolve(p)),
+                    sandbox: Sandbox {
+                        memory_cap: s.memory_mib << 20,
+                        timeout: Duration::from_millis(s.timeout_ms),
+                        grants: s
+                            .grants
+                            .iter()
+                            .map(|(guest, host)| Grant { host: self.resolve(host), guest: guest.clone() })
+                            .collect(),
+                        settings: s.settings.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The plugin folders, resolved.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        self.plugins.dirs.iter().map(|d| self.resolve(d)).collect()
+    }
+}
+
+/// A setting as the plugin receives it: strings as they are, anything else as TOML.
+fn setting_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `base/rel` with `.` and `..` folded where they can be (no file system access).
+fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in base.join(rel).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        assert_eq!(lexical_join(Path::new("configs"), Path::new("../work")), PathBuf::from("work"));
+        assert_eq!(lexical_join(Path::new(""), Path::new("./a/b")), PathBuf::from("a/b"));
+        assert_eq!(lexical_join(Path::new("/x/configs"), Path::new("../../y")), PathBuf::from("/y"));
+        assert_eq!(lexical_join(Path::new("configs"), Path::new("../..")), PathBuf::from(".."));
+    }
+}

@@ -1,0 +1,137 @@
+//! Runs the plugin chain over records in batches. A failed batch is retried record by
+//! record to isolate the record at fault; every failure is kept on its record.
+
+use std::time::{Duration, Instant};
+
+use crate::plugin::types::{Annotated, Document, PluginKind};
+use crate::plugin::{CallError, Outcomes, Plugin, PluginSet, RecordFailure};
+
+use super::record::Record;
+
+/// What a chain run did.
+#[derive(Debug, Default)]
+pub struct ChainReport {
+    /// Records with at least one failure.
+    pub failed_records: usize,
+    /// Every failure, in order.
+    pub failures: Vec<RecordFailure>,
+    /// Hot-swap log lines.
+    pub swaps: Vec<String>,
+    /// Time spent in each plugin (by chain position).
+    pub plugin_time: Vec<(String, Duration)>,
+    /// Whether the run stopped early (`on_error = "stop"`).
+    pub stopped: bool,
+}
+
+/// Annotates `records` in place with every normalizer and disambiguator of the chain.
+/// `stop_on_error` stops after the first batch with a failure. `on_batch` is called after
+/// each batch with the number of records done.
+pub fn annotate(
+    set: &mut PluginSet,
+    records: &mut [Record],
+    batch_size: usize,
+    stop_on_error: bool,
+    mut on_batch: impl FnMut(usize, &[String]),
+) -> ChainReport {
+    let mut report = ChainReport::default();
+    report.plugin_time = set.plugins().iter().map(|p| (p.id(), Duration::ZERO)).collect();
+    let mut done = 0;
+    for batch in records.chunks_mut(batch_size.max(1)) {
+        let swaps = set.apply_swaps();
+        for (slot, plugin) in set.plugins_mut().iter_mut().enumerate() {
+            let t = Instant::now();
+            match plugin.kind() {
+                PluginKind::Normalizer => run_normalizer(plugin, batch),
+                PluginKind::Disambiguator => run_disambiguator(plugin, batch),
+                PluginKind::Augmenter | PluginKind::Metric => {}
+            }
+            if let Some(entry) = report.plugin_time.get_mut(slot) {
+                entry.0 = plugin.id();
+                entry.1 += t.elapsed();
+            }
+        }
+        done += batch.len();
+        on_batch(done, &swaps);
+        report.swaps.extend(swaps);
+        let failed: Vec<&Record> = batch.iter().filter(|r| !r.failures.is_empty()).collect();
+        report.failed_records += failed.len();
+        report.failures.extend(failed.iter().flat_map(|r| r.failures.iter().cloned()));
+        if stop_on_error && !failed.is_empty() {
+            report.stopped = true;
+            break;
+        }
+    }
+    report
+}
+
+fn stamp(plugin: &Plugin) -> String {
+    format!("{}#{}", plugin.id(), &plugin.hash()[..12])
+}
+
+/// Calls `call` on the whole batch; if the call itself fails, retries each record alone
+/// (except after a timeout, which would cost a timeout per record) so only the record at
+/// fault is marked.
+fn isolate<In, T>(
+    plugin: &mut Plugin,
+    inputs: &[In],
+    ids: &[String],
+    mut call: impl FnMut(&mut Plugin, &[In]) -> Result<Outcomes<T>, CallError>,
+) -> Outcomes<T> {
+    match call(plugin, inputs) {
+        Ok(out) => out,
+        Err(e) => {
+            let retry = inputs.len() > 1 && !matches!(e, CallError::Timeout { .. });
+            if !retry {
+                return ids.iter().map(|id| Err(failure(plugin, id, &e, inputs.len()))).collect();
+            }
+            inputs
+                .chunks(1)
+                .zip(ids)
+                .map(|(one, id)| match call(plugin, one) {
+                    Ok(mut out) => out.pop().unwrap_or_else(|| Err(failure(plugin, id, &e, 1))),
+                    Err(e) => Err(failure(plugin, id, &e, 1)),
+                })
+                .collect()
+        }
+    }
+}
+
+fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: usize) -> RecordFailure {
+    let context = if batch > 1 { format!(" (in a batch of {batch})") } else { String::new() };
+    RecordFailure { plugin: plugin.id(), record: id.to_owned(), reason: format!("{e}{context}") }
+}
+
+fn run_normalizer(plugin: &mut Plugin, batch: &mut [Record]) {
+    let docs: Vec<Document> = batch.iter().map(Record::document).collect();
+    let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+    let out = isolate(plugin, &docs, &ids, |p, d| p.normalize(d));
+    let stamp = stamp(plugin);
+    for (record, result) in batch.iter_mut().zip(out) {
+        match result {
+            Ok(mentions) => {
+                record.mentions.extend(mentions);
+                record.provenance.plugins.push(stamp.clone());
+            }
+            Err(f) => record.failures.push(f),
+        }
+    }
+}
+
+fn run_disambiguator(plugin: &mut Plugin, batch: &mut [Record]) {
+    let docs: Vec<Annotated> = batch
+        .iter()
+        .map(|r| Annotated { document: r.document(), mentions: r.mentions.clone(), expansions: r.expansions.clone() })
+        .collect();
+    let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+    let out = isolate(plugin, &docs, &ids, |p, d| p.disambiguate(d));
+    let stamp = stamp(plugin);
+    for (record, result) in batch.iter_mut().zip(out) {
+        match result {
+            Ok(expansions) => {
+                record.expansions.extend(expansions);
+                record.provenance.plugins.push(stamp.clone());
+            }
+            Err(f) => record.failures.push(f),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The data stage: PubMedQA in, the plugin chain over it, annotated JSONL out.
+
+mod chain;
+mod input;
+mod record;
+mod stage;
+
+pub use chain::{annotate, ChainReport};
+pub use input::{read, InputError};
+pub use record::{Provenance, Record};
+pub use stage::{file_hash, run, DataError, DataReport};

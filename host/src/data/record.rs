@@ -1,0 +1,79 @@
+//! A dataset record as it moves through the data stage, with what the plugins found
+//! and the provenance of every annotation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::types::{Document, Expansion, Mention};
+use crate::plugin::RecordFailure;
+
+/// One question with its context, annotations and provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The record id (the PubMed id for PubMedQA).
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The abstract (contexts joined by blank lines).
+    pub context: String,
+    /// The gold answer (`yes`, `no`, `maybe`), if labelled.
+    pub answer: Option<String>,
+    /// MeSH headings of the abstract.
+    #[serde(default)]
+    pub meshes: Vec<String>,
+    /// `train`, `dev` or `test`.
+    pub split: String,
+    /// The text the plugins saw: `question`, a blank line, `context`. Spans point into it.
+    pub text: String,
+    /// Concept mentions from the normalizers.
+    #[serde(default)]
+    pub mentions: Vec<Mention>,
+    /// Abbreviation expansions from the disambiguators.
+    #[serde(default)]
+    pub expansions: Vec<Expansion>,
+    /// Where the record and its annotations come from.
+    pub provenance: Provenance,
+    /// Plugins that failed on this record; the record is kept.
+    #[serde(default)]
+    pub failures: Vec<RecordFailure>,
+}
+
+/// Where a record and its annotations come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The input file and the record's place in it.
+    pub source: String,
+    /// Every plugin that annotated the record, as `name@version` with its content hash.
+    pub plugins: Vec<String>,
+}
+
+impl Record {
+    /// A new record; `text` is built from question and context.
+    pub fn new(id: String, question: String, context: String, answer: Option<String>, meshes: Vec<String>, source: String) -> Self {
+        let text = format!("{question}\n\n{context}");
+        Self {
+            id,
+            question,
+            context,
+            answer,
+            meshes,
+            split: String::new(),
+            text,
+            mentions: Vec::new(),
+            expansions: Vec::new(),
+            provenance: Provenance { source, plugins: Vec::new() },
+            failures: Vec::new(),
+        }
+    }
+
+    /// The record as a plugin sees it.
+    pub fn document(&self) -> Document {
+        let mut metadata = vec![("split".to_owned(), self.split.clone())];
+        if let Some(a) = &self.answer {
+            metadata.push(("answer".to_owned(), a.clone()));
+        }
+        if !self.meshes.is_empty() {
+            metadata.push(("meshes".to_owned(), self.meshes.join("|")));
+        }
+        Document { id: self.id.clone(), text: self.text.clone(), metadata }
+    }
+}

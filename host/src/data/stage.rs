@@ -1,0 +1,138 @@
+//! `medtune data`: read the input, split it, run the plugin chain, write processed JSONL
+//! and a manifest, atomically.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::atomic;
+use crate::config::{Config, OnError};
+use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
+
+use super::chain::{annotate, ChainReport};
+use super::input::{read, InputError};
+use super::record::Record;
+
+/// Why the data stage could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A plugin of the chain could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+    /// An output could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    /// The test ground truth cannot be read.
+    #[error("{path}: {message}")]
+    GroundTruth { path: PathBuf, message: String },
+}
+
+/// What the data stage did.
+#[derive(Debug)]
+pub struct DataReport {
+    /// Records read.
+    pub records: usize,
+    /// Records per split.
+    pub splits: BTreeMap<String, usize>,
+    /// Records or files that could not be read.
+    pub input_errors: Vec<InputError>,
+    /// The chain's report (failures, swaps, plugin time).
+    pub chain: ChainReport,
+    /// The files written.
+    pub outputs: Vec<PathBuf>,
+    /// The loaded plugins as `name@version sha256`.
+    pub plugins: Vec<String>,
+}
+
+impl DataReport {
+    /// Whether anything was lost or failed (the CLI exits non-zero then).
+    pub fn has_errors(&self) -> bool {
+        !self.input_errors.is_empty() || self.chain.failed_records > 0 || self.chain.stopped
+    }
+}
+
+/// Runs the data stage of `config`. `on_batch` sees progress (records done, swap log).
+pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[String])) -> Result<DataReport, DataError> {
+    let input = config.resolve(&config.data.input);
+    let (mut records, input_errors) = read(&input);
+    let test_ids = match &config.data.test_ground_truth {
+        Some(p) => read_test_ids(&config.resolve(p))?,
+        None => BTreeSet::new(),
+    };
+    for r in &mut records {
+        r.split = if test_ids.contains(&r.id) { "test" } else { "train" }.to_owned();
+    }
+    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
+    if config.plugins.watch {
+        set.watch()?;
+    }
+    let plugins: Vec<String> = set.plugins().iter().map(|p| format!("{} {}", p.id(), p.hash())).collect();
+    let chain = annotate(&mut set, &mut records, config.data.batch_size, config.data.on_error == OnError::Stop, on_batch);
+
+    let out_dir = config.work_dir().join("data/processed");
+    let mut outputs = Vec::new();
+    let mut splits = BTreeMap::new();
+    for split in ["train", "test"] {
+        let rows: Vec<&Record> = records.iter().filter(|r| r.split == split).collect();
+        splits.insert(split.to_owned(), rows.len());
+        let path = out_dir.join(format!("{split}.jsonl"));
+        write_jsonl(&path, &rows)?;
+        outputs.push(path);
+    }
+    let errors_path = out_dir.join("errors.jsonl");
+    let error_rows: Vec<serde_json::Value> = input_errors
+        .iter()
+        .map(|e| json!({"file": e.file, "place": e.place, "error": e.message}))
+        .chain(chain.failures.iter().map(|f: &RecordFailure| json!({"plugin": f.plugin, "record": f.record, "error": f.reason})))
+        .collect();
+    write_jsonl(&errors_path, &error_rows)?;
+    outputs.push(errors_path);
+    let manifest = json!({
+        "stage": "data",
+        "config": {"path": config.path, "sha256": file_hash(&config.path)},
+        "inputs": [{"path": input, "sha256": file_hash(&input)}],
+        "plugins": set.plugins().iter().map(|p| json!({
+            "id": p.id(), "kind": crate::plugin::kind_name(p.kind()), "sha256": p.hash(), "origin": p.origin(),
+        })).collect::<Vec<_>>(),
+        "records": records.len(),
+        "splits": splits,
+        "input_errors": input_errors.len(),
+        "failed_records": chain.failed_records,
+        "swaps": chain.swaps,
+    });
+    let manifest_path = out_dir.join("manifest.json");
+    write_bytes(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
+    outputs.push(manifest_path);
+    Ok(DataReport { records: records.len(), splits, input_errors, chain, outputs, plugins })
+}
+
+fn read_test_ids(path: &Path) -> Result<BTreeSet<String>, DataError> {
+    let err = |message: String| DataError::GroundTruth { path: path.to_owned(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| err(format!("expected an object of id -> answer: {e}")))?;
+    Ok(map.into_iter().map(|(k, _)| k).collect())
+}
+
+fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), DataError> {
+    let mut buf = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut buf, row).map_err(|e| DataError::Write { path: path.to_owned(), source: e.into() })?;
+        buf.push(b'\n');
+    }
+    write_bytes(path, &buf)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    atomic::write(path, bytes).map_err(|source| DataError::Write { path: path.to_owned(), source })
+}
+
+/// The sha256 of a file, or `unreadable`.
+pub fn file_hash(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(b) => Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect(),
+        Err(_) => "unreadable".into(),
+    }
+}

@@ -1,0 +1,8 @@
+//! medtune: fine-tune LLaMA-family models for medical question answering, with the medical
+//! text handling in sandboxed WebAssembly component plugins.
+
+pub mod atomic;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod plugin;

@@ -1,0 +1,221 @@
+//! Checks of everything a plugin returns: spans inside the text and on character
+//! (grapheme) boundaries, ids non-empty, numbers finite, sizes bounded.
+
+use unicode_segmentation::GraphemeCursor;
+
+use super::contract::{kind_name, CONTRACT_VERSION};
+use super::types::{Derived, Expansion, Mention, PluginInfo, PluginKind, Score, Span};
+
+/// The most annotations one document may get from one plugin.
+pub const MAX_ITEMS: usize = 10_000;
+/// The longest id, name or label a plugin may return, in bytes.
+pub const MAX_FIELD: usize = 4096;
+/// The most new records an augmenter may make from one record.
+pub const MAX_DERIVED: usize = 256;
+
+/// Char offset -> byte offset, with grapheme-boundary checks.
+struct Text<'a> {
+    text: &'a str,
+    /// Byte offset of each char, plus the length; empty for ASCII text.
+    starts: Vec<usize>,
+    chars: usize,
+}
+
+impl<'a> Text<'a> {
+    fn new(text: &'a str) -> Self {
+        if text.is_ascii() {
+            return Self { text, starts: Vec::new(), chars: text.len() };
+        }
+        let mut starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+        let chars = starts.len();
+        starts.push(text.len());
+        Self { text, starts, chars }
+    }
+
+    fn byte(&self, ch: u32) -> usize {
+        if self.starts.is_empty() { ch as usize } else { self.starts[ch as usize] }
+    }
+
+    fn check(&self, span: &Span) -> Result<(usize, usize), String> {
+        if span.start > span.end || span.end as usize > self.chars {
+            return Err(format!(
+                "span {}..{} is outside the text ({} characters)",
+                span.start, span.end, self.chars
+            ));
+        }
+        if span.start == span.end {
+            return Err(format!("span {}..{} is empty", span.start, span.end));
+        }
+        let (a, b) = (self.byte(span.start), self.byte(span.end));
+        for (ch, byte) in [(span.start, a), (span.end, b)] {
+            let mut cursor = GraphemeCursor::new(byte, self.text.len(), true);
+            if !matches!(cursor.is_boundary(self.text, 0), Ok(true)) {
+                return Err(format!(
+                    "span {}..{} cuts a character at offset {ch} (inside a grapheme cluster)",
+                    span.start, span.end
+                ));
+            }
+        }
+        Ok((a, b))
+    }
+}
+
+fn field(what: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.len() > MAX_FIELD {
+        return Err(format!("{what} is {} bytes (at most {MAX_FIELD})", value.len()));
+    }
+    Ok(())
+}
+
+fn unit(what: &str, x: f32) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&x) {
+        return Err(format!("{what} {x} is not in [0, 1]"));
+    }
+    Ok(())
+}
+
+fn count(what: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        return Err(format!("{n} {what} for one record (at most {max})"));
+    }
+    Ok(())
+}
+
+/// A plugin's `describe()` answer.
+pub fn info(info: &PluginInfo, world: PluginKind) -> Result<(), String> {
+    field("name", &info.name)?;
+    field("version", &info.version)?;
+    if info.kind != world {
+        return Err(format!(
+            "says it is a {} but its component is a {}",
+            kind_name(info.kind),
+            kind_name(world)
+        ));
+    }
+    if info.contract_version != CONTRACT_VERSION {
+        return Err(format!(
+            "says it was built for contract {} but exports {CONTRACT_VERSION}",
+            info.contract_version
+        ));
+    }
+    Ok(())
+}
+
+/// A normalizer's mentions for `text`.
+pub fn mentions(text: &str, mentions: &[Mention]) -> Result<(), String> {
+    count("mentions", mentions.len(), MAX_ITEMS)?;
+    let t = Text::new(text);
+    for (i, m) in mentions.iter().enumerate() {
+        let at = |e: String| format!("mention {i}: {e}");
+        t.check(&m.span).map_err(at)?;
+        field("concept id", &m.concept.id).map_err(at)?;
+        field("preferred name", &m.concept.preferred_name).map_err(at)?;
+        unit("score", m.score).map_err(at)?;
+    }
+    Ok(())
+}
+
+/// A disambiguator's expansions for `text`; the abbreviation must be the span's text.
+pub fn expansions(text: &str, expansions: &[Expansion]) -> Result<(), String> {
+    count("expansions", expansions.len(), MAX_ITEMS)?;
+    let t = Text::new(text);
+    for (i, x) in expansions.iter().enumerate() {
+        let at = |e: String| format!("expansion {i}: {e}");
+        let (a, b) = t.check(&x.span).map_err(at)?;
+        if text[a..b] != x.abbreviation {
+            return Err(at(format!(
+                "abbreviation {:?} is not the text of its span ({:?})",
+                x.abbreviation,
+                &text[a..b]
+            )));
+        }
+        field("long form", &x.long_form).map_err(at)?;
+        unit("confidence", x.confidence).map_err(at)?;
+    }
+    Ok(())
+}
+
+/// An augmenter's new records made from `text`.
+pub fn derived(text: &str, derived: &[Derived]) -> Result<(), String> {
+    count("derived records", derived.len(), MAX_DERIVED)?;
+    let max_len = text.len() * 8 + 64 * 1024;
+    for (i, d) in derived.iter().enumerate() {
+        let at = |e: String| format!("derived record {i}: {e}");
+        if d.text.len() > max_len {
+            return Err(at(format!("text is {} bytes (at most {max_len})", d.text.len())));
+        }
+        count("metadata entries", d.metadata.len(), 256).map_err(at)?;
+        for (k, v) in &d.metadata {
+            field("metadata key", k).map_err(at)?;
+            if v.len() > MAX_FIELD * 16 {
+                return Err(at(format!("metadata {k} is {} bytes", v.len())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A metric's scores.
+pub fn scores(scores: &[Score]) -> Result<(), String> {
+    count("scores", scores.len(), MAX_ITEMS)?;
+    for s in scores {
+        field("score name", &s.name)?;
+        if !s.value.is_finite() {
+            return Err(format!("score {} is {}", s.name, s.value));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::Concept;
+
+    fn mention(start: u32, end: u32) -> Mention {
+        Mention {
+            span: Span { start, end },
+            concept: Concept { id: "D1".into(), preferred_name: "x".into() },
+            score: 1.0,
+        }
+    }
+
+    #[test]
+    fn spans_must_be_inside_the_text() {
+        assert!(mentions("abc", &[mention(0, 3)]).is_ok());
+        let e = mentions("abc", &[mention(1, 4)]).unwrap_err();
+        assert!(e.contains("outside the text (3 characters)"), "{e}");
+    }
+
+    #[test]
+    fn spans_count_characters_not_bytes() {
+        // "Œdème" is 5 characters, 8 bytes.
+        assert!(mentions("Œdème", &[mention(0, 5)]).is_ok());
+        assert!(mentions("Œdème", &[mention(0, 8)]).is_err());
+    }
+
+    #[test]
+    fn spans_must_not_split_a_grapheme() {
+        // "e" + COMBINING ACUTE ACCENT is one user-perceived character made of two chars.
+        let text = "cafe\u{301} au lait";
+        assert!(mentions(text, &[mention(0, 5)]).is_ok());
+        let e = mentions(text, &[mention(0, 4)]).unwrap_err();
+        assert!(e.contains("cuts a character at offset 4"), "{e}");
+    }
+
+    #[test]
+    fn expansion_must_name_its_span() {
+        let ok = Expansion {
+            span: Span { start: 4, end: 6 },
+            abbreviation: "MI".into(),
+            long_form: "myocardial infarction".into(),
+            confidence: 0.9,
+        };
+        assert!(expansions("Old MI.", &[ok.clone()]).is_ok());
+        let bad = Expansion { span: Span { start: 3, end: 5 }, ..ok };
+        assert!(expansions("Old MI.", &[bad]).unwrap_err().contains("is not the text of its span"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Longest-match concept matching over a vocabulary table, insensitive to case, plurals,
+//! hyphens, punctuation and British/American spelling, with one-edit matching of long words.
+//!
+//! Plain Rust with no dependencies: the normalizer plugin runs it inside a WebAssembly
+//! component, and the host's boundary benchmark runs the very same code natively.
+
+mod fuzzy;
+mod token;
+mod vocab;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+pub use token::{normalize_token, tokens, Token};
+pub use vocab::{parse_concepts, ConceptRow, VocabError};
+
+use fuzzy::DeletionIndex;
+
+/// One match of a concept in a text, in byte offsets of that text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// Byte offset of the first character.
+    pub start: usize,
+    /// Byte offset one past the last character.
+    pub end: usize,
+    /// Index of the concept in [`Matcher::concept`].
+    pub concept: u32,
+    /// 1.0 for an exact (normalized) match, lower when a word matched with one edit.
+    pub score: f32,
+}
+
+/// How the matcher treats approximate matches.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Words at least this long (in characters) may match a vocabulary word one edit away.
+    pub fuzzy_min_len: usize,
+    /// The score of a match that used a one-edit word.
+    pub fuzzy_score: f32,
+    /// Single-word names shorter than this are not matched (too ambiguous).
+    pub min_single_word_len: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { fuzzy_min_len: 8, fuzzy_score: 0.85, min_single_word_len: 3 }
+    }
+}
+
+/// A compiled vocabulary: a trie over normalized words.
+pub struct Matcher {
+    ids: Vec<String>,
+    names: Vec<String>,
+    words: HashMap<String, u32, FxBuild>,
+    edges: HashMap<(u32, u32), u32, FxBuild>,
+    terminal: Vec<Option<u32>>,
+    fuzzy: DeletionIndex,
+    fuzzy_cache: RefCell<HashMap<String, Option<u32>, FxBuild>>,
+    options: Options,
+}
+
+impl Matcher {
+    /// Compiles concept rows (preferred names first, so they win over synonyms).
+    pub fn new(rows: &[ConceptRow], options: Options) -> Self {
+        let mut m = Matcher {
+            ids: Vec::with_capacity(rows.len()),
+            names: Vec::with_capacity(rows.len()),
+            words: HashMap::default(),
+            edges: HashMap::default(),
+            terminal: vec![None],
+            fuzzy: DeletionIndex::default(),
+            fuzzy_cache: RefCell::new(HashMap::default()),
+            options,
+        };
+        for row in rows {
+            m.ids.push(row.id.clone());
+            m.names.push(row.preferred.clone());
+        }
+        for (i, row) in rows.iter().enumerate() {
+            m.insert(&row.preferred, i as u32);
+        }
+        for (i, row) in rows.iter().enumerate() {
+            for syn in &row.synonyms {
+                m.insert(syn, i as u32);
+            }
+        }
+        let long: Vec<(&String, u32)> = m
+            .words
+            .iter()
+            .filter(|(w, _)| w.chars().count() >= m.options.fuzzy_min_len)
+            .map(|(w, &id)| (w, id))
+            .collect();
+        m.fuzzy = DeletionIndex::build(long);
+        m
+    }
+
+    /// The number of concepts.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// A concept's id and preferred name.
+    pub fn concept(&self, index: u32) -> (&str, &str) {
+        let i = index as usize;
+        (self.ids[i].as_str(), self.names[i].as_str())
+    }
+
+    fn insert(&mut self, name: &str, concept: u32) {
+        let toks: Vec<String> = tokens(name).map(|t| normalize_token(&name[t.start..t.end])).collect();
+        if toks.is_empty()
+            || (toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len)
+        {
+            return;
+        }
+        let mut node = 0u32;
+        for t in toks {
+            let next_word = self.words.len() as u32;
+            let word = *self.words.entry(t).or_insert(next_word);
+            let next_node = self.terminal.len() as u32;
+            node = *self.edges.entry((node, word)).or_insert(next_node);
+            if node == next_node {
+                self.terminal.push(None);
+            }
+        }
+        let slot = &mut self.terminal[node as usize];
+        if slot.is_none() {
+            *slot = Some(concept);
+        }
+    }
+
+    fn word_id(&self, word: &str) -> Option<(u32, bool)> {
+        if let Some(&id) = self.words.get(word) {
+            return Some((id, false));
+        }
+        if word.chars().count() < self.options.fuzzy_min_len {
+            return None;
+        }
+        if let Some(hit) = self.fuzzy_cache.borrow().get(word) {
+            return hit.map(|id| (id, true));
+        }
+        let hit = self.fuzzy.lookup(word);
+        self.fuzzy_cache.borrow_mut().insert(word.to_owned(), hit);
+        hit.map(|id| (id, true))
+    }
+
+    /// All longest, non-overlapping matches in `text`, left to right.
+    pub fn find(&self, text: &str) -> Vec<Match> {
+        let words: Vec<(Token, Option<(u32, bool)>)> = tokens(text)
+            .map(|t| {
+                let w = normalize_token(&text[t.start..t.end]);
+                (t, self.word_id(&w))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let mut node = 0u32;
+            let mut best: Option<(usize, u32, bool)> = None;
+            let mut fuzzy = false;
+            for (j, (_, word)) in words.iter().enumerate().skip(i) {
+                let Some((w, f)) = *word else { break };
+                let Some(&next) = self.edges.get(&(node, w)) else { break };
+                node = next;
+                fuzzy |= f;
+                if let Some(c) = self.terminal[node as usize] {
+                    best = Some((j, c, fuzzy));
+                }
+            }
+            match best {
+                Some((j, concept, fuzzy)) => {
+                    out.push(Match {
+                        start: words[i].0.start,
+                        end: words[j].0.end,
+                        concept,
+                        score: if fuzzy { self.options.fuzzy_score } else { 1.0 },
+                    });
+                    i = j + 1;
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+}
+
+/// FxHash (rustc's hasher): fast for the short keys of the trie.
+#[derive(Default, Clone, Copy)]
+pub struct FxBuild;
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+/// The hasher of [`FxBuild`].
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(tsv: &str) -> Matcher {
+        Matcher::new(&parse_concepts(tsv).expect("valid"), Options::default())
+    }
+
+    #[test]
+    fn longest_match_wins_and_variants_fold() {
+        let m = matcher(
+            "D1\tMyocardial Infarction\tHeart Attack|Infarction, Myocardial\n\
+             D2\tInfarction\t\n\
+             D3\tTumor Necrosis Factor-alpha\tTNF-alpha\n\
+             D4\tEsophagus\t\n\
+             D5\tHemorrhage\t\n",
+        );
+        let text = "Acute myocardial infarctions, heart-attacks and TNF alpha; oesophagus haemorrhage.";
+        let found: Vec<(&str, &str)> =
+            m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("myocardial infarctions", "D1"),
+                ("heart-attacks", "D1"),
+                ("TNF alpha", "D3"),
+                ("oesophagus", "D4"),
+                ("haemorrhage", "D5"),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_edit_on_long_words_only() {
+        let m = matcher("D1\tPneumothorax\t\nD2\tGout\t\n");
+        let hits = m.find("a pneumothorux, not a gaut");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].score, Options::default().fuzzy_score);
+        assert_eq!(m.concept(hits[0].concept).0, "D1");
+    }
+}

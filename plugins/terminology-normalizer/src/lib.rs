@@ -1,0 +1,51 @@
+//! The default terminology normalizer: finds vocabulary concepts (MeSH by default) in text.
+//!
+//! Settings: `vocab` (the table inside the read-only folder the host grants; default
+//! `/vocab/concepts.tsv`), `fuzzy_min_len` (default 8), `min_score` (default 0).
+
+use dictionary_matcher::{parse_concepts, Matcher, Options};
+use medtune_plugin_sdk::{
+    register_normalizer, CharOffsets, Concept, Document, Mention, Normalizer, PluginError, Settings,
+};
+
+struct TerminologyNormalizer {
+    matcher: Matcher,
+    min_score: f32,
+}
+
+impl Normalizer for TerminologyNormalizer {
+    fn new(settings: &Settings) -> Result<Self, PluginError> {
+        let path = settings.get("vocab").unwrap_or("/vocab/concepts.tsv").to_owned();
+        let defaults = Options::default();
+        let options = Options {
+            fuzzy_min_len: settings.parse_or("fuzzy_min_len", defaults.fuzzy_min_len)?,
+            ..defaults
+        };
+        let min_score = settings.parse_or("min_score", 0.0f32)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            PluginError::MissingResource(format!("cannot read vocabulary {path}: {e} (is its folder granted?)"))
+        })?;
+        let rows = parse_concepts(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?;
+        Ok(Self { matcher: Matcher::new(&rows, options), min_score })
+    }
+
+    fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
+        let offsets = CharOffsets::new(&doc.text);
+        Ok(self
+            .matcher
+            .find(&doc.text)
+            .into_iter()
+            .filter(|m| m.score >= self.min_score)
+            .map(|m| {
+                let (id, name) = self.matcher.concept(m.concept);
+                Mention {
+                    span: offsets.span(m.start, m.end),
+                    concept: Concept { id: id.to_owned(), preferred_name: name.to_owned() },
+                    score: m.score,
+                }
+            })
+            .collect())
+    }
+}
+
+register_normalizer!(TerminologyNormalizer);
