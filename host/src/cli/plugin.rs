@@ -65,6 +65,19 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Load a config's plugin set, watch its plugin folders, and after every swap (or
+    /// refusal) run the sample documents through the chain: a hot-swap console.
+    Watch {
+        /// The run's TOML config (its `plugins.dirs` are watched).
+        #[arg(long)]
+        config: PathBuf,
+        /// JSONL input; default: 8 bundled PubMedQA records.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Stop after this many swaps and refusals (default: run until killed).
+        #[arg(long)]
+        max_events: Option<usize>,
+    },
     /// Show the loaded plugins with versions and content hashes.
     List {
         /// The plugin set of this config (default: the built-in plugins).
@@ -98,23 +111,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 grants: grants.iter().map(|g| parse_grant(g)).collect::<anyhow::Result<_>>()?,
                 settings: settings.iter().map(|s| parse_pair(s, "--set")).collect::<anyhow::Result<_>>()?,
             };
-            let records = match &input {
-                Some(p) => {
-                    let (records, errors) = data::read(p);
-                    for e in &errors {
-                        eprintln!("error: {e}");
-                    }
-                    records
-                }
-                None => SAMPLE
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .filter_map(|v| sample_record(&v))
-                    .collect(),
-            };
-            if records.is_empty() {
-                bail!("no input records");
-            }
+            let records = input_records(input.as_deref())?;
             let engine = PluginEngine::new(None)?;
             let t = Instant::now();
             let mut plugin = engine.load_file(&wasm, None, sandbox)?;
@@ -133,7 +130,67 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::List { config, dir } => list(config.as_deref(), &dir),
+        PluginCommand::Watch { config, input, max_events } => watch(&config, input.as_deref(), max_events),
     }
+}
+
+/// The records of `--input`, or the bundled sample.
+fn input_records(input: Option<&Path>) -> anyhow::Result<Vec<Record>> {
+    let records: Vec<Record> = match input {
+        Some(p) => {
+            let (records, errors) = data::read(p);
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            records
+        }
+        None => SAMPLE
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| sample_record(&v))
+            .collect(),
+    };
+    if records.is_empty() {
+        bail!("no input records");
+    }
+    Ok(records)
+}
+
+fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    if config.plugin_dirs().is_empty() {
+        bail!("config {}: plugins.dirs is empty: there is no folder to watch", config.path.display());
+    }
+    let records = input_records(input)?;
+    let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
+    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
+    set.watch()?;
+    let show = |set: &mut PluginSet| {
+        let mut batch = records.clone();
+        data::annotate(set, &mut batch, 64, false, |_, _| {});
+        for r in &batch {
+            let ids: Vec<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
+            let failures: Vec<String> = r.failures.iter().map(|f| f.reason.clone()).collect();
+            println!("  {}: [{}]{}", r.id, ids.join(", "), if failures.is_empty() { String::new() } else { format!(" FAILED: {}", failures.join("; ")) });
+        }
+    };
+    let ids: Vec<String> = set.plugins().iter().map(|p| p.id()).collect();
+    println!("watching {} with chain {}", config.plugin_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "), ids.join(" -> "));
+    show(&mut set);
+    let mut events = 0;
+    while max_events.is_none_or(|m| events < m) {
+        std::thread::sleep(Duration::from_millis(20));
+        let log = set.apply_swaps();
+        if log.is_empty() {
+            continue;
+        }
+        for line in &log {
+            println!("{line}");
+        }
+        events += log.len();
+        show(&mut set);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sample_record(v: &serde_json::Value) -> Option<Record> {

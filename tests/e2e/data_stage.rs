@@ -1,0 +1,106 @@
+//! `medtune data` / `medtune run`: the default job on the bundled PubMedQA, failures kept
+//! on their records, bad input reported by file, line and field, outputs written whole.
+
+use crate::harness::{guest, jsonl, read_jsonl, repo, Env};
+
+#[test]
+fn the_default_job_annotates_the_bundled_pubmedqa() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(repo().join("configs/pubmedqa-smollm2.toml")).expect("default config");
+    let configs = repo().join("configs");
+    // the default config, with its outputs in the temp folder
+    let text = text.replace("work_dir = \"../work\"", &format!("work_dir = {:?}", env.path("work").display().to_string()))
+        .replace("\"../", &format!("\"{}/../", configs.display()));
+    let config = env.write("default.toml", text);
+    let run = env.run(&["run", config.to_str().expect("utf-8")]);
+    run.expect_code(0).stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("train: 500 records");
+    let test = read_jsonl(&env.path("work/data/processed/test.jsonl"));
+    assert_eq!(test.len(), 500);
+    let with_mentions = test.iter().filter(|r| r["mentions"].as_array().is_some_and(|m| !m.is_empty())).count();
+    assert!(with_mentions > 250, "only {with_mentions} of 500 records have mentions");
+    for r in &test {
+        let stamp = r["provenance"]["plugins"][0].as_str().expect("provenance names the plugin");
+        assert!(stamp.starts_with("terminology-normalizer@0.1.0#"), "{stamp}");
+        assert_eq!(r["failures"].as_array().map(Vec::len), Some(0));
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("work/data/processed/manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["plugins"][0]["id"], "terminology-normalizer@0.1.0");
+    assert_eq!(manifest["plugins"][0]["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(manifest["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
+}
+
+#[test]
+fn a_trap_in_the_middle_of_a_batch_keeps_and_reports_its_record() {
+    let env = Env::new();
+    let input = env.write("in.jsonl", jsonl(&[("r1", "one"), ("r2", "two"), ("r3", "PANIC now"), ("r4", "four")]));
+    let config = env.config(
+        &input,
+        &format!("[[plugins.chain]]\nname = \"hostile\"\nkind = \"normalizer\"\npath = {:?}\n", guest("hostile").display().to_string()),
+    );
+    let run = env.run(&["data", "--config", config.to_str().expect("utf-8")]);
+    run.expect_code(2)
+        .stderr_has("plugin hostile@0.1.0 on record r3: plugin hostile@0.1.0 trapped")
+        .stderr_has("hostile guest panics on record r3")
+        .stderr_has("1 record(s) failed in plugins");
+    let out = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    let ids: Vec<&str> = out.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["r1", "r2", "r3", "r4"], "every record is kept, in order");
+    for r in &out {
+        let failed = !r["failures"].as_array().expect("failures").is_empty();
+        assert_eq!(failed, r["id"] == "r3", "{r}");
+        assert_eq!(r["mentions"].as_array().expect("mentions").is_empty(), failed, "{r}");
+    }
+    let errors = read_jsonl(&env.path("work/data/processed/errors.jsonl"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["record"], "r3");
+}
+
+#[test]
+fn bad_input_is_reported_by_line_and_field_and_good_records_go_through() {
+    let env = Env::new();
+    let mut bytes = jsonl(&[("good1", "fine")]).into_bytes();
+    bytes.extend_from_slice(b"{not json\n");
+    bytes.extend_from_slice(b"{\"id\": \"nq\", \"context\": \"x\"}\n");
+    bytes.extend_from_slice(b"{\"id\": \"badtype\", \"question\": 7}\n");
+    bytes.extend_from_slice(b"{\"id\": \"badlabel\", \"question\": \"q\", \"answer\": \"perhaps\"}\n");
+    bytes.extend_from_slice(b"{\"id\": \"latin1\", \"question\": \"caf\xe9\"}\n");
+    bytes.extend_from_slice(jsonl(&[("good2", "also fine")]).as_bytes());
+    let input = env.write("in.jsonl", bytes);
+    let config = env.config(&input, "[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = { \"/vocab\" = \"VOCAB\" }\n");
+    let vocab = repo().join("tests/fixtures/vocab");
+    let text = std::fs::read_to_string(&config).expect("config").replace("VOCAB", &vocab.display().to_string());
+    std::fs::write(&config, text).expect("config");
+    let run = env.run(&["data", "--config", config.to_str().expect("utf-8")]);
+    run.expect_code(2)
+        .stderr_has("in.jsonl: line 2: bad JSON")
+        .stderr_has("in.jsonl: line 3: missing field question")
+        .stderr_has("in.jsonl: line 4: field question must be a string")
+        .stderr_has("in.jsonl: line 5: field answer must be yes, no or maybe (found \"perhaps\")")
+        .stderr_has("in.jsonl: line 6: not UTF-8")
+        .stderr_has("5 input error(s)");
+    let out = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    let ids: Vec<&str> = out.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["good1", "good2"]);
+}
+
+#[test]
+fn an_empty_input_file_is_an_error_that_names_it() {
+    let env = Env::new();
+    let input = env.write("empty.jsonl", "");
+    let config = env.config(&input, "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(2).stderr_has("empty.jsonl: file: the file is empty");
+}
+
+#[test]
+fn a_config_with_an_unknown_key_or_bad_value_stops_before_any_work() {
+    let env = Env::new();
+    let input = env.write("in.jsonl", jsonl(&[("a", "x")]));
+    let config = env.config(&input, "[[plugins.chain]]\nname = \"x\"\nkind = \"normalizer\"\ntimeout = 5\n");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(1).stderr_has("unknown field `timeout`");
+    let config = env.config(&input, "[[plugins.chain]]\nname = \"x\"\nkind = \"tokenizer\"\n");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("plugins.chain[0] (x).kind: unknown kind \"tokenizer\"");
+    assert!(!env.path("work").exists(), "nothing written");
+}

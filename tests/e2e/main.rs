@@ -1,0 +1,9 @@
+//! End-to-end tests of the `medtune` binary: one test binary, one module per area.
+//! (Declared as a test target of host/ so that cargo builds the binary first.)
+
+mod contract;
+mod harness;
+mod data_stage;
+mod hot_swap;
+mod plugin_cli;
+mod sandbox;

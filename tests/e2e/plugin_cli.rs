@@ -1,0 +1,52 @@
+//! `medtune plugin new|build|test|list`: the plugin author's loop, on real components.
+
+use crate::harness::{guest, Env};
+
+#[test]
+fn scaffolded_plugins_of_every_kind_build_and_run() {
+    let env = Env::new();
+    for (kind, shows) in [
+        ("normalizer", "\"cell death\""),
+        ("disambiguator", "expansion(s)"),
+        ("augmenter", "new record(s)"),
+        ("metric", "accuracy = "),
+    ] {
+        let name = format!("my-{kind}");
+        env.run(&["plugin", "new", &name, "--kind", kind]).expect_code(0).stdout_has("created");
+        env.run(&["plugin", "test", &name])
+            .expect_code(0)
+            .stdout_has(&format!("{name}@0.1.0 ({kind} plugin"))
+            .stdout_has("batch 1: 8 record(s)")
+            .stdout_has(shows);
+    }
+}
+
+#[test]
+fn plugin_new_refuses_a_bad_name_or_an_existing_folder() {
+    let env = Env::new();
+    env.run(&["plugin", "new", "Bad_Name", "--kind", "metric"]).expect_code(1).stderr_has("use lowercase letters");
+    std::fs::create_dir(env.path("taken")).expect("mkdir");
+    env.run(&["plugin", "new", "taken", "--kind", "metric"]).expect_code(1).stderr_has("already exists");
+}
+
+#[test]
+fn plugin_list_shows_versions_and_hashes() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("plugins")).expect("mkdir");
+    std::fs::copy(guest("tagger_v1"), env.path("plugins/tagger.wasm")).expect("copy");
+    let run = env.run(&["plugin", "list", "--dir", "plugins"]);
+    run.expect_code(0);
+    let builtin = run.stdout.lines().find(|l| l.starts_with("terminology-normalizer")).expect("builtin listed");
+    assert!(builtin.contains("0.1.0") && builtin.contains("normalizer") && builtin.contains("builtin:"), "{builtin}");
+    let tagger = run.stdout.lines().find(|l| l.starts_with("tagger")).expect("folder plugin listed");
+    assert!(tagger.contains("1.0.0") && tagger.contains("plugins/tagger.wasm"), "{tagger}");
+}
+
+#[test]
+fn unknown_settings_are_refused_by_name() {
+    let env = Env::new();
+    let tagger = guest("tagger_v1");
+    env.run(&["plugin", "test", tagger.to_str().expect("utf-8"), "--set", "colour=blue"])
+        .expect_code(1)
+        .stderr_has("plugin tagger@1.0.0: configure refused its settings: config: unknown setting(s) colour");
+}
