@@ -38,6 +38,10 @@ impl PluginEngine {
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).cranelift_opt_level(OptLevel::Speed);
+        // `MEDTUNE_WASM_PERFMAP=1` names plugin functions for `perf record` (see BENCHMARKS.md).
+        if std::env::var_os("MEDTUNE_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| LoadError::Compile {
             origin: "engine".into(),
             reason: format!("{e:#}"),

@@ -47,6 +47,7 @@ pub struct Plugin {
     sandbox: Sandbox,
     live: Option<Live>,
     restarts: u64,
+    last_restart: (Duration, Duration),
 }
 
 /// Per-record results of a batch: the output, or why this record has none.
@@ -77,7 +78,7 @@ impl Plugin {
             description: String::new(),
         };
         let mut plugin =
-            Plugin { info: placeholder, hash, origin: origin.clone(), engine, pre, sandbox, live: None, restarts: 0 };
+            Plugin { info: placeholder, hash, origin: origin.clone(), engine, pre, sandbox, live: None, restarts: 0, last_restart: Default::default() };
         let mut live = plugin.instantiate().map_err(|reason| LoadError::Instantiate { origin: origin.clone(), reason })?;
         live.store.set_epoch_deadline(plugin.deadline_ticks());
         let info = match &live.inst {
@@ -132,6 +133,11 @@ impl Plugin {
         &self.sandbox
     }
 
+    /// Changes the wall-clock limit of later calls.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.sandbox.timeout = timeout;
+    }
+
     /// Makes sure a live instance exists now (re-creating it if a failure dropped it);
     /// returns how long that took, zero when one was already there.
     pub fn warm_up(&mut self) -> Result<Duration, CallError> {
@@ -179,10 +185,18 @@ impl Plugin {
         }
     }
 
+    /// How long the last restart took: (instantiate, configure).
+    pub fn last_restart(&self) -> (Duration, Duration) {
+        self.last_restart
+    }
+
     fn revive(&mut self) -> Result<(), CallError> {
         let restart = |reason: String| CallError::Restart { plugin: self.id(), reason };
+        let t = std::time::Instant::now();
         let mut live = self.instantiate().map_err(restart)?;
+        let instantiated = t.elapsed();
         self.configure(&mut live).map_err(restart)?;
+        self.last_restart = (instantiated, t.elapsed() - instantiated);
         self.restarts += 1;
         self.live = Some(live);
         Ok(())

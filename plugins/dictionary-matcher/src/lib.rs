@@ -11,18 +11,22 @@ mod vocab;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-pub use token::{normalize_token, tokens, Token};
+pub use token::{normalize_token, normalize_token_into, tokens, Token};
 pub use vocab::{parse_concepts, ConceptRow, VocabError};
 
 use fuzzy::DeletionIndex;
 
-/// One match of a concept in a text, in byte offsets of that text.
+/// One match of a concept in a text, in byte and character offsets of that text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
     /// Byte offset of the first character.
     pub start: usize,
     /// Byte offset one past the last character.
     pub end: usize,
+    /// Character offset of the first character.
+    pub char_start: u32,
+    /// Character offset one past the last character.
+    pub char_end: u32,
     /// Index of the concept in [`Matcher::concept`].
     pub concept: u32,
     /// 1.0 for an exact (normalized) match, lower when a word matched with one edit.
@@ -136,7 +140,9 @@ impl Matcher {
         if let Some(&id) = self.words.get(word) {
             return Some((id, false));
         }
-        if word.chars().count() < self.options.fuzzy_min_len {
+        if word.len() < self.options.fuzzy_min_len
+            || (!word.is_ascii() && word.chars().count() < self.options.fuzzy_min_len)
+        {
             return None;
         }
         if let Some(hit) = self.fuzzy_cache.borrow().get(word) {
@@ -149,10 +155,11 @@ impl Matcher {
 
     /// All longest, non-overlapping matches in `text`, left to right.
     pub fn find(&self, text: &str) -> Vec<Match> {
+        let mut buf = String::new();
         let words: Vec<(Token, Option<(u32, bool)>)> = tokens(text)
             .map(|t| {
-                let w = normalize_token(&text[t.start..t.end]);
-                (t, self.word_id(&w))
+                normalize_token_into(&text[t.start..t.end], &mut buf);
+                (t, self.word_id(&buf))
             })
             .collect();
         let mut out = Vec::new();
@@ -175,6 +182,8 @@ impl Matcher {
                     out.push(Match {
                         start: words[i].0.start,
                         end: words[j].0.end,
+                        char_start: words[i].0.char_start,
+                        char_end: words[j].0.char_end,
                         concept,
                         score: if fuzzy { self.options.fuzzy_score } else { 1.0 },
                     });
@@ -206,10 +215,17 @@ impl std::hash::Hasher for FxHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(buf));
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            self.add(u64::from_le_bytes(word));
         }
     }
     fn write_u32(&mut self, i: u32) {

@@ -1,47 +1,89 @@
 //! Words of a text and their normalized form (lowercase, singular, American spelling).
 
-/// A word of a text: a run of letters and digits, in byte offsets.
+/// A word of a text: a run of letters and digits, in byte and character offsets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Token {
     /// Byte offset of the first character.
     pub start: usize,
     /// Byte offset one past the last character.
     pub end: usize,
+    /// Character offset of the first character.
+    pub char_start: u32,
+    /// Character offset one past the last character.
+    pub char_end: u32,
 }
 
 /// The words of `text`; hyphens, spaces and punctuation separate words.
 pub fn tokens(text: &str) -> impl Iterator<Item = Token> + '_ {
-    let mut chars = text.char_indices().peekable();
+    let ascii = text.is_ascii();
+    let (mut a, mut u) = (ascii_tokens(if ascii { text.as_bytes() } else { &[] }), unicode_tokens(if ascii { "" } else { text }));
+    // No `Box<dyn Iterator>`: an indirect call per word is dear inside WebAssembly.
+    std::iter::from_fn(move || if ascii { a.next() } else { u.next() })
+}
+
+/// [`tokens`] of an ASCII text: bytes are characters.
+fn ascii_tokens(bytes: &[u8]) -> impl Iterator<Item = Token> + '_ {
+    let mut i = 0;
     std::iter::from_fn(move || {
-        while let Some(&(_, c)) = chars.peek() {
+        while i < bytes.len() && !bytes[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return None;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        Some(Token { start, end: i, char_start: start as u32, char_end: i as u32 })
+    })
+}
+
+fn unicode_tokens(text: &str) -> impl Iterator<Item = Token> + '_ {
+    let mut chars = text.char_indices().enumerate().peekable();
+    std::iter::from_fn(move || {
+        while let Some(&(_, (_, c))) = chars.peek() {
             if c.is_alphanumeric() {
                 break;
             }
             chars.next();
         }
-        let (start, first) = chars.next()?;
+        let (n, (start, first)) = chars.next()?;
         let mut end = start + first.len_utf8();
-        while let Some(&(i, c)) = chars.peek() {
+        let mut char_end = n + 1;
+        while let Some(&(m, (i, c))) = chars.peek() {
             if !c.is_alphanumeric() {
                 break;
             }
             end = i + c.len_utf8();
+            char_end = m + 1;
             chars.next();
         }
-        Some(Token { start, end })
+        Some(Token { start, end, char_start: n as u32, char_end: char_end as u32 })
     })
 }
 
 /// The form a word is compared in: lowercase, British spellings folded to American
 /// (`ae`/`oe` -> `e`, `-our` -> `-or`), a plural `-ies` -> `-y` and a final `-s` dropped.
 pub fn normalize_token(word: &str) -> String {
-    let mut w: String = if word.is_ascii() {
-        word.to_ascii_lowercase()
+    let mut w = String::with_capacity(word.len());
+    normalize_token_into(word, &mut w);
+    w
+}
+
+/// [`normalize_token`] into a reused buffer (the matcher's hot path allocates nothing).
+pub fn normalize_token_into(word: &str, w: &mut String) {
+    w.clear();
+    if word.is_ascii() {
+        w.push_str(word);
+        w.make_ascii_lowercase();
     } else {
-        word.chars().flat_map(char::to_lowercase).collect()
-    };
-    if w.len() > 4 && (w.contains("ae") || w.contains("oe")) {
-        w = w.replace("ae", "e").replace("oe", "e");
+        w.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    // A byte scan, not `str::contains`: this runs for every word (and the generic string
+    // search is far slower inside WebAssembly than a two-byte window).
+    if w.len() > 4 && w.as_bytes().windows(2).any(|p| p == b"ae" || p == b"oe") {
+        *w = w.replace("ae", "e").replace("oe", "e");
     }
     if w.len() > 5 && w.ends_with("our") {
         w.truncate(w.len() - 3);
@@ -59,7 +101,6 @@ pub fn normalize_token(word: &str) -> String {
     {
         w.pop();
     }
-    w
 }
 
 #[cfg(test)]
@@ -71,6 +112,8 @@ mod tests {
         let text = "non-small-cell, Sjögren's (MI)";
         let words: Vec<&str> = tokens(text).map(|t| &text[t.start..t.end]).collect();
         assert_eq!(words, vec!["non", "small", "cell", "Sjögren", "s", "MI"]);
+        let chars: Vec<(u32, u32)> = tokens(text).map(|t| (t.char_start, t.char_end)).collect();
+        assert_eq!(chars[3..], [(16, 23), (24, 25), (27, 29)]);
     }
 
     #[test]

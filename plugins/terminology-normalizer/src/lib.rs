@@ -5,7 +5,7 @@
 
 use dictionary_matcher::{parse_concepts, Matcher, Options};
 use medtune_plugin_sdk::{
-    register_normalizer, CharOffsets, Concept, Document, Mention, Normalizer, PluginError, Settings,
+    register_normalizer, Concept, Document, Mention, Normalizer, PluginError, Settings, Span,
 };
 
 struct TerminologyNormalizer {
@@ -30,7 +30,6 @@ impl Normalizer for TerminologyNormalizer {
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
-        let offsets = CharOffsets::new(&doc.text);
         Ok(self
             .matcher
             .find(&doc.text)
@@ -39,7 +38,7 @@ impl Normalizer for TerminologyNormalizer {
             .map(|m| {
                 let (id, name) = self.matcher.concept(m.concept);
                 Mention {
-                    span: offsets.span(m.start, m.end),
+                    span: Span { start: m.char_start, end: m.char_end },
                     concept: Concept { id: id.to_owned(), preferred_name: name.to_owned() },
                     score: m.score,
                 }

@@ -1,0 +1,137 @@
+//! Boundary cost of the plugin host: documents/s through the terminology normalizer as a
+//! WebAssembly component (time limit on) beside the same matcher called natively, at batch
+//! sizes 1, 64 and 1024 over the PubMedQA PQA-L contexts; plus load-from-cache and
+//! restart-after-trap times.
+//!
+//! `cargo bench -p medtune --bench plugin_boundary [-- VOCAB_DIR]` (default: the test
+//! fixture vocabulary; pass the folder `medtune vocab build` wrote for MeSH).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dictionary_matcher::{parse_concepts, Matcher, Options};
+use medtune::plugin::types::{Concept, Document, Mention, Span};
+use medtune::plugin::{builtin, Grant, PluginEngine, Sandbox};
+
+const ROUNDS: usize = 7;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn docs(repo: &Path) -> Vec<Document> {
+    let text = std::fs::read_to_string(repo.join("examples/data/pubmedqa/ori_pqal.json")).expect("PQA-L");
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).expect("PQA-L JSON");
+    map.into_iter()
+        .map(|(id, v)| {
+            let contexts: Vec<&str> = v["CONTEXTS"].as_array().expect("CONTEXTS").iter().filter_map(|c| c.as_str()).collect();
+            Document { id, text: contexts.join("\n\n"), metadata: Vec::new() }
+        })
+        .collect()
+}
+
+/// The plugin's normalize body, natively: match, then build the contract's mentions.
+fn native(matcher: &Matcher, doc: &Document) -> Vec<Mention> {
+    matcher
+        .find(&doc.text)
+        .into_iter()
+        .map(|m| {
+            let (id, name) = matcher.concept(m.concept);
+            Mention {
+                span: Span { start: m.char_start, end: m.char_end },
+                concept: Concept { id: id.to_owned(), preferred_name: name.to_owned() },
+                score: m.score,
+            }
+        })
+        .collect()
+}
+
+fn main() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let vocab_dir = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("tests/fixtures/vocab"));
+    let docs = docs(&repo);
+    let bytes: usize = docs.iter().map(|d| d.text.len()).sum();
+    let vocab = std::fs::read_to_string(vocab_dir.join("concepts.tsv")).expect("vocabulary concepts.tsv");
+    let rows = parse_concepts(&vocab).expect("valid vocabulary");
+    println!("{} documents ({:.1} MB), vocabulary {} ({} concepts)", docs.len(), bytes as f64 / 1e6, vocab_dir.display(), rows.len());
+
+    let matcher = Matcher::new(&rows, Options::default());
+    let cache = tempfile::tempdir().expect("temp dir");
+    let engine = PluginEngine::new(Some(cache.path().to_owned())).expect("engine");
+    let normalizer = builtin("terminology-normalizer").expect("built-in normalizer");
+    let sandbox = Sandbox {
+        timeout: Duration::from_secs(10),
+        grants: vec![Grant { host: vocab_dir.clone(), guest: "/vocab".into() }],
+        ..Sandbox::default()
+    };
+    let mut plugin = engine.load(normalizer.wasm, "builtin:terminology-normalizer", None, sandbox.clone()).expect("load");
+
+    // same answers both ways
+    let want: Vec<Vec<Mention>> = docs.iter().map(|d| native(&matcher, d)).collect();
+    let got: Vec<Vec<Mention>> = plugin.normalize(&docs).expect("call").into_iter().map(|r| r.expect("record")).collect();
+    assert!(want == got, "plugin and native results differ");
+    let mentions: usize = want.iter().map(Vec::len).sum();
+    println!("{mentions} mentions found (identical natively and in the plugin)\n");
+
+    println!("| batch | native docs/s | plugin docs/s | plugin / native time |");
+    println!("|---:|---:|---:|---:|");
+    for batch in [1usize, 64, 1024] {
+        let mut nat = Vec::new();
+        let mut wasm = Vec::new();
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            for chunk in docs.chunks(batch) {
+                let out: Vec<Vec<Mention>> = chunk.iter().map(|d| native(&matcher, d)).collect();
+                std::hint::black_box(out);
+            }
+            nat.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            for chunk in docs.chunks(batch) {
+                std::hint::black_box(plugin.normalize(chunk).expect("call"));
+            }
+            wasm.push(t.elapsed().as_secs_f64());
+        }
+        let (n, w) = (median(nat), median(wasm));
+        println!("| {batch} | {:.0} | {:.0} | {:.2}x |", docs.len() as f64 / n, docs.len() as f64 / w, w / n);
+    }
+
+    // Loading from the compiled cache: a fresh engine (empty in-memory map) over the same folder.
+    let mut cached = Vec::new();
+    let mut configured = Vec::new();
+    for _ in 0..ROUNDS {
+        let fresh = PluginEngine::new(Some(cache.path().to_owned())).expect("engine");
+        let t = Instant::now();
+        fresh.inspect(normalizer.wasm, "builtin:terminology-normalizer").expect("inspect");
+        cached.push(t.elapsed().as_secs_f64() * 1e3);
+        let fresh = PluginEngine::new(Some(cache.path().to_owned())).expect("engine");
+        let t = Instant::now();
+        fresh.load(normalizer.wasm, "builtin:terminology-normalizer", None, sandbox.clone()).expect("load");
+        configured.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("\nload from the compiled cache (deserialize + contract check + instantiate + describe): {:.2} ms", median(cached));
+    println!("load from the compiled cache, configured (+ the plugin reading its vocabulary): {:.2} ms", median(configured));
+
+    // Restart after a trap: a 1 ms limit makes a big batch time out, then a fresh instance.
+    let mut restart = Vec::new();
+    for _ in 0..ROUNDS {
+        plugin.set_timeout(Duration::from_millis(1));
+        let err = plugin.normalize(&docs).expect_err("a 1 ms limit interrupts 1000 documents");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        plugin.set_timeout(Duration::from_secs(10));
+        let t = Instant::now();
+        plugin.warm_up().expect("restart");
+        restart.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (inst, conf) = plugin.last_restart();
+    println!(
+        "running again after a trap: {:.2} ms (instantiate {:.3} ms + configure {:.2} ms)",
+        median(restart),
+        inst.as_secs_f64() * 1e3,
+        conf.as_secs_f64() * 1e3
+    );
+}
