@@ -50,3 +50,19 @@ fn unknown_settings_are_refused_by_name() {
         .expect_code(1)
         .stderr_has("plugin tagger@1.0.0: configure refused its settings: config: unknown setting(s) colour");
 }
+
+#[test]
+fn the_walkthrough_plugin_reads_its_granted_table() {
+    let env = Env::new();
+    let example = crate::harness::repo().join("examples/custom-plugin");
+    let (dir, vocab, input) = (example.display().to_string(), example.join("vocab"), example.join("sample.jsonl"));
+    env.run(&["plugin", "test", &dir, "--grant", &format!("/vocab={}", vocab.display()), "--input", input.to_str().expect("utf-8")])
+        .expect_code(0)
+        .stdout_has("drug-class-normalizer@0.1.0 (normalizer plugin")
+        .stdout_has("\"Metformin\" [80..89] -> A10BA Biguanides")
+        .stdout_has("\"ketamine\" [3..11] -> N01AX");
+    // without the grant it has no way to read its table, and says so
+    env.run(&["plugin", "test", &dir])
+        .expect_code(1)
+        .stderr_has("configure refused its settings: missing resource: /vocab/drugs.tsv");
+}
