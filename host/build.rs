@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 include!("build/guests.rs");
 
 /// (package, cdylib name) of every default plugin.
-const DEFAULT_PLUGINS: &[(&str, &str)] = &[("terminology-normalizer", "terminology_normalizer")];
+const DEFAULT_PLUGINS: &[(&str, &str)] = &[
+    ("terminology-normalizer", "terminology_normalizer"),
+    ("abbreviation-disambiguator", "abbreviation_disambiguator"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dictionary_matcher::{parse_concepts, Matcher, Options};
+use medtext::{parse_concepts, Matcher, Options};
 use medtune::plugin::types::{Concept, Document, Mention, Span};
 use medtune::plugin::{builtin, Grant, PluginEngine, Sandbox};
 

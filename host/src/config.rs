@@ -34,6 +34,8 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// The data stage.
     pub data: DataConfig,
+    /// The vocabulary folder the plugins read (built by the run when missing).
+    pub vocab: Option<VocabConfig>,
     /// The plugin chain.
     #[serde(default)]
     pub plugins: PluginsConfig,
@@ -49,6 +51,18 @@ fn default_work_dir() -> PathBuf {
     PathBuf::from("work")
 }
 
+/// The vocabulary folder and what it is built from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VocabConfig {
+    /// The folder (grant it to plugins as `/vocab`).
+    pub dir: PathBuf,
+    /// Where the source wheels are kept (`MEDTUNE_WHEELS` overrides it).
+    pub wheels: Option<PathBuf>,
+    /// A licensed UMLS `MRCONSO.RRF` to build the concepts from instead of MeSH + HPO.
+    pub umls: Option<PathBuf>,
+}
+
 /// What the data stage reads and how it runs the chain.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +71,10 @@ pub struct DataConfig {
     pub input: PathBuf,
     /// `test_ground_truth.json`: the official test questions, held out as `test`.
     pub test_ground_truth: Option<PathBuf>,
+    /// How records are split: `official` (PubMedQA PQA-L: `test` from `test_ground_truth`,
+    /// `dev` fold 0 of the official 10 folds, `train` the rest) or `none` (all `train`).
+    #[serde(default)]
+    pub split: SplitKind,
     /// Records per plugin call.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -67,6 +85,17 @@ pub struct DataConfig {
 
 fn default_batch_size() -> usize {
     64
+}
+
+/// How the data stage assigns splits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    /// Every record is `train`.
+    #[default]
+    None,
+    /// The official PubMedQA PQA-L split.
+    Official,
 }
 
 /// Whether a failed record stops the run.
@@ -165,6 +194,9 @@ impl Config {
         if self.data.batch_size == 0 {
             return Err(self.invalid("data.batch_size", "must be at least 1"));
         }
+        if self.data.split == SplitKind::Official && self.data.test_ground_truth.is_none() {
+            return Err(self.invalid("data.split", "\"official\" needs data.test_ground_truth"));
+        }
         let input = self.resolve(&self.data.input);
         if !input.is_file() {
             return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
@@ -185,7 +217,8 @@ impl Config {
                     return Err(self.invalid(&field("grants"), format!("guest path {guest:?} must be absolute")));
                 }
                 let host = self.resolve(host);
-                if !host.is_dir() {
+                let vocab = self.vocab.as_ref().map(|v| self.resolve(&v.dir));
+                if !host.is_dir() && vocab.as_ref() != Some(&host) {
                     return Err(self.invalid(&field("grants"), format!("{} is not a folder", host.display())));
                 }
             }
@@ -216,6 +249,21 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// How to build the vocabulary folder, if the config has one.
+    pub fn vocab_options(&self) -> Option<crate::vocab::BuildOptions> {
+        let v = self.vocab.as_ref()?;
+        let wheels = std::env::var_os("MEDTUNE_WHEELS")
+            .map(PathBuf::from)
+            .or_else(|| v.wheels.as_ref().map(|w| self.resolve(w)))
+            .unwrap_or_else(|| self.work_dir().join("cache/wheels"));
+        Some(crate::vocab::BuildOptions {
+            out: self.resolve(&v.dir),
+            wheels,
+            download: true,
+            umls: v.umls.as_ref().map(|u| self.resolve(u)),
+        })
     }
 
     /// The plugin folders, resolved.

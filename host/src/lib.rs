@@ -6,3 +6,4 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod plugin;
+pub mod vocab;

@@ -13,7 +13,7 @@ fn the_default_job_annotates_the_bundled_pubmedqa() {
         .replace("\"../", &format!("\"{}/../", configs.display()));
     let config = env.write("default.toml", text);
     let run = env.run(&["run", config.to_str().expect("utf-8")]);
-    run.expect_code(0).stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("train: 500 records");
+    run.expect_code(0).stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("dev: 50 records").stdout_has("train: 450 records");
     let test = read_jsonl(&env.path("work/data/processed/test.jsonl"));
     assert_eq!(test.len(), 500);
     let with_mentions = test.iter().filter(|r| r["mentions"].as_array().is_some_and(|m| !m.is_empty())).count();

@@ -13,6 +13,9 @@ use super::EXIT_PARTIAL;
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    if let Some(opts) = config.vocab_options() {
+        super::vocab::ensure(&opts).context("vocabulary stage")?;
+    }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let started = std::time::Instant::now();
     let report = data::run(&config, engine, |done, swaps| {

@@ -4,6 +4,7 @@
 mod data;
 mod plugin;
 mod scaffold;
+mod vocab;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Write, build, try and list plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Build the vocabulary folder the default plugins read.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
 }
 
 /// Exit status when the command ran but some records failed or could not be read.
@@ -45,5 +49,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Data { config } | Command::Run { config } => data::run(&config),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Vocab(cmd) => vocab::run(cmd),
     }
 }

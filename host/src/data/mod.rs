@@ -2,10 +2,13 @@
 
 mod chain;
 mod input;
+mod pyrandom;
 mod record;
+mod split;
 mod stage;
 
 pub use chain::{annotate, ChainReport};
 pub use input::{read, InputError};
 pub use record::{Provenance, Record};
+pub use split::official_folds;
 pub use stage::{file_hash, run, DataError, DataReport};

@@ -8,12 +8,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::atomic;
-use crate::config::{Config, OnError};
+use crate::config::{Config, OnError, SplitKind};
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
 use super::chain::{annotate, ChainReport};
 use super::input::{read, InputError};
 use super::record::Record;
+use super::split::official_folds;
 
 /// Why the data stage could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +58,9 @@ impl DataReport {
 pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[String])) -> Result<DataReport, DataError> {
     let input = config.resolve(&config.data.input);
     let (mut records, input_errors) = read(&input);
-    let test_ids = match &config.data.test_ground_truth {
-        Some(p) => read_test_ids(&config.resolve(p))?,
-        None => BTreeSet::new(),
-    };
-    for r in &mut records {
-        r.split = if test_ids.contains(&r.id) { "test" } else { "train" }.to_owned();
+    match (config.data.split, &config.data.test_ground_truth) {
+        (SplitKind::Official, Some(truth)) => assign_splits(&mut records, &config.resolve(truth))?,
+        _ => records.iter_mut().for_each(|r| r.split = "train".to_owned()),
     }
     let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
     if config.plugins.watch {
@@ -74,7 +72,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     let out_dir = config.work_dir().join("data/processed");
     let mut outputs = Vec::new();
     let mut splits = BTreeMap::new();
-    for split in ["train", "test"] {
+    for split in ["train", "dev", "test"] {
         let rows: Vec<&Record> = records.iter().filter(|r| r.split == split).collect();
         splits.insert(split.to_owned(), rows.len());
         let path = out_dir.join(format!("{split}.jsonl"));
@@ -106,6 +104,26 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     write_bytes(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
     outputs.push(manifest_path);
     Ok(DataReport { records: records.len(), splits, input_errors, chain, outputs, plugins })
+}
+
+/// `test`: the ground-truth ids; `dev`: fold 0 of the official 10 folds; `train`: the rest.
+fn assign_splits(records: &mut [Record], ground_truth: &Path) -> Result<(), DataError> {
+    let labelled: Vec<(String, String)> =
+        records.iter().filter_map(|r| r.answer.clone().map(|a| (r.id.clone(), a))).collect();
+    let (_, folds) = official_folds(&labelled);
+    let test = read_test_ids(ground_truth)?;
+    let dev: BTreeSet<&String> = folds.first().map(|f| f.iter().collect()).unwrap_or_default();
+    for r in records.iter_mut() {
+        r.split = if test.contains(&r.id) {
+            "test"
+        } else if dev.contains(&r.id) {
+            "dev"
+        } else {
+            "train"
+        }
+        .to_owned();
+    }
+    Ok(())
 }
 
 fn read_test_ids(path: &Path) -> Result<BTreeSet<String>, DataError> {

@@ -3,7 +3,7 @@
 //! Settings: `vocab` (the table inside the read-only folder the host grants; default
 //! `/vocab/concepts.tsv`), `fuzzy_min_len` (default 8), `min_score` (default 0).
 
-use dictionary_matcher::{parse_concepts, Matcher, Options};
+use medtext::{parse_concepts, Matcher, Options};
 use medtune_plugin_sdk::{
     register_normalizer, Concept, Document, Mention, Normalizer, PluginError, Settings, Span,
 };

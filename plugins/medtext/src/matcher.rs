@@ -1,20 +1,12 @@
 //! Longest-match concept matching over a vocabulary table, insensitive to case, plurals,
 //! hyphens, punctuation and British/American spelling, with one-edit matching of long words.
-//!
-//! Plain Rust with no dependencies: the normalizer plugin runs it inside a WebAssembly
-//! component, and the host's boundary benchmark runs the very same code natively.
-
-mod fuzzy;
-mod token;
-mod vocab;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-pub use token::{normalize_token, normalize_token_into, tokens, Token};
-pub use vocab::{parse_concepts, ConceptRow, VocabError};
-
-use fuzzy::DeletionIndex;
+use crate::fuzzy::DeletionIndex;
+use crate::token::{normalize_token, normalize_token_into, tokens, Token};
+use crate::vocab::ConceptRow;
 
 /// One match of a concept in a text, in byte and character offsets of that text.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +240,7 @@ impl FxHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::parse_concepts;
 
     fn matcher(tsv: &str) -> Matcher {
         Matcher::new(&parse_concepts(tsv).expect("valid"), Options::default())

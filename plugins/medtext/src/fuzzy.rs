@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::FxBuild;
+use crate::matcher::FxBuild;
 
 /// Maps every word and each of its one-character deletions to the word ids they come from.
 #[derive(Default)]

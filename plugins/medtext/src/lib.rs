@@ -1,0 +1,13 @@
+//! Plain-Rust medical text algorithms with no dependencies: dictionary matching and
+//! abbreviation definitions. The default plugins run them inside WebAssembly components,
+//! and the host's benchmarks run the very same code natively.
+
+pub mod abbrev;
+mod fuzzy;
+mod matcher;
+mod token;
+mod vocab;
+
+pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
+pub use token::{normalize_token, normalize_token_into, tokens, Token};
+pub use vocab::{parse_concepts, ConceptRow, VocabError};
