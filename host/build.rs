@@ -8,6 +8,11 @@ include!("build/guests.rs");
 const DEFAULT_PLUGINS: &[(&str, &str)] = &[
     ("terminology-normalizer", "terminology_normalizer"),
     ("abbreviation-disambiguator", "abbreviation_disambiguator"),
+    ("synonym-swap", "synonym_swap"),
+    ("entity-mask", "entity_mask"),
+    ("rare-concept-oversampler", "rare_concept_oversampler"),
+    ("label-balancer", "label_balancer"),
+    ("classification-metrics", "classification_metrics"),
 ];
 
 fn main() {

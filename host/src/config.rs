@@ -81,6 +81,9 @@ pub struct DataConfig {
     /// What a failed record does: `continue` (keep going, exit non-zero at the end) or `stop`.
     #[serde(default)]
     pub on_error: OnError,
+    /// The seed of the augmenters.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 fn default_batch_size() -> usize {

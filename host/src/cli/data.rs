@@ -36,6 +36,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     for (split, n) in &report.splits {
         println!("  {split}: {n} records");
     }
+    for (id, n, t) in &report.augmented.per_plugin {
+        println!("  {id}: {n} new training records ({:.1} ms in plugin calls)", t.as_secs_f64() * 1e3);
+    }
     for path in &report.outputs {
         println!("  wrote {}", path.display());
     }
@@ -45,7 +48,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     for e in &report.input_errors {
         eprintln!("error: {e}");
     }
-    for f in &report.chain.failures {
+    for f in report.chain.failures.iter().chain(&report.augmented.failures) {
         eprintln!("error: {f}");
     }
     eprintln!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::plugin::types::{Annotated, Document, PluginKind};
 use crate::plugin::{CallError, Outcomes, Plugin, PluginSet, RecordFailure};
 
-use super::record::Record;
+use super::record::{Augmentation, Record};
 
 /// What a chain run did.
 #[derive(Debug, Default)]
@@ -17,7 +17,7 @@ pub struct ChainReport {
     pub failures: Vec<RecordFailure>,
     /// Hot-swap log lines.
     pub swaps: Vec<String>,
-    /// Time spent in each plugin (by chain position).
+    /// Time spent in each normalizer and disambiguator.
     pub plugin_time: Vec<(String, Duration)>,
     /// Whether the run stopped early (`on_error = "stop"`).
     pub stopped: bool,
@@ -61,6 +61,12 @@ pub fn annotate(
             break;
         }
     }
+    let kinds: Vec<PluginKind> = set.plugins().iter().map(|p| p.kind()).collect();
+    let mut slot = 0;
+    report.plugin_time.retain(|_| {
+        slot += 1;
+        matches!(kinds[slot - 1], PluginKind::Normalizer | PluginKind::Disambiguator)
+    });
     report
 }
 
@@ -134,4 +140,72 @@ fn run_disambiguator(plugin: &mut Plugin, batch: &mut [Record]) {
             Err(f) => record.failures.push(f),
         }
     }
+}
+
+/// What the augmenters made.
+#[derive(Debug, Default)]
+pub struct AugmentReport {
+    /// The new records, in source order, augmenter by augmenter.
+    pub records: Vec<Record>,
+    /// New records per augmenter (`name@version`).
+    pub per_plugin: Vec<(String, usize, Duration)>,
+    /// Source records an augmenter failed on (they are kept, marked).
+    pub failures: Vec<RecordFailure>,
+}
+
+/// Runs every augmenter of the chain over `sources` (each augmenter sees the original
+/// records, not another augmenter's output). `extra` adds metadata to a record's document.
+pub fn augment(
+    set: &mut PluginSet,
+    sources: &mut [Record],
+    batch_size: usize,
+    seed: u64,
+    extra: impl Fn(&Record) -> Vec<(String, String)>,
+) -> AugmentReport {
+    let mut report = AugmentReport::default();
+    let specs = set.specs().to_vec();
+    for (slot, plugin) in set.plugins_mut().iter_mut().enumerate() {
+        if plugin.kind() != PluginKind::Augmenter {
+            continue;
+        }
+        let plugin_seed = seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let settings = specs.get(slot).map(|s| s.sandbox.settings.clone()).unwrap_or_default();
+        let stamp = stamp(plugin);
+        let before = report.records.len();
+        let started = Instant::now();
+        for batch in sources.chunks_mut(batch_size.max(1)) {
+            let docs: Vec<Annotated> = batch
+                .iter()
+                .map(|r| {
+                    let mut document = r.document();
+                    document.metadata.extend(extra(r));
+                    Annotated { document, mentions: r.mentions.clone(), expansions: r.expansions.clone() }
+                })
+                .collect();
+            let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+            let out = isolate(plugin, &docs, &ids, |p, d| p.augment(d, plugin_seed));
+            for (record, result) in batch.iter_mut().zip(out) {
+                match result {
+                    Ok(derived) => {
+                        for (k, d) in derived.into_iter().enumerate() {
+                            let aug = Augmentation {
+                                source: record.id.clone(),
+                                plugin: stamp.clone(),
+                                settings: settings.clone(),
+                                seed: plugin_seed,
+                                note: d.note,
+                            };
+                            report.records.push(record.derive(k, d.text, aug));
+                        }
+                    }
+                    Err(f) => {
+                        report.failures.push(f.clone());
+                        record.failures.push(f);
+                    }
+                }
+            }
+        }
+        report.per_plugin.push((plugin.id(), report.records.len() - before, started.elapsed()));
+    }
+    report
 }

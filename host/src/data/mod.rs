@@ -7,8 +7,8 @@ mod record;
 mod split;
 mod stage;
 
-pub use chain::{annotate, ChainReport};
+pub use chain::{annotate, augment, AugmentReport, ChainReport};
 pub use input::{read, InputError};
-pub use record::{Provenance, Record};
+pub use record::{Augmentation, Provenance, Record};
 pub use split::official_folds;
 pub use stage::{file_hash, run, DataError, DataReport};

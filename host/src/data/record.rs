@@ -35,6 +35,24 @@ pub struct Record {
     /// Plugins that failed on this record; the record is kept.
     #[serde(default)]
     pub failures: Vec<RecordFailure>,
+    /// For a record an augmenter made: from what, by whom, how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<Augmentation>,
+}
+
+/// How an augmented record was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Augmentation {
+    /// The id of the record it was made from.
+    pub source: String,
+    /// The augmenter, as `name@version#sha256-prefix`.
+    pub plugin: String,
+    /// The augmenter's settings.
+    pub settings: Vec<(String, String)>,
+    /// The seed it was given.
+    pub seed: u64,
+    /// What the augmenter says it changed.
+    pub note: String,
 }
 
 /// Where a record and its annotations come from.
@@ -62,6 +80,32 @@ impl Record {
             expansions: Vec::new(),
             provenance: Provenance { source, plugins: Vec::new() },
             failures: Vec::new(),
+            augmentation: None,
+        }
+    }
+
+    /// A record an augmenter made from this one: `text` is split back into question and
+    /// context at the first blank line; annotations are dropped (their spans no longer fit).
+    pub fn derive(&self, index: usize, text: String, augmentation: Augmentation) -> Record {
+        let (question, context) = match text.split_once("\n\n") {
+            Some((q, c)) => (q.to_owned(), c.to_owned()),
+            None => (text.clone(), String::new()),
+        };
+        let mut provenance = self.provenance.clone();
+        provenance.plugins.push(augmentation.plugin.clone());
+        Record {
+            id: format!("{}#{}#{index}", self.id, augmentation.plugin.split('@').next().unwrap_or("augmenter")),
+            question,
+            context,
+            answer: self.answer.clone(),
+            meshes: self.meshes.clone(),
+            split: self.split.clone(),
+            text,
+            mentions: Vec::new(),
+            expansions: Vec::new(),
+            provenance,
+            failures: Vec::new(),
+            augmentation: Some(augmentation),
         }
     }
 

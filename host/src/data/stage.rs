@@ -1,7 +1,7 @@
 //! `medtune data`: read the input, split it, run the plugin chain, write processed JSONL
 //! and a manifest, atomically.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -11,7 +11,7 @@ use crate::atomic;
 use crate::config::{Config, OnError, SplitKind};
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
-use super::chain::{annotate, ChainReport};
+use super::chain::{annotate, augment, AugmentReport, ChainReport};
 use super::input::{read, InputError};
 use super::record::Record;
 use super::split::official_folds;
@@ -41,6 +41,8 @@ pub struct DataReport {
     pub input_errors: Vec<InputError>,
     /// The chain's report (failures, swaps, plugin time).
     pub chain: ChainReport,
+    /// What the augmenters made from the training split.
+    pub augmented: AugmentReport,
     /// The files written.
     pub outputs: Vec<PathBuf>,
     /// The loaded plugins as `name@version sha256`.
@@ -50,7 +52,10 @@ pub struct DataReport {
 impl DataReport {
     /// Whether anything was lost or failed (the CLI exits non-zero then).
     pub fn has_errors(&self) -> bool {
-        !self.input_errors.is_empty() || self.chain.failed_records > 0 || self.chain.stopped
+        !self.input_errors.is_empty()
+            || self.chain.failed_records > 0
+            || self.chain.stopped
+            || !self.augmented.failures.is_empty()
     }
 }
 
@@ -68,6 +73,11 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     }
     let plugins: Vec<String> = set.plugins().iter().map(|p| format!("{} {}", p.id(), p.hash())).collect();
     let chain = annotate(&mut set, &mut records, config.data.batch_size, config.data.on_error == OnError::Stop, on_batch);
+    let augmented = if chain.stopped {
+        AugmentReport::default()
+    } else {
+        run_augmenters(&mut set, &mut records, config)
+    };
 
     let out_dir = config.work_dir().join("data/processed");
     let mut outputs = Vec::new();
@@ -79,11 +89,19 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         write_jsonl(&path, &rows)?;
         outputs.push(path);
     }
+    let aug_path = config.work_dir().join("data/augmented/train.jsonl");
+    let train_and_derived: Vec<&Record> =
+        records.iter().filter(|r| r.split == "train").chain(augmented.records.iter()).collect();
+    write_jsonl(&aug_path, &train_and_derived)?;
+    outputs.push(aug_path);
     let errors_path = out_dir.join("errors.jsonl");
     let error_rows: Vec<serde_json::Value> = input_errors
         .iter()
         .map(|e| json!({"file": e.file, "place": e.place, "error": e.message}))
-        .chain(chain.failures.iter().map(|f: &RecordFailure| json!({"plugin": f.plugin, "record": f.record, "error": f.reason})))
+        .chain(
+            chain.failures.iter().chain(&augmented.failures)
+                .map(|f: &RecordFailure| json!({"plugin": f.plugin, "record": f.record, "error": f.reason})),
+        )
         .collect();
     write_jsonl(&errors_path, &error_rows)?;
     outputs.push(errors_path);
@@ -98,12 +116,48 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         "splits": splits,
         "input_errors": input_errors.len(),
         "failed_records": chain.failed_records,
+        "seed": config.data.seed,
+        "augmented": augmented.per_plugin.iter().map(|(id, n, _)| json!({"plugin": id, "records": n})).collect::<Vec<_>>(),
         "swaps": chain.swaps,
     });
     let manifest_path = out_dir.join("manifest.json");
     write_bytes(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
     outputs.push(manifest_path);
-    Ok(DataReport { records: records.len(), splits, input_errors, chain, outputs, plugins })
+    Ok(DataReport { records: records.len(), splits, input_errors, chain, augmented, outputs, plugins })
+}
+
+/// Runs the chain's augmenters over the training split, telling them each record's concepts
+/// with their training document counts (`concept_counts`) and the answer counts
+/// (`label_counts`).
+fn run_augmenters(set: &mut PluginSet, records: &mut [Record], config: &Config) -> AugmentReport {
+    let train = || records.iter().filter(|r| r.split == "train");
+    let mut concept_docs: HashMap<String, usize> = HashMap::new();
+    for r in train() {
+        let ids: BTreeSet<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
+        for id in ids {
+            *concept_docs.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+    for r in train() {
+        if let Some(a) = &r.answer {
+            *labels.entry(a.clone()).or_default() += 1;
+        }
+    }
+    let label_counts = labels.iter().map(|(l, n)| format!("{l}={n}")).collect::<Vec<_>>().join(",");
+    let mut sources: Vec<Record> = train().cloned().collect();
+    let report = augment(set, &mut sources, config.data.batch_size, config.data.seed, |r| {
+        let ids: BTreeSet<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
+        let counts: Vec<String> = ids.iter().map(|id| format!("{id}:{}", concept_docs.get(*id).unwrap_or(&0))).collect();
+        vec![("concept_counts".to_owned(), counts.join("|")), ("label_counts".to_owned(), label_counts.clone())]
+    });
+    // failures on the sources belong to the records themselves
+    for source in sources.iter().filter(|s| !s.failures.is_empty()) {
+        if let Some(r) = records.iter_mut().find(|r| r.id == source.id) {
+            r.failures = source.failures.clone();
+        }
+    }
+    report
 }
 
 /// `test`: the ground-truth ids; `dev`: fold 0 of the official 10 folds; `train`: the rest.
