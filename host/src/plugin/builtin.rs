@@ -20,3 +20,59 @@ pub fn builtins() -> impl Iterator<Item = Builtin> {
 pub fn builtin(name: &str) -> Option<Builtin> {
     builtins().find(|b| b.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Prediction, Reference};
+    use crate::plugin::{PluginEngine, Sandbox};
+
+    /// Golden values: tests/fixtures/metrics_golden.json, computed by scikit-learn with the
+    /// reference script tests/fixtures/metrics_golden.py.
+    #[test]
+    fn classification_metrics_equal_sklearn() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let golden: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("tests/fixtures/metrics_golden.json")).expect("golden file"),
+        )
+        .expect("golden JSON");
+        let engine = PluginEngine::new(None).expect("engine");
+        let b = builtin("classification-metrics").expect("built in");
+        let mut plugin = engine.load(b.wasm, "builtin:classification-metrics", None, Sandbox::default()).expect("load");
+        for case in golden["cases"].as_array().expect("cases") {
+            let strings = |k: &str| -> Vec<String> {
+                case[k].as_array().expect("array").iter().map(|v| v.as_str().expect("string").to_owned()).collect()
+            };
+            let (truth, pred) = (strings("y_true"), strings("y_pred"));
+            let preds: Vec<Prediction> =
+                pred.iter().enumerate().map(|(i, l)| Prediction { id: i.to_string(), label: l.clone() }).collect();
+            let refs: Vec<Reference> = truth
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Reference {
+                    id: i.to_string(),
+                    label: l.clone(),
+                    tags: case["tags"][i].as_array().expect("tags").iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+                })
+                .collect();
+            let scores = plugin.compute(&preds, &refs).expect("call").expect("scores");
+            let get = |name: &str| scores.iter().find(|s| s.name == name).map(|s| s.value).unwrap_or(f64::NAN);
+            let close = |name: &str, want: f64| {
+                let got = get(name);
+                assert!((got - want).abs() < 1e-12, "{} {name}: {got} != sklearn {want}", case["name"]);
+            };
+            close("accuracy", case["accuracy"].as_f64().expect("f64"));
+            close("macro_f1", case["macro_f1"].as_f64().expect("f64"));
+            close("rare_concept_accuracy", case["rare_concept_accuracy"].as_f64().expect("f64"));
+            close("rare_concept_count", case["rare_concept_count"].as_f64().expect("f64"));
+            for (i, label) in strings("labels").iter().enumerate() {
+                for k in ["precision", "recall", "f1", "support"] {
+                    close(&format!("{k}/{label}"), case[k][i].as_f64().expect("f64"));
+                }
+                for (j, other) in strings("labels").iter().enumerate() {
+                    close(&format!("confusion/{label}/{other}"), case["confusion"][i][j].as_f64().expect("f64"));
+                }
+            }
+        }
+    }
+}

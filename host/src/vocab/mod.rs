@@ -117,12 +117,31 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, VocabError> {
     String::from_utf8(bytes).map_err(|e| VocabError::Source { path: path.to_owned(), message: format!("not UTF-8: {e}") })
 }
 
-/// Adds the names and exact synonyms of HPO terms to the MeSH descriptors they cross-reference.
+/// A name as compared across vocabularies: lowercase, one trailing plural `s` dropped.
+fn name_key(name: &str) -> String {
+    let lower = name.trim().to_lowercase();
+    match lower.strip_suffix('s') {
+        Some(stem) if stem.len() > 3 && !stem.ends_with('s') => stem.to_owned(),
+        _ => lower,
+    }
+}
+
+/// Adds the names and exact synonyms of HPO terms to the MeSH descriptors they cross-reference
+/// (`xref: MSH:`) or share a name with (compared without case and plural).
 fn add_hpo_synonyms(concepts: &mut [Concept], terms: &[hpo::Term]) {
     let index: HashMap<String, usize> = concepts.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (i, c) in concepts.iter().enumerate() {
+        for n in std::iter::once(&c.name).chain(&c.synonyms) {
+            by_name.entry(name_key(n)).or_insert(i);
+        }
+    }
     for t in terms {
-        for mesh_id in &t.mesh {
-            let Some(&i) = index.get(mesh_id) else { continue };
+        let mut targets: Vec<usize> = t.mesh.iter().filter_map(|id| index.get(id).copied()).collect();
+        if targets.is_empty() {
+            targets.extend(std::iter::once(&t.name).chain(&t.synonyms).find_map(|n| by_name.get(&name_key(n)).copied()));
+        }
+        for i in targets {
             let c = &mut concepts[i];
             let mut seen: HashSet<String> =
                 std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
