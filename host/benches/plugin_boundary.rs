@@ -52,7 +52,7 @@ fn main() {
     let vocab_dir = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
-        .map(PathBuf::from)
+        .map(|a| repo.join(a)) // relative to the repository root (an absolute path stays)
         .unwrap_or_else(|| repo.join("tests/fixtures/vocab"));
     let docs = docs(&repo);
     let bytes: usize = docs.iter().map(|d| d.text.len()).sum();

@@ -85,6 +85,20 @@ pub fn normalize_token_into(word: &str, w: &mut String) {
     if w.len() > 4 && w.as_bytes().windows(2).any(|p| p == b"ae" || p == b"oe") {
         *w = w.replace("ae", "e").replace("oe", "e");
     }
+    // irregular plurals common in clinical text
+    if let Some(singular) = match w.as_str() {
+        "children" => Some("child"),
+        "women" => Some("woman"),
+        "men" => Some("man"),
+        "feet" => Some("foot"),
+        "teeth" => Some("tooth"),
+        "mice" => Some("mouse"),
+        _ => None,
+    } {
+        w.clear();
+        w.push_str(singular);
+        return;
+    }
     if w.len() > 5 && w.ends_with("our") {
         w.truncate(w.len() - 3);
         w.push_str("or");
@@ -123,5 +137,6 @@ mod tests {
         assert_eq!(normalize_token("Anaemia"), "anemia");
         assert_eq!(normalize_token("diagnosis"), "diagnosis");
         assert_eq!(normalize_token("virus"), "virus");
+        assert_eq!(normalize_token("Children"), "child");
     }
 }
