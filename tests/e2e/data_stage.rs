@@ -121,3 +121,39 @@ fn a_config_with_an_unknown_key_or_bad_value_stops_before_any_work() {
         .stderr_has("plugins.chain[0] (x).kind: unknown kind \"tokenizer\"");
     assert!(!env.path("work").exists(), "nothing written");
 }
+
+#[test]
+fn a_bad_record_in_pubmedqa_json_is_named_and_the_others_go_through() {
+    let env = Env::new();
+    let input = env.write(
+        "ori_pqal.json",
+        r#"{
+  "111": {"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes", "MESHES": ["Humans"]},
+  "222": {"QUESTION": "Is it bad?", "CONTEXTS": "not a list", "final_decision": "no"},
+  "333": {"QUESTION": "Maybe?", "CONTEXTS": ["Unclear."], "final_decision": "perhaps"},
+  "444": {"CONTEXTS": ["No question."], "final_decision": "yes"},
+  "555": {"QUESTION": "Fine too?", "CONTEXTS": ["Fine."], "final_decision": "maybe"}
+}"#,
+    );
+    let config = env.config(&input, "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(2)
+        .stderr_has("ori_pqal.json: record 222: field CONTEXTS must be a list of strings")
+        .stderr_has("ori_pqal.json: record 333: field final_decision must be yes, no or maybe (found \"perhaps\")")
+        .stderr_has("ori_pqal.json: record 444: missing field QUESTION");
+    let ids: Vec<String> = read_jsonl(&env.path("work/data/processed/train.jsonl"))
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["111", "555"], "good records kept, in file order");
+}
+
+#[test]
+fn pubmedqa_json_that_is_not_json_names_the_line() {
+    let env = Env::new();
+    let input = env.write("ori_pqal.json", "{\n  \"111\": {\"QUESTION\": \"q\",\n  oops\n}");
+    let config = env.config(&input, "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(2)
+        .stderr_has("ori_pqal.json: line 3: not a PubMedQA JSON object");
+}
