@@ -5,5 +5,7 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod model;
 pub mod plugin;
 pub mod vocab;
+pub mod wheel;

