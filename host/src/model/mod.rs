@@ -9,6 +9,7 @@ mod gguf;
 mod generate;
 mod linear;
 mod llama;
+mod random;
 mod safetensors;
 mod tokenizer;
 
@@ -21,6 +22,7 @@ pub use config::Config;
 pub use fetch::{fetch_smollm2, SMOLLM2};
 pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
 pub use linear::Linear;
+pub use random::{random, shape};
 pub use llama::{Cache, Llama};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

@@ -1,0 +1,113 @@
+//! Models with random weights in a known shape (SmolLM2-135M, LLaMA-2-7B), for speed
+//! benchmarks and device-parity tests where the values do not matter.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::Config;
+use super::linear::Linear;
+use super::llama::{Llama, Weights};
+use super::{CandleContext, ModelError};
+
+/// The hyperparameters of a known shape: `smollm2` (SmolLM2-135M) or `llama2-7b`.
+pub fn shape(name: &str) -> Option<Config> {
+    match name {
+        "smollm2" => Some(Config {
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            vocab_size: 49152,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+        }),
+        "llama2-7b" => Some(Config {
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 32,
+            vocab_size: 32000,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 4096,
+            tie_word_embeddings: false,
+        }),
+        _ => None,
+    }
+}
+
+/// A model of a known shape with weights drawn from N(0, 0.02²) (norms at 1), generated on
+/// the CPU with a fixed seed and moved to `device`, so every device gets the same weights.
+pub fn random(name: &str, device: &Device) -> Result<Llama, ModelError> {
+    let config = shape(name).ok_or_else(|| ModelError::Format {
+        path: name.into(),
+        message: "unknown shape (smollm2, llama2-7b)".into(),
+    })?;
+    let mut w = RandomWeights { config: config.clone(), device: device.clone(), counter: 0 };
+    Llama::load(config, &mut w, device)
+}
+
+struct RandomWeights {
+    config: Config,
+    device: Device,
+    counter: u64,
+}
+
+impl RandomWeights {
+    fn shape_of(&self, name: &str) -> (usize, usize) {
+        let c = &self.config;
+        let kv = c.num_key_value_heads * c.head_dim();
+        let last = name.trim_end_matches(".weight").rsplit('.').next().unwrap_or("");
+        match last {
+            "q_proj" | "o_proj" => (c.hidden_size, c.hidden_size),
+            "k_proj" | "v_proj" => (kv, c.hidden_size),
+            "gate_proj" | "up_proj" => (c.intermediate_size, c.hidden_size),
+            "down_proj" => (c.hidden_size, c.intermediate_size),
+            "embed_tokens" | "lm_head" => (c.vocab_size, c.hidden_size),
+            _ => (c.hidden_size, 1),
+        }
+    }
+
+    /// Deterministic pseudo-random values (a hash of position and tensor), so CPU and GPU
+    /// models built this way are equal.
+    fn values(&mut self, n: usize) -> Vec<f32> {
+        self.counter += 1;
+        let seed = self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (0..n as u64)
+            .map(|i| {
+                let mut z = seed ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 29;
+                // uniform in [-1, 1) scaled to the standard deviation of N(0, 0.02^2)
+                ((z >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * 0.02 * 3f32.sqrt()
+            })
+            .collect()
+    }
+}
+
+impl Weights for RandomWeights {
+    fn linear(&mut self, name: &str) -> Result<Linear, ModelError> {
+        let (r, c) = self.shape_of(name);
+        let v = self.values(r * c);
+        let t = Tensor::from_vec(v, (r, c), &Device::Cpu).and_then(|t| t.to_device(&self.device)).ctx(|| name.to_owned())?;
+        Ok(Linear::Dense(t))
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor, ModelError> {
+        let (r, c) = self.shape_of(name);
+        let t = if c == 1 {
+            Tensor::ones(r, DType::F32, &self.device)
+        } else {
+            let v = self.values(r * c);
+            Tensor::from_vec(v, (r, c), &Device::Cpu).and_then(|t| t.to_device(&self.device))
+        };
+        t.ctx(|| name.to_owned())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        name == "lm_head" && !self.config.tie_word_embeddings
+    }
+}
