@@ -45,6 +45,22 @@ fn main() {
         }
     };
     let ids: Vec<u32> = (0..prompt_len as u32).map(|i| 100 + (i * 7919) % 40_000).collect();
+    #[cfg(feature = "cuda")]
+    if let Some(shape) = spec.strip_prefix("random:").filter(|s| *s == "smollm2") {
+        // the same weights on the CPU: the GPU's logits must match (the `cuda_matches_cpu`
+        // unit test, run here too because the GPU machine has no cargo)
+        let cpu = model::random(shape, &Device::Cpu).expect("cpu model");
+        let probe = &ids[..ids.len().min(32)];
+        let logits = |m: &Llama, d: &Device| -> Vec<f32> {
+            let x = Tensor::new(probe, d).and_then(|t| t.unsqueeze(0)).expect("x");
+            m.forward(&x, &mut Cache::new(m)).and_then(|l| l.flatten_all()).and_then(|l| l.to_vec1::<f32>()).expect("logits")
+        };
+        let (c, g) = (logits(&cpu, &Device::Cpu), logits(&llama, &device));
+        let diff = c.iter().zip(&g).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let scale = c.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
+        println!("cuda vs cpu, {shape}, {} tokens: max |Δlogit| = {diff:.2e} (logits up to {scale:.2})", probe.len());
+        assert!(diff < 1e-3 * scale.max(1.0), "GPU and CPU disagree");
+    }
     let input = Tensor::new(ids.as_slice(), &device).and_then(|t| t.unsqueeze(0)).expect("input");
     let sync = |t: &Tensor| t.to_device(&Device::Cpu).expect("sync");
     // warm-up

@@ -17,6 +17,13 @@ use super::{LoadedModel, ModelError};
 
 /// Opens a GGUF file: its metadata, tensor directory and tokenizer, checked.
 pub fn load(path: &Path, device: &Device, opts: super::LoadOptions) -> Result<LoadedModel, ModelError> {
+    let (config, tokenizer, mut weights) = open(path, device, opts)?;
+    let llama = Llama::load(config, &mut weights, device)?;
+    Ok(LoadedModel { llama, tokenizer })
+}
+
+/// The hyperparameters, tokenizer and weights (by Hugging Face name) of a GGUF file.
+pub(crate) fn open(path: &Path, device: &Device, opts: super::LoadOptions) -> Result<(Config, Tokenizer, GgufWeights), ModelError> {
     let mut file = File::open(path).map_err(|source| ModelError::Read { path: path.to_owned(), source })?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| ModelError::Format { path: path.to_owned(), message: format!("not a readable GGUF file: {e}") })?;
@@ -29,10 +36,9 @@ pub fn load(path: &Path, device: &Device, opts: super::LoadOptions) -> Result<Lo
         ModelError::Tokenizer(m) => ModelError::Format { path: path.to_owned(), message: format!("tokenizer metadata: {m}") },
         other => other,
     })?;
-    let mut weights =
+    let weights =
         GgufWeights { content, file, path: path.to_owned(), device: device.clone(), config: config.clone(), dequantize: opts.dequantize };
-    let llama = Llama::load(config, &mut weights, device)?;
-    Ok(LoadedModel { llama, tokenizer })
+    Ok((config, tokenizer, weights))
 }
 
 fn config(c: &gguf_file::Content, path: &Path) -> Result<Config, ModelError> {
@@ -89,7 +95,7 @@ fn gguf_name(hf: &str) -> String {
     format!("blk.{layer}.{part}")
 }
 
-struct GgufWeights {
+pub(crate) struct GgufWeights {
     content: gguf_file::Content,
     file: File,
     path: PathBuf,

@@ -98,10 +98,11 @@ fn quantized_logits_stay_close_to_hugging_face() {
     }
 }
 
-/// One more token through the KV cache equals a fresh pass over the whole sequence.
+/// One more token through the KV cache equals a fresh pass over the whole sequence (f32
+/// weights, so both take the same kind of matrix product).
 #[test]
 fn the_kv_cache_equals_a_full_pass() {
-    let m = load(&smollm2(), &Device::Cpu).expect("load");
+    let m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
     let ids = m.tokenizer.encode("<|im_start|>user\nIs aspirin an anticoagulant?<|im_end|>\n<|im_start|>assistant\n").expect("ids");
     let device = Device::Cpu;
     let mut cache = Cache::new(&m.llama);
@@ -144,4 +145,141 @@ fn a_truncated_file_is_an_error_that_names_it() {
     std::fs::write(&junk, b"GGUF but not really").expect("write");
     let err = load(&junk, &Device::Cpu).err().expect("junk must not load").to_string();
     assert!(err.contains("junk.gguf") && err.contains("not a readable GGUF file"), "{err}");
+}
+
+/// The same model (deterministic random weights of SmolLM2's shape) on the GPU and the CPU
+/// gives the same logits, prompt and cached steps.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_cpu() {
+    let gpu = Device::new_cuda(0).expect("CUDA device 0");
+    let (cpu_model, gpu_model) = (random("smollm2", &Device::Cpu).expect("cpu"), random("smollm2", &gpu).expect("gpu"));
+    let ids: Vec<u32> = (0..48u32).map(|i| 100 + i * 97).collect();
+    let run = |m: &Llama, d: &Device| -> Vec<f32> {
+        let mut cache = Cache::new(m);
+        let x = Tensor::new(ids.as_slice(), d).and_then(|t| t.unsqueeze(0)).expect("x");
+        let a = m.forward(&x, &mut cache).expect("prompt");
+        let y = Tensor::new(&[7u32], d).and_then(|t| t.unsqueeze(0)).expect("y");
+        let b = m.forward(&y, &mut cache).expect("step");
+        let mut v = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+        v.extend(b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b"));
+        v
+    };
+    let (c, g) = (run(&cpu_model, &Device::Cpu), run(&gpu_model, &gpu));
+    let diff = c.iter().zip(&g).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = c.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-3 * scale.max(1.0), "max |cpu - cuda| = {diff} (logits up to {scale})");
+}
+
+/// A two-block SmolLM2 written as GGUF in other dtypes, and as a sharded Hugging Face folder
+/// (config.json, tokenizer.json, safetensors shards + index): each loads and computes what
+/// the same weights compute in f32.
+#[test]
+fn other_gguf_dtypes_and_hugging_face_folders_load() {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let cpu = Device::Cpu;
+    let src = smollm2();
+    let mut file = std::fs::File::open(&src).expect("open");
+    let content = gguf_file::Content::read(&mut file).expect("gguf");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut metadata: Vec<(String, gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in metadata.iter_mut() {
+        if k == "llama.block_count" {
+            *v = gguf_file::Value::U32(2);
+        }
+    }
+    let names: Vec<String> = content
+        .tensor_infos
+        .keys()
+        .filter(|n| !n.starts_with("blk.") || n.starts_with("blk.0.") || n.starts_with("blk.1."))
+        .cloned()
+        .collect();
+    let ids = vec![1u32, 4093, 314, 2233, 28, 1278];
+    let mut reference: Option<Vec<f32>> = None;
+    for dtype in [GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1] {
+        let tensors: Vec<(String, QTensor)> = names
+            .iter()
+            .map(|n| {
+                let t = content.tensor(&mut file, n, &cpu).expect("tensor");
+                let float = matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+                let t = if (n.starts_with("blk.") || (float && n == "token_embd.weight")) && t.shape().rank() == 2 {
+                    QTensor::quantize(&t.dequantize(&cpu).expect("f32"), dtype).expect("quantize")
+                } else {
+                    t
+                };
+                (n.clone(), t)
+            })
+            .collect();
+        let path = dir.path().join(format!("{dtype:?}.gguf"));
+        let mut out = std::fs::File::create(&path).expect("create");
+        let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut out, &md, &ts).expect("write gguf");
+        drop(out);
+        let m = load(&path, &cpu).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+        assert_eq!(m.llama.config().num_hidden_layers, 2);
+        let logits = last_logits(&m, &ids);
+        assert!(logits.iter().all(|x| x.is_finite()), "{dtype:?}");
+        let f32_logits = last_logits(&load_with(&path, &cpu, LoadOptions { dequantize: true }).expect("f32"), &ids);
+        let diff = logits.iter().zip(&f32_logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let tolerance = match dtype {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => 1e-3,
+            _ => 1.0, // 4/8-bit kernels quantize the activations too
+        };
+        assert!(diff < tolerance, "{dtype:?}: quantized kernels vs f32 weights differ by {diff}");
+        if dtype == GgmlDType::F32 {
+            reference = Some(f32_logits);
+        }
+    }
+
+    // the F32 two-block model as a sharded Hugging Face folder
+    let (config, tokenizer, mut w) =
+        super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).expect("mkdir");
+    let mut shards: [std::collections::HashMap<String, Tensor>; 2] = Default::default();
+    use super::llama::Weights;
+    for i in 0..2 {
+        for part in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] {
+            let name = format!("model.layers.{i}.{part}");
+            let Linear::Dense(t) = w.linear(&name).expect("linear") else { panic!("dense") };
+            shards[i].insert(format!("{name}.weight"), t);
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            let name = format!("model.layers.{i}.{norm}.weight");
+            shards[i].insert(name.clone(), w.dense(&name).expect("norm"));
+        }
+    }
+    shards[1].insert("model.embed_tokens.weight".into(), w.dense("model.embed_tokens.weight").expect("embed"));
+    shards[1].insert("model.norm.weight".into(), w.dense("model.norm.weight").expect("norm"));
+    let mut weight_map = serde_json::Map::new();
+    for (k, shard) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", k + 1);
+        candle_core::safetensors::save(shard, hf.join(&file)).expect("save shard");
+        for name in shard.keys() {
+            weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
+        }
+    }
+    std::fs::write(hf.join("model.safetensors.index.json"), serde_json::json!({ "weight_map": weight_map }).to_string()).expect("index");
+    let cfg = serde_json::json!({
+        "model_type": "llama", "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads, "vocab_size": config.vocab_size,
+        "rms_norm_eps": config.rms_norm_eps, "rope_theta": config.rope_theta,
+        "max_position_embeddings": config.max_position_embeddings, "tie_word_embeddings": true,
+    });
+    std::fs::write(hf.join("config.json"), cfg.to_string()).expect("config");
+    tokenizer.save(&hf.join("tokenizer.json")).expect("tokenizer");
+    std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "<|im_start|>"}"#).expect("tokenizer config");
+    let m = load(&hf, &cpu).expect("Hugging Face folder");
+    assert_eq!(m.tokenizer.encode("Does metformin help with weight loss?").expect("ids"), [14748, 1278, 584, 254, 724, 351, 2613, 2184, 47]);
+    assert_eq!(m.tokenizer.stop_ids, [2]);
+    let ours = last_logits(&m, &ids);
+    let want = reference.expect("F32 reference");
+    let diff = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-3, "safetensors folder vs GGUF f32 differ by {diff}");
+    // a missing shard is named
+    std::fs::remove_file(hf.join("model-00001-of-00002.safetensors")).expect("rm");
+    let err = load(&hf, &cpu).err().expect("a missing shard must fail").to_string();
+    assert!(err.contains("model-00001-of-00002.safetensors"), "{err}");
 }
