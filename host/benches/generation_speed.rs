@@ -44,7 +44,7 @@ fn main() {
             model::load_with(&repo.join(path), &device, model::LoadOptions { dequantize }).expect("load").llama
         }
     };
-    let ids: Vec<u32> = (0..prompt_len as u32).map(|i| 100 + (i * 7919) % 40_000).collect();
+    let ids: Vec<u32> = (0..prompt_len as u32).map(|i| 100 + (i * 7919) % 30_000).collect();
     #[cfg(feature = "cuda")]
     if let Some(shape) = spec.strip_prefix("random:").filter(|s| *s == "smollm2") {
         // the same weights on the CPU: the GPU's logits must match (the `cuda_matches_cpu`
