@@ -51,5 +51,6 @@ for _ in range(5):
         nxt = out.logits[:, -1:].argmax(-1)
     sync()
     decode.append(new_tokens / (time.perf_counter() - t))
-print(f"transformers {torch.__version__} {gguf} ({torch.get_num_threads()} threads): prompt {prompt_len} tokens "
+import transformers  # noqa: E402
+print(f"transformers {transformers.__version__} (torch {torch.__version__}) {folder} on {device}, {torch.get_num_threads()} CPU threads: prompt {prompt_len} tokens "
       f"{statistics.median(prefill):.0f} tokens/s, generation {new_tokens} tokens {statistics.median(decode):.1f} tokens/s")
