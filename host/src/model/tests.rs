@@ -232,6 +232,31 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
         }
     }
 
+    // another architecture, and a missing tensor, are named
+    let write_variant = |name: &str, arch: &str, skip: &str| {
+        let md: Vec<(String, gguf_file::Value)> = metadata
+            .iter()
+            .map(|(k, v)| if k == "general.architecture" { (k.clone(), gguf_file::Value::String(arch.into())) } else { (k.clone(), v.clone()) })
+            .collect();
+        let tensors: Vec<(String, QTensor)> = names
+            .iter()
+            .filter(|n| n.as_str() != skip)
+            .map(|n| (n.clone(), content.tensor(&mut std::fs::File::open(&src).expect("open"), n, &cpu).expect("tensor")))
+            .collect();
+        let path = dir.path().join(name);
+        let mut out = std::fs::File::create(&path).expect("create");
+        let md: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut out, &md, &ts).expect("write");
+        path
+    };
+    let qwen = write_variant("qwen.gguf", "qwen2", "");
+    let err = load(&qwen, &cpu).err().expect("another architecture must be refused").to_string();
+    assert!(err.contains("qwen.gguf: unsupported architecture \"qwen2\""), "{err}");
+    let holed = write_variant("holed.gguf", "llama", "blk.1.attn_q.weight");
+    let err = load(&holed, &cpu).err().expect("a missing tensor must be refused").to_string();
+    assert!(err.contains("holed.gguf: missing tensor blk.1.attn_q.weight (model.layers.1.self_attn.q_proj)"), "{err}");
+
     // the F32 two-block model as a sharded Hugging Face folder
     let (config, tokenizer, mut w) =
         super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
