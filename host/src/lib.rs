@@ -7,5 +7,6 @@ pub mod config;
 pub mod data;
 pub mod model;
 pub mod plugin;
+pub mod quant;
 pub mod vocab;
 pub mod wheel;

@@ -1,0 +1,7 @@
+//! Weight quantization for QLoRA: NF4 with double quantization, as bitsandbytes does it.
+
+mod dynamic;
+mod nf4;
+
+pub use dynamic::dynamic_map;
+pub use nf4::{Nf4, NF4_CODE};
