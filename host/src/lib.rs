@@ -8,5 +8,6 @@ pub mod data;
 pub mod model;
 pub mod plugin;
 pub mod quant;
+pub mod train;
 pub mod vocab;
 pub mod wheel;
