@@ -40,3 +40,15 @@ fn a_broken_model_file_is_named() {
         .stderr_has("broken.gguf: not a readable GGUF file");
     env.run(&["ask", "Hello?", "--model", "missing.gguf"]).expect_code(1).stderr_has("cannot read missing.gguf");
 }
+
+#[test]
+fn ask_merges_a_peft_adapter_and_names_a_broken_one() {
+    let env = Env::new();
+    let adapter = crate::harness::repo().join("tests/fixtures/peft_smollm2");
+    env.run(&["ask", "Is aspirin an anticoagulant?", "--adapter", adapter.to_str().expect("utf-8"), "--max-tokens", "8"])
+        .expect_code(0)
+        .stderr_has("peft_smollm2: 60 modules merged")
+        .stdout_has("answer: ");
+    std::fs::create_dir(env.path("empty")).expect("mkdir");
+    env.run(&["ask", "Hello?", "--adapter", "empty"]).expect_code(1).stderr_has("empty/adapter_config.json");
+}

@@ -62,6 +62,9 @@ pub struct AskArgs {
     model: String,
     #[command(flatten)]
     place: ModelPlace,
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged in.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -100,7 +103,12 @@ fn yes_no_question(q: &str) -> bool {
 
 pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     let path = args.place.resolve(&args.model)?;
-    let m = load(&path)?;
+    let mut m = load(&path)?;
+    if let Some(dir) = &args.adapter {
+        let adapter = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
+        let n = m.llama.merge_adapter(&adapter).with_context(|| format!("adapter {}", dir.display()))?;
+        eprintln!("adapter {}: {n} modules merged", dir.display());
+    }
     let user = match &args.context {
         Some(c) => format!("Context: {c}\n\nQuestion: {}", args.question),
         None => args.question.clone(),

@@ -167,6 +167,45 @@ impl Llama {
         Ok(Llama { norm: norm(w, "model.norm.weight")?, config, embed, blocks, lm_head, cos, sin, device: device.clone() })
     }
 
+    /// Merges a LoRA adapter into the weights it targets; returns how many modules changed.
+    /// A module the adapter names that this model lacks is an error.
+    pub fn merge_adapter(&mut self, adapter: &super::Adapter) -> std::result::Result<usize, super::ModelError> {
+        let mut merged = 0;
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let slots: [(&str, &mut Linear); 7] = [
+                ("self_attn.q_proj", &mut block.attn.q),
+                ("self_attn.k_proj", &mut block.attn.k),
+                ("self_attn.v_proj", &mut block.attn.v),
+                ("self_attn.o_proj", &mut block.attn.o),
+                ("mlp.gate_proj", &mut block.mlp.gate),
+                ("mlp.up_proj", &mut block.mlp.up),
+                ("mlp.down_proj", &mut block.mlp.down),
+            ];
+            for (name, linear) in slots {
+                if let Some(new) = adapter.merge(&format!("{p}.{name}"), linear)? {
+                    *linear = new;
+                    merged += 1;
+                }
+            }
+        }
+        if merged != adapter.len() {
+            let known: Vec<String> = (0..self.blocks.len())
+                .flat_map(|i| {
+                    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+                        .map(|n| format!("model.layers.{i}.{n}"))
+                })
+                .collect();
+            let mut unknown: Vec<&String> = adapter.modules().filter(|m| !known.contains(m)).collect();
+            unknown.sort();
+            return Err(super::ModelError::Format {
+                path: "adapter".into(),
+                message: format!("the adapter targets modules this model does not have: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+            });
+        }
+        Ok(merged)
+    }
+
     /// The hyperparameters.
     pub fn config(&self) -> &Config {
         &self.config

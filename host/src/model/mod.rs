@@ -3,6 +3,7 @@
 //!
 //! Invariant: model/ knows nothing about plugins, data files or HTTP.
 
+mod adapter;
 mod config;
 mod fetch;
 mod gguf;
@@ -18,6 +19,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use adapter::Adapter;
 pub use config::Config;
 pub use fetch::{fetch_smollm2, SMOLLM2};
 pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};

@@ -308,3 +308,22 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     let err = load(&hf, &cpu).err().expect("a missing shard must fail").to_string();
     assert!(err.contains("model-00001-of-00002.safetensors"), "{err}");
 }
+
+/// A PEFT adapter (tests/fixtures/peft_smollm2, written by peft 0.21 with
+/// tests/fixtures/peft_adapter.py) merged into the f32 model gives the logits peft computes.
+#[test]
+fn a_peft_adapter_gives_pefts_logits() {
+    let mut m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+    let dir = repo().join("tests/fixtures/peft_smollm2");
+    let adapter = Adapter::load(&dir, &Device::Cpu).expect("adapter");
+    assert_eq!(m.llama.merge_adapter(&adapter).expect("merge"), 60, "q_proj and v_proj of 30 blocks");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("JSON");
+    let ours = last_logits(&m, &ids_of(&want["ids"]));
+    for (k, v) in [("top_ids", "top_values"), ("probe_ids", "probe_values")] {
+        for (id, w) in ids_of(&want[k]).iter().zip(want[v].as_array().expect("values")) {
+            let w = w.as_f64().expect("f64") as f32;
+            assert!((ours[*id as usize] - w).abs() < 2e-3, "token {id}: {} vs peft {w}", ours[*id as usize]);
+        }
+    }
+}

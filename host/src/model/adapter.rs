@@ -1,0 +1,109 @@
+//! PEFT LoRA adapters (`adapter_config.json` + `adapter_model.safetensors`), merged into the
+//! model's weights: `W + (alpha/r) · B·A` (or `alpha/√r` with rsLoRA).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::linear::Linear;
+use super::ModelError;
+
+#[derive(Debug, Deserialize)]
+struct AdapterConfig {
+    r: usize,
+    lora_alpha: f64,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default)]
+    use_dora: bool,
+    peft_type: Option<String>,
+}
+
+/// A loaded LoRA adapter: per Hugging Face module name, `(A, B)`, and the scale.
+pub struct Adapter {
+    layers: HashMap<String, (Tensor, Tensor)>,
+    scale: f64,
+}
+
+impl Adapter {
+    /// Reads a PEFT adapter folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Read { path: cfg_path.clone(), source })?;
+        let cfg: AdapterConfig =
+            serde_json::from_str(&text).map_err(|e| ModelError::Format { path: cfg_path.clone(), message: e.to_string() })?;
+        let bad = |message: String| ModelError::Format { path: cfg_path.clone(), message };
+        if cfg.peft_type.as_deref().is_some_and(|t| t != "LORA") || cfg.use_dora {
+            return Err(bad(format!("peft_type {:?}{}: medtune merges plain LoRA adapters", cfg.peft_type, if cfg.use_dora { " with DoRA" } else { "" })));
+        }
+        if cfg.r == 0 {
+            return Err(bad("r is 0".into()));
+        }
+        let scale = if cfg.use_rslora { cfg.lora_alpha / (cfg.r as f64).sqrt() } else { cfg.lora_alpha / cfg.r as f64 };
+        let weights = dir.join("adapter_model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights, device)
+            .map_err(|e| ModelError::Format { path: weights.clone(), message: format!("not a readable safetensors file: {e}") })?;
+        let mut parts: HashMap<String, (Option<Tensor>, Option<Tensor>)> = HashMap::new();
+        for (name, t) in tensors {
+            let module = name.strip_prefix("base_model.model.").unwrap_or(&name);
+            let (module, which) = if let Some(m) = module.strip_suffix(".lora_A.weight") {
+                (m, 0)
+            } else if let Some(m) = module.strip_suffix(".lora_B.weight") {
+                (m, 1)
+            } else {
+                return Err(ModelError::Format { path: weights.clone(), message: format!("tensor {name} is not a LoRA A or B weight") });
+            };
+            let entry = parts.entry(module.to_owned()).or_default();
+            let t = t.to_dtype(candle_core::DType::F32).map_err(|e| ModelError::Format { path: weights.clone(), message: format!("{name}: {e}") })?;
+            if which == 0 { entry.0 = Some(t) } else { entry.1 = Some(t) }
+        }
+        let mut layers = HashMap::new();
+        for (module, (a, b)) in parts {
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    layers.insert(module, (a, b));
+                }
+                _ => return Err(ModelError::Format { path: weights.clone(), message: format!("{module} has only one of lora_A and lora_B") }),
+            }
+        }
+        Ok(Adapter { layers, scale })
+    }
+
+    /// How many modules the adapter changes.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The names of the modules it changes.
+    pub(crate) fn modules(&self) -> impl Iterator<Item = &String> {
+        self.layers.keys()
+    }
+
+    /// `linear` with this adapter's update for `module` merged in (as dense f32), if it has one.
+    pub(crate) fn merge(&self, module: &str, linear: &Linear) -> Result<Option<Linear>, ModelError> {
+        let Some((a, b)) = self.layers.get(module) else { return Ok(None) };
+        let ctx = |e: candle_core::Error| ModelError::Candle { context: format!("merging the adapter into {module}"), source: e };
+        let w = match linear {
+            Linear::Dense(w) => w.clone(),
+            Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&b.device().clone()).map_err(ctx)?,
+            Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) => w.clone(),
+        };
+        let update = (b.matmul(a).map_err(ctx)? * self.scale).map_err(ctx)?;
+        if update.dims() != w.dims() {
+            return Err(ModelError::Format {
+                path: module.into(),
+                message: format!("adapter update {:?} does not fit the weight {:?}", update.dims(), w.dims()),
+            });
+        }
+        let merged = w.to_dtype(candle_core::DType::F32).and_then(|w| w + update).map_err(ctx)?;
+        Ok(Some(Linear::Dense(merged)))
+    }
+}
