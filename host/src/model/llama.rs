@@ -17,14 +17,50 @@ pub(crate) trait Weights {
     fn has(&self, name: &str) -> bool;
 }
 
+/// Trainable updates added to the outputs of linear layers (LoRA).
+pub trait Adapters {
+    /// The update for the module (`model.layers.3.self_attn.q_proj`) given its input, if any.
+    fn delta(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>>;
+}
+
+/// How a forward pass runs.
+#[derive(Clone, Copy)]
+pub enum Pass<'a> {
+    /// Inference: candle's fused kernels.
+    Infer,
+    /// Training: ops that pass gradients to their inputs, plus the adapters' updates.
+    Train(&'a dyn Adapters),
+}
+
+impl Pass<'_> {
+    fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
+        let y = l.forward(x)?;
+        match self {
+            Pass::Infer => Ok(y),
+            Pass::Train(a) => match a.delta(&module(), x)? {
+                Some(d) => y + d,
+                None => Ok(y),
+            },
+        }
+    }
+
+    fn training(&self) -> bool {
+        matches!(self, Pass::Train(_))
+    }
+}
+
 struct RmsNorm {
     weight: Tensor,
     eps: f32,
 }
 
 impl RmsNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    fn forward(&self, x: &Tensor, pass: Pass<'_>) -> Result<Tensor> {
+        if pass.training() {
+            super::ops::rms_norm(x, &self.weight, f64::from(self.eps))
+        } else {
+            candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+        }
     }
 }
 
@@ -94,14 +130,26 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+        pass: Pass<'_>,
+        prefix: &str,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let shape = |h| (b, t, h, self.head_dim);
-        let q = self.q.forward(x)?.reshape(shape(self.n_head))?.transpose(1, 2)?.contiguous()?;
-        let k = self.k.forward(x)?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
-        let v = self.v.forward(x)?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let name = |m: &'static str| move || format!("{prefix}.self_attn.{m}");
+        let q = pass.linear(&self.q, x, name("q_proj"))?.reshape(shape(self.n_head))?.transpose(1, 2)?.contiguous()?;
+        let k = pass.linear(&self.k, x, name("k_proj"))?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let v = pass.linear(&self.v, x, name("v_proj"))?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let rope = |x: &Tensor| if pass.training() { super::ops::rope(x, cos, sin) } else { candle_nn::rotary_emb::rope(x, cos, sin) };
+        let q = rope(&q)?;
+        let k = rope(&k)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -115,16 +163,18 @@ impl Attention {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = if pass.training() { super::ops::softmax(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
-        self.o.forward(&y)
+        pass.linear(&self.o, &y, name("o_proj"))
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(gate * self.up.forward(x)?)?)
+    fn forward(&self, x: &Tensor, pass: Pass<'_>, prefix: &str) -> Result<Tensor> {
+        let name = |m: &'static str| move || format!("{prefix}.mlp.{m}");
+        let gate = candle_nn::ops::silu(&pass.linear(&self.gate, x, name("gate_proj"))?)?;
+        let h = (gate * pass.linear(&self.up, x, name("up_proj"))?)?;
+        pass.linear(&self.down, &h, name("down_proj"))
     }
 }
 
@@ -219,19 +269,30 @@ impl Llama {
     /// Logits of every position of `ids` (batch, seq), continuing after what `cache` holds:
     /// shape (batch, seq, vocab), f32.
     pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        self.forward_pass(ids, cache, Pass::Infer)
+    }
+
+    /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'
+    /// updates: the training forward pass.
+    pub fn forward_train(&self, ids: &Tensor, adapters: &dyn Adapters) -> Result<Tensor> {
+        self.forward_pass(ids, &mut Cache::new(self), Pass::Train(adapters))
+    }
+
+    fn forward_pass(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.len();
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
-        for (block, kv) in self.blocks.iter().zip(cache.kv.iter_mut()) {
-            let h = block.attn.forward(&block.input_norm.forward(&x)?, &cos, &sin, mask.as_ref(), kv)?;
+        for (i, (block, kv)) in self.blocks.iter().zip(cache.kv.iter_mut()).enumerate() {
+            let prefix = format!("model.layers.{i}");
+            let h = block.attn.forward(&block.input_norm.forward(&x, pass)?, &cos, &sin, mask.as_ref(), kv, pass, &prefix)?;
             x = (x + h)?;
-            let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
+            let h = block.mlp.forward(&block.post_norm.forward(&x, pass)?, pass, &prefix)?;
             x = (x + h)?;
         }
-        self.lm_head.forward(&self.norm.forward(&x)?)?.to_dtype(DType::F32)
+        self.lm_head.forward(&self.norm.forward(&x, pass)?)?.to_dtype(DType::F32)
     }
 }
 

@@ -10,6 +10,7 @@ mod gguf;
 mod generate;
 mod linear;
 mod llama;
+pub mod ops;
 mod random;
 mod safetensors;
 mod tokenizer;
@@ -25,7 +26,7 @@ pub use fetch::{fetch_smollm2, SMOLLM2};
 pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
 pub use linear::Linear;
 pub use random::{random, shape};
-pub use llama::{Cache, Llama};
+pub use llama::{Adapters, Cache, Llama, Pass};
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 /// A model that cannot be loaded or run; names the file and what is wrong.

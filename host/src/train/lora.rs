@@ -1,104 +1,209 @@
-//! A LoRA layer (Hu et al. 2021) over a frozen base: `y = base(x) + (alpha/r) · B(A(dropout(x)))`
-//! with `A` (r × in) and `B` (out × r) trained, `B` starting at zero so training starts from the
-//! base model. Tensor names follow PEFT (`lora_A.weight`, `lora_B.weight`).
+//! LoRA adapters (Hu et al. 2021) on the linear layers of a frozen model: each adds
+//! `(alpha/r) · B·A·dropout(x)` to its layer's output, with `A` (r × in) Kaiming-uniform and
+//! `B` (out × r) zero, so training starts from the base model. Saved in PEFT's layout
+//! (`adapter_config.json` + `adapter_model.safetensors`) so Python's peft, and
+//! `model::Adapter`, load them.
 
-use candle_core::{DType, Device, Module, Result, Tensor, Var};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::model::Linear;
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+use crate::model::{Adapters, Config};
 
 /// LoRA hyperparameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
     /// Rank.
     pub r: usize,
-    /// Scaling numerator: the update is scaled by `alpha / r`.
+    /// The update is scaled by `alpha / r`.
     pub alpha: f64,
-    /// Dropout on the adapter's input while training.
+    /// Dropout on the adapters' input while training.
     pub dropout: f32,
+    /// Module names (`q_proj`, ..., `down_proj`).
+    pub targets: Vec<String>,
 }
 
-/// A frozen linear layer with a trainable low-rank update.
-pub struct LoraLinear {
-    base: Linear,
-    /// (r, in), initialized like PEFT (Kaiming-uniform, a = sqrt(5)).
+impl LoraConfig {
+    /// All linear layers of a LLaMA block.
+    pub fn all_linear(r: usize, alpha: f64, dropout: f32) -> Self {
+        let targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec();
+        Self { r, alpha, dropout, targets }
+    }
+}
+
+/// One adapter.
+pub struct Lora {
+    /// (r, in).
     pub a: Var,
-    /// (out, r), zeros.
+    /// (out, r).
     pub b: Var,
-    scale: f64,
-    dropout: f32,
 }
 
-impl LoraLinear {
-    /// Wraps `base` (of shape out × in) with fresh adapters; `seed` makes `A` repeatable.
-    pub fn new(base: Linear, in_dim: usize, out_dim: usize, cfg: LoraConfig, seed: u64, device: &Device) -> Result<Self> {
-        // Kaiming-uniform with a = sqrt(5): bound = 1 / sqrt(in_dim)
-        let bound = 1.0 / (in_dim as f64).sqrt();
-        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-        let values: Vec<f32> = (0..cfg.r * in_dim)
-            .map(|_| {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                (((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) as f32 * bound as f32
-            })
-            .collect();
-        let a = Var::from_tensor(&Tensor::from_vec(values, (cfg.r, in_dim), device)?)?;
-        let b = Var::zeros((out_dim, cfg.r), DType::F32, device)?;
-        Ok(Self { base, a, b, scale: cfg.alpha / cfg.r as f64, dropout: cfg.dropout })
+/// The adapters of a model, by Hugging Face module name.
+pub struct LoraSet {
+    config: LoraConfig,
+    layers: BTreeMap<String, Lora>,
+    scale: f64,
+    /// Whether dropout is applied (training) or not (evaluation).
+    pub training: bool,
+}
+
+fn uniform(n: usize, bound: f64, seed: u64) -> Vec<f32> {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32
+        })
+        .collect()
+}
+
+impl LoraSet {
+    /// Fresh adapters for every targeted module of a model of `model` shape; `seed` makes
+    /// `A` repeatable.
+    pub fn new(config: LoraConfig, model: &Config, seed: u64, device: &Device) -> Result<Self> {
+        let kv = model.num_key_value_heads * model.head_dim();
+        let (h, f) = (model.hidden_size, model.intermediate_size);
+        let mut layers = BTreeMap::new();
+        for i in 0..model.num_hidden_layers {
+            for t in &config.targets {
+                let (part, (out_dim, in_dim)) = match t.as_str() {
+                    "q_proj" => ("self_attn", (h, h)),
+                    "k_proj" => ("self_attn", (kv, h)),
+                    "v_proj" => ("self_attn", (kv, h)),
+                    "o_proj" => ("self_attn", (h, h)),
+                    "gate_proj" => ("mlp", (f, h)),
+                    "up_proj" => ("mlp", (f, h)),
+                    "down_proj" => ("mlp", (h, f)),
+                    other => candle_core::bail!("unknown LoRA target module {other:?}"),
+                };
+                let name = format!("model.layers.{i}.{part}.{t}");
+                let seed = seed.wrapping_add(layers.len() as u64 * 7919);
+                // Kaiming-uniform with a = sqrt(5), as PEFT: bound 1/sqrt(in)
+                let a = Tensor::from_vec(uniform(config.r * in_dim, 1.0 / (in_dim as f64).sqrt(), seed), (config.r, in_dim), device)?;
+                layers.insert(name, Lora { a: Var::from_tensor(&a)?, b: Var::zeros((out_dim, config.r), DType::F32, device)? });
+            }
+        }
+        let scale = config.alpha / config.r as f64;
+        Ok(Self { config, layers, scale, training: true })
     }
 
-    /// The forward pass; `train` turns dropout on.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let base = self.base.forward(x)?;
-        let x = if train && self.dropout > 0.0 { candle_nn::ops::dropout(x, self.dropout)? } else { x.clone() };
+    /// Every trainable tensor (A and B of each module).
+    pub fn vars(&self) -> Vec<Var> {
+        self.layers.values().flat_map(|l| [l.a.clone(), l.b.clone()]).collect()
+    }
+
+    /// The adapters, by module name.
+    pub fn layers(&self) -> &BTreeMap<String, Lora> {
+        &self.layers
+    }
+
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` in PEFT's layout.
+    pub fn save_peft(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut tensors = std::collections::HashMap::new();
+        for (name, l) in &self.layers {
+            tensors.insert(format!("base_model.model.{name}.lora_A.weight"), l.a.as_tensor().clone());
+            tensors.insert(format!("base_model.model.{name}.lora_B.weight"), l.b.as_tensor().clone());
+        }
+        let tmp = dir.join(".adapter_model.safetensors.tmp");
+        candle_core::safetensors::save(&tensors, &tmp).map_err(std::io::Error::other)?;
+        std::fs::rename(&tmp, dir.join("adapter_model.safetensors"))?;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": self.config.r,
+            "lora_alpha": self.config.alpha,
+            "lora_dropout": self.config.dropout,
+            "target_modules": self.config.targets,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "use_rslora": false,
+            "use_dora": false,
+            "inference_mode": true,
+        });
+        crate::atomic::write(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())
+    }
+}
+
+impl Adapters for LoraSet {
+    fn delta(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(l) = self.layers.get(module) else { return Ok(None) };
+        let x = if self.training && self.config.dropout > 0.0 { candle_nn::ops::dropout(x, self.config.dropout)? } else { x.clone() };
         let dims = x.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let flat = x.reshape((rows, dims[dims.len() - 1]))?;
-        let update = flat.matmul(&self.a.as_tensor().t()?)?.matmul(&self.b.as_tensor().t()?)?;
+        let y = x.reshape((rows, dims[dims.len() - 1]))?.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)?;
         let mut out = dims;
         if let Some(last) = out.last_mut() {
-            *last = update.dim(1)?;
+            *last = y.dim(1)?;
         }
-        base + (update.reshape(out)? * self.scale)?
-    }
-
-    /// The trainable tensors under their PEFT names (relative to the layer).
-    pub fn named_vars(&self) -> [(&'static str, &Var); 2] {
-        [("lora_A.weight", &self.a), ("lora_B.weight", &self.b)]
+        Ok(Some((y.reshape(out)? * self.scale)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use candle_core::{Device, Tensor};
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
+    use super::*;
+    use crate::model::{self, Adapter, Cache, LoadOptions};
+
+    fn smollm2() -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        model::fetch_smollm2(&root.join("target/models"), &root.join("target/wheels")).expect("SmolLM2")
+    }
+
+    fn loss(logits: &Tensor, ids: &[u32]) -> Tensor {
+        let t = ids.len();
+        let logits = logits.squeeze(0).and_then(|l| l.narrow(0, 0, t - 1)).expect("logits");
+        let targets = Tensor::new(&ids[1..], logits.device()).expect("targets");
+        candle_nn::loss::cross_entropy(&logits, &targets).expect("loss")
+    }
+
+    /// On the real SmolLM2 (f32): gradients reach the B of every adapter, first block's q/k
+    /// included (through RoPE, softmax and RMSNorm); AdamW lowers the loss; the adapters,
+    /// saved in PEFT's layout and merged back, give the training pass's logits.
     #[test]
-    fn starts_at_the_base_and_trains_only_the_adapters() {
+    fn lora_trains_on_smollm2_and_round_trips_through_peft_layout() {
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 0.1, (6, 8), &dev).expect("w");
-        let cfg = LoraConfig { r: 2, alpha: 4.0, dropout: 0.0 };
-        let layer = LoraLinear::new(Linear::Dense(w.clone()), 8, 6, cfg, 7, &dev).expect("layer");
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (1, 3, 8), &dev).expect("x")).expect("var");
-        let y = layer.forward_t(x.as_tensor(), true).expect("forward");
-        let base = Linear::Dense(w.clone()).forward(x.as_tensor()).expect("base");
-        let diff = (&y - &base).and_then(|d| d.abs()).and_then(|d| d.max_keepdim(2)).and_then(|d| d.flatten_all()).and_then(|d| d.max(0));
-        assert_eq!(diff.and_then(|d| d.to_scalar::<f32>()).expect("diff"), 0.0, "B = 0: the adapter starts as a no-op");
-        // one step of gradient descent on B, then A gets a gradient too
-        let target = Tensor::randn(0f32, 1., (1, 3, 6), &dev).expect("target");
-        let loss = (&y - &target).and_then(|d| d.sqr()).and_then(|d| d.sum_all()).expect("loss");
-        let grads = loss.backward().expect("backward");
-        let gb = grads.get(layer.b.as_tensor()).expect("B gets a gradient");
-        assert!(gb.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("sum") > 0.0);
-        assert!(grads.get(x.as_tensor()).is_some(), "the layer's input gets its gradient");
-        assert!(grads.get(&w).is_none(), "the frozen base is not trained");
-        layer.b.set(&(layer.b.as_tensor() - (gb * 0.1).expect("step")).expect("new B")).expect("set");
-        let y = layer.forward_t(x.as_tensor(), false).expect("forward");
-        let loss = (&y - &target).and_then(|d| d.sqr()).and_then(|d| d.sum_all()).expect("loss");
-        let grads = loss.backward().expect("backward");
-        let ga = grads.get(layer.a.as_tensor()).expect("A gets a gradient once B is not zero");
-        assert!(ga.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("sum") > 0.0);
-        assert_eq!(layer.named_vars().map(|(n, _)| n), ["lora_A.weight", "lora_B.weight"]);
+        let m = model::load_with(&smollm2(), &dev, LoadOptions { dequantize: true }).expect("load");
+        let ids = m.tokenizer.encode("<|im_start|>user\nIs aspirin an anticoagulant?<|im_end|>\n<|im_start|>assistant\nno").expect("ids");
+        let input = Tensor::new(ids.as_slice(), &dev).and_then(|t| t.unsqueeze(0)).expect("input");
+        let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.0), m.llama.config(), 0, &dev).expect("lora");
+        assert_eq!(lora.layers().len(), 30 * 7);
+
+        let first = loss(&m.llama.forward_train(&input, &lora).expect("forward"), &ids);
+        let grads = first.backward().expect("backward");
+        for (name, l) in lora.layers() {
+            let g = grads.get(l.b.as_tensor()).unwrap_or_else(|| panic!("{name}: B gets no gradient"));
+            let size = g.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("sum");
+            assert!(size > 0.0, "{name}: zero gradient");
+        }
+        let mut opt = AdamW::new(lora.vars(), ParamsAdamW { lr: 1e-3, weight_decay: 0.0, ..Default::default() }).expect("adamw");
+        let mut last = first.to_scalar::<f32>().expect("loss");
+        let start = last;
+        for _ in 0..4 {
+            let l = loss(&m.llama.forward_train(&input, &lora).expect("forward"), &ids);
+            last = l.to_scalar::<f32>().expect("loss");
+            opt.backward_step(&l).expect("step");
+        }
+        assert!(last < start, "loss {start} -> {last}");
+
+        lora.training = false;
+        let trained = m.llama.forward_train(&input, &lora).and_then(|l| l.flatten_all()).and_then(|l| l.to_vec1::<f32>()).expect("logits");
+        let dir = tempfile::tempdir().expect("tmp");
+        lora.save_peft(dir.path()).expect("save");
+        let mut merged = model::load_with(&smollm2(), &dev, LoadOptions { dequantize: true }).expect("load");
+        let adapter = Adapter::load(dir.path(), &dev).expect("load adapter");
+        assert_eq!(merged.llama.merge_adapter(&adapter).expect("merge"), 210);
+        let inferred = merged.llama.forward(&input, &mut Cache::new(&merged.llama)).and_then(|l| l.flatten_all()).and_then(|l| l.to_vec1::<f32>()).expect("logits");
+        let diff = trained.iter().zip(&inferred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 2e-3, "merged adapter vs training pass: {diff}");
     }
 }

@@ -1,5 +1,5 @@
-//! QLoRA training (in progress): the differentiable ops of the training forward pass and the
-//! LoRA layer. The trainer, optimizer and `medtune train` come next (see issue notes).
+//! QLoRA training (in progress): LoRA adapters on every linear layer, trained through the
+//! model's differentiable forward pass, saved in PEFT's layout. The trainer loop, schedules
+//! and `medtune train` come next (see issue notes).
 
 pub mod lora;
-pub mod ops;

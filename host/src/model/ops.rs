@@ -1,4 +1,4 @@
-//! Ops of the training forward pass written with differentiable primitives: candle's fused
+//! Ops of the training forward pass (`Pass::Train`) written with differentiable primitives: candle's fused
 //! `rms_norm`, `rotary_emb::rope` and `softmax_last_dim` run backward without error but pass
 //! no gradient to their input (../shared/RECIPES.md).
 
