@@ -25,7 +25,7 @@ pub use config::Config;
 pub use fetch::{fetch_smollm2, SMOLLM2};
 pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
 pub use linear::Linear;
-pub use random::{random, shape};
+pub use random::{random, shape, uniform};
 pub use llama::{Adapters, Cache, Llama, Pass};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

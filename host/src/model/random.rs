@@ -71,21 +71,28 @@ impl RandomWeights {
         }
     }
 
-    /// Deterministic pseudo-random values (a hash of position and tensor), so CPU and GPU
-    /// models built this way are equal.
+    /// The next tensor's values: N(0, 0.02²)-scaled uniform, from a seed per tensor, so CPU
+    /// and GPU models built this way are equal.
     fn values(&mut self, n: usize) -> Vec<f32> {
         self.counter += 1;
-        let seed = self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (0..n as u64)
-            .map(|i| {
-                let mut z = seed ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 29;
-                // uniform in [-1, 1) scaled to the standard deviation of N(0, 0.02^2)
-                ((z >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * 0.02 * 3f32.sqrt()
-            })
-            .collect()
+        // uniform in [-b, b) has the standard deviation of N(0, 0.02^2) for b = 0.02·√3
+        uniform(n, 0.02 * 3f64.sqrt(), self.counter.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
+}
+
+/// `n` values uniform in [-bound, bound) from `seed` (SplitMix64): repeatable on any device.
+pub fn uniform(n: usize, bound: f64, seed: u64) -> Vec<f32> {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32
+        })
+        .collect()
 }
 
 impl Weights for RandomWeights {

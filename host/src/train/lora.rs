@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
-use crate::model::{Adapters, Config};
+use crate::model::{uniform, Adapters, Config};
 
 /// LoRA hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,20 +47,6 @@ pub struct LoraSet {
     scale: f64,
     /// Whether dropout is applied (training) or not (evaluation).
     pub training: bool,
-}
-
-fn uniform(n: usize, bound: f64, seed: u64) -> Vec<f32> {
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32
-        })
-        .collect()
 }
 
 impl LoraSet {
