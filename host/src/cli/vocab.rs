@@ -28,9 +28,7 @@ pub enum VocabCommand {
 
 pub fn run(cmd: VocabCommand) -> anyhow::Result<ExitCode> {
     let VocabCommand::Build { out, wheels, offline, umls } = cmd;
-    let wheels = wheels
-        .or_else(|| std::env::var_os("MEDTUNE_WHEELS").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("work/cache/wheels"));
+    let wheels = wheels.unwrap_or_else(|| crate::wheel::cache_dir("work/cache/wheels".into()));
     build(&BuildOptions { out, wheels, download: !offline, umls })?;
     Ok(ExitCode::SUCCESS)
 }

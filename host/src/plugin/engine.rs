@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel};
+
+use crate::wheel::sha256_hex;
 
 use super::contract;
 use super::error::LoadError;
@@ -87,7 +88,7 @@ impl PluginEngine {
     }
 
     fn start(&self, bytes: &[u8], origin: &str, expected: Option<PluginKind>, sandbox: Sandbox, configure: bool) -> Result<Plugin, LoadError> {
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = sha256_hex(bytes);
         let component = self.compile(bytes, &hash, origin)?;
         let kind = contract::check(&self.inner.engine, &component, expected)
             .map_err(|detail| LoadError::Contract { origin: origin.to_owned(), detail })?;
@@ -100,7 +101,7 @@ impl PluginEngine {
 
     /// The content hash a file would be cached under (sha256, hex).
     pub fn content_hash(bytes: &[u8]) -> String {
-        hex(&Sha256::digest(bytes))
+        sha256_hex(bytes)
     }
 
     fn compile(&self, bytes: &[u8], hash: &str, origin: &str) -> Result<Component, LoadError> {
@@ -121,7 +122,7 @@ impl PluginEngine {
         let component = match &cached {
             Some(path) => {
                 let code = engine.precompile_component(bytes).map_err(compile_err)?;
-                write_atomic(path, &code)?;
+                crate::atomic::write(path, &code).map_err(|source| LoadError::Cache { path: path.clone(), source })?;
                 // SAFETY: `code` was produced just now by this engine.
                 unsafe { Component::deserialize(engine, &code) }.map_err(compile_err)?
             }
@@ -141,18 +142,4 @@ impl PluginEngine {
         self.inner.engine.precompile_compatibility_hash().hash(&mut h);
         format!("{:016x}", h.finish())
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    let err = |source| LoadError::Cache { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -21,5 +21,5 @@ pub use engine::PluginEngine;
 pub use error::{CallError, LoadError, RecordFailure};
 pub use instance::{Outcomes, Plugin};
 pub use sandbox::{Grant, Sandbox};
-pub use set::{PluginSet, SlotSpec, SwapEvent};
+pub use set::{wasm_files, PluginSet, SlotSpec, SwapEvent};
 pub use watch::Watcher;

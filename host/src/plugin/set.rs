@@ -128,7 +128,7 @@ impl PluginSet {
 }
 
 /// The `.wasm` files of a folder, sorted by name.
-pub(crate) fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.to_owned(), source })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
