@@ -31,4 +31,22 @@ fn main() {
     }
     table.push(']');
     std::fs::write(out_dir.join("builtins.rs"), table).expect("write builtins.rs");
+    crate_versions(&root.join("Cargo.lock"), &out_dir);
+}
+
+/// The versions of the crates a run's manifest names, from Cargo.lock, as a Rust table.
+fn crate_versions(lock: &Path, out_dir: &Path) {
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(lock).unwrap_or_default();
+    let mut table = String::from("&[\n");
+    for name in ["candle-core", "candle-nn", "tokenizers", "wasmtime", "safetensors"] {
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        if let Some(at) = text.find(&needle) {
+            let rest = &text[at + needle.len()..];
+            let version = rest.split('"').next().unwrap_or("");
+            writeln!(table, "    ({name:?}, {version:?}),").expect("write to String");
+        }
+    }
+    table.push(']');
+    std::fs::write(out_dir.join("crate_versions.rs"), table).expect("write crate_versions.rs");
 }

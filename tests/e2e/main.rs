@@ -9,4 +9,5 @@ mod medical;
 mod model;
 mod plugin_cli;
 mod sandbox;
+mod train;
 mod vocab;

@@ -5,6 +5,7 @@ mod data;
 mod model;
 mod plugin;
 mod scaffold;
+mod train;
 mod vocab;
 
 use std::path::PathBuf;
@@ -29,11 +30,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the whole pipeline of a config (for now: the data stage).
+    /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation
+    /// (the stages its sections name).
     Run {
         /// The run's TOML config.
         config: PathBuf,
     },
+    /// Fine-tune LoRA adapters (QLoRA) as the config's [train] section says.
+    Train(train::TrainArgs),
+    /// Score a fine-tuned (or the base) model on the evaluation split through the metric plugins.
+    Eval(train::EvalArgs),
+    /// Merge an adapter into the base model and write a Hugging Face checkpoint folder.
+    Merge(train::MergeArgs),
     /// Write, build, try and list plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -53,10 +61,30 @@ pub const EXIT_PARTIAL: u8 = 2;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Data { config } | Command::Run { config } => data::run(&config),
+        Command::Data { config } => data::run(&config),
+        Command::Run { config } => run_all(&config),
+        Command::Train(args) => train::train_cmd(args),
+        Command::Eval(args) => train::eval_cmd(args),
+        Command::Merge(args) => train::merge_cmd(args),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Vocab(cmd) => vocab::run(cmd),
         Command::Model(cmd) => model::fetch(cmd),
         Command::Ask(args) => model::ask(args),
     }
+}
+
+/// `medtune run`: the data stage, then training and evaluation when the config has them.
+fn run_all(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = crate::config::Config::load(config)?;
+    let data_status = data::run(config)?;
+    if data_status != ExitCode::SUCCESS {
+        eprintln!("the data stage reported errors (see above); training goes on with the records that went through");
+    }
+    if cfg.train.is_some() {
+        train::train_cmd(train::TrainArgs { config: config.to_owned(), resume: false, stop_after: None })?;
+        if cfg.eval.is_some() {
+            train::eval_cmd(train::EvalArgs { config: config.to_owned(), adapter: None, base: false })?;
+        }
+    }
+    Ok(data_status)
 }

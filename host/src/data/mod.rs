@@ -2,13 +2,13 @@
 
 mod chain;
 mod input;
-mod pyrandom;
+pub mod pyrandom;
 mod record;
 mod split;
 mod stage;
 
 pub use chain::{annotate, augment, AugmentReport, ChainReport};
 pub use input::{read, InputError};
-pub use record::{Augmentation, Provenance, Record};
+pub use record::{read_jsonl, Augmentation, Provenance, Record};
 pub use split::official_folds;
 pub use stage::{file_hash, run, DataError, DataReport};

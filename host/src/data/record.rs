@@ -121,3 +121,18 @@ impl Record {
         Document { id: self.id.clone(), text: self.text.clone(), metadata }
     }
 }
+
+/// Reads records the data stage wrote (one JSON record per line). A line that is not a
+/// record is an error naming the file and line; the other lines still load.
+pub fn read_jsonl(path: &std::path::Path) -> Result<(Vec<Record>, Vec<String>), std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => records.push(r),
+            Err(e) => errors.push(format!("{} line {}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok((records, errors))
+}

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::QMatMul;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
@@ -91,11 +90,7 @@ impl Adapter {
     pub(crate) fn merge(&self, module: &str, linear: &Linear) -> Result<Option<Linear>, ModelError> {
         let Some((a, b)) = self.layers.get(module) else { return Ok(None) };
         let ctx = |e: candle_core::Error| ModelError::Candle { context: format!("merging the adapter into {module}"), source: e };
-        let w = match linear {
-            Linear::Dense(w) => w.clone(),
-            Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&b.device().clone()).map_err(ctx)?,
-            Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) => w.clone(),
-        };
+        let w = linear.weight().map_err(ctx)?;
         let update = (b.matmul(a).map_err(ctx)? * self.scale).map_err(ctx)?;
         if update.dims() != w.dims() {
             return Err(ModelError::Format {

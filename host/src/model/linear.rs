@@ -1,9 +1,14 @@
-//! A frozen linear layer, quantized (GGUF blocks) or dense. Quantized weights multiply a few
+//! A frozen linear layer: GGUF-quantized, NF4 or dense. Quantized weights multiply a few
 //! rows (decoding) with candle's quantized kernels, and many rows (a prompt) by dequantizing
 //! the weight for one dense matrix product, which is much faster there.
+//!
+//! The training product ([`Linear::forward_frozen`]) passes a gradient to its input only:
+//! the weight is frozen, so its gradient is never computed (candle's matmul backward would).
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Result, Tensor};
+
+use crate::quant::Nf4Weight;
 
 /// From this many rows on, a quantized weight is dequantized for a dense product.
 const DENSE_FROM_ROWS: usize = 16;
@@ -13,6 +18,8 @@ const DENSE_FROM_ROWS: usize = 16;
 pub enum Linear {
     /// GGUF-quantized weights.
     Quantized(QMatMul),
+    /// NF4 with double quantization (QLoRA's frozen base).
+    Nf4(Nf4Weight),
     /// Dense weights.
     Dense(Tensor),
 }
@@ -28,13 +35,86 @@ fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
+impl Linear {
+    /// The weight as a dense (out, in) tensor.
+    pub fn weight(&self) -> Result<Tensor> {
+        match self {
+            Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
+            Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) | Linear::Dense(w) => Ok(w.clone()),
+            Linear::Nf4(q) => q.dequantize(),
+        }
+    }
+
+    /// `x W^T` for training: the gradient reaches `x` (`grad · W`, dequantizing `W` again
+    /// rather than keeping it); none is computed for the frozen weight.
+    pub fn forward_frozen(&self, x: &Tensor) -> Result<Tensor> {
+        let y = dense(&x.detach(), &self.weight()?.to_dtype(x.dtype())?)?;
+        let me = self.clone();
+        super::ops::attach(x, y, move |_, grad| {
+            let w = me.weight()?.to_dtype(grad.dtype())?;
+            let dims = grad.dims().to_vec();
+            let rows: usize = dims[..dims.len() - 1].iter().product();
+            let mut out = dims.clone();
+            if let Some(last) = out.last_mut() {
+                *last = w.dim(1)?;
+            }
+            grad.reshape((rows, dims[dims.len() - 1]))?.matmul(&w)?.reshape(out)
+        })
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows: usize = x.dims()[..x.rank() - 1].iter().product();
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) if rows >= DENSE_FROM_ROWS => dense(x, &q.dequantize(x.device())?),
             Linear::Quantized(q) => q.forward(x),
+            Linear::Nf4(q) => dense(x, &q.dequantize()?.to_dtype(x.dtype())?),
             Linear::Dense(w) => dense(x, w),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{DType, Device, Var};
+
+    use super::*;
+    use crate::quant::Nf4Weight;
+
+    /// The training product of every kind of frozen weight: the value is `x W^T` of the
+    /// weight it dequantizes to, the input gradient matches finite differences, and the
+    /// weight gets no gradient at all.
+    #[test]
+    fn frozen_products_pass_input_gradients_only() {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (16, 64), &dev).expect("w")).expect("var");
+        let kinds = [
+            ("dense", Linear::Dense(w.as_tensor().clone())),
+            ("q8_0", Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q8_0).expect("q8")).expect("qmatmul"))),
+            ("q4_1", Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q4_1).expect("q4")).expect("qmatmul"))),
+            ("nf4", Linear::Nf4(Nf4Weight::quantize(w.as_tensor(), DType::F32).expect("nf4"))),
+        ];
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 64), &dev).expect("x")).expect("var");
+        let probe = Tensor::randn(0f32, 1., (2, 3, 16), &dev).expect("probe");
+        for (name, l) in kinds {
+            let y = l.forward_frozen(x.as_tensor()).expect("forward");
+            let want = x.as_tensor().broadcast_matmul(&l.weight().expect("w").t().expect("t")).expect("want");
+            let diff = (&y - &want).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+            assert!(diff < 1e-5, "{name}: product off by {diff}");
+            let grads = y.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+            assert!(grads.get(w.as_tensor()).is_none(), "{name}: the frozen weight got a gradient");
+            let g = grads.get(x.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient reaches the input"));
+            let at = |delta: f32| -> f32 {
+                let mut v = x.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec");
+                v[70] += delta;
+                let t = Tensor::from_vec(v, (2, 3, 64), &dev).expect("t");
+                l.forward_frozen(&t).and_then(|y| y.mul(&probe)).and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).expect("f")
+            };
+            let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+            let analytic = g.flatten_all().and_then(|t| t.get(70)).and_then(|t| t.to_scalar::<f32>()).expect("g");
+            assert!((numeric - analytic).abs() < 1e-2 * numeric.abs().max(1.0), "{name}: gradient {analytic} vs finite difference {numeric}");
         }
     }
 }

@@ -34,13 +34,15 @@ pub enum Pass<'a> {
 
 impl Pass<'_> {
     fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
-        let y = l.forward(x)?;
         match self {
-            Pass::Infer => Ok(y),
-            Pass::Train(a) => match a.delta(&module(), x)? {
-                Some(d) => y + d,
-                None => Ok(y),
-            },
+            Pass::Infer => l.forward(x),
+            Pass::Train(a) => {
+                let y = l.forward_frozen(x)?;
+                match a.delta(&module(), x)? {
+                    Some(d) => y + d,
+                    None => Ok(y),
+                }
+            }
         }
     }
 
@@ -256,6 +258,33 @@ impl Llama {
         Ok(merged)
     }
 
+    /// Every weight under its Hugging Face name, dense f32 (the output layer only when it is
+    /// not tied to the embeddings).
+    pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let mut out = vec![("model.embed_tokens.weight".to_owned(), f32(self.embed.clone())?), ("model.norm.weight".to_owned(), f32(self.norm.weight.clone())?)];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), f32(b.input_norm.weight.clone())?));
+            out.push((format!("{p}.post_attention_layernorm.weight"), f32(b.post_norm.weight.clone())?));
+            for (name, l) in [
+                ("self_attn.q_proj", &b.attn.q),
+                ("self_attn.k_proj", &b.attn.k),
+                ("self_attn.v_proj", &b.attn.v),
+                ("self_attn.o_proj", &b.attn.o),
+                ("mlp.gate_proj", &b.mlp.gate),
+                ("mlp.up_proj", &b.mlp.up),
+                ("mlp.down_proj", &b.mlp.down),
+            ] {
+                out.push((format!("{p}.{name}.weight"), f32(l.weight()?)?));
+            }
+        }
+        if !self.config.tie_word_embeddings {
+            out.push(("lm_head.weight".to_owned(), f32(self.lm_head.weight()?)?));
+        }
+        Ok(out)
+    }
+
     /// The hyperparameters.
     pub fn config(&self) -> &Config {
         &self.config
@@ -275,10 +304,53 @@ impl Llama {
     /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'
     /// updates: the training forward pass.
     pub fn forward_train(&self, ids: &Tensor, adapters: &dyn Adapters) -> Result<Tensor> {
-        self.forward_pass(ids, &mut Cache::new(self), Pass::Train(adapters))
+        self.project(&self.hidden_train(ids, adapters)?)
+    }
+
+    /// The final hidden states (after the last norm) of the training pass, (batch, seq,
+    /// hidden): pick the positions that carry a loss, then [`Llama::project`] only those.
+    pub fn hidden_train(&self, ids: &Tensor, adapters: &dyn Adapters) -> Result<Tensor> {
+        self.hidden(ids, &mut Cache::new(self), Pass::Train(adapters))
+    }
+
+    /// Logits (n, vocab) at the flat positions `last` (row × width + column) of `ids`
+    /// (batch, width), without a cache; through `adapters` when given (no gradients needed).
+    pub fn logits_at(&self, ids: &Tensor, last: &Tensor, adapters: Option<&dyn Adapters>) -> Result<Tensor> {
+        let pass = adapters.map_or(Pass::Infer, Pass::Train);
+        let h = self.hidden(ids, &mut Cache::new(self), pass)?;
+        let (b, t, d) = h.dims3()?;
+        let picked = h.reshape((b * t, d))?.index_select(last, 0)?;
+        // a few rows: quantized kernels would round the activations too; the dense product
+        // keeps these logits equal to a merged f32 checkpoint's
+        let w = self.lm_head.weight()?.to_dtype(picked.dtype())?;
+        picked.detach().matmul(&w.t()?)?.to_dtype(DType::F32)
+    }
+
+    /// Logits of hidden states (any leading shape), f32, through the frozen output layer.
+    pub fn project(&self, h: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward_frozen(h)?.to_dtype(DType::F32)
+    }
+
+    /// Replaces every linear layer of the blocks with NF4 (double quantization) that
+    /// dequantizes to `dtype`; returns the bytes the layers now hold. The output layer and the
+    /// embeddings stay as they are (as in QLoRA).
+    pub fn quantize_nf4(&mut self, dtype: DType) -> Result<usize> {
+        let mut bytes = 0;
+        for block in &mut self.blocks {
+            for l in [&mut block.attn.q, &mut block.attn.k, &mut block.attn.v, &mut block.attn.o, &mut block.mlp.gate, &mut block.mlp.up, &mut block.mlp.down] {
+                let q = crate::quant::Nf4Weight::quantize(&l.weight()?, dtype)?;
+                bytes += q.bytes();
+                *l = Linear::Nf4(q);
+            }
+        }
+        Ok(bytes)
     }
 
     fn forward_pass(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
+        self.lm_head.forward(&self.hidden(ids, cache, pass)?)?.to_dtype(DType::F32)
+    }
+
+    fn hidden(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.len();
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?;
@@ -292,7 +364,7 @@ impl Llama {
             let h = block.mlp.forward(&block.post_norm.forward(&x, pass)?, pass, &prefix)?;
             x = (x + h)?;
         }
-        self.lm_head.forward(&self.norm.forward(&x, pass)?)?.to_dtype(DType::F32)
+        self.norm.forward(&x, pass)
     }
 }
 

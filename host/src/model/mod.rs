@@ -13,6 +13,7 @@ mod llama;
 pub mod ops;
 mod random;
 mod safetensors;
+mod save;
 mod tokenizer;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use fetch::{fetch_smollm2, SMOLLM2};
 pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
 pub use linear::Linear;
 pub use random::{random, shape, uniform};
+pub use save::save_checkpoint;
 pub use llama::{Adapters, Cache, Llama, Pass};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

@@ -313,8 +313,26 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
 /// tests/fixtures/peft_adapter.py) merged into the f32 model gives the logits peft computes.
 #[test]
 fn a_peft_adapter_gives_pefts_logits() {
+    adapter_matches_peft("tests/fixtures/peft_smollm2");
+}
+
+/// The reverse direction: an adapter `medtune train` wrote, loaded by Python's peft
+/// (tests/fixtures/peft_load_medtune.py), gives the logits medtune gives with it; and it
+/// changes them, so the check is not vacuous.
+#[test]
+fn an_adapter_medtune_trained_gives_the_logits_peft_computes_from_it() {
+    let want = adapter_matches_peft("tests/fixtures/medtune_adapter");
+    let moved = want["probe_values"].as_array().expect("values").iter().zip(want["base_probe_values"].as_array().expect("base"))
+        .map(|(a, b)| (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)).abs())
+        .fold(0.0f64, f64::max);
+    assert!(moved > 1.0, "the adapter barely changes the logits ({moved})");
+}
+
+/// Merges the PEFT adapter in `dir` (q_proj and v_proj of every block) and checks the last
+/// position's logits against `dir/expected.json`; returns the expectations.
+fn adapter_matches_peft(dir: &str) -> serde_json::Value {
     let mut m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
-    let dir = repo().join("tests/fixtures/peft_smollm2");
+    let dir = repo().join(dir);
     let adapter = Adapter::load(&dir, &Device::Cpu).expect("adapter");
     assert_eq!(m.llama.merge_adapter(&adapter).expect("merge"), 60, "q_proj and v_proj of 30 blocks");
     let want: serde_json::Value =
@@ -323,7 +341,8 @@ fn a_peft_adapter_gives_pefts_logits() {
     for (k, v) in [("top_ids", "top_values"), ("probe_ids", "probe_values")] {
         for (id, w) in ids_of(&want[k]).iter().zip(want[v].as_array().expect("values")) {
             let w = w.as_f64().expect("f64") as f32;
-            assert!((ours[*id as usize] - w).abs() < 2e-3, "token {id}: {} vs peft {w}", ours[*id as usize]);
+            assert!((ours[*id as usize] - w).abs() < 2e-3, "{}: token {id}: {} vs peft {w}", dir.display(), ours[*id as usize]);
         }
     }
+    want
 }

@@ -2,6 +2,8 @@
 
 mod dynamic;
 mod nf4;
+mod weight;
 
 pub use dynamic::dynamic_map;
 pub use nf4::{Nf4, NF4_CODE};
+pub use weight::Nf4Weight;

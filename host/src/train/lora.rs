@@ -47,6 +47,8 @@ pub struct LoraSet {
     scale: f64,
     /// Whether dropout is applied (training) or not (evaluation).
     pub training: bool,
+    /// Seeds the dropout masks of the next pass (set per micro-batch, so runs repeat).
+    dropout_seed: std::sync::atomic::AtomicU64,
 }
 
 impl LoraSet {
@@ -76,7 +78,50 @@ impl LoraSet {
             }
         }
         let scale = config.alpha / config.r as f64;
-        Ok(Self { config, layers, scale, training: true })
+        Ok(Self { config, layers, scale, training: true, dropout_seed: 0.into() })
+    }
+
+    /// Replaces the adapters' values with those saved by [`LoraSet::save_peft`] in `dir`.
+    pub fn load_peft(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join("adapter_model.safetensors");
+        let device = self.layers.values().next().map(|l| l.a.device().clone()).unwrap_or(Device::Cpu);
+        let tensors = candle_core::safetensors::load(&path, &device)?;
+        for (name, l) in &self.layers {
+            for (part, var) in [("lora_A", &l.a), ("lora_B", &l.b)] {
+                let key = format!("base_model.model.{name}.{part}.weight");
+                let t = tensors.get(&key).ok_or_else(|| candle_core::Error::Msg(format!("{}: missing {key}", path.display())))?;
+                var.set(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeds the dropout masks of the next forward pass.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        self.dropout_seed.store(seed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The LoRA hyperparameters.
+    pub fn config(&self) -> &LoraConfig {
+        &self.config
+    }
+
+    fn dropout(&self, module: &str, x: &Tensor) -> Result<Tensor> {
+        let p = self.config.dropout;
+        if !self.training || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let seed = self.dropout_seed.load(std::sync::atomic::Ordering::Relaxed) ^ fnv(module);
+        let keep = 1.0 / (1.0 - p);
+        let mask = if x.device().is_cpu() {
+            let mut state = seed;
+            let values: Vec<f32> = (0..x.elem_count()).map(|_| if splitmix(&mut state) >= p { keep } else { 0.0 }).collect();
+            Tensor::from_vec(values, x.shape(), x.device())?
+        } else {
+            // the device generator is seeded once per pass by the trainer
+            (x.rand_like(0.0, 1.0)?.ge(f64::from(p))?.to_dtype(x.dtype())? * f64::from(keep))?
+        };
+        x * mask.to_dtype(x.dtype())?
     }
 
     /// Every trainable tensor (A and B of each module).
@@ -120,7 +165,8 @@ impl LoraSet {
 impl Adapters for LoraSet {
     fn delta(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>> {
         let Some(l) = self.layers.get(module) else { return Ok(None) };
-        let x = if self.training && self.config.dropout > 0.0 { candle_nn::ops::dropout(x, self.config.dropout)? } else { x.clone() };
+        let dtype = x.dtype();
+        let x = self.dropout(module, &x.to_dtype(l.a.dtype())?)?;
         let dims = x.dims().to_vec();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x.reshape((rows, dims[dims.len() - 1]))?.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)?;
@@ -128,8 +174,22 @@ impl Adapters for LoraSet {
         if let Some(last) = out.last_mut() {
             *last = y.dim(1)?;
         }
-        Ok(Some((y.reshape(out)? * self.scale)?))
+        Ok(Some((y.reshape(out)? * self.scale)?.to_dtype(dtype)?))
     }
+}
+
+/// FNV-1a of a module name: each module's dropout mask has its own stream.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// SplitMix64, as a uniform f32 in [0, 1).
+fn splitmix(state: &mut u64) -> f32 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
 }
 
 #[cfg(test)]

@@ -1,5 +1,17 @@
-//! QLoRA training (in progress): LoRA adapters on every linear layer, trained through the
-//! model's differentiable forward pass, saved in PEFT's layout. The trainer loop, schedules
-//! and `medtune train` come next (see issue notes).
+//! QLoRA fine-tuning: LoRA adapters over a frozen (NF4 or GGUF-quantized) base, the answer-
+//! token loss, AdamW with a schedule, checkpoints that resume exactly, and the run folder.
 
-pub mod lora;
+mod batch;
+mod checkpoint;
+pub mod eval;
+pub mod examples;
+mod lora;
+pub mod manifest;
+mod optim;
+pub mod plot;
+mod trainer;
+
+pub use batch::Batch;
+pub use lora::{Lora, LoraConfig, LoraSet};
+pub use optim::{clip, learning_rate, AdamW};
+pub use trainer::{fingerprint, memory_mib, read_rows, train, training_examples, StepRow, TrainError, TrainOptions, TrainOutcome};

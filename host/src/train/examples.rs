@@ -1,0 +1,123 @@
+//! PubMedQA records as training and evaluation examples: the prompt (context, question,
+//! instruction) as token ids with the context cut to fit, and the answer as one label token.
+//! The prompt is the one the Hugging Face baseline uses, so the figures compare; with
+//! `expand` the disambiguator's expansions are written after each abbreviation
+//! ("MI (myocardial infarction)"), the pipeline's contribution to what the model reads.
+
+use crate::data::Record;
+use crate::model::{ModelError, Tokenizer};
+
+/// The answers, in label order.
+pub const LABELS: [&str; 3] = ["yes", "no", "maybe"];
+
+/// One tokenized question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// The record id.
+    pub id: String,
+    /// The prompt's token ids, ending with `Answer:`.
+    pub prompt: Vec<u32>,
+    /// Index into [`LABELS`].
+    pub label: usize,
+}
+
+/// A record that cannot be an example.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("record {id}: {message}")]
+pub struct ExampleError {
+    /// The record.
+    pub id: String,
+    /// Why.
+    pub message: String,
+}
+
+/// The token of each answer as it follows `Answer:` (` yes`, ` no`, ` maybe`).
+pub fn label_tokens(tokenizer: &Tokenizer) -> Result<[u32; 3], ModelError> {
+    let mut out = [0; 3];
+    for (slot, label) in out.iter_mut().zip(LABELS) {
+        let ids = tokenizer.encode(&format!(" {label}"))?;
+        match ids.as_slice() {
+            [id] => *slot = *id,
+            _ => return Err(ModelError::Tokenizer(format!("\" {label}\" is not one token ({ids:?})"))),
+        }
+    }
+    Ok(out)
+}
+
+/// The record's question and context with each confident expansion written after its
+/// abbreviation (once per abbreviation, where the long form is not already next to it).
+pub fn expanded(record: &Record) -> (String, String) {
+    let chars: Vec<char> = record.text.chars().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut inserts: Vec<(usize, String)> = record
+        .expansions
+        .iter()
+        .filter(|e| e.confidence >= 0.5 && seen.insert(e.abbreviation.clone()))
+        .filter(|e| {
+            let start = e.span.start as usize;
+            let before: String = chars[start.saturating_sub(e.long_form.chars().count() + 2)..start.min(chars.len())].iter().collect();
+            !before.to_lowercase().contains(&e.long_form.to_lowercase())
+        })
+        .map(|e| (e.span.end as usize, format!(" ({})", e.long_form.to_lowercase())))
+        .collect();
+    inserts.sort_by_key(|(at, _)| *at);
+    let mut out = String::with_capacity(record.text.len() + 64);
+    let mut next = inserts.iter().peekable();
+    for (i, c) in chars.iter().enumerate() {
+        while let Some((_, s)) = next.next_if(|(at, _)| *at == i) {
+            out.push_str(s);
+        }
+        out.push(*c);
+    }
+    next.for_each(|(_, s)| out.push_str(s));
+    match out.split_once("\n\n") {
+        Some((q, c)) => (q.to_owned(), c.to_owned()),
+        None => (out, String::new()),
+    }
+}
+
+/// Tokenizes a record: `Context: …\nQuestion: …\nAnswer yes, no or maybe.\nAnswer:`, the
+/// context cut so the prompt fits `max_len` tokens.
+pub fn example(record: &Record, tokenizer: &Tokenizer, max_len: usize, expand: bool) -> Result<Example, ExampleError> {
+    let err = |message: String| ExampleError { id: record.id.clone(), message };
+    let answer = record.answer.as_deref().ok_or_else(|| err("has no answer".into()))?;
+    let label = LABELS
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(answer.trim()))
+        .ok_or_else(|| err(format!("answer {answer:?} is not yes, no or maybe")))?;
+    let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.replace("\n\n", " ")) };
+    let context = context.replace("\n\n", " ");
+    let prompt = prompt_ids(tokenizer, &question, &context, max_len).map_err(|e| err(e.to_string()))?;
+    Ok(Example { id: record.id.clone(), prompt, label })
+}
+
+/// The prompt's ids for a question and context, the context cut to fit `max_len`.
+pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize) -> Result<Vec<u32>, ModelError> {
+    let head = tokenizer.encode("Context: ")?;
+    let tail = tokenizer.encode(&format!("\nQuestion: {question}\nAnswer yes, no or maybe.\nAnswer:"))?;
+    let room = max_len.saturating_sub(head.len() + tail.len() + 2);
+    if room == 0 {
+        return Err(ModelError::Tokenizer(format!("the question alone is {} tokens, over max_len {max_len}", tail.len())));
+    }
+    let mut body = tokenizer.encode(context)?;
+    body.truncate(room);
+    Ok([head, body, tail].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Expansion, Span};
+
+    #[test]
+    fn expansions_are_written_after_their_first_abbreviation() {
+        let mut r = Record::new("1".into(), "Does MI raise risk?".into(), "In MI patients, MI recurs.".into(), Some("yes".into()), vec![], "t".into());
+        r.expansions = vec![
+            Expansion { span: Span { start: 5, end: 7 }, abbreviation: "MI".into(), long_form: "Myocardial infarction".into(), confidence: 0.9 },
+            Expansion { span: Span { start: 24, end: 26 }, abbreviation: "MI".into(), long_form: "Myocardial infarction".into(), confidence: 0.9 },
+        ];
+        let (q, c) = expanded(&r);
+        assert_eq!(q, "Does MI (myocardial infarction) raise risk?");
+        assert_eq!(c, "In MI patients, MI recurs.");
+    }
+}

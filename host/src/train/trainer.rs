@@ -1,0 +1,370 @@
+//! The training loop of `medtune train`: examples from the data stage's output, micro-batches
+//! with gradient accumulation, clipping, AdamW on the schedule, a metrics row per step,
+//! checkpoints, and an exact resume (the data order and dropout masks are functions of the
+//! seed and the step, so a resumed run takes the steps an uninterrupted one would).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::config::{Config, TrainConfig};
+use crate::data::{pyrandom::PyRandom, read_jsonl, Record};
+use crate::model::{LoadedModel, ModelError};
+
+use super::batch::Batch;
+use super::checkpoint;
+use super::examples::{example, label_tokens, Example, LABELS};
+use super::lora::{LoraConfig, LoraSet};
+use super::optim::{clip, learning_rate, AdamW};
+
+/// Why training could not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The config has no `[train]` section.
+    #[error("{0}: no [train] section")]
+    NoTrainSection(PathBuf),
+    /// The training data is missing or unusable.
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A step failed (out of memory names the batch and sequence length).
+    #[error("step {step} (micro-batch of {batch} x {seq} tokens): {message}")]
+    Step { step: usize, batch: usize, seq: usize, message: String },
+    /// Setting up or saving failed.
+    #[error("{context}: {message}")]
+    Other { context: String, message: String },
+    /// A resume that cannot continue.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+}
+
+fn other(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
+    let context = context.into();
+    move |e| TrainError::Other { context, message: e.to_string() }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Other { context: format!("writing {}", path.display()), message: e.to_string() }
+}
+
+/// One row of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepRow {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Fraction of epochs done.
+    pub epoch: f64,
+    /// Mean loss of the step's examples.
+    pub loss: f64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// The gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real tokens (prompt + answer) of the step.
+    pub tokens: usize,
+    /// Tokens per second of the step.
+    pub tokens_per_s: f64,
+    /// Peak memory so far, MiB (process RSS on the CPU, device memory in use on a GPU).
+    pub memory_mib: f64,
+    /// Dev-split accuracy, when evaluated at this step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_accuracy: Option<f64>,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrainOptions {
+    /// Continue from the last checkpoint.
+    pub resume: bool,
+    /// Stop after this many steps, as if interrupted (the schedule still spans the whole run).
+    pub stop_after: Option<usize>,
+}
+
+/// What a training run did.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// Steps done (in total, resumed ones included).
+    pub steps: usize,
+    /// Steps the run has in total.
+    pub total_steps: usize,
+    /// The step resumed from.
+    pub resumed_from: Option<usize>,
+    /// Training examples, and the records that could not be used (with why).
+    pub examples: usize,
+    /// Records skipped, with the reason.
+    pub skipped: Vec<String>,
+    /// The final adapter (PEFT layout), when the run finished.
+    pub adapter: Option<PathBuf>,
+    /// Tokens per second over this invocation.
+    pub tokens_per_s: f64,
+    /// Last step's loss.
+    pub last_loss: f64,
+    /// Peak memory, MiB.
+    pub memory_mib: f64,
+}
+
+/// The training examples of `config` and the records skipped (with why).
+pub fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<(PathBuf, Vec<Record>, Vec<Example>, Vec<String>), TrainError> {
+    let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
+    let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {
+        path: path.clone(),
+        message: format!("cannot read the training records ({e}); run the data stage first (`medtune data --config {}`)", config.path.display()),
+    })?;
+    let mut examples = Vec::with_capacity(records.len());
+    for r in &records {
+        match example(r, &m.tokenizer, t.max_len, t.expand_abbreviations) {
+            Ok(e) => examples.push(e),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    if examples.is_empty() {
+        return Err(TrainError::Input { path, message: "no usable training record (each needs a yes/no/maybe answer)".into() });
+    }
+    Ok((path, records, examples, skipped))
+}
+
+/// The fingerprint of what determines the training trajectory.
+pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &str) -> String {
+    let text = format!("{}|{data_hash}|{model}", serde_json::to_string(t).unwrap_or_default());
+    crate::wheel::sha256_hex(text.as_bytes())[..16].to_owned()
+}
+
+/// Trains the adapters of `config` on `m`; writes `runs/<name>/` (metrics.jsonl,
+/// checkpoints/, adapter/). `progress` sees each step's row and the total step count.
+pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
+    let t = config.train.as_ref().ok_or_else(|| TrainError::NoTrainSection(config.path.clone()))?;
+    let device = m.llama.device().clone();
+    let (data_path, _, examples, skipped) = training_examples(config, t, m)?;
+    let tokens = label_tokens(&m.tokenizer)?;
+    let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
+    let class_weights = class_weights(&examples, &t.balance);
+    let run = config.run_dir();
+    let ckpt_root = run.join("checkpoints");
+    let metrics_path = run.join("metrics.jsonl");
+    let lora_config = LoraConfig { r: t.lora.r, alpha: t.lora.alpha, dropout: t.lora.dropout, targets: t.lora.targets.clone() };
+    let mut lora = LoraSet::new(lora_config, m.llama.config(), t.seed, &device).map_err(other("creating the LoRA adapters"))?;
+    let mut opt = AdamW::new(lora.vars(), t.weight_decay).map_err(other("creating the optimizer"))?;
+    let print = fingerprint(t, &crate::data::file_hash(&data_path), &config.model.path);
+
+    let mut start = 0;
+    let mut resumed_from = None;
+    let mut rows: Vec<StepRow> = Vec::new();
+    if opts.resume {
+        let ckpt = checkpoint::latest(&ckpt_root).ok_or_else(|| TrainError::Resume(format!("no checkpoint in {}", ckpt_root.display())))?;
+        checkpoint::restore(&ckpt, &mut lora, &mut opt, &print).map_err(TrainError::Resume)?;
+        start = ckpt.step;
+        resumed_from = Some(start);
+        rows = read_rows(&metrics_path).into_iter().filter(|r| r.step <= start).collect();
+    } else if run.exists() {
+        for stale in [ckpt_root.clone(), run.join("adapter")] {
+            if stale.exists() {
+                std::fs::remove_dir_all(&stale).map_err(io(&stale))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&run).map_err(io(&run))?;
+    write_rows(&metrics_path, &rows)?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+
+    let per_step = t.batch_size * t.grad_accum;
+    let steps_per_epoch = examples.len().div_ceil(per_step);
+    let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
+    let order = Order::new(examples.len(), t.seed);
+    let began = Instant::now();
+    let mut run_tokens = 0;
+    let mut peak = 0.0f64;
+    let mut last_loss = f64::NAN;
+    let mut step = start;
+    while step < total {
+        let t0 = Instant::now();
+        if !device.is_cpu() {
+            device.set_seed(t.seed.wrapping_mul(1_000_003).wrapping_add(step as u64)).map_err(other("seeding the device"))?;
+        }
+        let vars = lora.vars();
+        let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let (mut loss_sum, mut step_tokens) = (0.0, 0);
+        for micro in 0..t.grad_accum {
+            let first = (step * t.grad_accum + micro) * t.batch_size;
+            let picked: Vec<&Example> = (first..first + t.batch_size).map(|k| &examples[order.at(k)]).collect();
+            let seq = picked.iter().map(|e| e.prompt.len()).max().unwrap_or(0);
+            let fail = |e: candle_core::Error| step_error(step, t.batch_size, seq, e);
+            lora.set_dropout_seed(t.seed ^ ((step * t.grad_accum + micro) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let batch = Batch::new(&picked, &tokens, &class_weights, pad, &device).map_err(fail)?;
+            let loss = batch.answer_logits(&m.llama, &lora).and_then(|l| batch.loss(&l)).map_err(fail)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>().map_err(fail)?);
+            let store = (loss / t.grad_accum as f64).and_then(|l| l.backward()).map_err(fail)?;
+            for (slot, var) in grads.iter_mut().zip(&vars) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    *slot = Some(match slot.take() {
+                        Some(acc) => (acc + g).map_err(fail)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            step_tokens += batch.tokens;
+        }
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()
+            .map_err(other("gathering gradients"))?;
+        let norm = clip(&mut grads, t.max_grad_norm).map_err(other("clipping gradients"))?;
+        let lr = learning_rate(step, total, t.warmup_steps, t.lr, &t.schedule);
+        opt.update(&grads, lr).map_err(other("optimizer step"))?;
+        step += 1;
+        let secs = t0.elapsed().as_secs_f64();
+        run_tokens += step_tokens;
+        peak = peak.max(memory_mib(&device));
+        last_loss = loss_sum / t.grad_accum as f64;
+        let mut row = StepRow {
+            step,
+            epoch: (step * per_step) as f64 / examples.len() as f64,
+            loss: last_loss,
+            lr,
+            grad_norm: norm,
+            tokens: step_tokens,
+            tokens_per_s: step_tokens as f64 / secs.max(1e-9),
+            memory_mib: peak,
+            eval_accuracy: None,
+        };
+        if t.eval_every > 0 && (step % t.eval_every == 0 || step == total) {
+            row.eval_accuracy = Some(dev_accuracy(config, t, m, &mut lora, &tokens, pad)?);
+        }
+        let line = serde_json::to_string(&row).unwrap_or_default();
+        writeln!(log, "{line}").map_err(io(&metrics_path))?;
+        rows.push(row.clone());
+        progress(&row, total);
+        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == total {
+            checkpoint::save(&ckpt_root, step, &lora, &opt, &print).map_err(io(&ckpt_root))?;
+        }
+        if opts.stop_after.is_some_and(|n| step >= n) && step < total {
+            break;
+        }
+    }
+    let adapter = if step >= total {
+        let dir = run.join("adapter");
+        let tmp = run.join(".adapter.tmp");
+        lora.save_peft(&tmp).map_err(io(&tmp))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        Some(dir)
+    } else {
+        None
+    };
+    let loss: Vec<(usize, f64)> = rows.iter().map(|r| (r.step, r.loss)).collect();
+    let acc: Vec<(usize, f64)> = rows.iter().filter_map(|r| r.eval_accuracy.map(|a| (r.step, a))).collect();
+    let svg = super::plot::loss_chart(&format!("{}: training loss and dev accuracy", config.name), &loss, &acc);
+    let plot = run.join("loss.svg");
+    crate::atomic::write(&plot, svg.as_bytes()).map_err(io(&plot))?;
+    let secs = began.elapsed().as_secs_f64();
+    Ok(TrainOutcome {
+        steps: step,
+        total_steps: total,
+        resumed_from,
+        examples: examples.len(),
+        skipped,
+        adapter,
+        tokens_per_s: run_tokens as f64 / secs.max(1e-9),
+        last_loss,
+        memory_mib: peak,
+    })
+}
+
+/// The data order: epoch `e` is a shuffle of the examples seeded by `seed + e`.
+struct Order {
+    n: usize,
+    seed: u64,
+    cache: std::cell::RefCell<(usize, Vec<usize>)>,
+}
+
+impl Order {
+    fn new(n: usize, seed: u64) -> Self {
+        Self { n, seed, cache: std::cell::RefCell::new((usize::MAX, Vec::new())) }
+    }
+
+    /// The example at stream position `k`.
+    fn at(&self, k: usize) -> usize {
+        let (epoch, pos) = (k / self.n, k % self.n);
+        let mut cache = self.cache.borrow_mut();
+        if cache.0 != epoch {
+            let mut idx: Vec<usize> = (0..self.n).collect();
+            PyRandom::new(self.seed.wrapping_add(epoch as u64)).shuffle(&mut idx);
+            *cache = (epoch, idx);
+        }
+        cache.1[pos]
+    }
+}
+
+/// Inverse class frequency (`n / (3 · count)`) for `weights`, else 1.
+fn class_weights(examples: &[Example], balance: &str) -> [f64; 3] {
+    if balance != "weights" {
+        return [1.0; 3];
+    }
+    let mut counts = [0usize; 3];
+    examples.iter().for_each(|e| counts[e.label] += 1);
+    counts.map(|c| examples.len() as f64 / (LABELS.len() as f64 * c.max(1) as f64))
+}
+
+fn step_error(step: usize, batch: usize, seq: usize, e: candle_core::Error) -> TrainError {
+    // the first line: candle appends a backtrace to some errors
+    let text = e.to_string().lines().next().unwrap_or_default().to_owned();
+    let message = if text.to_lowercase().contains("out of memory") {
+        format!("out of memory: {text}; lower train.batch_size (raise train.grad_accum to keep the global batch) or train.max_len")
+    } else {
+        text
+    };
+    TrainError::Step { step: step + 1, batch, seq, message }
+}
+
+/// Accuracy on the dev split (the plot's eval curve).
+fn dev_accuracy(config: &Config, t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<f64, TrainError> {
+    let path = config.work_dir().join("data/processed/dev.jsonl");
+    let (records, _) = read_jsonl(&path).map_err(|e| TrainError::Input { path: path.clone(), message: e.to_string() })?;
+    let examples: Vec<Example> = records.iter().filter_map(|r| example(r, &m.tokenizer, t.max_len, t.expand_abbreviations).ok()).collect();
+    if examples.is_empty() {
+        return Ok(f64::NAN);
+    }
+    lora.training = false;
+    let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), &examples, tokens, t.batch_size, pad);
+    lora.training = true;
+    let probs = probs.map_err(other("dev evaluation"))?;
+    let right = examples.iter().zip(&probs).filter(|(e, p)| (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b }) == e.label).count();
+    Ok(right as f64 / examples.len() as f64)
+}
+
+/// Peak memory so far in MiB: the process's peak RSS on the CPU, device memory in use on a GPU.
+pub fn memory_mib(device: &Device) -> f64 {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        if let Ok((free, total)) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info() {
+            return (total - free) as f64 / (1024.0 * 1024.0);
+        }
+    }
+    let _ = device;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The rows of a metrics file (unreadable lines skipped).
+pub fn read_rows(path: &Path) -> Vec<StepRow> {
+    std::fs::read_to_string(path).map(|s| s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
+}
+
+fn write_rows(path: &Path, rows: &[StepRow]) -> Result<(), TrainError> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r).unwrap_or_default());
+        text.push('\n');
+    }
+    crate::atomic::write(path, text.as_bytes()).map_err(io(path))
+}

@@ -1,0 +1,167 @@
+//! `medtune train`, `eval` and `merge` on the real SmolLM2 over the bundled PubMedQA (tiny
+//! settings so they run in seconds on 2 cores): exact resume, the run folder, the metric
+//! plugins, the merged checkpoint, and configs refused before any work.
+
+use crate::harness::{repo, Env};
+
+/// A config over the bundled PubMedQA (official split, no annotating plugins) with a tiny
+/// training run; `extra` is appended.
+fn config(env: &Env, name: &str, extra: &str) -> std::path::PathBuf {
+    let data = repo().join("examples/data/pubmedqa");
+    let text = format!(
+        r#"name = "{name}"
+work_dir = {work:?}
+
+[data]
+input = {input:?}
+test_ground_truth = {truth:?}
+split = "official"
+
+[[plugins.chain]]
+name = "classification-metrics"
+kind = "metric"
+settings = {{ labels = "yes,no,maybe" }}
+
+[train]
+data = "processed"
+max_steps = 4
+batch_size = 1
+grad_accum = 2
+max_len = 64
+lr = 1e-3
+warmup_steps = 1
+checkpoint_every = 2
+seed = 7
+
+[train.lora]
+r = 2
+alpha = 4
+dropout = 0.1
+
+[eval]
+limit = 4
+{extra}
+"#,
+        work = env.path("work").display().to_string(),
+        input = data.join("ori_pqal.json").display().to_string(),
+        truth = data.join("test_ground_truth.json").display().to_string(),
+    );
+    env.write(&format!("{name}.toml"), text)
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
+}
+
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).expect("read").lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+/// A run stopped after 2 of 4 steps and resumed ends with the very adapters and losses of an
+/// uninterrupted run (dropout included: its masks follow the seed and the step). The run
+/// folder holds the metrics, plot, checkpoints and manifest; eval scores through the metric
+/// plugin; merge writes a checkpoint that scores as the adapter does.
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges() {
+    let env = Env::new();
+    let whole = config(&env, "whole", "");
+    let parts = config(&env, "parts", "");
+    env.run(&["data", "-c", whole.to_str().expect("utf-8")]).expect_code(0);
+
+    let run = env.run(&["train", "-c", whole.to_str().expect("utf-8")]);
+    // one question alone is longer than max_len: that record is named and skipped, the rest train
+    run.expect_code(2).stdout_has("train: 4/4 steps").stderr_has("skipped: record 27405146: tokenizer: the question alone is 70 tokens, over max_len 64");
+    env.run(&["train", "-c", parts.to_str().expect("utf-8"), "--stop-after", "2"]).stdout_has("stopped at step 2");
+    assert!(!env.path("work/runs/parts/adapter").exists(), "an interrupted run has no final adapter");
+    assert!(env.path("work/runs/parts/checkpoints/step-000002/optimizer.safetensors").is_file());
+    env.run(&["train", "-c", parts.to_str().expect("utf-8"), "--resume"]).stdout_has("train: 4/4 steps (resumed at 2)");
+
+    let a = std::fs::read(env.path("work/runs/whole/adapter/adapter_model.safetensors")).expect("adapter");
+    let b = std::fs::read(env.path("work/runs/parts/adapter/adapter_model.safetensors")).expect("adapter");
+    assert!(a == b, "resumed adapters differ from the uninterrupted run's");
+    let (ma, mb) = (jsonl(&env.path("work/runs/whole/metrics.jsonl")), jsonl(&env.path("work/runs/parts/metrics.jsonl")));
+    assert_eq!(ma.len(), 4);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!((&x["step"], &x["loss"], &x["lr"]), (&y["step"], &y["loss"], &y["lr"]));
+        assert!(x["loss"].as_f64().is_some_and(f64::is_finite) && x["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0));
+        assert!(x["memory_mib"].as_f64().is_some_and(|m| m > 0.0));
+    }
+    let svg = std::fs::read_to_string(env.path("work/runs/whole/loss.svg")).expect("plot");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+    let manifest = json(&env.path("work/runs/whole/manifest.json"));
+    for key in ["config", "data", "seeds", "model", "medtune", "crates", "train"] {
+        assert!(!manifest[key].is_null(), "manifest lacks {key}: {manifest}");
+    }
+    assert_eq!(manifest["seeds"]["train"], 7);
+    assert_eq!(manifest["data"]["train"]["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(manifest["crates"]["candle-core"], "0.11.1");
+    let peft = json(&env.path("work/runs/whole/adapter/adapter_config.json"));
+    assert_eq!((peft["peft_type"].as_str(), peft["r"].as_u64()), (Some("LORA"), Some(2)));
+
+    // eval: through the classification-metrics plugin, on the first 4 test questions
+    let run = env.run(&["eval", "-c", whole.to_str().expect("utf-8")]);
+    run.expect_code(0).stdout_has("eval on test (4 questions").stdout_has("confusion");
+    let scores = json(&env.path("work/runs/whole/eval/scores.json"));
+    for key in ["accuracy", "macro_f1", "f1/yes", "f1/maybe", "confusion/yes/no", "classification-metrics/accuracy"] {
+        assert!(scores["scores"][key].is_number(), "scores lack {key}: {scores}");
+    }
+    let with_adapter = jsonl(&env.path("work/runs/whole/eval/predictions.jsonl"));
+    assert_eq!(with_adapter.len(), 4);
+
+    // merge: a Hugging Face folder that, loaded as the model, scores as base + adapter does
+    let merged = env.path("merged");
+    env.run(&["merge", "-c", whole.to_str().expect("utf-8"), "--out", merged.to_str().expect("utf-8")]).expect_code(0).stdout_has("merged 210 modules");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(merged.join(f).is_file(), "merged checkpoint lacks {f}");
+    }
+    let again = config(&env, "whole", &format!("\n[model]\npath = {:?}\n", merged.display().to_string()));
+    env.run(&["eval", "-c", again.to_str().expect("utf-8"), "--base"]).expect_code(0);
+    let merged_preds = jsonl(&env.path("work/runs/whole/eval-base/predictions.jsonl"));
+    for (x, y) in with_adapter.iter().zip(&merged_preds) {
+        for i in 0..3 {
+            let (p, q) = (x["probabilities"][i].as_f64().expect("p"), y["probabilities"][i].as_f64().expect("p"));
+            assert!((p - q).abs() < 2e-3, "{}: adapter {p} vs merged {q}", x["id"]);
+        }
+    }
+}
+
+/// Impossible values, unknown keys and missing files stop `train` before any work, naming
+/// the field; nothing is written.
+#[test]
+fn bad_training_configs_stop_before_any_work() {
+    let env = Env::new();
+    let cases = [
+        ("rank", "[train.lora]\nr = 0\n", "train.lora.r"),
+        ("lr", "[train]\nlr = -1.0\n", "train.lr"),
+        ("unknown", "[train]\nlearning_rate = 0.1\n", "unknown field `learning_rate`"),
+        ("model", "[model]\npath = \"missing.gguf\"\n", "model.path"),
+        ("dropout", "[train.lora]\ndropout = 1.5\n", "train.lora.dropout"),
+        ("schedule", "[train]\nschedule = \"exponential\"\n", "train.schedule"),
+    ];
+    for (name, section, needle) in cases {
+        let text = std::fs::read_to_string(config(&env, name, "")).expect("config");
+        // replace the section's first key line with the bad one
+        let (head, key) = section.split_once('\n').expect("section");
+        let key_name = key.split('=').next().expect("key").trim();
+        let text = if text.contains(&format!("{head}\n")) && !key_name.is_empty() {
+            let mut t = text.replacen(&format!("{head}\n"), &format!("{section}"), 1);
+            // drop the original line of that key, if any, after the inserted one
+            if let Some(at) = t.find(section) {
+                let rest = t[at + section.len()..].to_owned();
+                let filtered: Vec<&str> = rest.lines().filter(|l| !l.trim_start().starts_with(&format!("{key_name} ="))).collect();
+                t = format!("{}{}\n", &t[..at + section.len()], filtered.join("\n"));
+            }
+            t
+        } else {
+            format!("{text}\n{section}")
+        };
+        let path = env.write(&format!("{name}.toml"), text);
+        let run = env.run(&["train", "-c", path.to_str().expect("utf-8")]);
+        assert_ne!(run.code, Some(0), "{name}: accepted");
+        run.stderr_has(needle);
+        assert!(!env.path(&format!("work/runs/{name}")).exists(), "{name}: wrote a run folder");
+    }
+    // a config whose data stage has not run names the file and the command to run
+    let path = config(&env, "nodata", "");
+    env.run(&["train", "-c", path.to_str().expect("utf-8")]).stderr_has("run the data stage first");
+}
