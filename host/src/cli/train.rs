@@ -113,6 +113,7 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "peak_memory_mib": outcome.memory_mib,
         "seconds": started.elapsed().as_secs_f64(),
         "adapter": outcome.adapter,
+        "selected_step": outcome.selected_step,
     });
     let mpath = manifest::write(&run, &manifest::manifest(&config, &data, &model_path, extra)).with_context(|| format!("writing {}", run.display()))?;
     for s in &outcome.skipped {
@@ -155,7 +156,8 @@ fn metric_plugins(config: &Config) -> anyhow::Result<PluginSet> {
 pub fn evaluate(config: &Config, adapter: Option<&Path>) -> anyhow::Result<serde_json::Value> {
     let e = config.eval.clone().unwrap_or_default();
     let t = config.train.clone();
-    let (max_len, expand, batch) = t.as_ref().map_or((512, true, 8), |t| (t.max_len, t.expand_abbreviations, t.batch_size.max(8)));
+    let prompts = examples::PromptOptions::of(t.as_ref());
+    let batch = t.as_ref().map_or(8, |t| t.batch_size.max(8));
     let (model_path, mut m) = load_model(config)?;
     if let Some(dir) = adapter {
         let a = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
@@ -170,7 +172,7 @@ pub fn evaluate(config: &Config, adapter: Option<&Path>) -> anyhow::Result<serde
     let mut exs = Vec::new();
     let mut rare = Vec::new();
     for r in records.iter().take(if e.limit > 0 { e.limit } else { usize::MAX }) {
-        match examples::example(r, &m.tokenizer, max_len, expand) {
+        match examples::example(r, &m.tokenizer, prompts) {
             Ok(x) => {
                 rare.push(eval::is_rare(r, &counts, e.rare_max_count));
                 exs.push(x);

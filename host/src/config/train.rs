@@ -95,6 +95,14 @@ pub struct TrainConfig {
     /// Evaluate on the dev split every this many steps for the plot (0: never).
     #[serde(default)]
     pub eval_every: usize,
+    /// Which part of a context too long for `max_len` stays: `start` or `end` (where the
+    /// results are).
+    #[serde(default = "start")]
+    pub context_keep: String,
+    /// Which adapter the run ends with: `last` (the last step's) or `best-dev` (the one with
+    /// the best dev macro-F1 among the `eval_every` evaluations).
+    #[serde(default = "last")]
+    pub select: String,
     /// Write the disambiguator's expansions after abbreviations in the prompt.
     #[serde(default = "yes")]
     pub expand_abbreviations: bool,
@@ -154,6 +162,12 @@ impl Default for EvalConfig {
 
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
+fn start() -> String {
+    "start".into()
+}
+fn last() -> String {
+    "last".into()
+}
 fn yes() -> bool {
     true
 }
@@ -235,6 +249,15 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         }
         if !["none", "weights"].contains(&t.balance.as_str()) {
             return bad("train.balance", format!("{:?}: expected none or weights (sampling is the label-balancer plugin)", t.balance));
+        }
+        if !["start", "end"].contains(&t.context_keep.as_str()) {
+            return bad("train.context_keep", format!("{:?}: expected start or end", t.context_keep));
+        }
+        if !["last", "best-dev"].contains(&t.select.as_str()) {
+            return bad("train.select", format!("{:?}: expected last or best-dev", t.select));
+        }
+        if t.select == "best-dev" && t.eval_every == 0 {
+            return bad("train.select", "best-dev needs train.eval_every > 0".into());
         }
         if t.lora.targets.is_empty() {
             return bad("train.lora.targets", "names no module".into());

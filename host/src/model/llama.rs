@@ -337,8 +337,17 @@ impl Llama {
     pub fn quantize_nf4(&mut self, dtype: DType) -> Result<usize> {
         let mut bytes = 0;
         for block in &mut self.blocks {
-            for l in [&mut block.attn.q, &mut block.attn.k, &mut block.attn.v, &mut block.attn.o, &mut block.mlp.gate, &mut block.mlp.up, &mut block.mlp.down] {
-                let q = crate::quant::Nf4Weight::quantize(&l.weight()?, dtype)?;
+            let layers = [&mut block.attn.q, &mut block.attn.k, &mut block.attn.v, &mut block.attn.o, &mut block.mlp.gate, &mut block.mlp.up, &mut block.mlp.down];
+            // the seven layers of a block quantize in parallel (on the CPU)
+            let quantized: Vec<Result<crate::quant::Nf4Weight>> = std::thread::scope(|s| {
+                let handles: Vec<_> = layers.iter().map(|l| {
+                    let w = l.weight();
+                    s.spawn(move || crate::quant::Nf4Weight::quantize(&w?, dtype))
+                }).collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(candle_core::Error::Msg("NF4 quantization panicked".into())))).collect()
+            });
+            for (l, q) in layers.into_iter().zip(quantized) {
+                let q = q?;
                 bytes += q.bytes();
                 *l = Linear::Nf4(q);
             }

@@ -76,9 +76,32 @@ pub fn expanded(record: &Record) -> (String, String) {
     }
 }
 
+/// How prompts are made.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptOptions {
+    /// Longest prompt in tokens.
+    pub max_len: usize,
+    /// Write expansions after abbreviations.
+    pub expand: bool,
+    /// Keep the end of a context that is too long (its results) rather than its start.
+    pub keep_end: bool,
+}
+
+impl PromptOptions {
+    /// The options a training config sets (or the defaults without one).
+    pub fn of(t: Option<&crate::config::TrainConfig>) -> Self {
+        t.map_or(Self { max_len: 512, expand: true, keep_end: false }, |t| Self {
+            max_len: t.max_len,
+            expand: t.expand_abbreviations,
+            keep_end: t.context_keep == "end",
+        })
+    }
+}
+
 /// Tokenizes a record: `Context: …\nQuestion: …\nAnswer yes, no or maybe.\nAnswer:`, the
 /// context cut so the prompt fits `max_len` tokens.
-pub fn example(record: &Record, tokenizer: &Tokenizer, max_len: usize, expand: bool) -> Result<Example, ExampleError> {
+pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<Example, ExampleError> {
+    let PromptOptions { max_len, expand, keep_end } = opts;
     let err = |message: String| ExampleError { id: record.id.clone(), message };
     let answer = record.answer.as_deref().ok_or_else(|| err("has no answer".into()))?;
     let label = LABELS
@@ -87,12 +110,13 @@ pub fn example(record: &Record, tokenizer: &Tokenizer, max_len: usize, expand: b
         .ok_or_else(|| err(format!("answer {answer:?} is not yes, no or maybe")))?;
     let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.replace("\n\n", " ")) };
     let context = context.replace("\n\n", " ");
-    let prompt = prompt_ids(tokenizer, &question, &context, max_len).map_err(|e| err(e.to_string()))?;
+    let prompt = prompt_ids(tokenizer, &question, &context, max_len, keep_end).map_err(|e| err(e.to_string()))?;
     Ok(Example { id: record.id.clone(), prompt, label })
 }
 
-/// The prompt's ids for a question and context, the context cut to fit `max_len`.
-pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize) -> Result<Vec<u32>, ModelError> {
+/// The prompt's ids for a question and context, the context cut to fit `max_len` (keeping its
+/// end with `keep_end`).
+pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
     let head = tokenizer.encode("Context: ")?;
     let tail = tokenizer.encode(&format!("\nQuestion: {question}\nAnswer yes, no or maybe.\nAnswer:"))?;
     let room = max_len.saturating_sub(head.len() + tail.len() + 2);
@@ -100,7 +124,13 @@ pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len:
         return Err(ModelError::Tokenizer(format!("the question alone is {} tokens, over max_len {max_len}", tail.len())));
     }
     let mut body = tokenizer.encode(context)?;
-    body.truncate(room);
+    if body.len() > room {
+        if keep_end {
+            body.drain(..body.len() - room);
+        } else {
+            body.truncate(room);
+        }
+    }
     Ok([head, body, tail].concat())
 }
 

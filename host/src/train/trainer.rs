@@ -16,7 +16,7 @@ use crate::model::{LoadedModel, ModelError};
 
 use super::batch::Batch;
 use super::checkpoint;
-use super::examples::{example, label_tokens, Example, LABELS};
+use super::examples::{example, label_tokens, Example, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{clip, learning_rate, AdamW};
 
@@ -74,6 +74,9 @@ pub struct StepRow {
     /// Dev-split accuracy, when evaluated at this step.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_accuracy: Option<f64>,
+    /// Dev-split macro-F1, when evaluated at this step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_macro_f1: Option<f64>,
 }
 
 /// How to run.
@@ -106,6 +109,8 @@ pub struct TrainOutcome {
     pub last_loss: f64,
     /// Peak memory, MiB.
     pub memory_mib: f64,
+    /// The step whose adapters the run ends with.
+    pub selected_step: usize,
 }
 
 /// The training examples of `config` and the records skipped (with why).
@@ -117,7 +122,7 @@ pub fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> R
     })?;
     let mut examples = Vec::with_capacity(records.len());
     for r in &records {
-        match example(r, &m.tokenizer, t.max_len, t.expand_abbreviations) {
+        match example(r, &m.tokenizer, PromptOptions::of(Some(t))) {
             Ok(e) => examples.push(e),
             Err(e) => skipped.push(e.to_string()),
         }
@@ -161,7 +166,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         resumed_from = Some(start);
         rows = read_rows(&metrics_path).into_iter().filter(|r| r.step <= start).collect();
     } else if run.exists() {
-        for stale in [ckpt_root.clone(), run.join("adapter")] {
+        for stale in [ckpt_root.clone(), run.join("adapter"), run.join("best")] {
             if stale.exists() {
                 std::fs::remove_dir_all(&stale).map_err(io(&stale))?;
             }
@@ -180,6 +185,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let mut peak = 0.0f64;
     let mut last_loss = f64::NAN;
     let mut step = start;
+    let mut best: Option<Best> = if opts.resume { read_best(&run) } else { None };
     while step < total {
         let t0 = Instant::now();
         if !device.is_cpu() {
@@ -232,9 +238,16 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             tokens_per_s: step_tokens as f64 / secs.max(1e-9),
             memory_mib: peak,
             eval_accuracy: None,
+            eval_macro_f1: None,
         };
         if t.eval_every > 0 && (step % t.eval_every == 0 || step == total) {
-            row.eval_accuracy = Some(dev_accuracy(config, t, m, &mut lora, &tokens, pad)?);
+            let (acc, f1) = dev_scores(config, t, m, &mut lora, &tokens, pad)?;
+            (row.eval_accuracy, row.eval_macro_f1) = (Some(acc), Some(f1));
+            if t.select == "best-dev" && best.as_ref().is_none_or(|b| (f1, acc) > (b.macro_f1, b.accuracy)) {
+                let b = Best { step, macro_f1: f1, accuracy: acc };
+                save_best(&run, &lora, &b)?;
+                best = Some(b);
+            }
         }
         let line = serde_json::to_string(&row).unwrap_or_default();
         writeln!(log, "{line}").map_err(io(&metrics_path))?;
@@ -247,9 +260,14 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             break;
         }
     }
+    let mut selected_step = step;
     let adapter = if step >= total {
         let dir = run.join("adapter");
         let tmp = run.join(".adapter.tmp");
+        if let Some(b) = best.as_ref().filter(|_| t.select == "best-dev") {
+            lora.load_peft(&run.join("best")).map_err(other("loading the best dev adapter"))?;
+            selected_step = b.step;
+        }
         lora.save_peft(&tmp).map_err(io(&tmp))?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -275,7 +293,30 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         tokens_per_s: run_tokens as f64 / secs.max(1e-9),
         last_loss,
         memory_mib: peak,
+        selected_step,
     })
+}
+
+/// The adapters with the best dev macro-F1 so far (ties: accuracy).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Best {
+    step: usize,
+    macro_f1: f64,
+    accuracy: f64,
+}
+
+fn save_best(run: &Path, lora: &LoraSet, best: &Best) -> Result<(), TrainError> {
+    let (dir, tmp) = (run.join("best"), run.join(".best.tmp"));
+    lora.save_peft(&tmp).map_err(io(&tmp))?;
+    crate::atomic::write(&tmp.join("best.json"), serde_json::to_string(best).unwrap_or_default().as_bytes()).map_err(io(&tmp))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))
+}
+
+fn read_best(run: &Path) -> Option<Best> {
+    serde_json::from_str(&std::fs::read_to_string(run.join("best/best.json")).ok()?).ok()
 }
 
 /// The data order: epoch `e` is a shuffle of the examples seeded by `seed + e`.
@@ -324,20 +365,26 @@ fn step_error(step: usize, batch: usize, seq: usize, e: candle_core::Error) -> T
     TrainError::Step { step: step + 1, batch, seq, message }
 }
 
-/// Accuracy on the dev split (the plot's eval curve).
-fn dev_accuracy(config: &Config, t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<f64, TrainError> {
+/// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`).
+fn dev_scores(config: &Config, t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<(f64, f64), TrainError> {
     let path = config.work_dir().join("data/processed/dev.jsonl");
     let (records, _) = read_jsonl(&path).map_err(|e| TrainError::Input { path: path.clone(), message: e.to_string() })?;
-    let examples: Vec<Example> = records.iter().filter_map(|r| example(r, &m.tokenizer, t.max_len, t.expand_abbreviations).ok()).collect();
+    let examples: Vec<Example> = records.iter().filter_map(|r| example(r, &m.tokenizer, PromptOptions::of(Some(t))).ok()).collect();
     if examples.is_empty() {
-        return Ok(f64::NAN);
+        return Err(TrainError::Input { path, message: "no dev question to evaluate (train.eval_every needs the dev split)".into() });
     }
     lora.training = false;
     let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), &examples, tokens, t.batch_size, pad);
     lora.training = true;
     let probs = probs.map_err(other("dev evaluation"))?;
-    let right = examples.iter().zip(&probs).filter(|(e, p)| (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b }) == e.label).count();
-    Ok(right as f64 / examples.len() as f64)
+    let scored = super::eval::predictions(&examples, &probs, &vec![false; examples.len()]);
+    let right = scored.iter().filter(|s| s.label == s.predicted).count();
+    let f1 = LABELS.iter().map(|l| {
+        let tp = scored.iter().filter(|s| s.label == *l && s.predicted == *l).count() as f64;
+        let (pred, gold) = (scored.iter().filter(|s| s.predicted == *l).count() as f64, scored.iter().filter(|s| s.label == *l).count() as f64);
+        if tp == 0.0 { 0.0 } else { 2.0 * tp / (pred + gold) }
+    });
+    Ok((right as f64 / examples.len() as f64, f1.sum::<f64>() / LABELS.len() as f64))
 }
 
 /// Peak memory so far in MiB: the process's peak RSS on the CPU, device memory in use on a GPU.

@@ -1,0 +1,92 @@
+//! QLoRA training speed: tokens/s and peak memory of medtune's trainer on a model built from
+//! a shape with random weights (speed does not depend on the values), the base frozen in NF4
+//! with double quantization, LoRA r=16 alpha=32 on all linear layers, AdamW lr 2e-4, loss on
+//! every token: what ../shared/baselines/hf_qlora_baseline.py measures for transformers +
+//! peft + bitsandbytes.
+//!
+//! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP]`
+//! (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features cuda` it
+//! runs on the GPU. Prints one JSON line per batch shape (an error line when one fails, e.g.
+//! out of memory).
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use medtune::model;
+use medtune::train::{AdamW, LoraConfig, LoraSet};
+
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    return Device::new_cuda(0).expect("CUDA device 0");
+    #[cfg(not(feature = "cuda"))]
+    Device::Cpu
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let shape = args.first().cloned().unwrap_or_else(|| "smollm2".into());
+    let sizes: Vec<(usize, usize)> = args[1..]
+        .iter()
+        .filter_map(|a| a.split_once('x').and_then(|(b, s)| Some((b.parse().ok()?, s.parse().ok()?))))
+        .collect();
+    let rest: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
+    let (steps, warmup) = (rest.first().copied().unwrap_or(20), rest.get(1).copied().unwrap_or(3));
+    let device = device();
+    let t0 = Instant::now();
+    let mut llama = model::random(&shape, &device).expect("random model");
+    let nf4_bytes = llama.quantize_nf4(DType::F32).expect("nf4");
+    let build_s = t0.elapsed().as_secs_f64();
+    for &(batch, seq) in if sizes.is_empty() { &[(8, 512)][..] } else { &sizes[..] } {
+        let run = || -> candle_core::Result<serde_json::Value> {
+            let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup)?;
+            Ok(serde_json::json!({
+                "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": "qlora-nf4",
+                "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
+                "nf4_gib": nf4_bytes as f64 / f64::from(1u32 << 30), "build_s": build_s, "first_loss": first, "last_loss": last,
+            }))
+        };
+        match run() {
+            Ok(v) => println!("{v}"),
+            Err(e) => println!("{}", serde_json::json!({"engine": "medtune", "shape": shape, "batch": batch, "seq": seq,
+                "error": e.to_string().lines().next().unwrap_or_default()})),
+        }
+    }
+}
+
+/// Times `steps` training steps after `warmup`: (tokens/s, peak MiB, seconds, first loss, last loss).
+fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, steps: usize, warmup: usize) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
+    let lora = LoraSet::new(LoraConfig::all_linear(16, 32.0, 0.0), llama.config(), 0, device)?;
+    let mut opt = AdamW::new(lora.vars(), 0.0)?;
+    let vocab = llama.config().vocab_size as u32;
+    let mut state = 1u64;
+    let mut losses = Vec::new();
+    let mut peak = 0.0f64;
+    let mut timed = Instant::now();
+    for step in 0..warmup + steps {
+        if step == warmup {
+            device.synchronize()?;
+            timed = Instant::now();
+        }
+        let ids: Vec<u32> = (0..batch * seq)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 33) % u64::from(vocab)) as u32
+            })
+            .collect();
+        let x = Tensor::from_vec(ids, (batch, seq), device)?;
+        let logits = llama.forward_train(&x, &lora)?;
+        // next-token loss on every position, as transformers computes it with labels = input
+        let pred = logits.narrow(1, 0, seq - 1).and_then(|l| l.reshape((batch * (seq - 1), vocab as usize)))?;
+        let target = x.narrow(1, 1, seq - 1).and_then(|t| t.flatten_all())?;
+        let logp = candle_nn::ops::log_softmax(&pred, D::Minus1)?;
+        let loss = logp.gather(&target.unsqueeze(1)?, 1).and_then(|l| l.mean_all()).and_then(|l| l.neg())?;
+        let grads = loss.backward()?;
+        let g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
+        opt.update(&g, 2e-4)?;
+        losses.push(loss.to_scalar::<f32>()?);
+        peak = peak.max(medtune::train::memory_mib(device));
+    }
+    device.synchronize()?;
+    let secs = timed.elapsed().as_secs_f64();
+    Ok(((batch * seq * steps) as f64 / secs, peak, secs, losses[0], losses[losses.len() - 1]))
+}
