@@ -4,50 +4,6 @@
 use crate::harness::{guest, jsonl, read_jsonl, repo, Env};
 
 #[test]
-fn the_default_job_annotates_the_bundled_pubmedqa() {
-    let env = Env::new();
-    let text = std::fs::read_to_string(repo().join("configs/pubmedqa-smollm2.toml")).expect("default config");
-    let configs = repo().join("configs");
-    // the default config, with its outputs in the temp folder
-    let text = text
-        .replace("\"../work", &format!("\"{}", env.path("work").display()))
-        .replace("\"../", &format!("\"{}/../", configs.display()));
-    let config = env.write("default.toml", text);
-    let run = env.run(&["run", config.to_str().expect("utf-8")]);
-    run.expect_code(0).stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("dev: 50 records").stdout_has("train: 450 records");
-    run.stdout_has("vocabulary").stdout_has("30532 concepts");
-    let test = read_jsonl(&env.path("work/data/processed/test.jsonl"));
-    assert_eq!(test.len(), 500);
-    let expanded = test.iter().filter(|r| r["expansions"].as_array().is_some_and(|x| !x.is_empty())).count();
-    assert!(expanded > 200, "only {expanded} of 500 records have abbreviation expansions");
-    // dev is fold 0 of the official split (tests/fixtures/pubmedqa_folds.json, made by the official code)
-    let folds: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/pubmedqa_folds.json")).expect("folds")).expect("json");
-    let dev: Vec<serde_json::Value> = read_jsonl(&env.path("work/data/processed/dev.jsonl")).iter().map(|r| r["id"].clone()).collect();
-    let mut want: Vec<serde_json::Value> = folds["folds"][0].as_array().expect("fold 0").clone();
-    let mut got = dev.clone();
-    want.sort_by_key(|v| v.to_string());
-    got.sort_by_key(|v| v.to_string());
-    assert_eq!(got, want);
-    let augmented = read_jsonl(&env.path("work/data/augmented/train.jsonl"));
-    assert!(augmented.len() > 450, "{} training records after augmentation", augmented.len());
-    let with_mentions = test.iter().filter(|r| r["mentions"].as_array().is_some_and(|m| !m.is_empty())).count();
-    assert!(with_mentions > 250, "only {with_mentions} of 500 records have mentions");
-    for r in &test {
-        let stamp = r["provenance"]["plugins"][0].as_str().expect("provenance names the plugin");
-        assert!(stamp.starts_with("terminology-normalizer@0.1.0#"), "{stamp}");
-        let stamp = r["provenance"]["plugins"][1].as_str().expect("and the disambiguator");
-        assert!(stamp.starts_with("abbreviation-disambiguator@0.1.0#"), "{stamp}");
-        assert_eq!(r["failures"].as_array().map(Vec::len), Some(0));
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.path("work/data/processed/manifest.json")).expect("manifest")).expect("json");
-    assert_eq!(manifest["plugins"][0]["id"], "terminology-normalizer@0.1.0");
-    assert_eq!(manifest["plugins"][0]["sha256"].as_str().map(str::len), Some(64));
-    assert_eq!(manifest["inputs"][0]["sha256"].as_str().map(str::len), Some(64));
-}
-
-#[test]
 fn a_trap_in_the_middle_of_a_batch_keeps_and_reports_its_record() {
     let env = Env::new();
     let input = env.write("in.jsonl", jsonl(&[("r1", "one"), ("r2", "two"), ("r3", "PANIC now"), ("r4", "four")]));

@@ -6,7 +6,7 @@ use crate::harness::{repo, Env};
 
 /// A config over the bundled PubMedQA (official split, no annotating plugins) with a tiny
 /// training run; `extra` is appended.
-fn config(env: &Env, name: &str, extra: &str) -> std::path::PathBuf {
+pub(crate) fn config(env: &Env, name: &str, extra: &str) -> std::path::PathBuf {
     let data = repo().join("examples/data/pubmedqa");
     let text = format!(
         r#"name = "{name}"

@@ -4,6 +4,8 @@
 mod data;
 mod model;
 mod plugin;
+mod run;
+mod runs;
 mod scaffold;
 mod train;
 mod vocab;
@@ -30,8 +32,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation
-    /// (the stages its sections name).
+    /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation and
+    /// report (the stages its sections name), skipping stages whose inputs are unchanged.
     Run {
         /// The run's TOML config.
         config: PathBuf,
@@ -42,6 +44,9 @@ enum Command {
     Eval(train::EvalArgs),
     /// Merge an adapter into the base model and write a Hugging Face checkpoint folder.
     Merge(train::MergeArgs),
+    /// List runs and compare two of them.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Write, build, try and list plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -62,7 +67,8 @@ pub const EXIT_PARTIAL: u8 = 2;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Data { config } => data::run(&config),
-        Command::Run { config } => run_all(&config),
+        Command::Run { config } => run::run(&config),
+        Command::Runs(cmd) => runs::run(cmd),
         Command::Train(args) => train::train_cmd(args),
         Command::Eval(args) => train::eval_cmd(args),
         Command::Merge(args) => train::merge_cmd(args),
@@ -73,18 +79,3 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `medtune run`: the data stage, then training and evaluation when the config has them.
-fn run_all(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = crate::config::Config::load(config)?;
-    let data_status = data::run(config)?;
-    if data_status != ExitCode::SUCCESS {
-        eprintln!("the data stage reported errors (see above); training goes on with the records that went through");
-    }
-    if cfg.train.is_some() {
-        train::train_cmd(train::TrainArgs { config: config.to_owned(), resume: false, stop_after: None })?;
-        if cfg.eval.is_some() {
-            train::eval_cmd(train::EvalArgs { config: config.to_owned(), adapter: None, base: false })?;
-        }
-    }
-    Ok(data_status)
-}

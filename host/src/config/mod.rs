@@ -330,6 +330,23 @@ fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Every shipped config is well-formed (its files may live elsewhere, e.g. LLaMA-2-7B).
+    #[test]
+    fn the_shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("configs/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let c: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                train::check(&c.model, c.train.as_ref(), c.eval.as_ref()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "{n} configs");
+    }
+
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {
         assert_eq!(lexical_join(Path::new("configs"), Path::new("../work")), PathBuf::from("work"));

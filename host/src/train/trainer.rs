@@ -319,6 +319,17 @@ fn read_best(run: &Path) -> Option<Best> {
     serde_json::from_str(&std::fs::read_to_string(run.join("best/best.json")).ok()?).ok()
 }
 
+/// Whether `config`'s run folder holds a checkpoint written under the same training config,
+/// data and model, that is, one a resume continues exactly.
+pub fn resumable(config: &Config) -> bool {
+    let Some(t) = config.train.as_ref() else { return false };
+    let Some(ckpt) = checkpoint::latest(&config.run_dir().join("checkpoints")) else { return false };
+    let data = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
+    let state: serde_json::Value =
+        std::fs::read_to_string(ckpt.dir.join("trainer_state.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    state["fingerprint"].as_str() == Some(fingerprint(t, &crate::data::file_hash(&data), &config.model.path).as_str())
+}
+
 /// The data order: epoch `e` is a shuffle of the examples seeded by `seed + e`.
 struct Order {
     n: usize,

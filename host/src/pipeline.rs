@@ -1,0 +1,115 @@
+//! What `medtune run` needs to skip and resume stages: a fingerprint of each stage's inputs
+//! (config sections, input files' content hashes, plugin hashes, the upstream stage's
+//! fingerprint) and the record of what each stage last finished with
+//! (`runs/<name>/stages.json`). A stage is skipped when its fingerprint is unchanged and its
+//! outputs exist. (An unfinished training resumes from its last checkpoint when the
+//! checkpoint was written under the same training config, data and model: `train::resumable`.)
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::data::file_hash;
+use crate::wheel::sha256_hex;
+
+/// The stages of a run, in order.
+pub const STAGES: [&str; 4] = ["data", "train", "eval", "report"];
+
+/// What a stage last did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// The fingerprint of its inputs.
+    pub fingerprint: String,
+    /// Whether it finished.
+    pub done: bool,
+}
+
+/// `runs/<name>/stages.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stages(pub BTreeMap<String, StageRecord>);
+
+impl Stages {
+    fn path(config: &Config) -> PathBuf {
+        config.run_dir().join("stages.json")
+    }
+
+    /// The record of `config`'s run (empty when there is none).
+    pub fn load(config: &Config) -> Self {
+        std::fs::read_to_string(Self::path(config)).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    }
+
+    /// Records a stage's state and writes the file atomically.
+    pub fn set(&mut self, config: &Config, stage: &str, fingerprint: &str, done: bool) -> std::io::Result<()> {
+        self.0.insert(stage.to_owned(), StageRecord { fingerprint: fingerprint.to_owned(), done });
+        crate::atomic::write(&Self::path(config), serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())
+    }
+
+    /// Whether `stage` finished with this fingerprint.
+    pub fn done_with(&self, stage: &str, fingerprint: &str) -> bool {
+        self.0.get(stage).is_some_and(|r| r.done && r.fingerprint == fingerprint)
+    }
+
+}
+
+fn digest(parts: &[String]) -> String {
+    sha256_hex(parts.join("\n\u{1f}").as_bytes())[..16].to_owned()
+}
+
+/// A file's identity: its content hash, or for files over 1 GiB its size and mtime.
+fn identity(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 1 << 30 => format!("{}:{}:{:?}", path.display(), m.len(), m.modified().ok()),
+        Ok(_) => file_hash(path),
+        Err(_) => format!("{}:missing", path.display()),
+    }
+}
+
+/// The hashes of the plugins a config can load: the built-ins and every `.wasm` in its plugin
+/// folders and explicit paths.
+fn plugin_hashes(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = crate::plugin::builtins().map(|b| format!("{}:{}", b.name, sha256_hex(b.wasm))).collect();
+    for dir in config.plugin_dirs() {
+        for f in crate::plugin::wasm_files(&dir).unwrap_or_default() {
+            out.push(identity(&f));
+        }
+    }
+    for slot in &config.plugins.chain {
+        if let Some(p) = &slot.path {
+            out.push(identity(&config.resolve(p)));
+        }
+    }
+    out
+}
+
+/// The data stage's fingerprint.
+pub fn data_fingerprint(config: &Config) -> String {
+    let mut parts = vec![
+        env!("CARGO_PKG_VERSION").to_owned(),
+        format!("{:?}", config.data),
+        format!("{:?}", config.plugins),
+        format!("{:?}", config.vocab),
+        identity(&config.resolve(&config.data.input)),
+    ];
+    if let Some(t) = &config.data.test_ground_truth {
+        parts.push(identity(&config.resolve(t)));
+    }
+    parts.extend(plugin_hashes(config));
+    digest(&parts)
+}
+
+/// The training stage's fingerprint (`model` is the resolved model file or folder).
+pub fn train_fingerprint(config: &Config, data: &str, model: &Path) -> String {
+    digest(&[
+        data.to_owned(),
+        serde_json::to_string(&config.train).unwrap_or_default(),
+        serde_json::to_string(&config.model).unwrap_or_default(),
+        identity(model),
+    ])
+}
+
+/// The evaluation stage's fingerprint.
+pub fn eval_fingerprint(config: &Config, train: &str) -> String {
+    digest(&[train.to_owned(), serde_json::to_string(&config.eval).unwrap_or_default(), format!("{:?}", config.plugins)])
+}
