@@ -4,7 +4,8 @@
 # Needs a Python with torch, transformers and peft (PYTHON=...).
 #   host/benches/train_speed.sh [BATCH] [SEQ] [STEPS]
 # On a GPU: build `cargo bench -p medtune --features cuda --bench train_speed --no-run`, run
-# the binary with SHAPE BATCH SEQ there, beside ../shared/baselines/hf_qlora_baseline.py.
+# the binary there with SHAPE BATCHxSEQ... (e.g. `smollm2 8x512 32x512 20 3`), beside
+# ../shared/baselines/hf_qlora_baseline.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}

@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod quant;
 pub mod report;
+pub mod serve;
 pub mod train;
 pub mod vocab;
 pub mod wheel;

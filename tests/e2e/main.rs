@@ -11,5 +11,6 @@ mod pipeline;
 mod plugin_cli;
 mod report;
 mod sandbox;
+mod serve;
 mod train;
 mod vocab;

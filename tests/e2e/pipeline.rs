@@ -106,6 +106,10 @@ fn interruptions_resume_and_failures_leave_earlier_outputs_intact() {
     failed.stderr_has("classification-metrics").stderr_has("labels is empty");
     intact();
 
+    std::fs::write(&config, text.replace("kind = \"metric\"", "kind = \"metric\"\nversion = \"9.9.9\"")).expect("write");
+    env.run(&["run", arg]).stderr_has("is version 0.1.0, but the config pins classification-metrics to 9.9.9");
+    intact();
+
     std::fs::write(&config, &text).expect("write");
     env.run(&["run", arg]).stdout_has("train   unchanged, skipped");
     let work = env.path("work");

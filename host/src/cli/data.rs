@@ -18,13 +18,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("data  {spinner} {pos} records through the plugin chain  {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
     let report = data::run(&config, engine, |done, swaps| {
         for line in swaps {
-            tracing::warn!("{line}");
+            bar.suspend(|| tracing::warn!("{line}"));
         }
-        tracing::debug!("{done} records annotated");
+        bar.set_position(done as u64);
     })
     .with_context(|| format!("data stage of {}", config_path.display()))?;
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!("data stage: {} records in {secs:.2} s ({:.0} records/s)", report.records, report.records as f64 / secs.max(1e-9));
     for p in &report.plugins {

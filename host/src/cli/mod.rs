@@ -7,6 +7,7 @@ mod plugin;
 mod run;
 mod runs;
 mod scaffold;
+mod serve;
 mod train;
 mod vocab;
 
@@ -44,6 +45,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Merge an adapter into the base model and write a Hugging Face checkpoint folder.
     Merge(train::MergeArgs),
+    /// Serve the model over HTTP (OpenAI-style API) with the plugin chain on every question.
+    Serve(serve::ServeArgs),
     /// List runs and compare two of them.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data { config } => data::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Runs(cmd) => runs::run(cmd),
+        Command::Serve(args) => serve::serve_cmd(args),
         Command::Train(args) => train::train_cmd(args),
         Command::Eval(args) => train::eval_cmd(args),
         Command::Merge(args) => train::merge_cmd(args),

@@ -145,6 +145,7 @@ fn metric_plugins(config: &Config) -> anyhow::Result<PluginSet> {
             name: "classification-metrics".into(),
             kind: crate::plugin::types::PluginKind::Metric,
             path: None,
+            version: None,
             sandbox: crate::plugin::Sandbox { settings: vec![("labels".into(), "yes,no,maybe".into())], ..Default::default() },
         });
     }

@@ -153,6 +153,8 @@ pub struct SlotConfig {
     pub kind: String,
     /// An explicit `.wasm` file.
     pub path: Option<PathBuf>,
+    /// Pin the plugin's version (`describe().version`): another version is refused.
+    pub version: Option<String>,
     /// Memory cap in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: usize,
@@ -254,6 +256,7 @@ impl Config {
                     name: s.name.clone(),
                     kind: parse_kind(&s.kind)?,
                     path: s.path.as_ref().map(|p| self.resolve(p)),
+                    version: s.version.clone(),
                     sandbox: Sandbox {
                         memory_cap: s.memory_mib << 20,
                         timeout: Duration::from_millis(s.timeout_ms),

@@ -24,6 +24,16 @@ pub struct SlotSpec {
     pub path: Option<PathBuf>,
     /// Its limits, grants and settings.
     pub sandbox: Sandbox,
+    /// The version the config pins, if any: another version is refused (at load and swap).
+    pub version: Option<String>,
+}
+
+impl SlotSpec {
+    /// Why `plugin` cannot fill this slot because of its version, if it cannot.
+    pub fn version_mismatch(&self, plugin: &Plugin) -> Option<String> {
+        let want = self.version.as_deref()?;
+        (plugin.info().version != want).then(|| format!("{} is version {}, but the config pins {} to {want}", plugin.origin(), plugin.info().version, self.name))
+    }
 }
 
 /// What the watcher found in a plugin folder.
@@ -71,6 +81,9 @@ impl PluginSet {
                     engine.load(b.wasm, &format!("builtin:{}", b.name), Some(spec.kind), spec.sandbox.clone())?
                 }
             };
+            if let Some(detail) = spec.version_mismatch(&plugin) {
+                return Err(LoadError::Contract { origin: plugin.id(), detail });
+            }
             slots.push(plugin);
         }
         Ok(Self { engine, specs, dirs, slots, swaps: None })
@@ -93,6 +106,10 @@ impl PluginSet {
         while let Ok(event) = rx.try_recv() {
             match event {
                 SwapEvent::Ready { slot, path, plugin } => {
+                    if let Some(detail) = self.specs.get(slot).and_then(|s| s.version_mismatch(&plugin)) {
+                        log.push(format!("refused {}: {detail}; the running version stays", path.display()));
+                        continue;
+                    }
                     let Some(old) = self.slots.get_mut(slot) else { continue };
                     log.push(format!(
                         "swapped {} -> {} (sha256 {}) from {}",

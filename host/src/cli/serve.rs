@@ -1,0 +1,101 @@
+//! `medtune serve`: the HTTP API over a config's model (with its fine-tuned adapter when the
+//! run has one) and its plugin chain.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::Config;
+use crate::plugin::types::PluginKind;
+use crate::plugin::{PluginEngine, PluginSet};
+use crate::serve::{serve, AppState, ServeOptions};
+use crate::train::examples::PromptOptions;
+
+/// `medtune serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run's TOML config (model, adapter, plugin chain).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Where to listen (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// A PEFT adapter to merge (default: runs/<name>/adapter when it exists).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Serve the base model without an adapter.
+    #[arg(long, conflicts_with = "adapter")]
+    pub base: bool,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest max_tokens a request may ask for (and the default).
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Per-request time limit in milliseconds.
+    #[arg(long, default_value_t = 120_000)]
+    pub timeout_ms: u64,
+    /// Requests admitted at once (running or waiting); more are answered 429.
+    #[arg(long, default_value_t = 16)]
+    pub queue: usize,
+}
+
+pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let specs = config.slots().into_iter().filter(|s| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator)).collect();
+    let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
+    let mut chain = PluginSet::load(engine, specs, config.plugin_dirs()).context("loading the plugin chain")?;
+    if config.plugins.watch {
+        chain.watch().context("watching the plugin folders")?;
+    }
+    if let Some(opts) = config.vocab_options() {
+        super::vocab::ensure(&opts).context("vocabulary")?;
+    }
+    let adapter = match (&args.adapter, args.base) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some(config.run_dir().join("adapter")).filter(|a| a.join("adapter_config.json").is_file()),
+        (None, true) => None,
+    };
+    let opts = ServeOptions {
+        addr: args.addr,
+        model_name: config.name.clone(),
+        max_body_bytes: args.max_body_bytes,
+        max_tokens: args.max_tokens,
+        timeout: Duration::from_millis(args.timeout_ms),
+        queue: args.queue,
+        prompts: PromptOptions::of(config.train.as_ref()),
+    };
+    let state = AppState::new(opts, chain);
+    let loader = state.clone();
+    std::thread::spawn(move || {
+        let loaded = (|| -> anyhow::Result<crate::model::LoadedModel> {
+            let (_, mut m) = super::train::load_model(&config)?;
+            if let Some(dir) = &adapter {
+                let a = crate::model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
+                m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+                eprintln!("serving {} with adapter {}", config.name, dir.display());
+            }
+            Ok(m)
+        })();
+        if let Err(e) = &loaded {
+            eprintln!("error: the model failed to load: {e:#}");
+        } else {
+            eprintln!("model loaded");
+        }
+        loader.set_model(loaded.map_err(|e| format!("{e:#}")));
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime
+        .block_on(serve(state, |addr| {
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        }))
+        .with_context(|| format!("serving on {}", args.addr))?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! API errors: an HTTP status and a JSON body in OpenAI's shape
+//! (`{"error": {"message", "type", "code"}}`) that says what is wrong.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// What is wrong.
+    pub message: String,
+    /// A short machine-readable kind (`invalid_request_error`, `model_not_found`, ...).
+    pub kind: &'static str,
+}
+
+impl ApiError {
+    /// 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error" }
+    }
+
+    /// Any status.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"message": self.message, "type": self.kind, "code": self.status.as_u16()}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as J;
+        let status = match &r {
+            J::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            J::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            J::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "request_too_large" } else { "invalid_request_error" };
+        Self { status, message: r.body_text(), kind }
+    }
+}

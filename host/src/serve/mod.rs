@@ -1,0 +1,119 @@
+//! `medtune serve`: an OpenAI-style HTTP API (axum + tokio) over the model, with the run's
+//! plugin chain applied to every incoming question and hot-swapped while serving.
+//!
+//! Endpoints: `/health` (503 while the model loads, then 200), `/v1/models`,
+//! `/v1/chat/completions` (SSE streaming with `data: [DONE]`; `usage` in every response),
+//! `/v1/answer` (yes/no/maybe with probabilities and what the plugins found), `/metrics`
+//! (Prometheus). Limits: request body size, `max_tokens`, a per-request timeout, a bounded
+//! queue (429 when full); SIGTERM or Ctrl-C drains in-flight requests and stops.
+//!
+//! Invariant: handlers never block the runtime: model and plugin calls run on blocking
+//! threads, one model call at a time.
+
+mod api;
+mod error;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+
+use crate::model::LoadedModel;
+use crate::plugin::PluginSet;
+use crate::train::examples::PromptOptions;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (port 0: any free port; the bound address is printed).
+    pub addr: SocketAddr,
+    /// The model's name in the API.
+    pub model_name: String,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` a request may ask for (and the default).
+    pub max_tokens: usize,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    /// Requests admitted at once (running or waiting); more get 429.
+    pub queue: usize,
+    /// How prompts for `/v1/answer` are made (as in training).
+    pub prompts: PromptOptions,
+}
+
+/// What the handlers share.
+pub struct AppState {
+    opts: ServeOptions,
+    model: OnceLock<Result<Arc<LoadedModel>, String>>,
+    chain: Mutex<PluginSet>,
+    admitted: Arc<Semaphore>,
+    engine: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// A state whose model is still loading.
+    pub fn new(opts: ServeOptions, chain: PluginSet) -> Arc<Self> {
+        Arc::new(Self {
+            admitted: Arc::new(Semaphore::new(opts.queue.max(1))),
+            engine: Arc::new(Semaphore::new(1)),
+            opts,
+            model: OnceLock::new(),
+            chain: Mutex::new(chain),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Hands over the loaded model (or why it failed to load).
+    pub fn set_model(&self, model: Result<LoadedModel, String>) {
+        let _ = self.model.set(model.map(Arc::new));
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.opts.max_body_bytes;
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/v1/models", get(api::models))
+        .route("/v1/chat/completions", post(api::chat))
+        .route("/v1/answer", post(api::answer))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish. `on_bound` gets the
+/// bound address (before the model has loaded).
+pub async fn serve(state: Arc<AppState>, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(state.opts.addr).await?;
+    on_bound(listener.local_addr()?);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
