@@ -5,6 +5,8 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod engine;
+pub mod export;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;

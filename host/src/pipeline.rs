@@ -15,7 +15,7 @@ use crate::data::file_hash;
 use crate::wheel::sha256_hex;
 
 /// The stages of a run, in order.
-pub const STAGES: [&str; 4] = ["data", "train", "eval", "report"];
+pub const STAGES: [&str; 5] = ["data", "train", "eval", "export", "report"];
 
 /// What a stage last did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,4 +112,9 @@ pub fn train_fingerprint(config: &Config, data: &str, model: &Path) -> String {
 /// The evaluation stage's fingerprint.
 pub fn eval_fingerprint(config: &Config, train: &str) -> String {
     digest(&[train.to_owned(), serde_json::to_string(&config.eval).unwrap_or_default(), format!("{:?}", config.plugins)])
+}
+
+/// The export stage's fingerprint.
+pub fn export_fingerprint(config: &Config, train: &str) -> String {
+    digest(&[train.to_owned(), serde_json::to_string(&config.export).unwrap_or_default()])
 }

@@ -49,6 +49,10 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     line(&mut h, "training examples", num(&manifest["examples"]));
     line(&mut h, "tokens/s", num(&manifest["tokens_per_s"]));
     line(&mut h, "evaluated on", format!("{} questions of the {} split", num(&eval["questions"]), escape(eval["split"].as_str().unwrap_or("–"))));
+    let onnx = run.join("onnx/model.onnx");
+    if let Ok(meta) = std::fs::metadata(&onnx) {
+        line(&mut h, "ONNX export", format!("{} ({:.0} MB)", escape(&onnx.display().to_string()), meta.len() as f64 / 1e6));
+    }
     line(&mut h, "accuracy", num(&scores["accuracy"]));
     line(&mut h, "macro-F1", num(&scores["macro_f1"]));
     h.push_str("</table></section>");

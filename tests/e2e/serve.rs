@@ -257,3 +257,29 @@ fn a_full_queue_is_429_and_a_slow_request_is_504() {
     assert_eq!(code, 504, "{body}");
     assert!(json(&body)["error"]["message"].as_str().is_some_and(|m| m.contains("limit of 1 ms")), "{body}");
 }
+
+/// `medtune export` then `serve --engine ort`: ONNX Runtime answers with candle's
+/// probabilities, through the same plugin chain.
+#[test]
+fn the_ort_engine_serves_what_candle_serves() {
+    let env = Env::new();
+    let input = env.write("in.jsonl", crate::harness::jsonl(&[("q1", "first")]));
+    let config = env.config(&input, "");
+    let config = config.to_str().expect("utf-8");
+    let onnx = env.path("onnx");
+    env.run(&["export", "-c", config, "--base", "--out", onnx.to_str().expect("utf-8")]).expect_code(0).stdout_has("checked on ONNX Runtime");
+    let ask = r#"{"question": "Does aspirin reduce the risk of heart attack?", "context": "Aspirin reduced myocardial infarction rates in the trial."}"#;
+    let mut probs = Vec::new();
+    for engine in [vec!["--engine", "candle"], vec!["--engine", "ort", "--onnx", onnx.to_str().expect("utf-8")]] {
+        let server = start(&env, config, &engine);
+        wait_healthy(&server.addr);
+        let (code, body) = http(&server.addr, "POST", "/v1/answer", Some(ask));
+        assert_eq!(code, 200, "{body}");
+        let a = json(&body);
+        assert_eq!(a["engine"], engine[1]);
+        probs.push(["yes", "no", "maybe"].map(|k| a["probabilities"][k].as_f64().expect("p")));
+    }
+    for i in 0..3 {
+        assert!((probs[0][i] - probs[1][i]).abs() < 1e-3, "candle {:?} vs ort {:?}", probs[0], probs[1]);
+    }
+}

@@ -2,6 +2,7 @@
 //! each subcommand in its own file. This is the edge where errors become `anyhow`.
 
 mod data;
+mod export;
 mod model;
 mod plugin;
 mod run;
@@ -45,6 +46,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Merge an adapter into the base model and write a Hugging Face checkpoint folder.
     Merge(train::MergeArgs),
+    /// Export the model (adapter merged) to ONNX and check it on ONNX Runtime.
+    Export(export::ExportArgs),
     /// Serve the model over HTTP (OpenAI-style API) with the plugin chain on every question.
     Serve(serve::ServeArgs),
     /// List runs and compare two of them.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run::run(&config),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Serve(args) => serve::serve_cmd(args),
+        Command::Export(args) => export::export_cmd(args),
         Command::Train(args) => train::train_cmd(args),
         Command::Eval(args) => train::eval_cmd(args),
         Command::Merge(args) => train::merge_cmd(args),

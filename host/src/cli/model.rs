@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::model::{self, answer_probabilities, generate, ChatMessage, GenerateOptions, LoadedModel};
+use crate::model::{self, ChatMessage, GenerateOptions, LoadedModel};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -77,6 +77,21 @@ pub struct AskArgs {
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The engine: `candle` (the model in --model), or `ort` (ONNX Runtime over the export
+    /// folder in --onnx, from `medtune export`).
+    #[arg(long, default_value = "candle", value_parser = ["candle", "ort"])]
+    engine: String,
+    /// The export folder for --engine ort.
+    #[arg(long, required_if_eq("engine", "ort"))]
+    onnx: Option<PathBuf>,
+}
+
+/// ONNX Runtime over an export folder, with `libonnxruntime` from the pinned wheel (cached in
+/// `work/cache`, or `$ORT_DYLIB_PATH`).
+pub fn ort_engine(work: &Path, dir: &Path) -> anyhow::Result<crate::engine::Engine> {
+    let lib = crate::export::ort_library(&work.join("cache"), &crate::wheel::cache_dir(work.join("cache/wheels"))).context("the ONNX Runtime library")?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::engine::Engine::ort(dir, &lib, threads).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
 }
 
 pub fn fetch(cmd: ModelCommand) -> anyhow::Result<ExitCode> {
@@ -102,21 +117,27 @@ fn yes_no_question(q: &str) -> bool {
 }
 
 pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
-    let path = args.place.resolve(&args.model)?;
-    let mut m = load(&path)?;
-    if let Some(dir) = &args.adapter {
-        let adapter = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
-        let n = m.llama.merge_adapter(&adapter).with_context(|| format!("adapter {}", dir.display()))?;
-        eprintln!("adapter {}: {n} modules merged", dir.display());
-    }
+    let engine = match (args.engine.as_str(), &args.onnx) {
+        ("ort", Some(dir)) => ort_engine(Path::new("work"), dir)?,
+        _ => {
+            let path = args.place.resolve(&args.model)?;
+            let mut m = load(&path)?;
+            if let Some(dir) = &args.adapter {
+                let adapter = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
+                let n = m.llama.merge_adapter(&adapter).with_context(|| format!("adapter {}", dir.display()))?;
+                eprintln!("adapter {}: {n} modules merged", dir.display());
+            }
+            crate::engine::Engine::Candle(m)
+        }
+    };
     let user = match &args.context {
         Some(c) => format!("Context: {c}\n\nQuestion: {}", args.question),
         None => args.question.clone(),
     };
-    let prompt = m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: user.clone() }]);
+    let prompt = engine.tokenizer().chat_prompt(&[ChatMessage { role: "user".into(), content: user.clone() }]);
     let opts = GenerateOptions { max_new_tokens: args.max_tokens, temperature: args.temperature, top_p: args.top_p, seed: args.seed };
     let mut stdout = std::io::stdout();
-    let g = generate(&m.llama, &m.tokenizer, &prompt, &opts, |piece| {
+    let g = engine.generate(&prompt, &opts, |piece| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();
     })?;
@@ -132,11 +153,11 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
         g.generated_tokens as f64 / g.generate_secs.max(1e-9)
     );
     if yes_no_question(&args.question) {
-        let prompt = m.tokenizer.chat_prompt(&[ChatMessage {
+        let prompt = engine.tokenizer().chat_prompt(&[ChatMessage {
             role: "user".into(),
             content: format!("{user}\n\nAnswer with yes, no or maybe."),
         }]);
-        let p = answer_probabilities(&m.llama, &m.tokenizer, &prompt)?;
+        let p = engine.ask(&prompt)?;
         let best = p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(l, _)| l.clone()).unwrap_or_default();
         println!("answer: {best} (yes {:.3}, no {:.3}, maybe {:.3})", p[0].1, p[1].1, p[2].1);
     }

@@ -71,6 +71,17 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                 summary.push(("eval", "ran".into(), t.elapsed().as_secs_f64()));
             }
         }
+        if let Some(e) = &config.export {
+            let t = Instant::now();
+            let export_fp = pipeline::export_fingerprint(&config, &train_fp);
+            if stages.done_with("export", &export_fp) && config.run_dir().join("onnx/model.onnx").is_file() {
+                summary.push(("export", "unchanged, skipped".into(), 0.0));
+            } else {
+                super::export::export_cmd(super::export::ExportArgs { config: config_path.to_owned(), out: None, adapter: None, base: false, f16: e.f16 })?;
+                save(&mut stages, "export", &export_fp, true)?;
+                summary.push(("export", "ran".into(), t.elapsed().as_secs_f64()));
+            }
+        }
         let t = Instant::now();
         let report = crate::report::write(&config).with_context(|| format!("writing the report of {}", config.name))?;
         summary.push(("report", format!("{}", report.display()), t.elapsed().as_secs_f64()));

@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// Serve the base model without an adapter.
     #[arg(long, conflicts_with = "adapter")]
     pub base: bool,
+    /// The engine: `candle`, or `ort` (ONNX Runtime over the export in --onnx).
+    #[arg(long, default_value = "candle", value_parser = ["candle", "ort"])]
+    pub engine: String,
+    /// The export folder for --engine ort (default: runs/<name>/onnx, from `medtune export`).
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -72,15 +78,20 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let state = AppState::new(opts, chain);
     let loader = state.clone();
+    let onnx = args.onnx.clone().unwrap_or_else(|| config.run_dir().join("onnx"));
+    let engine = args.engine.clone();
     std::thread::spawn(move || {
-        let loaded = (|| -> anyhow::Result<crate::model::LoadedModel> {
+        let loaded = (|| -> anyhow::Result<crate::engine::Engine> {
+            if engine == "ort" {
+                return super::model::ort_engine(&config.work_dir(), &onnx);
+            }
             let (_, mut m) = super::train::load_model(&config)?;
             if let Some(dir) = &adapter {
                 let a = crate::model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
                 m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
                 eprintln!("serving {} with adapter {}", config.name, dir.display());
             }
-            Ok(m)
+            Ok(crate::engine::Engine::Candle(m))
         })();
         if let Err(e) = &loaded {
             eprintln!("error: the model failed to load: {e:#}");

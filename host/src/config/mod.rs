@@ -3,7 +3,7 @@
 
 mod train;
 
-pub use train::{BaseFormat, EvalConfig, LoraSection, ModelConfig, TrainConfig, LORA_TARGETS};
+pub use train::{BaseFormat, EvalConfig, ExportConfig, LoraSection, ModelConfig, TrainConfig, LORA_TARGETS};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub struct Config {
     pub train: Option<TrainConfig>,
     /// Evaluation (no section: no evaluation stage).
     pub eval: Option<EvalConfig>,
+    /// ONNX export (no section: no export stage).
+    pub export: Option<ExportConfig>,
     /// The config file's folder (set after parsing).
     #[serde(skip)]
     pub base_dir: PathBuf,

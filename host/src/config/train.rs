@@ -160,6 +160,15 @@ impl Default for EvalConfig {
     }
 }
 
+/// `[export]`: the ONNX export stage of `medtune run`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Store the weights as f16.
+    #[serde(default)]
+    pub f16: bool,
+}
+
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 fn start() -> String {

@@ -52,6 +52,21 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompt: &str,
     opts: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, ModelError> {
+    let mut cache = Cache::new(model);
+    let limit = model.config().max_position_embeddings;
+    generate_with(tokenizer, prompt, opts, limit, |ids| last_logits(model, ids, &mut cache), on_text)
+}
+
+/// The decoding loop over any engine: `step` feeds token ids (the prompt, then one token at a
+/// time) and returns the last position's logits; `limit` is the longest sequence.
+pub fn generate_with(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    opts: &GenerateOptions,
+    limit: usize,
+    mut step: impl FnMut(&[u32]) -> Result<Tensor, ModelError>,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
     let ids = tokenizer.encode(prompt)?;
@@ -61,9 +76,8 @@ pub fn generate(
         (t, None) => Sampling::All { temperature: t },
     };
     let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
-    let mut cache = Cache::new(model);
     let start = Instant::now();
-    let mut logits = last_logits(model, &ids, &mut cache)?;
+    let mut logits = step(&ids)?;
     let prompt_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut out: Vec<u32> = Vec::new();
@@ -81,10 +95,10 @@ pub fn generate(
             on_text(&text[shown..]);
             shown = text.len();
         }
-        if cache.len() + 1 >= model.config().max_position_embeddings {
+        if ids.len() + out.len() + 1 >= limit {
             break;
         }
-        logits = last_logits(model, &[next], &mut cache)?;
+        logits = step(&[next])?;
     }
     let text = tokenizer.decode(&out)?;
     if text.len() > shown {
@@ -113,7 +127,12 @@ pub fn answer_probabilities(model: &Llama, tokenizer: &Tokenizer, prompt: &str) 
     let ids = tokenizer.encode(prompt)?;
     let mut cache = Cache::new(model);
     let logits = last_logits(model, &ids, &mut cache)?;
-    let probs = candle_nn::ops::softmax(&logits, D::Minus1).and_then(|p| p.to_vec1::<f32>()).ctx(|| "softmax".into())?;
+    answer_probabilities_from(&logits, tokenizer)
+}
+
+/// [`answer_probabilities`] from the logits of the position after the prompt.
+pub fn answer_probabilities_from(logits: &Tensor, tokenizer: &Tokenizer) -> Result<[(String, f64); 3], ModelError> {
+    let probs = candle_nn::ops::softmax(logits, D::Minus1).and_then(|p| p.to_vec1::<f32>()).ctx(|| "softmax".into())?;
     let mut out = [("yes".to_owned(), 0.0), ("no".to_owned(), 0.0), ("maybe".to_owned(), 0.0)];
     for (label, p) in out.iter_mut() {
         let forms = [label.clone(), capitalize(label), format!(" {label}"), format!(" {}", capitalize(label))];

@@ -24,10 +24,10 @@ use std::path::PathBuf;
 pub use adapter::Adapter;
 pub use config::Config;
 pub use fetch::{fetch_smollm2, SMOLLM2};
-pub use generate::{answer_probabilities, generate, Generation, GenerateOptions};
+pub use generate::{answer_probabilities, answer_probabilities_from, generate, generate_with, Generation, GenerateOptions};
 pub use linear::Linear;
 pub use random::{random, shape, uniform};
-pub use save::save_checkpoint;
+pub use save::{save_checkpoint, write_config};
 pub use llama::{Adapters, Cache, Llama, Pass};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

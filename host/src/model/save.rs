@@ -20,7 +20,15 @@ pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Resu
     let tmp = dir.join(".model.safetensors.tmp");
     candle_core::safetensors::save(&tensors, &tmp).ctx(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &weights).map_err(write_err(&weights))?;
-    let c = model.config();
+    write_config(model.config(), &dir.join("config.json"))?;
+    let path = dir.join("tokenizer.json");
+    let tmp = dir.join(".tokenizer.json.tmp");
+    tokenizer.save(&tmp)?;
+    std::fs::rename(&tmp, &path).map_err(write_err(&path))
+}
+
+/// Writes a Hugging Face `config.json` for `c`.
+pub fn write_config(c: &super::Config, path: &Path) -> Result<(), ModelError> {
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -37,10 +45,6 @@ pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Resu
         "hidden_act": "silu",
         "torch_dtype": "float32",
     });
-    let path = dir.join("config.json");
-    crate::atomic::write(&path, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes()).map_err(write_err(&path))?;
-    let path = dir.join("tokenizer.json");
-    let tmp = dir.join(".tokenizer.json.tmp");
-    tokenizer.save(&tmp)?;
-    std::fs::rename(&tmp, &path).map_err(write_err(&path))
+    crate::atomic::write(path, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())
+        .map_err(|source| ModelError::Read { path: path.to_owned(), source })
 }

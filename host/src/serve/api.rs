@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::data::Record;
-use crate::model::{generate, ChatMessage, GenerateOptions, LoadedModel};
-use crate::train::eval;
-use crate::train::examples::{expanded, label_tokens, prompt_ids, Example, LABELS};
+use crate::engine::Engine;
+use crate::model::{ChatMessage, GenerateOptions};
+use crate::train::examples::{expanded, label_tokens, prompt_ids, LABELS};
 
 use super::{ApiError, AppState};
 
@@ -63,7 +63,7 @@ fn admit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     })
 }
 
-fn model(s: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
+fn model(s: &AppState) -> Result<Arc<Engine>, ApiError> {
     match s.model.get() {
         Some(Ok(m)) => Ok(m.clone()),
         Some(Err(e)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_failed", format!("the model failed to load: {e}"))),
@@ -143,13 +143,9 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         let (q, c) = if opts.expand { expanded(&record) } else { (record.question.clone(), record.context.clone()) };
         let m2 = m.clone();
         let (probs, n) = on_engine(&s2, move || {
-            let ids = prompt_ids(&m2.tokenizer, &q, &c.replace("\n\n", " "), opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
-            let tokens = label_tokens(&m2.tokenizer).map_err(|e| e.to_string())?;
-            let pad = m2.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
-            let n = ids.len();
-            let ex = Example { id: "request".into(), prompt: ids, label: 0 };
-            let p = eval::score(&m2.llama, None, std::slice::from_ref(&ex), &tokens, 1, pad).map_err(|e| e.to_string())?;
-            Ok((p[0], n))
+            let ids = prompt_ids(m2.tokenizer(), &q, &c.replace("\n\n", " "), opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
+            let tokens = label_tokens(m2.tokenizer()).map_err(|e| e.to_string())?;
+            Ok((m2.answer(&ids, &tokens)?, ids.len()))
         })
         .await?;
         s2.metrics.tokens("prompt", n);
@@ -157,6 +153,7 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         let mut body = json!({
             "object": "answer",
             "model": s2.opts.model_name,
+            "engine": m.name(),
             "answer": LABELS[best],
             "probabilities": {"yes": probs[0], "no": probs[1], "maybe": probs[2]},
             "usage": {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n},
@@ -236,7 +233,7 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
             }
             found = findings(&record);
         }
-        let prompt = m.tokenizer.chat_prompt(&messages);
+        let prompt = m.tokenizer().chat_prompt(&messages);
         let opts = GenerateOptions { max_new_tokens: max_tokens, temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p, seed: req.seed.unwrap_or(0) };
         let id = format!("chatcmpl-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -245,7 +242,7 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
             return Ok(stream(s2.clone(), m, prompt, opts, id, created, name, place).await);
         }
         let m2 = m.clone();
-        let g = on_engine(&s2, move || generate(&m2.llama, &m2.tokenizer, &prompt, &opts, |_| {}).map_err(|e| e.to_string())).await?;
+        let g = on_engine(&s2, move || m2.generate(&prompt, &opts, |_| {}).map_err(|e| e.to_string())).await?;
         s2.metrics.tokens("prompt", g.prompt_tokens);
         s2.metrics.tokens("completion", g.generated_tokens);
         Ok(Json(json!({
@@ -262,7 +259,7 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
 /// Server-sent events: one `chat.completion.chunk` per piece of text, a last chunk with the
 /// finish reason and `usage`, then `data: [DONE]`.
 #[allow(clippy::too_many_arguments)]
-async fn stream(s: Arc<AppState>, m: Arc<LoadedModel>, prompt: String, opts: GenerateOptions, id: String, created: u64, name: String, place: OwnedSemaphorePermit) -> Response {
+async fn stream(s: Arc<AppState>, m: Arc<Engine>, prompt: String, opts: GenerateOptions, id: String, created: u64, name: String, place: OwnedSemaphorePermit) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let chunk = move |delta: Value, finish: Value, usage: Option<Value>| {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
@@ -280,7 +277,7 @@ async fn stream(s: Arc<AppState>, m: Arc<LoadedModel>, prompt: String, opts: Gen
         let s2 = s.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _ = tx2.blocking_send(chunk2(json!({"role": "assistant", "content": ""}), Value::Null, None));
-            let g = generate(&m.llama, &m.tokenizer, &prompt, &opts, |piece| {
+            let g = m.generate(&prompt, &opts, |piece| {
                 let _ = tx2.blocking_send(chunk2(json!({"content": piece}), Value::Null, None));
             });
             drop(engine);

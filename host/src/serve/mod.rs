@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::model::LoadedModel;
+use crate::engine::Engine;
 use crate::plugin::PluginSet;
 use crate::train::examples::PromptOptions;
 
@@ -52,7 +52,7 @@ pub struct ServeOptions {
 /// What the handlers share.
 pub struct AppState {
     opts: ServeOptions,
-    model: OnceLock<Result<Arc<LoadedModel>, String>>,
+    model: OnceLock<Result<Arc<Engine>, String>>,
     chain: Mutex<PluginSet>,
     admitted: Arc<Semaphore>,
     engine: Arc<Semaphore>,
@@ -72,8 +72,8 @@ impl AppState {
         })
     }
 
-    /// Hands over the loaded model (or why it failed to load).
-    pub fn set_model(&self, model: Result<LoadedModel, String>) {
+    /// Hands over the loaded engine (or why it failed to load).
+    pub fn set_model(&self, model: Result<Engine, String>) {
         let _ = self.model.set(model.map(Arc::new));
     }
 }

@@ -1,0 +1,74 @@
+//! `medtune export`: the config's model with its adapter merged, as an ONNX folder
+//! (`model.onnx`, `config.json`, `tokenizer.json`), checked against candle on ONNX Runtime.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+/// `medtune export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run's TOML config.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The output folder (default: runs/<name>/onnx).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The adapter to merge (default: runs/<name>/adapter when it exists).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Export the base model without an adapter.
+    #[arg(long, conflicts_with = "adapter")]
+    pub base: bool,
+    /// Store the weights as f16 (half the file; computed in f32).
+    #[arg(long)]
+    pub f16: bool,
+}
+
+pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(&args.config)?;
+    config.model.device = "cpu".into();
+    let out = args.out.clone().unwrap_or_else(|| config.run_dir().join("onnx"));
+    let (_, mut m) = super::train::load_model(&config)?;
+    let adapter = match (&args.adapter, args.base) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some(config.run_dir().join("adapter")).filter(|a| a.join("adapter_config.json").is_file()),
+        (None, true) => None,
+    };
+    if let Some(dir) = &adapter {
+        let a = crate::model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
+        m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let started = std::time::Instant::now();
+    let e = crate::export::export(&m.llama, &out.join("model.onnx"), args.f16).with_context(|| format!("exporting to {}", out.display()))?;
+    crate::model::write_config(m.llama.config(), &out.join("config.json"))?;
+    m.tokenizer.save(&out.join("tokenizer.json"))?;
+    println!(
+        "exported {} layers{} to {} ({:.1} MB, {:.1} s)",
+        e.layers,
+        adapter.as_ref().map(|a| format!(" with adapter {}", a.display())).unwrap_or_default(),
+        out.join("model.onnx").display(),
+        e.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    // the check: ONNX Runtime loads it and gives candle's answer probabilities and logits
+    let ort = super::model::ort_engine(&config.work_dir(), &out)?;
+    let prompt = "Context: Aspirin inhibits platelet aggregation.\nQuestion: Is aspirin an antiplatelet drug?\nAnswer:";
+    let ids = m.tokenizer.encode(prompt)?;
+    let labels = crate::train::examples::label_tokens(&m.tokenizer)?;
+    let candle = Engine::Candle(m);
+    let (a, b) = (candle.answer(&ids, &labels).map_err(anyhow::Error::msg)?, ort.answer(&ids, &labels).map_err(anyhow::Error::msg)?);
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f64, f64::max);
+    println!("  checked on ONNX Runtime: yes/no/maybe {:.4}/{:.4}/{:.4} (candle {:.4}/{:.4}/{:.4}), max difference {diff:.1e}", b[0], b[1], b[2], a[0], a[1], a[2]);
+    let tolerance = if args.f16 { 2e-2 } else { 1e-3 };
+    let warnings = crate::export::ort_warnings();
+    anyhow::ensure!(warnings.is_empty(), "ONNX Runtime warned while loading the graph:\n{}", warnings.join("\n"));
+    anyhow::ensure!(diff <= tolerance, "ONNX Runtime and candle disagree by {diff:.2e} (tolerance {tolerance:.0e})");
+    Ok(ExitCode::SUCCESS)
+}

