@@ -21,9 +21,10 @@ def post(path, body):
 
 if mode == "serve":
     post("/v1/answer", {"question": records[0]["question"], "context": records[0]["context"]})  # warm-up
-    lat = []
+    lat, answers = [], ""
     for r in records:
-        t = time.time(); post("/v1/answer", {"question": r["question"], "context": r["context"]}); lat.append(time.time() - t)
+        t = time.time(); a = post("/v1/answer", {"question": r["question"], "context": r["context"]}); lat.append(time.time() - t)
+        answers += a["answer"][0]
     t = time.time()
     name = json.loads(urllib.request.urlopen(where + "/v1/models").read())["data"][0]["id"]
     out = post("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "What is aspirin used for?"}], "max_tokens": 64})
@@ -54,5 +55,5 @@ else:
         t = time.time()
         out = model.generate(ids, max_new_tokens=64, do_sample=False, min_new_tokens=64)
         gen = (out.shape[1] - ids.shape[1]) / (time.time() - t)
-    engine = "transformers"
-print(json.dumps({"engine": engine, "questions": len(lat), "p50_ms": round(pct(lat, 50) * 1e3, 1), "p95_ms": round(pct(lat, 95) * 1e3, 1), "generate_tokens_per_s": round(gen, 1)}))
+    engine, answers = "transformers", None
+print(json.dumps({"engine": engine, "answers": answers, "questions": len(lat), "p50_ms": round(pct(lat, 50) * 1e3, 1), "p95_ms": round(pct(lat, 95) * 1e3, 1), "generate_tokens_per_s": round(gen, 1)}))

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::export::Precision;
 
 /// `medtune export`.
 #[derive(Debug, Args)]
@@ -25,9 +26,10 @@ pub struct ExportArgs {
     /// Export the base model without an adapter.
     #[arg(long, conflicts_with = "adapter")]
     pub base: bool,
-    /// Store the weights as f16 (half the file; computed in f32).
-    #[arg(long)]
-    pub f16: bool,
+    /// The linear layers: `f32`, `f16` (stored f16, computed f32: half the file) or `int8`
+    /// (dynamic quantization: int8 weights, faster on CPUs, approximate).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8"])]
+    pub precision: String,
 }
 
 pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +48,12 @@ pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let started = std::time::Instant::now();
-    let e = crate::export::export(&m.llama, &out.join("model.onnx"), args.f16).with_context(|| format!("exporting to {}", out.display()))?;
+    let precision = match args.precision.as_str() {
+        "f16" => Precision::F16,
+        "int8" => Precision::Int8,
+        _ => Precision::F32,
+    };
+    let e = crate::export::export(&m.llama, &out.join("model.onnx"), precision).with_context(|| format!("exporting to {}", out.display()))?;
     crate::model::write_config(m.llama.config(), &out.join("config.json"))?;
     m.tokenizer.save(&out.join("tokenizer.json"))?;
     println!(
@@ -66,7 +73,11 @@ pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let (a, b) = (candle.answer(&ids, &labels).map_err(anyhow::Error::msg)?, ort.answer(&ids, &labels).map_err(anyhow::Error::msg)?);
     let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f64, f64::max);
     println!("  checked on ONNX Runtime: yes/no/maybe {:.4}/{:.4}/{:.4} (candle {:.4}/{:.4}/{:.4}), max difference {diff:.1e}", b[0], b[1], b[2], a[0], a[1], a[2]);
-    let tolerance = if args.f16 { 2e-2 } else { 1e-3 };
+    let tolerance = match precision {
+        Precision::F32 => 1e-3,
+        Precision::F16 => 2e-2,
+        Precision::Int8 => 0.15,
+    };
     let warnings = crate::export::ort_warnings();
     anyhow::ensure!(warnings.is_empty(), "ONNX Runtime warned while loading the graph:\n{}", warnings.join("\n"));
     anyhow::ensure!(diff <= tolerance, "ONNX Runtime and candle disagree by {diff:.2e} (tolerance {tolerance:.0e})");

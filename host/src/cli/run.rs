@@ -77,7 +77,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             if stages.done_with("export", &export_fp) && config.run_dir().join("onnx/model.onnx").is_file() {
                 summary.push(("export", "unchanged, skipped".into(), 0.0));
             } else {
-                super::export::export_cmd(super::export::ExportArgs { config: config_path.to_owned(), out: None, adapter: None, base: false, f16: e.f16 })?;
+                super::export::export_cmd(super::export::ExportArgs { config: config_path.to_owned(), out: None, adapter: None, base: false, precision: e.precision.clone() })?;
                 save(&mut stages, "export", &export_fp, true)?;
                 summary.push(("export", "ran".into(), t.elapsed().as_secs_f64()));
             }

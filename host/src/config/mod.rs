@@ -219,7 +219,7 @@ impl Config {
         if !input.is_file() {
             return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
         }
-        train::check(&self.model, self.train.as_ref(), self.eval.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
+        train::check(&self.model, self.train.as_ref(), self.eval.as_ref(), self.export.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
         if !["smollm2"].contains(&self.model.path.as_str()) && !self.resolve(Path::new(&self.model.path)).exists() {
             return Err(self.invalid("model.path", format!("{} does not exist", self.resolve(Path::new(&self.model.path)).display())));
         }
@@ -345,7 +345,7 @@ mod tests {
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).expect("read");
                 let c: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                train::check(&c.model, c.train.as_ref(), c.eval.as_ref()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                train::check(&c.model, c.train.as_ref(), c.eval.as_ref(), c.export.as_ref()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
                 n += 1;
             }
         }

@@ -161,16 +161,19 @@ impl Default for EvalConfig {
 }
 
 /// `[export]`: the ONNX export stage of `medtune run`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
-    /// Store the weights as f16.
-    #[serde(default)]
-    pub f16: bool,
+    /// The linear layers: `f32`, `f16` (stored) or `int8` (dynamic quantization).
+    #[serde(default = "f32_")]
+    pub precision: String,
 }
 
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
+fn f32_() -> String {
+    "f32".into()
+}
 fn start() -> String {
     "start".into()
 }
@@ -224,7 +227,7 @@ fn test() -> String {
 }
 
 /// Range checks: (field, message) of the first problem.
-pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>) -> Result<(), (String, String)> {
+pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>, export: Option<&ExportConfig>) -> Result<(), (String, String)> {
     let bad = |f: &str, m: String| Err((f.to_owned(), m));
     if !["cpu", "cuda"].contains(&model.device.as_str()) {
         return bad("model.device", format!("{:?} is neither \"cpu\" nor \"cuda\"", model.device));
@@ -273,6 +276,11 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         }
         if let Some(bad_t) = t.lora.targets.iter().find(|m| !LORA_TARGETS.contains(&m.as_str())) {
             return bad("train.lora.targets", format!("unknown module {bad_t:?} (known: {})", LORA_TARGETS.join(", ")));
+        }
+    }
+    if let Some(x) = export {
+        if !["f32", "f16", "int8"].contains(&x.precision.as_str()) {
+            return bad("export.precision", format!("{:?}: expected f32, f16 or int8", x.precision));
         }
     }
     if let Some(e) = eval {

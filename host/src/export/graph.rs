@@ -9,6 +9,7 @@ use super::proto::Msg;
 pub const FLOAT: i64 = 1;
 pub const INT64: i64 = 7;
 const FLOAT16: i64 = 10;
+const INT8: i64 = 3;
 
 /// A dimension: fixed or named (dynamic).
 pub enum Dim<'a> {
@@ -27,6 +28,17 @@ pub struct Graph {
     count: usize,
     /// Store float weights as f16 (cast to f32 when loaded).
     pub f16: bool,
+}
+
+/// How the linear layers' weights are stored and multiplied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Precision {
+    /// f32.
+    F32,
+    /// f16 storage, f32 compute.
+    F16,
+    /// int8 weights (per output column), uint8 activations (per call): dynamic quantization.
+    Int8,
 }
 
 fn attr_int(name: &str, v: i64) -> Msg {
@@ -75,6 +87,49 @@ impl Graph {
             m = m.msg(5, a);
         }
         self.nodes.push(m);
+    }
+
+    /// A node with several fresh outputs; returns their names.
+    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
+        let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
+        let mut m = Msg::default();
+        for i in inputs {
+            m = m.str(1, i);
+        }
+        for o in &outs {
+            m = m.str(2, o);
+        }
+        m = m.str(3, &format!("{op}_{}", self.nodes.len())).str(4, op);
+        self.nodes.push(m);
+        outs
+    }
+
+    /// `x · W` for a weight `W` (in, out) quantized to int8 per output column, the activations
+    /// quantized to uint8 per call (`DynamicQuantizeLinear` + `MatMulInteger`, which ONNX
+    /// Runtime fuses into one int8 product).
+    pub fn matmul_int8(&mut self, x: &str, name: &str, rows: usize, cols: usize, w: &[f32]) -> String {
+        let mut scales = vec![0f32; cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                scales[c] = scales[c].max(w[r * cols + c].abs() / 127.0);
+            }
+        }
+        let q: Vec<u8> = (0..rows * cols)
+            .map(|i| {
+                let s = scales[i % cols];
+                (if s > 0.0 { (w[i] / s).round().clamp(-127.0, 127.0) } else { 0.0 } as i8) as u8
+            })
+            .collect();
+        let wq = format!("{name}.int8");
+        self.inits.push(tensor(&wq, &[rows, cols], INT8, &q));
+        let ws = format!("{name}.scale");
+        let raw: Vec<u8> = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.inits.push(tensor(&ws, &[cols], FLOAT, &raw));
+        let parts = self.node_n("DynamicQuantizeLinear", &[x], 3);
+        let y = self.node("MatMulInteger", &[&parts[0], &wq, &parts[2]], vec![]);
+        let yf = self.cast(&y, FLOAT);
+        let scale = self.node("Mul", &[&parts[1], &ws], vec![]);
+        self.node("Mul", &[&yf, &scale], vec![])
     }
 
     /// A node with one fresh output; returns its name.

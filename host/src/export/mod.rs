@@ -16,6 +16,8 @@ use crate::model::Llama;
 
 pub use runtime::{ort_library, ort_warnings, OrtCache, OrtModel, ONNXRUNTIME};
 
+pub use graph::Precision;
+
 use graph::{Dim, Graph, FLOAT, INT64};
 
 /// Export failures.
@@ -48,8 +50,9 @@ fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Writes `model` as ONNX (opset 17) to `path`, weights f32 (or stored f16 with `f16`).
-pub fn export(model: &Llama, path: &Path, f16: bool) -> Result<Exported, ExportError> {
+/// Writes `model` as ONNX (opset 17) to `path`, its linear layers in `precision`.
+pub fn export(model: &Llama, path: &Path, precision: Precision) -> Result<Exported, ExportError> {
+    let f16 = precision == Precision::F16;
     let c = model.config().clone();
     let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim());
     let tensors: std::collections::HashMap<String, Tensor> = model.tensors()?.into_iter().collect();
@@ -104,10 +107,16 @@ pub fn export(model: &Llama, path: &Path, f16: bool) -> Result<Exported, ExportE
     let scale = g.scalar(1.0 / (hd as f32).sqrt());
     let repeats = g.ints(&[5], &[1, 1, (nh / nkv) as i64, 1, 1]);
 
-    let linear_t = |g: &mut Graph, name: &str| -> Result<String, ExportError> {
+    // x · Wᵀ for the linear layer `name`
+    let linear = |g: &mut Graph, x: &str, name: &str| -> Result<String, ExportError> {
         let w = get(&format!("{name}.weight"))?;
         let (o, i) = w.dims2()?;
-        Ok(g.weight(&format!("{name}.weight_t"), &[i, o], &values(&w.t()?.contiguous()?)?))
+        let wt = values(&w.t()?.contiguous()?)?;
+        if precision == Precision::Int8 {
+            return Ok(g.matmul_int8(x, &format!("{name}.weight_t"), i, o, &wt));
+        }
+        let w = g.weight(&format!("{name}.weight_t"), &[i, o], &wt);
+        Ok(g.node("MatMul", &[x, &w], vec![]))
     };
     let rope = |g: &mut Graph, x: &str| -> String {
         let x1 = g.slice_last(x, 0, half as i64);
@@ -124,8 +133,7 @@ pub fn export(model: &Llama, path: &Path, f16: bool) -> Result<Exported, ExportE
         let w_in = g.weight(&format!("{pre}.input_layernorm.weight"), &[h], &values(get(&format!("{pre}.input_layernorm.weight"))?)?);
         let y = g.rms_norm(&x, &w_in, eps);
         let heads = |g: &mut Graph, y: &str, name: &str, n: usize| -> Result<String, ExportError> {
-            let w = linear_t(g, &format!("{pre}.self_attn.{name}"))?;
-            let z = g.node("MatMul", &[y, &w], vec![]);
+            let z = linear(g, y, &format!("{pre}.self_attn.{name}"))?;
             let z = g.reshape(&z, &[0, 0, n as i64, hd as i64]);
             Ok(g.transpose(&z, &[0, 2, 1, 3]))
         };
@@ -153,26 +161,32 @@ pub fn export(model: &Llama, path: &Path, f16: bool) -> Result<Exported, ExportE
         let ctx = g.node("MatMul", &[&att, &v_all], vec![]);
         let ctx = g.transpose(&ctx, &[0, 2, 1, 3]);
         let ctx = g.reshape(&ctx, &[0, 0, (nh * hd) as i64]);
-        let wo = linear_t(&mut g, &format!("{pre}.self_attn.o_proj"))?;
-        let o = g.node("MatMul", &[&ctx, &wo], vec![]);
+        let o = linear(&mut g, &ctx, &format!("{pre}.self_attn.o_proj"))?;
         x = g.node("Add", &[&x, &o], vec![]);
         let w_post = g.weight(&format!("{pre}.post_attention_layernorm.weight"), &[h], &values(get(&format!("{pre}.post_attention_layernorm.weight"))?)?);
         let y = g.rms_norm(&x, &w_post, eps);
-        let (wg, wu, wd) = (linear_t(&mut g, &format!("{pre}.mlp.gate_proj"))?, linear_t(&mut g, &format!("{pre}.mlp.up_proj"))?, linear_t(&mut g, &format!("{pre}.mlp.down_proj"))?);
-        let gate = g.node("MatMul", &[&y, &wg], vec![]);
+        let gate = linear(&mut g, &y, &format!("{pre}.mlp.gate_proj"))?;
         let sig = g.node("Sigmoid", &[&gate], vec![]);
         let act = g.node("Mul", &[&gate, &sig], vec![]);
-        let up = g.node("MatMul", &[&y, &wu], vec![]);
+        let up = linear(&mut g, &y, &format!("{pre}.mlp.up_proj"))?;
         let prod = g.node("Mul", &[&act, &up], vec![]);
-        let down = g.node("MatMul", &[&prod, &wd], vec![]);
+        let down = linear(&mut g, &prod, &format!("{pre}.mlp.down_proj"))?;
         x = g.node("Add", &[&x, &down], vec![]);
         g.output(&ok, FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("total_sequence"), Dim::Fixed(hd)]);
         g.output(&ov, FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("total_sequence"), Dim::Fixed(hd)]);
     }
     let w_norm = g.weight("model.norm.weight", &[h], &values(get("model.norm.weight")?)?);
     let y = g.rms_norm(&x, &w_norm, eps);
-    let head = if c.tie_word_embeddings { g.transpose(&embed_name, &[1, 0]) } else { linear_t(&mut g, "lm_head")? };
-    g.node_to("MatMul", &[&y, &head], "logits", vec![]);
+    // the output layer stays f32 (or f16-stored): it decides the answer
+    if c.tie_word_embeddings {
+        let head = g.transpose(&embed_name, &[1, 0]);
+        g.node_to("MatMul", &[&y, &head], "logits", vec![]);
+    } else {
+        let w = get("lm_head.weight")?;
+        let (o, i) = w.dims2()?;
+        let wt = g.weight("lm_head.weight_t", &[i, o], &values(&w.t()?.contiguous()?)?);
+        g.node_to("MatMul", &[&y, &wt], "logits", vec![]);
+    }
     g.output("logits", FLOAT, &[Dim::Named("batch"), Dim::Named("sequence"), Dim::Fixed(c.vocab_size)]);
     let doc = format!("LLaMA-family model exported by medtune {}: {} layers, hidden {h}, {nh} heads ({nkv} key/value)", env!("CARGO_PKG_VERSION"), c.num_hidden_layers);
     let bytes = g.model(&doc);
@@ -204,7 +218,7 @@ mod tests {
         let m = model::load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
         let dir = tempfile::tempdir().expect("tmp");
         let onnx = dir.path().join("model.onnx");
-        let out = export(&m.llama, &onnx, false).expect("export");
+        let out = export(&m.llama, &onnx, Precision::F32).expect("export");
         assert!(out.bytes > 500_000_000, "{} bytes", out.bytes);
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
         let ort = OrtModel::load(&lib, &onnx, m.llama.config(), 2).expect("ORT session");
