@@ -40,6 +40,14 @@ impl Engine {
         }
     }
 
+    /// The longest sequence the model takes.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Engine::Candle(m) => m.llama.config().max_position_embeddings,
+            Engine::Ort { config, .. } => config.max_position_embeddings,
+        }
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         match self {
@@ -75,7 +83,7 @@ impl Engine {
             Engine::Candle(m) => crate::model::answer_probabilities(&m.llama, &m.tokenizer, prompt),
             Engine::Ort { model, tokenizer, .. } => {
                 let ids = tokenizer.encode(prompt)?;
-                let all = model.forward(&ids, &mut OrtCache::default()).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let all = model.forward(&ids, &mut OrtCache::default()).map_err(ort_error)?;
                 let last = Tensor::from_slice(&all[(ids.len() - 1) * model.vocab()..], model.vocab(), &Device::Cpu)
                     .map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })?;
                 crate::model::answer_probabilities_from(&last, tokenizer)
@@ -90,7 +98,7 @@ impl Engine {
             Engine::Ort { model, tokenizer, config } => {
                 let mut cache = OrtCache::default();
                 let step = |ids: &[u32]| -> Result<Tensor, ModelError> {
-                    let all = model.forward(ids, &mut cache).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                    let all = model.forward(ids, &mut cache).map_err(ort_error)?;
                     let last = &all[(ids.len() - 1) * model.vocab()..];
                     Tensor::from_slice(last, last.len(), &Device::Cpu).map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
                 };
@@ -98,4 +106,8 @@ impl Engine {
             }
         }
     }
+}
+
+fn ort_error(e: crate::export::ExportError) -> ModelError {
+    ModelError::Format { path: "model.onnx".into(), message: e.to_string() }
 }

@@ -14,9 +14,6 @@ use crate::config::Config;
 use crate::data::file_hash;
 use crate::wheel::sha256_hex;
 
-/// The stages of a run, in order.
-pub const STAGES: [&str; 5] = ["data", "train", "eval", "export", "report"];
-
 /// What a stage last did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
@@ -50,15 +47,20 @@ impl Stages {
     pub fn done_with(&self, stage: &str, fingerprint: &str) -> bool {
         self.0.get(stage).is_some_and(|r| r.done && r.fingerprint == fingerprint)
     }
-
 }
 
 fn digest(parts: &[String]) -> String {
     sha256_hex(parts.join("\n\u{1f}").as_bytes())[..16].to_owned()
 }
 
-/// A file's identity: its content hash, or for files over 1 GiB its size and mtime.
+/// A file's identity: its content hash, or for files over 1 GiB its size and mtime; a
+/// folder's: its files' identities, by name.
 fn identity(path: &Path) -> String {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        files.sort();
+        return digest(&files.iter().map(|f| format!("{}={}", f.display(), identity(f))).collect::<Vec<_>>());
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.len() > 1 << 30 => format!("{}:{}:{:?}", path.display(), m.len(), m.modified().ok()),
         Ok(_) => file_hash(path),

@@ -127,7 +127,7 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     }
     for r in shown {
         let pred = preds.iter().find(|p| p["id"] == r.id.as_str());
-        let _ = write!(h, "<article><h3>PMID {}</h3><p class=\"q\">{}</p>", escape(&r.id), highlight(&r.question, r, 0));
+        let _ = write!(h, "<article><h3>PMID {}</h3><p class=\"q\">{}</p>", escape(&r.id), highlight(&r.question, r));
         let mut seen = std::collections::HashSet::new();
         let concepts: Vec<String> = r.mentions.iter().filter(|m| seen.insert(m.concept.id.clone())).take(12).map(|m| format!("{} <small>{}</small>", escape(&m.concept.preferred_name), escape(&m.concept.id))).collect();
         let exps: Vec<String> = r.expansions.iter().filter(|e| seen.insert(e.abbreviation.clone())).map(|e| format!("<b>{}</b> → {} <small>{:.2}</small>", escape(&e.abbreviation), escape(&e.long_form), e.confidence)).collect();
@@ -169,15 +169,15 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
 }
 
 /// The question with the spans of its mentions and expansions marked.
-fn highlight(question: &str, r: &Record, offset: u32) -> String {
+fn highlight(question: &str, r: &Record) -> String {
     let chars: Vec<char> = question.chars().collect();
     let mut marks: Vec<(usize, usize, &str)> = r
         .mentions
         .iter()
         .map(|m| (m.span.start, m.span.end, "concept"))
         .chain(r.expansions.iter().map(|e| (e.span.start, e.span.end, "abbr")))
-        .filter(|(s, e, _)| *s >= offset && (*e as usize) <= chars.len() + offset as usize)
-        .map(|(s, e, c)| ((s - offset) as usize, (e - offset) as usize, c))
+        .filter(|(_, e, _)| (*e as usize) <= chars.len())
+        .map(|(s, e, c)| (s as usize, e as usize, c))
         .collect();
     marks.sort();
     let mut out = String::new();

@@ -1,5 +1,5 @@
-//! `medtune data` / `medtune run`: the default job on the bundled PubMedQA, failures kept
-//! on their records, bad input reported by file, line and field, outputs written whole.
+//! `medtune data`: failures kept on their records, bad input reported by file, line and
+//! field, outputs written whole.
 
 use crate::harness::{guest, jsonl, read_jsonl, repo, Env};
 

@@ -1,4 +1,4 @@
-//! `medtune data` (and, for now, `medtune run`): the data stage with a summary.
+//! `medtune data`: the data stage with a summary.
 
 use std::path::Path;
 use std::process::ExitCode;

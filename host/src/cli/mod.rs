@@ -34,8 +34,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation and
-    /// report (the stages its sections name), skipping stages whose inputs are unchanged.
+    /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation, ONNX
+    /// export and report (the stages its sections name), skipping stages whose inputs are
+    /// unchanged.
     Run {
         /// The run's TOML config.
         config: PathBuf,

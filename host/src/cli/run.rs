@@ -1,5 +1,5 @@
 //! `medtune run`: the whole pipeline of one config — vocabulary, data stage, training,
-//! evaluation, report — skipping each stage whose inputs are unchanged, resuming an
+//! evaluation, ONNX export, report — skipping each stage whose inputs are unchanged, resuming an
 //! interrupted training, and ending with a summary.
 
 use std::path::Path;
@@ -66,7 +66,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             if stages.done_with("eval", &eval_fp) && config.run_dir().join("eval/scores.json").is_file() {
                 summary.push(("eval", "unchanged, skipped".into(), 0.0));
             } else {
-                eval_cmd(EvalArgs { config: config_path.to_owned(), adapter: None, base: false })?;
+                if eval_cmd(EvalArgs { config: config_path.to_owned(), adapter: None, base: false })? != ExitCode::SUCCESS {
+                    status = ExitCode::from(EXIT_PARTIAL);
+                }
                 save(&mut stages, "eval", &eval_fp, true)?;
                 summary.push(("eval", "ran".into(), t.elapsed().as_secs_f64()));
             }

@@ -1,4 +1,5 @@
-//! The TOML config of a run: data, the plugin chain and its sandbox, and where outputs go.
+//! The TOML config of a run: data, the plugin chain and its sandbox, the model, training,
+//! evaluation and export, and where outputs go.
 //! Relative paths are resolved against the config file's folder.
 
 mod train;

@@ -1,4 +1,4 @@
-//! The model, training and evaluation sections of a run's config, with their defaults and
+//! The model, training, evaluation and export sections of a run's config, with their defaults and
 //! range checks (done before any work starts).
 
 use serde::{Deserialize, Serialize};

@@ -42,7 +42,7 @@ pub enum ExportError {
 pub struct Exported {
     /// Bytes of the `.onnx` file.
     pub bytes: usize,
-    /// Graph nodes.
+    /// Decoder layers exported.
     pub layers: usize,
 }
 

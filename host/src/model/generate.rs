@@ -95,7 +95,7 @@ pub fn generate_with(
             on_text(&text[shown..]);
             shown = text.len();
         }
-        if ids.len() + out.len() + 1 >= limit {
+        if ids.len() + out.len() >= limit {
             break;
         }
         logits = step(&[next])?;

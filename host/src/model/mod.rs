@@ -37,6 +37,9 @@ pub enum ModelError {
     /// The file or folder cannot be read.
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// A file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     /// The file is not what it should be (corrupt, truncated, missing a tensor or a key).
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },

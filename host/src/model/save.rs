@@ -12,7 +12,7 @@ use super::{CandleContext, ModelError};
 pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Result<(), ModelError> {
     let write_err = |path: &Path| {
         let path = path.to_owned();
-        move |source: std::io::Error| ModelError::Read { path, source }
+        move |source: std::io::Error| ModelError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_err(dir))?;
     let tensors: std::collections::HashMap<String, candle_core::Tensor> = model.tensors().ctx(|| "collecting the weights".into())?.into_iter().collect();
@@ -46,5 +46,5 @@ pub fn write_config(c: &super::Config, path: &Path) -> Result<(), ModelError> {
         "torch_dtype": "float32",
     });
     crate::atomic::write(path, serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes())
-        .map_err(|source| ModelError::Read { path: path.to_owned(), source })
+        .map_err(|source| ModelError::Write { path: path.to_owned(), source })
 }

@@ -73,16 +73,22 @@ fn model(s: &AppState) -> Result<Arc<Engine>, ApiError> {
 
 /// Runs blocking model work under the engine permit and the request's time limit.
 async fn on_engine<T: Send + 'static>(s: &AppState, f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, ApiError> {
-    let permit = s.engine.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
-    let job = tokio::task::spawn_blocking(move || {
-        let out = f();
-        drop(permit);
-        out
-    });
+    let engine = s.engine.clone();
+    // the time limit covers the wait for the engine too
+    let job = async move {
+        let permit = engine.acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the model call failed: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
+    };
     match tokio::time::timeout(s.opts.timeout, job).await {
         Err(_) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()))),
-        Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the model call failed: {e}"))),
-        Ok(Ok(r)) => r.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)),
+        Ok(r) => r,
     }
 }
 
@@ -138,12 +144,13 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         check_model(&s2, req.model.as_deref())?;
         let _place = admit(&s2)?;
         let m = model(&s2)?;
-        let record = annotate(&s2, &req.question, req.context.as_deref().unwrap_or("")).await?;
+        // one paragraph: the record's text is question, blank line, context
+        let record = annotate(&s2, &req.question.replace("\n\n", " "), req.context.as_deref().unwrap_or("")).await?;
         let opts = s2.opts.prompts;
         let (q, c) = if opts.expand { expanded(&record) } else { (record.question.clone(), record.context.clone()) };
         let m2 = m.clone();
         let (probs, n) = on_engine(&s2, move || {
-            let ids = prompt_ids(m2.tokenizer(), &q, &c.replace("\n\n", " "), opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
+            let ids = prompt_ids(m2.tokenizer(), &q, &c, opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
             let tokens = label_tokens(m2.tokenizer()).map_err(|e| e.to_string())?;
             Ok((m2.answer(&ids, &tokens)?, ids.len()))
         })
@@ -234,6 +241,10 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
             found = findings(&record);
         }
         let prompt = m.tokenizer().chat_prompt(&messages);
+        let n = m.tokenizer().encode(&prompt).map_err(|e| ApiError::bad_request(e.to_string()))?.len();
+        if n >= m.max_positions() {
+            return Err(ApiError::bad_request(format!("the prompt is {n} tokens, over the model's context of {}", m.max_positions())));
+        }
         let opts = GenerateOptions { max_new_tokens: max_tokens, temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p, seed: req.seed.unwrap_or(0) };
         let id = format!("chatcmpl-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -275,10 +286,15 @@ async fn stream(s: Arc<AppState>, m: Arc<Engine>, prompt: String, opts: Generate
         let tx2 = tx.clone();
         let chunk2 = chunk.clone();
         let s2 = s.clone();
+        // after a timeout the generation may run on; it stops sending
+        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let late2 = late.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _ = tx2.blocking_send(chunk2(json!({"role": "assistant", "content": ""}), Value::Null, None));
             let g = m.generate(&prompt, &opts, |piece| {
-                let _ = tx2.blocking_send(chunk2(json!({"content": piece}), Value::Null, None));
+                if !late2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx2.blocking_send(chunk2(json!({"content": piece}), Value::Null, None));
+                }
             });
             drop(engine);
             g
@@ -292,7 +308,10 @@ async fn stream(s: Arc<AppState>, m: Arc<Engine>, prompt: String, opts: Generate
             }
             Ok(Ok(Err(e))) => Event::default().data(json!({"error": {"message": e.to_string(), "type": "internal"}}).to_string()),
             Ok(Err(e)) => Event::default().data(json!({"error": {"message": e.to_string(), "type": "internal"}}).to_string()),
-            Err(_) => Event::default().data(json!({"error": {"message": format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()), "type": "timeout"}}).to_string()),
+            Err(_) => {
+                late.store(true, std::sync::atomic::Ordering::Relaxed);
+                Event::default().data(json!({"error": {"message": format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()), "type": "timeout"}}).to_string())
+            }
         };
         let _ = tx.send(last).await;
         let _ = tx.send(Event::default().data("[DONE]")).await;

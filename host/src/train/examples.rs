@@ -61,19 +61,23 @@ pub fn expanded(record: &Record) -> (String, String) {
         .map(|e| (e.span.end as usize, format!(" ({})", e.long_form.to_lowercase())))
         .collect();
     inserts.sort_by_key(|(at, _)| *at);
+    // `text` is the question, a blank line, the context: split where the question ends
+    let boundary = record.question.chars().count();
     let mut out = String::with_capacity(record.text.len() + 64);
+    let mut split = None;
     let mut next = inserts.iter().peekable();
     for (i, c) in chars.iter().enumerate() {
         while let Some((_, s)) = next.next_if(|(at, _)| *at == i) {
             out.push_str(s);
         }
+        if i == boundary {
+            split = Some(out.len());
+        }
         out.push(*c);
     }
     next.for_each(|(_, s)| out.push_str(s));
-    match out.split_once("\n\n") {
-        Some((q, c)) => (q.to_owned(), c.to_owned()),
-        None => (out, String::new()),
-    }
+    let at = split.unwrap_or(out.len());
+    (out[..at].to_owned(), out[at..].trim_start_matches('\n').to_owned())
 }
 
 /// How prompts are made.
@@ -108,14 +112,13 @@ pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> R
         .iter()
         .position(|l| l.eq_ignore_ascii_case(answer.trim()))
         .ok_or_else(|| err(format!("answer {answer:?} is not yes, no or maybe")))?;
-    let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.replace("\n\n", " ")) };
-    let context = context.replace("\n\n", " ");
+    let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.clone()) };
     let prompt = prompt_ids(tokenizer, &question, &context, max_len, keep_end).map_err(|e| err(e.to_string()))?;
     Ok(Example { id: record.id.clone(), prompt, label })
 }
 
-/// The prompt's ids for a question and context, the context cut to fit `max_len` (keeping its
-/// end with `keep_end`).
+/// The prompt's ids for a question and context (its paragraphs joined into one), the context
+/// cut to fit `max_len` (keeping its end with `keep_end`).
 pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
     let head = tokenizer.encode("Context: ")?;
     let tail = tokenizer.encode(&format!("\nQuestion: {question}\nAnswer yes, no or maybe.\nAnswer:"))?;
@@ -123,7 +126,7 @@ pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len:
     if room == 0 {
         return Err(ModelError::Tokenizer(format!("the question alone is {} tokens, over max_len {max_len}", tail.len())));
     }
-    let mut body = tokenizer.encode(context)?;
+    let mut body = tokenizer.encode(&context.replace("\n\n", " "))?;
     if body.len() > room {
         if keep_end {
             body.drain(..body.len() - room);
@@ -149,5 +152,8 @@ mod tests {
         let (q, c) = expanded(&r);
         assert_eq!(q, "Does MI (myocardial infarction) raise risk?");
         assert_eq!(c, "In MI patients, MI recurs.");
+        // a question of several paragraphs stays whole
+        let r = Record::new("2".into(), "Context: A.\n\nQuestion: B?".into(), String::new(), None, vec![], "t".into());
+        assert_eq!(expanded(&r), ("Context: A.\n\nQuestion: B?".to_owned(), String::new()));
     }
 }

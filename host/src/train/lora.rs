@@ -101,11 +101,6 @@ impl LoraSet {
         self.dropout_seed.store(seed, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The LoRA hyperparameters.
-    pub fn config(&self) -> &LoraConfig {
-        &self.config
-    }
-
     fn dropout(&self, module: &str, x: &Tensor) -> Result<Tensor> {
         let p = self.config.dropout;
         if !self.training || p <= 0.0 {
@@ -118,7 +113,7 @@ impl LoraSet {
             let values: Vec<f32> = (0..x.elem_count()).map(|_| if splitmix(&mut state) >= p { keep } else { 0.0 }).collect();
             Tensor::from_vec(values, x.shape(), x.device())?
         } else {
-            // the device generator is seeded once per pass by the trainer
+            // the device generator is seeded once per optimizer step by the trainer
             (x.rand_like(0.0, 1.0)?.ge(f64::from(p))?.to_dtype(x.dtype())? * f64::from(keep))?
         };
         x * mask.to_dtype(x.dtype())?

@@ -12,7 +12,8 @@ use crate::data::file_hash;
 /// Crate versions from Cargo.lock at build time.
 const CRATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/crate_versions.rs"));
 
-/// The medtune commit this binary was built from, if the source tree is a git checkout.
+/// The commit of the source tree this binary was built in (`git rev-parse HEAD` there, at run
+/// time), or `unknown` when that is not a git checkout.
 pub fn git_commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])

@@ -17,7 +17,8 @@ pub fn loss_chart(title: &str, loss: &[(usize, f64)], accuracy: &[(usize, f64)])
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12" role="img" aria-label="{title}">"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12" role="img" aria-label="{}">"##,
+        escape(title)
     );
     let _ = write!(svg, r##"<rect width="{W}" height="{H}" fill="#fff"/><text x="{}" y="20" text-anchor="middle" font-size="14">{}</text>"##, W / 2.0, escape(title));
     let _ = write!(svg, r##"<line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="#444"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{}" stroke="#444"/>"##, H - PAD, W - PAD, H - PAD, H - PAD);

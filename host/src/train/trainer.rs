@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::config::{Config, TrainConfig};
-use crate::data::{pyrandom::PyRandom, read_jsonl, Record};
+use crate::data::{pyrandom::PyRandom, read_jsonl};
 use crate::model::{LoadedModel, ModelError};
 
 use super::batch::Batch;
@@ -97,7 +97,7 @@ pub struct TrainOutcome {
     pub total_steps: usize,
     /// The step resumed from.
     pub resumed_from: Option<usize>,
-    /// Training examples, and the records that could not be used (with why).
+    /// Training examples used.
     pub examples: usize,
     /// Records skipped, with the reason.
     pub skipped: Vec<String>,
@@ -113,8 +113,8 @@ pub struct TrainOutcome {
     pub selected_step: usize,
 }
 
-/// The training examples of `config` and the records skipped (with why).
-pub fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<(PathBuf, Vec<Record>, Vec<Example>, Vec<String>), TrainError> {
+/// The training file of `config`, its examples and the records skipped (with why).
+fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<(PathBuf, Vec<Example>, Vec<String>), TrainError> {
     let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {
         path: path.clone(),
@@ -130,12 +130,13 @@ pub fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> R
     if examples.is_empty() {
         return Err(TrainError::Input { path, message: "no usable training record (each needs a yes/no/maybe answer)".into() });
     }
-    Ok((path, records, examples, skipped))
+    Ok((path, examples, skipped))
 }
 
-/// The fingerprint of what determines the training trajectory.
-pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &str) -> String {
-    let text = format!("{}|{data_hash}|{model}", serde_json::to_string(t).unwrap_or_default());
+/// The fingerprint of what determines the training trajectory: the training config, the data
+/// and the model section (path, device, base format).
+pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::ModelConfig) -> String {
+    let text = format!("{}|{data_hash}|{}", serde_json::to_string(t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
     crate::wheel::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
@@ -144,7 +145,7 @@ pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &str) -> String {
 pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
     let t = config.train.as_ref().ok_or_else(|| TrainError::NoTrainSection(config.path.clone()))?;
     let device = m.llama.device().clone();
-    let (data_path, _, examples, skipped) = training_examples(config, t, m)?;
+    let (data_path, examples, skipped) = training_examples(config, t, m)?;
     let tokens = label_tokens(&m.tokenizer)?;
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
     let class_weights = class_weights(&examples, &t.balance);
@@ -154,7 +155,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let lora_config = LoraConfig { r: t.lora.r, alpha: t.lora.alpha, dropout: t.lora.dropout, targets: t.lora.targets.clone() };
     let mut lora = LoraSet::new(lora_config, m.llama.config(), t.seed, &device).map_err(other("creating the LoRA adapters"))?;
     let mut opt = AdamW::new(lora.vars(), t.weight_decay).map_err(other("creating the optimizer"))?;
-    let print = fingerprint(t, &crate::data::file_hash(&data_path), &config.model.path);
+    let print = fingerprint(t, &crate::data::file_hash(&data_path), &config.model);
 
     let mut start = 0;
     let mut resumed_from = None;
@@ -327,7 +328,7 @@ pub fn resumable(config: &Config) -> bool {
     let data = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     let state: serde_json::Value =
         std::fs::read_to_string(ckpt.dir.join("trainer_state.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-    state["fingerprint"].as_str() == Some(fingerprint(t, &crate::data::file_hash(&data), &config.model.path).as_str())
+    state["fingerprint"].as_str() == Some(fingerprint(t, &crate::data::file_hash(&data), &config.model).as_str())
 }
 
 /// The data order: epoch `e` is a shuffle of the examples seeded by `seed + e`.
