@@ -37,14 +37,9 @@ pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
     config.model.device = "cpu".into();
     let out = args.out.clone().unwrap_or_else(|| config.run_dir().join("onnx"));
     let (_, mut m) = super::train::load_model(&config)?;
-    let adapter = match (&args.adapter, args.base) {
-        (Some(a), _) => Some(a.clone()),
-        (None, false) => Some(config.run_dir().join("adapter")).filter(|a| a.join("adapter_config.json").is_file()),
-        (None, true) => None,
-    };
+    let adapter = super::train::default_adapter(&config, args.adapter.as_deref(), args.base);
     if let Some(dir) = &adapter {
-        let a = crate::model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
-        m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+        super::train::merge_adapter(&mut m, dir)?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let started = std::time::Instant::now();

@@ -123,8 +123,7 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
             let path = args.place.resolve(&args.model)?;
             let mut m = load(&path)?;
             if let Some(dir) = &args.adapter {
-                let adapter = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
-                let n = m.llama.merge_adapter(&adapter).with_context(|| format!("adapter {}", dir.display()))?;
+                let n = super::train::merge_adapter(&mut m, dir)?;
                 eprintln!("adapter {}: {n} modules merged", dir.display());
             }
             crate::engine::Engine::Candle(m)

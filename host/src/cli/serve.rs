@@ -62,11 +62,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(opts) = config.vocab_options() {
         super::vocab::ensure(&opts).context("vocabulary")?;
     }
-    let adapter = match (&args.adapter, args.base) {
-        (Some(a), _) => Some(a.clone()),
-        (None, false) => Some(config.run_dir().join("adapter")).filter(|a| a.join("adapter_config.json").is_file()),
-        (None, true) => None,
-    };
+    let adapter = super::train::default_adapter(&config, args.adapter.as_deref(), args.base);
     let opts = ServeOptions {
         addr: args.addr,
         model_name: config.name.clone(),
@@ -87,8 +83,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             let (_, mut m) = super::train::load_model(&config)?;
             if let Some(dir) = &adapter {
-                let a = crate::model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
-                m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+                super::train::merge_adapter(&mut m, dir)?;
                 eprintln!("serving {} with adapter {}", config.name, dir.display());
             }
             Ok(crate::engine::Engine::Candle(m))

@@ -153,6 +153,22 @@ fn metric_plugins(config: &Config) -> anyhow::Result<PluginSet> {
     Ok(PluginSet::load(engine, specs, config.plugin_dirs())?)
 }
 
+/// Merges the PEFT adapter in `dir` into `m`; returns how many modules changed.
+pub fn merge_adapter(m: &mut model::LoadedModel, dir: &Path) -> anyhow::Result<usize> {
+    let a = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
+    m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))
+}
+
+/// The adapter a command uses: the one named, none with `base`, else the run's own
+/// (`runs/<name>/adapter`) when it exists.
+pub fn default_adapter(config: &Config, named: Option<&Path>, base: bool) -> Option<PathBuf> {
+    match (named, base) {
+        (Some(a), _) => Some(a.to_owned()),
+        (None, false) => Some(config.run_dir().join("adapter")).filter(|a| a.join("adapter_config.json").is_file()),
+        (None, true) => None,
+    }
+}
+
 /// Scores of one evaluation, written under `runs/<name>/eval/`.
 pub fn evaluate(config: &Config, adapter: Option<&Path>) -> anyhow::Result<serde_json::Value> {
     let e = config.eval.clone().unwrap_or_default();
@@ -161,8 +177,7 @@ pub fn evaluate(config: &Config, adapter: Option<&Path>) -> anyhow::Result<serde
     let batch = t.as_ref().map_or(8, |t| t.batch_size.max(8));
     let (model_path, mut m) = load_model(config)?;
     if let Some(dir) = adapter {
-        let a = model::Adapter::load(dir, m.llama.device()).with_context(|| format!("adapter {}", dir.display()))?;
-        m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", dir.display()))?;
+        merge_adapter(&mut m, dir)?;
     }
     let split_path = config.work_dir().join(format!("data/processed/{}.jsonl", e.split));
     let (records, mut problems) = read_jsonl(&split_path)
@@ -255,8 +270,7 @@ pub fn merge_cmd(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let adapter = args.adapter.clone().unwrap_or_else(|| config.run_dir().join("adapter"));
     let out = args.out.clone().unwrap_or_else(|| config.run_dir().join("merged"));
     let (_, mut m) = load_model(&config)?;
-    let a = model::Adapter::load(&adapter, m.llama.device()).with_context(|| format!("adapter {}", adapter.display()))?;
-    let n = m.llama.merge_adapter(&a).with_context(|| format!("adapter {}", adapter.display()))?;
+    let n = merge_adapter(&mut m, &adapter)?;
     model::save_checkpoint(&m.llama, &m.tokenizer, &out).with_context(|| format!("writing {}", out.display()))?;
     println!("merged {n} modules of {} into {}", adapter.display(), out.display());
     Ok(ExitCode::SUCCESS)

@@ -149,6 +149,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let tokens = label_tokens(&m.tokenizer)?;
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
     let class_weights = class_weights(&examples, &t.balance);
+    let dev = if t.eval_every > 0 { dev_examples(config, t, m)? } else { Vec::new() };
     let run = config.run_dir();
     let ckpt_root = run.join("checkpoints");
     let metrics_path = run.join("metrics.jsonl");
@@ -242,7 +243,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             eval_macro_f1: None,
         };
         if t.eval_every > 0 && (step % t.eval_every == 0 || step == total) {
-            let (acc, f1) = dev_scores(config, t, m, &mut lora, &tokens, pad)?;
+            let (acc, f1) = dev_scores(&dev, t, m, &mut lora, &tokens, pad)?;
             (row.eval_accuracy, row.eval_macro_f1) = (Some(acc), Some(f1));
             if t.select == "best-dev" && best.as_ref().is_none_or(|b| (f1, acc) > (b.macro_f1, b.accuracy)) {
                 let b = Best { step, macro_f1: f1, accuracy: acc };
@@ -377,19 +378,24 @@ fn step_error(step: usize, batch: usize, seq: usize, e: candle_core::Error) -> T
     TrainError::Step { step: step + 1, batch, seq, message }
 }
 
-/// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`).
-fn dev_scores(config: &Config, t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<(f64, f64), TrainError> {
+/// The dev split's examples (read once, before training, when `eval_every` asks for them).
+fn dev_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<Vec<Example>, TrainError> {
     let path = config.work_dir().join("data/processed/dev.jsonl");
     let (records, _) = read_jsonl(&path).map_err(|e| TrainError::Input { path: path.clone(), message: e.to_string() })?;
     let examples: Vec<Example> = records.iter().filter_map(|r| example(r, &m.tokenizer, PromptOptions::of(Some(t))).ok()).collect();
     if examples.is_empty() {
         return Err(TrainError::Input { path, message: "no dev question to evaluate (train.eval_every needs the dev split)".into() });
     }
+    Ok(examples)
+}
+
+/// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`).
+fn dev_scores(examples: &[Example], t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<(f64, f64), TrainError> {
     lora.training = false;
-    let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), &examples, tokens, t.batch_size, pad);
+    let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), examples, tokens, t.batch_size, pad);
     lora.training = true;
     let probs = probs.map_err(other("dev evaluation"))?;
-    let scored = super::eval::predictions(&examples, &probs, &vec![false; examples.len()]);
+    let scored = super::eval::predictions(examples, &probs, &vec![false; examples.len()]);
     let right = scored.iter().filter(|s| s.label == s.predicted).count();
     let f1 = LABELS.iter().map(|l| {
         let tp = scored.iter().filter(|s| s.label == *l && s.predicted == *l).count() as f64;
