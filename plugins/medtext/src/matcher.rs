@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
-use crate::token::{normalize_token, normalize_token_into, tokens, Token};
+use crate::token::{ascii_lowercase, normalize_lowercase, normalize_token, normalize_token_into, tokens, Token};
 use crate::vocab::ConceptRow;
 
 /// One match of a concept in a text, in byte and character offsets of that text.
@@ -42,12 +42,18 @@ impl Default for Options {
     }
 }
 
+/// No trie node.
+const NONE: u32 = u32::MAX;
+
 /// A compiled vocabulary: a trie over normalized words.
 pub struct Matcher {
     ids: Vec<String>,
     names: Vec<String>,
     words: HashMap<String, u32, FxBuild>,
     edges: HashMap<(u32, u32), u32, FxBuild>,
+    /// The trie node each word leads to from the root (`NONE` if no name starts with it): the
+    /// first step from every word of a text is an index, not a second hash lookup.
+    root: Vec<u32>,
     terminal: Vec<Option<u32>>,
     fuzzy: DeletionIndex,
     fuzzy_cache: RefCell<HashMap<String, Option<u32>, FxBuild>>,
@@ -62,6 +68,7 @@ impl Matcher {
             names: Vec::with_capacity(rows.len()),
             words: HashMap::default(),
             edges: HashMap::default(),
+            root: Vec::new(),
             terminal: vec![None],
             fuzzy: DeletionIndex::default(),
             fuzzy_cache: RefCell::new(HashMap::default()),
@@ -86,6 +93,12 @@ impl Matcher {
             .map(|(w, &id)| (w, id))
             .collect();
         m.fuzzy = DeletionIndex::build(long);
+        m.root = vec![NONE; m.words.len()];
+        for (&(node, word), &next) in &m.edges {
+            if node == 0 {
+                m.root[word as usize] = next;
+            }
+        }
         m
     }
 
@@ -148,10 +161,19 @@ impl Matcher {
     /// All longest, non-overlapping matches in `text`, left to right.
     pub fn find(&self, text: &str) -> Vec<Match> {
         let mut buf = String::new();
+        // An ASCII text is lowercased once, whole; most of its words are then looked up as
+        // slices of it, without a copy each.
+        let lower = if text.is_ascii() { Some(ascii_lowercase(text)) } else { None };
         let words: Vec<(Token, Option<(u32, bool)>)> = tokens(text)
             .map(|t| {
-                normalize_token_into(&text[t.start..t.end], &mut buf);
-                (t, self.word_id(&buf))
+                let word = match &lower {
+                    Some(lower) => normalize_lowercase(&lower[t.start..t.end], &mut buf),
+                    None => {
+                        normalize_token_into(&text[t.start..t.end], &mut buf);
+                        &buf
+                    }
+                };
+                (t, self.word_id(word))
             })
             .collect();
         let mut out = Vec::new();
@@ -162,7 +184,10 @@ impl Matcher {
             let mut fuzzy = false;
             for (j, (_, word)) in words.iter().enumerate().skip(i) {
                 let Some((w, f)) = *word else { break };
-                let Some(&next) = self.edges.get(&(node, w)) else { break };
+                let next = if node == 0 { self.root[w as usize] } else { self.edges.get(&(node, w)).copied().unwrap_or(NONE) };
+                if next == NONE {
+                    break;
+                }
                 node = next;
                 fuzzy |= f;
                 if let Some(c) = self.terminal[node as usize] {
@@ -213,12 +238,15 @@ impl std::hash::Hasher for FxHasher {
             word.copy_from_slice(chunk);
             self.add(u64::from_le_bytes(word));
         }
+        // The tail byte by byte, not by a `copy_from_slice` of variable length: inside
+        // WebAssembly that is a `memcpy` call out of the guest for every key hashed.
         let tail = chunks.remainder();
         if !tail.is_empty() {
-            let mut word = [0u8; 8];
-            word[..tail.len()].copy_from_slice(tail);
-            self.add(u64::from_le_bytes(word));
+            self.add(tail.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)));
         }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
     }
     fn write_u32(&mut self, i: u32) {
         self.add(u64::from(i));

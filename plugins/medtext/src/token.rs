@@ -21,22 +21,50 @@ pub fn tokens(text: &str) -> impl Iterator<Item = Token> + '_ {
     std::iter::from_fn(move || if ascii { a.next() } else { u.next() })
 }
 
-/// [`tokens`] of an ASCII text: bytes are characters.
+/// [`tokens`] of an ASCII text: bytes are characters. Eight bytes per step (SWAR) where
+/// eight remain: inside WebAssembly every loop back-edge pays an epoch check.
 fn ascii_tokens(bytes: &[u8]) -> impl Iterator<Item = Token> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
-        while i < bytes.len() && !bytes[i].is_ascii_alphanumeric() {
-            i += 1;
-        }
+        i = scan(bytes, i, false);
         if i == bytes.len() {
             return None;
         }
         let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
-            i += 1;
-        }
+        i = scan(bytes, i, true);
         Some(Token { start, end: i, char_start: start as u32, char_end: i as u32 })
     })
+}
+
+const LANES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x80 * LANES;
+
+/// 0x80 in each byte of `x` that lies in `lo..=hi`; every byte of `x` must be below 0x80
+/// (then no sum carries into the next byte).
+#[inline]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    (x + (0x80 - u64::from(lo)) * LANES) & !(x + (0x7f - u64::from(hi)) * LANES) & HIGH
+}
+
+/// The first index from `i` where a run of letters and digits (`alnum`) or of other bytes
+/// (`!alnum`) ends.
+#[inline]
+fn scan(bytes: &[u8], mut i: usize, alnum: bool) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let letters = in_range(x | 0x20 * LANES, b'a', b'z') | in_range(x, b'0', b'9');
+        let stops = if alnum { !letters & HIGH } else { letters };
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && bytes[i].is_ascii_alphanumeric() == alnum {
+        i += 1;
+    }
+    i
 }
 
 fn unicode_tokens(text: &str) -> impl Iterator<Item = Token> + '_ {
@@ -80,40 +108,114 @@ pub fn normalize_token_into(word: &str, w: &mut String) {
     } else {
         w.extend(word.chars().flat_map(char::to_lowercase));
     }
-    // A byte scan, not `str::contains`: this runs for every word (and the generic string
-    // search is far slower inside WebAssembly than a two-byte window).
-    if w.len() > 4 && w.as_bytes().windows(2).any(|p| p == b"ae" || p == b"oe") {
+    if has_british_pair(w.as_bytes()) {
         *w = w.replace("ae", "e").replace("oe", "e");
     }
-    // irregular plurals common in clinical text
-    if let Some(singular) = match w.as_str() {
-        "children" => Some("child"),
-        "women" => Some("woman"),
-        "men" => Some("man"),
-        "feet" => Some("foot"),
-        "teeth" => Some("tooth"),
-        "mice" => Some("mouse"),
+    match ending(w.as_bytes()) {
+        Ending::Keep => {}
+        Ending::DropS => {
+            w.pop();
+        }
+        Ending::Replace(cut, with) => {
+            w.truncate(w.len() - cut);
+            w.push_str(with);
+        }
+    }
+}
+
+/// [`normalize_token`] of a word that is already lowercase: a slice of `lower` itself when
+/// normalization only keeps it or drops a final `-s` (most words), else written into `buf`.
+/// The matcher lowercases a whole text once and calls this per word, so the common case
+/// copies nothing (inside WebAssembly every small `memcpy` is a call out of the guest).
+pub fn normalize_lowercase<'a>(lower: &'a str, buf: &'a mut String) -> &'a str {
+    if has_british_pair(lower.as_bytes()) {
+        normalize_token_into(lower, buf);
+        return buf;
+    }
+    match ending(lower.as_bytes()) {
+        Ending::Keep => lower,
+        Ending::DropS => &lower[..lower.len() - 1],
+        Ending::Replace(cut, with) => {
+            buf.clear();
+            buf.push_str(&lower[..lower.len() - cut]);
+            buf.push_str(with);
+            buf
+        }
+    }
+}
+
+/// `text.to_ascii_lowercase()` for an ASCII text, eight bytes per step (SWAR): inside
+/// WebAssembly every loop back-edge pays an epoch check, and the byte loop of the standard
+/// library is not vectorized there.
+pub fn ascii_lowercase(text: &str) -> String {
+    const LANES: u64 = 0x0101_0101_0101_0101;
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // per byte (all < 0x80): 0x80 where 'A' <= b <= 'Z', without carries between bytes
+        let upper = (x + (0x80 - u64::from(b'A')) * LANES) & !(x + (0x7f - u64::from(b'Z')) * LANES) & (0x80 * LANES);
+        // non-ASCII bytes would carry: leave such a chunk to the byte loop
+        if x & (0x80 * LANES) != 0 {
+            out.extend(chunk.iter().map(u8::to_ascii_lowercase));
+        } else {
+            out.extend_from_slice(&(x | (upper >> 2)).to_le_bytes());
+        }
+    }
+    out.extend(chunks.remainder().iter().map(u8::to_ascii_lowercase));
+    String::from_utf8(out).unwrap_or_else(|_| text.to_ascii_lowercase())
+}
+
+/// A British `ae`/`oe` in a word longer than four bytes (a byte scan, not `str::contains`:
+/// the generic string search is far slower inside WebAssembly than a two-byte window).
+fn has_british_pair(w: &[u8]) -> bool {
+    w.len() > 4 && w.windows(2).any(|p| matches!(p, [b'a' | b'o', b'e']))
+}
+
+/// What normalization does to the end of a lowercase word (spelling already folded).
+enum Ending {
+    Keep,
+    DropS,
+    /// Cut this many bytes and append the text.
+    Replace(usize, &'static str),
+}
+
+/// The rules in order: irregular plurals common in clinical text, `-our(s)` -> `-or`, a
+/// plural `-ies` -> `-y`, a final `-s` dropped (not after `s`, `u` or `i`). Suffixes are
+/// compared as byte patterns: no `memcmp` calls.
+#[inline]
+fn ending(w: &[u8]) -> Ending {
+    if let Some(singular) = irregular_singular(w) {
+        return Ending::Replace(w.len(), singular);
+    }
+    let n = w.len();
+    match w {
+        [.., b'o', b'u', b'r'] if n > 5 => Ending::Replace(3, "or"),
+        [.., b'o', b'u', b'r', b's'] if n > 5 => Ending::Replace(4, "or"),
+        [.., b'i', b'e', b's'] if n > 4 => Ending::Replace(3, "y"),
+        [.., b's' | b'u' | b'i', b's'] => Ending::Keep,
+        [.., b's'] if n > 3 => Ending::DropS,
+        _ => Ending::Keep,
+    }
+}
+
+/// The singular of an irregular plural common in clinical text.
+fn irregular_singular(w: &[u8]) -> Option<&'static str> {
+    // the first-letter test spares most words the comparisons
+    if !matches!(w.first(), Some(b'c' | b'w' | b'm' | b'f' | b't')) {
+        return None;
+    }
+    match w {
+        b"children" => Some("child"),
+        b"women" => Some("woman"),
+        b"men" => Some("man"),
+        b"feet" => Some("foot"),
+        b"teeth" => Some("tooth"),
+        b"mice" => Some("mouse"),
         _ => None,
-    } {
-        w.clear();
-        w.push_str(singular);
-        return;
-    }
-    if w.len() > 5 && w.ends_with("our") {
-        w.truncate(w.len() - 3);
-        w.push_str("or");
-    } else if w.len() > 5 && w.ends_with("ours") {
-        w.truncate(w.len() - 4);
-        w.push_str("or");
-    }
-    if w.len() > 4 && w.ends_with("ies") {
-        w.truncate(w.len() - 3);
-        w.push('y');
-    } else if w.len() > 3
-        && w.ends_with('s')
-        && !(w.ends_with("ss") || w.ends_with("us") || w.ends_with("is"))
-    {
-        w.pop();
     }
 }
 
@@ -128,6 +230,29 @@ mod tests {
         assert_eq!(words, vec!["non", "small", "cell", "Sjögren", "s", "MI"]);
         let chars: Vec<(u32, u32)> = tokens(text).map(|t| (t.char_start, t.char_end)).collect();
         assert_eq!(chars[3..], [(16, 23), (24, 25), (27, 29)]);
+    }
+
+    #[test]
+    fn ascii_and_unicode_tokenizers_agree() {
+        let text = "Non-small-cell lung cancer (NSCLC) in 2019: 45% of 1,234 pts; IL-6/TNF-alpha   x  ab12CD-34ef_gh~Zz@@[]`{}09aZ";
+        for cut in 0..text.len() {
+            let part = &text[cut..];
+            let a: Vec<Token> = ascii_tokens(part.as_bytes()).collect();
+            let u: Vec<Token> = unicode_tokens(part).collect();
+            assert_eq!(a, u, "{part:?}");
+        }
+    }
+
+    #[test]
+    fn lowercase_paths_agree() {
+        let text = "Tumours of CHILDREN, Anaemia; therapies & ZZ-top: foetal @[`{ MiCe glass virus abcdefghIJKLMNOPqrstuvwxyz0123456789ä";
+        assert_eq!(ascii_lowercase(text), text.to_ascii_lowercase());
+        let lower = text.to_ascii_lowercase();
+        let mut buf = String::new();
+        for t in tokens(text) {
+            let want = normalize_token(&text[t.start..t.end]);
+            assert_eq!(normalize_lowercase(&lower[t.start..t.end], &mut buf), want);
+        }
     }
 
     #[test]
