@@ -54,7 +54,7 @@ fn scan(bytes: &[u8], mut i: usize, alnum: bool) -> usize {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        let letters = in_range(x | 0x20 * LANES, b'a', b'z') | in_range(x, b'0', b'9');
+        let letters = in_range(x | (0x20 * LANES), b'a', b'z') | in_range(x, b'0', b'9');
         let stops = if alnum { !letters & HIGH } else { letters };
         if stops != 0 {
             return i + (stops.trailing_zeros() / 8) as usize;
