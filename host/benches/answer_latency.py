@@ -2,9 +2,10 @@
 by Hugging Face transformers in-process (hf mode), plus generated tokens/s.
 
     python3 answer_latency.py serve URL TEST_JSONL N
-    python3 answer_latency.py hf MERGED_DIR TEST_JSONL N THREADS
-Questions: the first N records of the data stage's test split (question + context, the
-prompt cut to 512 tokens as medtune's default)."""
+    python3 answer_latency.py hf MERGED_DIR TEST_JSONL N THREADS MAX_LEN
+Questions: the first N records of the data stage's test split (question + context). The
+server cuts each prompt to its config's `max_len` tokens; hf mode cuts to MAX_LEN, which
+answer_latency.sh reads from the same config, so both sides answer prompts of one length."""
 import json, sys, time, urllib.request
 
 def pct(xs, p):
@@ -34,26 +35,31 @@ else:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     torch.set_num_threads(int(sys.argv[5]))
+    max_len = int(sys.argv[6])
     tok = AutoTokenizer.from_pretrained(where)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32).eval()
     label_ids = [tok.encode(" " + l, add_special_tokens=False)[0] for l in ("yes", "no", "maybe")]
     def prompt(r):
         head = tok.encode("Context: ", add_special_tokens=False)
         tail = tok.encode(f"\nQuestion: {r['question']}\nAnswer yes, no or maybe.\nAnswer:", add_special_tokens=False)
-        body = tok.encode(r["context"].replace("\n\n", " "), add_special_tokens=False)[: 512 - len(head) - len(tail) - 2]
+        body = tok.encode(r["context"].replace("\n\n", " "), add_special_tokens=False)[: max_len - len(head) - len(tail) - 2]
         return head + body + tail
-    lat = []
+    lat, answers, lengths = [], "", []
     with torch.no_grad():
         model(input_ids=torch.tensor([prompt(records[0])]))
         for r in records:
+            ids = prompt(r)
             t = time.time()
-            logits = model(input_ids=torch.tensor([prompt(r)])).logits[0, -1]
-            torch.softmax(logits[label_ids], -1)
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            p = torch.softmax(logits[label_ids], -1)
             lat.append(time.time() - t)
+            answers += "ynm"[int(p.argmax())]
+            lengths.append(len(ids))
         # the ChatML prompt medtune builds for SmolLM2 (the merged folder has no chat template)
         ids = torch.tensor([tok.encode("<|im_start|>user\nWhat is aspirin used for?<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)])
         t = time.time()
         out = model.generate(ids, max_new_tokens=64, do_sample=False, min_new_tokens=64)
         gen = (out.shape[1] - ids.shape[1]) / (time.time() - t)
-    engine, answers = "transformers", None
+    engine = "transformers"
+    print(f"transformers: prompts of {min(lengths)}-{max(lengths)} tokens", file=sys.stderr)
 print(json.dumps({"engine": engine, "answers": answers, "questions": len(lat), "p50_ms": round(pct(lat, 50) * 1e3, 1), "p95_ms": round(pct(lat, 95) * 1e3, 1), "generate_tokens_per_s": round(gen, 1)}))

@@ -26,4 +26,5 @@ for engine in "candle" "ort --onnx $RUN/onnx" "ort --onnx $RUN/onnx-int8"; do
   "$PYTHON" host/benches/answer_latency.py serve "$url" work/data/processed/test.jsonl "$N"
   kill -TERM $pid; wait $pid || true
 done
-"$PYTHON" host/benches/answer_latency.py hf $RUN/merged work/data/processed/test.jsonl "$N" "$(nproc)" 2>/dev/null | grep engine
+MAX_LEN=$(sed -n 's/^max_len *= *\([0-9]*\).*/\1/p' $CONFIG)
+"$PYTHON" host/benches/answer_latency.py hf $RUN/merged work/data/processed/test.jsonl "$N" "$(nproc)" "$MAX_LEN" 2>&1 | grep -E "engine|prompts of"

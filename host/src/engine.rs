@@ -64,10 +64,7 @@ impl Engine {
                 let p = crate::train::eval::score(&m.llama, None, std::slice::from_ref(&ex), label_tokens, 1, 0).map_err(|e| e.to_string())?;
                 return Ok(p[0]);
             }
-            Engine::Ort { model, .. } => {
-                let all = model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?;
-                all[(ids.len() - 1) * model.vocab()..].to_vec()
-            }
+            Engine::Ort { model, .. } => model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?,
         };
         let picked: Vec<f64> = label_tokens.iter().map(|&t| f64::from(logits[t as usize])).collect();
         let max = picked.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -83,8 +80,8 @@ impl Engine {
             Engine::Candle(m) => crate::model::answer_probabilities(&m.llama, &m.tokenizer, prompt),
             Engine::Ort { model, tokenizer, .. } => {
                 let ids = tokenizer.encode(prompt)?;
-                let all = model.forward(&ids, &mut OrtCache::default()).map_err(ort_error)?;
-                let last = Tensor::from_slice(&all[(ids.len() - 1) * model.vocab()..], model.vocab(), &Device::Cpu)
+                let logits = model.forward(&ids, &mut OrtCache::default()).map_err(ort_error)?;
+                let last = Tensor::from_slice(&logits, logits.len(), &Device::Cpu)
                     .map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })?;
                 crate::model::answer_probabilities_from(&last, tokenizer)
             }
@@ -98,9 +95,8 @@ impl Engine {
             Engine::Ort { model, tokenizer, config } => {
                 let mut cache = OrtCache::default();
                 let step = |ids: &[u32]| -> Result<Tensor, ModelError> {
-                    let all = model.forward(ids, &mut cache).map_err(ort_error)?;
-                    let last = &all[(ids.len() - 1) * model.vocab()..];
-                    Tensor::from_slice(last, last.len(), &Device::Cpu).map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
+                    let last = model.forward(ids, &mut cache).map_err(ort_error)?;
+                    Tensor::from_slice(&last, last.len(), &Device::Cpu).map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
                 };
                 generate_with(tokenizer, prompt, opts, config.max_position_embeddings, step, on_text)
             }

@@ -219,7 +219,12 @@ impl Graph {
 
     /// `Slice` of the last axis `[start, end)`.
     pub fn slice_last(&mut self, x: &str, start: i64, end: i64) -> String {
-        let (s, e, a) = (self.ints(&[1], &[start]), self.ints(&[1], &[end]), self.ints(&[1], &[-1]));
+        self.slice(x, -1, start, end)
+    }
+
+    /// `x[.., start..end, ..]` along `axis` (negative indices count from the end).
+    pub fn slice(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
+        let (s, e, a) = (self.ints(&[1], &[start]), self.ints(&[1], &[end]), self.ints(&[1], &[axis]));
         self.node("Slice", &[x, &s, &e, &a], vec![])
     }
 

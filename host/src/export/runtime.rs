@@ -115,7 +115,8 @@ impl OrtModel {
         Ok(Self { session: Mutex::new(session), layers: config.num_hidden_layers, kv_heads: config.num_key_value_heads, head_dim: config.head_dim(), vocab: config.vocab_size })
     }
 
-    /// Logits (seq × vocab) of `ids` following what `cache` holds; the cache grows by `ids`.
+    /// Logits (vocab) at the last of `ids`, following what `cache` holds; the cache grows by
+    /// `ids`.
     pub fn forward(&self, ids: &[u32], cache: &mut OrtCache) -> Result<Vec<f32>, ExportError> {
         let (n, past) = (ids.len(), cache.len);
         if cache.kv.is_empty() {
@@ -141,12 +142,9 @@ impl OrtModel {
             cache.kv[i] = (k.to_vec(), v.to_vec());
         }
         cache.len = past + n;
-        debug_assert_eq!(logits.len(), n * self.vocab);
+        if logits.len() != self.vocab {
+            return Err(ExportError::Ort(format!("the graph gave {} logits, not one position's {} (an export older than this medtune?)", logits.len(), self.vocab)));
+        }
         Ok(logits)
-    }
-
-    /// Vocabulary size.
-    pub fn vocab(&self) -> usize {
-        self.vocab
     }
 }
