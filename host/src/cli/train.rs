@@ -59,9 +59,12 @@ pub struct MergeArgs {
 /// The config's device.
 pub fn device(config: &Config) -> anyhow::Result<candle_core::Device> {
     match config.model.device.as_str() {
-        "cuda" => candle_core::Device::new_cuda(0).with_context(|| {
-            format!("{}: model.device = \"cuda\" needs a GPU and a medtune built with --features cuda", config.path.display())
-        }),
+        "cuda" => {
+            candle_core::cuda::set_gemm_reduced_precision_f32(config.model.tf32);
+            candle_core::Device::new_cuda(0).with_context(|| {
+                format!("{}: model.device = \"cuda\" needs a GPU and a medtune built with --features cuda", config.path.display())
+            })
+        }
         _ => Ok(candle_core::Device::Cpu),
     }
 }

@@ -48,18 +48,26 @@ impl Linear {
     /// `x W^T` for training: the gradient reaches `x` (`grad · W`, dequantizing `W` again
     /// rather than keeping it); none is computed for the frozen weight.
     pub fn forward_frozen(&self, x: &Tensor) -> Result<Tensor> {
-        let y = dense(&x.detach(), &self.weight()?.to_dtype(x.dtype())?)?;
+        let y = self.frozen_value(&x.detach())?;
         let me = self.clone();
-        super::ops::attach(x, y, move |_, grad| {
-            let w = me.weight()?.to_dtype(grad.dtype())?;
-            let dims = grad.dims().to_vec();
-            let rows: usize = dims[..dims.len() - 1].iter().product();
-            let mut out = dims.clone();
-            if let Some(last) = out.last_mut() {
-                *last = w.dim(1)?;
-            }
-            grad.reshape((rows, dims[dims.len() - 1]))?.matmul(&w)?.reshape(out)
-        })
+        super::ops::attach(x, y, move |_, grad| me.frozen_input_grad(grad))
+    }
+
+    /// The training product's value `x W^T`, outside any graph (a dense product).
+    pub fn frozen_value(&self, x: &Tensor) -> Result<Tensor> {
+        dense(x, &self.weight()?.to_dtype(x.dtype())?)
+    }
+
+    /// The gradient the training product passes to its input: `grad · W`.
+    pub fn frozen_input_grad(&self, grad: &Tensor) -> Result<Tensor> {
+        let w = self.weight()?.to_dtype(grad.dtype())?;
+        let dims = grad.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let mut out = dims.clone();
+        if let Some(last) = out.last_mut() {
+            *last = w.dim(1)?;
+        }
+        grad.reshape((rows, dims[dims.len() - 1]))?.matmul(&w)?.reshape(out)
     }
 }
 

@@ -19,8 +19,10 @@ pub(crate) trait Weights {
 
 /// Trainable updates added to the outputs of linear layers (LoRA).
 pub trait Adapters {
-    /// The update for the module (`model.layers.3.self_attn.q_proj`) given its input, if any.
-    fn delta(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>>;
+    /// The training product of the frozen layer `base` of `module`
+    /// (`model.layers.3.self_attn.q_proj`) for `x`, with the module's update added when it
+    /// has one ([`Linear::forward_frozen`] when it has none).
+    fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor>;
 }
 
 /// How a forward pass runs.
@@ -36,13 +38,7 @@ impl Pass<'_> {
     fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
         match self {
             Pass::Infer => l.forward(x),
-            Pass::Train(a) => {
-                let y = l.forward_frozen(x)?;
-                match a.delta(&module(), x)? {
-                    Some(d) => y + d,
-                    None => Ok(y),
-                }
-            }
+            Pass::Train(a) => a.linear(&module(), l, x),
         }
     }
 
@@ -160,13 +156,18 @@ impl Attention {
         let group = self.n_head / self.n_kv_head;
         let k = repeat_kv(k, group)?;
         let v = repeat_kv(v, group)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
-            None => att,
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let y = if pass.training() {
+            super::ops::attention(&q, &k, &v, mask, scale)?
+        } else {
+            let att = (q.matmul(&k.t()?)? * scale)?;
+            let att = match mask {
+                Some(m) => att.broadcast_add(m)?,
+                None => att,
+            };
+            candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
         };
-        let att = if pass.training() { super::ops::softmax(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
+        let y = y.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
         pass.linear(&self.o, &y, name("o_proj"))
     }
 }

@@ -1,7 +1,8 @@
 //! Ops of the training forward pass (`Pass::Train`) that pass gradients to their inputs:
 //! candle's fused `rms_norm`, `rotary_emb::rope` and `softmax_last_dim` run backward without
 //! error but pass no gradient to their input (../shared/RECIPES.md). [`attach`] gives a value
-//! computed by a fused kernel a hand-written backward, keeping only the output for it.
+//! computed by a fused kernel a hand-written backward, keeping only the output for it;
+//! [`attention`] keeps only its inputs and output, recomputing the scores in backward.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,18 +13,48 @@ type Backward = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
 /// `y` (computed from `x.detach()`), made a differentiable function of `x` whose input
 /// gradient is `backward(y, grad_y)`. The graph keeps `x` and `y`, nothing in between.
 pub fn attach(x: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static) -> Result<Tensor> {
-    x.apply_op1(Attached { value: Mutex::new(Some(y)), backward: Arc::new(backward) })
+    x.apply_op1(Attached { value: Held::new(y), backward: Arc::new(backward) })
+}
+
+/// A value computed before its op runs, handed over once as the op's result.
+struct Held(Mutex<Option<Tensor>>);
+
+impl Held {
+    fn new(y: Tensor) -> Self {
+        Held(Mutex::new(Some(y)))
+    }
+
+    fn take(&self) -> Result<Tensor> {
+        let mut slot = self.0.lock().map_err(|_| candle_core::Error::Msg("attached value: poisoned lock".into()))?;
+        slot.take().ok_or_else(|| candle_core::Error::Msg("attached value used twice".into()))
+    }
 }
 
 struct Attached {
-    value: Mutex<Option<Tensor>>,
+    value: Held,
     backward: Arc<Backward>,
 }
 
-impl Attached {
-    fn take(&self) -> Result<Tensor> {
-        let mut slot = self.value.lock().map_err(|_| candle_core::Error::Msg("attached value: poisoned lock".into()))?;
-        slot.take().ok_or_else(|| candle_core::Error::Msg("attached value used twice".into()))
+/// The CPU storage of a value computed outside an op, handed to candle as the op's result.
+fn cpu_result(y: Tensor) -> Result<(CpuStorage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    let y = y.contiguous()?;
+    let (storage, layout) = y.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) if layout.start_offset() == 0 => Ok((s.try_clone(layout)?, layout.shape().clone())),
+        _ => candle_core::bail!("attached value: expected a CPU tensor from offset 0"),
+    }
+}
+
+/// [`cpu_result`] on CUDA.
+#[cfg(feature = "cuda")]
+fn cuda_result(y: Tensor) -> Result<(candle_core::CudaStorage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    let y = y.contiguous()?;
+    let (storage, layout) = y.storage_and_layout();
+    match &*storage {
+        Storage::Cuda(s) if layout.start_offset() == 0 => Ok((s.try_clone(layout)?, layout.shape().clone())),
+        _ => candle_core::bail!("attached value: expected a CUDA tensor from offset 0"),
     }
 }
 
@@ -33,29 +64,80 @@ impl candle_core::CustomOp1 for Attached {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let y = self.take()?.contiguous()?;
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) if layout.start_offset() == 0 => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("attached value: expected a CPU tensor from offset 0"),
-        }
+        cpu_result(self.value.take()?)
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let y = self.take()?.contiguous()?;
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) if layout.start_offset() == 0 => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("attached value: expected a CUDA tensor from offset 0"),
-        }
+        cuda_result(self.value.take()?)
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         (self.backward)(y, grad).map(Some)
     }
+}
+
+type Backward3 = dyn Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync;
+
+/// [`attach`] for a value of three inputs: `backward(y, grad_y)` gives the three input
+/// gradients. The graph keeps the inputs and `y`, nothing in between.
+pub fn attach3(a: &Tensor, b: &Tensor, c: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
+    a.apply_op3(b, c, Attached3 { value: Held::new(y), backward: Arc::new(backward) })
+}
+
+struct Attached3 {
+    value: Held,
+    backward: Arc<Backward3>,
+}
+
+impl candle_core::CustomOp3 for Attached3 {
+    fn name(&self) -> &'static str {
+        "attached3"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_result(self.value.take()?)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        cuda_result(self.value.take()?)
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (a, b, c) = (self.backward)(y, grad)?;
+        Ok((Some(a), Some(b), Some(c)))
+    }
+}
+
+/// Attention `softmax(q kᵀ · scale + mask) v` over (batch, heads, seq, head_dim) tensors for
+/// training, keeping only `q`, `k`, `v` and the output: the (batch, heads, seq, seq) scores
+/// and probabilities are recomputed in backward instead of kept (four such tensors per layer
+/// otherwise), as memory-efficient attention does. Backward: `dv = Pᵀ dy`,
+/// `dS = P ⊙ (dy vᵀ − rowsum(dy ⊙ y))`, `dq = dS k · scale`, `dk = dSᵀ q · scale`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
+    let mask = mask.map(Tensor::detach);
+    let probs = move |q: &Tensor, k: &Tensor| -> Result<Tensor> {
+        let s = (q.matmul(&k.t()?)? * scale)?;
+        let s = match &mask {
+            Some(m) => s.broadcast_add(m)?,
+            None => s,
+        };
+        candle_nn::ops::softmax_last_dim(&s)
+    };
+    let y = probs(&qd, &kd)?.matmul(&vd)?;
+    attach3(q, k, v, y, move |y, dy| {
+        let dy = dy.contiguous()?;
+        let p = probs(&qd, &kd)?;
+        let dv = p.t()?.matmul(&dy)?;
+        let dp = dy.matmul(&vd.t()?)?;
+        let rows = (&dy * y)?.sum_keepdim(D::Minus1)?;
+        let ds = (p * dp.broadcast_sub(&rows)?)?;
+        let dq = (ds.matmul(&kd)? * scale)?;
+        let dk = (ds.t()?.matmul(&qd)? * scale)?;
+        Ok((dq, dk, dv))
+    })
 }
 
 /// RMSNorm `x · r · weight` with `r = 1/sqrt(mean(x²) + eps)` over the last dimension:
@@ -76,20 +158,22 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// Rotary embedding in the Hugging Face (non-interleaved) layout: `x·cos + rotate_half(x)·sin`
 /// for `x` of shape (batch, heads, seq, head_dim) and `cos`, `sin` of shape (seq, head_dim/2).
+/// The graph keeps `x` and the result only; backward is the transposed rotation:
+/// `g·cos + (g·sin)` with its halves swapped and the second negated.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
+    let input = x.detach();
+    let x1 = input.narrow(D::Minus1, 0, half)?;
+    let x2 = input.narrow(D::Minus1, half, half)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(&cos)?.add(&rotated.broadcast_mul(&sin)?)
-}
-
-/// Softmax over the last dimension: candle's fused kernel forward, `y·(g - Σ g·y)` backward.
-pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let y = candle_nn::ops::softmax_last_dim(&x.detach())?;
-    attach(x, y, |y, g| y * g.broadcast_sub(&(g * y)?.sum_keepdim(D::Minus1)?)?)
+    let y = input.broadcast_mul(&cos)?.add(&rotated.broadcast_mul(&sin)?)?;
+    attach(x, y, move |_, g| {
+        let gs = g.broadcast_mul(&sin)?;
+        let back = Tensor::cat(&[&gs.narrow(D::Minus1, half, half)?, &gs.narrow(D::Minus1, 0, half)?.neg()?], D::Minus1)?;
+        g.broadcast_mul(&cos)? + back
+    })
 }
 
 #[cfg(test)]
@@ -117,7 +201,6 @@ mod tests {
                 t.broadcast_div(&norm)?.broadcast_mul(&w)
             })),
             ("rope", Box::new(|t: &Tensor| rope(t, &cos, &sin)), Box::new(|t: &Tensor| candle_nn::rotary_emb::rope(&t.contiguous()?, &cos, &sin))),
-            ("softmax", Box::new(softmax), Box::new(|t: &Tensor| candle_nn::ops::softmax(t, D::Minus1))),
         ];
         let probe = Tensor::randn(0f32, 1., (1, 2, 5, 8), &dev).expect("probe");
         for (name, ours, fused) in cases {
@@ -137,6 +220,34 @@ mod tests {
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
             let analytic = g.flatten_all().and_then(|t| t.get(((1 * 5 + 2) * 8) + 3)).and_then(|t| t.to_scalar::<f32>()).expect("g");
             assert!((numeric - analytic).abs() < 2e-2 * numeric.abs().max(1.0), "{name}: gradient {analytic} vs finite difference {numeric}");
+        }
+    }
+
+    /// The memory-efficient attention computes what the plain composition computes, and its
+    /// hand-written backward gives the gradients candle's autograd gives through that
+    /// composition, for q, k and v, with a causal mask.
+    #[test]
+    fn attention_matches_the_plain_composition_in_value_and_gradients() {
+        let dev = Device::Cpu;
+        let (b, h, t, d) = (2, 3, 6, 8);
+        let vars: Vec<Var> = (0..3).map(|_| Var::from_tensor(&Tensor::randn(0f32, 1., (b, h, t, d), &dev).expect("x")).expect("var")).collect();
+        let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask = Tensor::from_vec(mask, (t, t), &dev).expect("mask");
+        let probe = Tensor::randn(0f32, 1., (b, h, t, d), &dev).expect("probe");
+        let scale = 1.0 / (d as f64).sqrt();
+        let [q, k, v] = [0, 1, 2].map(|i| vars[i].as_tensor().clone());
+        let plain = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+            let s = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            candle_nn::ops::softmax(&s, D::Minus1)?.matmul(v)
+        };
+        let ours = attention(&q, &k, &v, Some(&mask), scale).expect("ours");
+        let want = plain(&q, &k, &v).expect("plain");
+        assert!(close(&ours, &want) < 1e-5, "values differ by {}", close(&ours, &want));
+        let g_ours = ours.mul(&probe).and_then(|t| t.sum_all()).and_then(|l| l.backward()).expect("backward");
+        let g_want = want.mul(&probe).and_then(|t| t.sum_all()).and_then(|l| l.backward()).expect("backward");
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, e) = (g_ours.get(x).unwrap_or_else(|| panic!("no gradient reaches {name}")), g_want.get(x).expect("autograd"));
+            assert!(close(a, e) < 1e-4, "{name}: gradients differ by {}", close(a, e));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
-use crate::model::{uniform, Adapters, Config};
+use crate::model::{uniform, Adapters, Config, Linear};
 
 /// LoRA hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,22 +101,23 @@ impl LoraSet {
         self.dropout_seed.store(seed, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn dropout(&self, module: &str, x: &Tensor) -> Result<Tensor> {
+    /// The dropout mask of `module` for an input shaped like `x` (1 where an element is
+    /// kept), as u8; `None` when no dropout applies.
+    fn dropout_mask(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>> {
         let p = self.config.dropout;
         if !self.training || p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let seed = self.dropout_seed.load(std::sync::atomic::Ordering::Relaxed) ^ fnv(module);
-        let keep = 1.0 / (1.0 - p);
         let mask = if x.device().is_cpu() {
             let mut state = seed;
-            let values: Vec<f32> = (0..x.elem_count()).map(|_| if splitmix(&mut state) >= p { keep } else { 0.0 }).collect();
+            let values: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(splitmix(&mut state) >= p)).collect();
             Tensor::from_vec(values, x.shape(), x.device())?
         } else {
             // the device generator is seeded once per optimizer step by the trainer
-            (x.rand_like(0.0, 1.0)?.ge(f64::from(p))?.to_dtype(x.dtype())? * f64::from(keep))?
+            x.to_dtype(DType::F32)?.rand_like(0.0, 1.0)?.ge(f64::from(p))?
         };
-        x * mask.to_dtype(x.dtype())?
+        Ok(Some(mask))
     }
 
     /// Every trainable tensor (A and B of each module).
@@ -158,18 +159,48 @@ impl LoraSet {
 }
 
 impl Adapters for LoraSet {
-    fn delta(&self, module: &str, x: &Tensor) -> Result<Option<Tensor>> {
-        let Some(l) = self.layers.get(module) else { return Ok(None) };
-        let dtype = x.dtype();
-        let x = self.dropout(module, &x.to_dtype(l.a.dtype())?)?;
-        let dims = x.dims().to_vec();
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, dims[dims.len() - 1]))?.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)?;
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
+    /// `base(x) + scale · B·A·dropout(x)` as one op of the graph, keeping only `x`, `A`, `B`,
+    /// the (u8) dropout mask, `A·dropout(x)` (r wide) and the output: the update's
+    /// intermediates (two input-sized and three output-sized tensors per layer through
+    /// candle's autograd) are not kept. Backward, with `u = dy·B`: `dB = scale·dyᵀ·(A·x̃)`,
+    /// `dA = scale·uᵀ·x̃`, `dx = dy·W + scale·(u·A)⊙mask/(1-p)`.
+    fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
+        let Some(l) = self.layers.get(module) else { return base.forward_frozen(x) };
+        let (dtype, in_dims) = (x.dtype(), x.dims().to_vec());
+        let width = in_dims[in_dims.len() - 1];
+        let rows = x.elem_count() / width;
+        let input = x.detach().reshape((rows, width))?;
+        let (a, b, scale) = (l.a.as_tensor().detach(), l.b.as_tensor().detach(), self.scale);
+        let keep = 1.0 / (1.0 - f64::from(self.config.dropout));
+        let mask = self.dropout_mask(module, &input)?;
+        let xa = dropped(&input, mask.as_ref(), keep, a.dtype())?.matmul(&a.t()?)?;
+        let update = (xa.matmul(&b.t()?)? * scale)?.to_dtype(dtype)?;
+        let y = (base.frozen_value(&input)? + update)?;
+        let mut out_dims = in_dims.clone();
+        if let Some(last) = out_dims.last_mut() {
             *last = y.dim(1)?;
         }
-        Ok(Some((y.reshape(out)? * self.scale)?.to_dtype(dtype)?))
+        let y = y.reshape(out_dims)?;
+        let base = base.clone();
+        crate::model::ops::attach3(x, l.a.as_tensor(), l.b.as_tensor(), y, move |_, dy| {
+            let dy = dy.reshape((rows, dy.elem_count() / rows))?;
+            let dy32 = dy.to_dtype(a.dtype())?;
+            let db = (dy32.t()?.matmul(&xa)? * scale)?;
+            let u = dy32.matmul(&b)?;
+            let da = (u.t()?.matmul(&dropped(&input, mask.as_ref(), keep, a.dtype())?)? * scale)?;
+            let dx_update = dropped(&(u.matmul(&a)? * scale)?, mask.as_ref(), keep, a.dtype())?;
+            let dx = (base.frozen_input_grad(&dy)? + dx_update.to_dtype(dtype)?)?.reshape(in_dims.as_slice())?;
+            Ok((dx, da, db))
+        })
+    }
+}
+
+/// `x` (as `dtype`) with dropout applied: zero where `mask` is 0, scaled by `keep` elsewhere.
+fn dropped(x: &Tensor, mask: Option<&Tensor>, keep: f64, dtype: DType) -> Result<Tensor> {
+    let x = x.to_dtype(dtype)?;
+    match mask {
+        Some(m) => x * (m.to_dtype(dtype)? * keep)?,
+        None => Ok(x),
     }
 }
 
@@ -189,7 +220,7 @@ fn splitmix(state: &mut u64) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
+    use candle_core::{Device, Tensor, Var};
     use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
     use super::*;
@@ -205,6 +236,41 @@ mod tests {
         let logits = logits.squeeze(0).and_then(|l| l.narrow(0, 0, t - 1)).expect("logits");
         let targets = Tensor::new(&ids[1..], logits.device()).expect("targets");
         candle_nn::loss::cross_entropy(&logits, &targets).expect("loss")
+    }
+
+    /// The fused LoRA product (dropout on) gives the value and the gradients (input, A, B)
+    /// of the plain composition `x Wᵀ + scale · (x ⊙ mask/(1-p)) Aᵀ Bᵀ` through autograd.
+    #[test]
+    fn the_fused_lora_product_matches_autograd_of_the_plain_one() {
+        let dev = Device::Cpu;
+        let shape = model::shape("smollm2").expect("shape");
+        let lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.3), &shape, 7, &dev).expect("lora");
+        let module = "model.layers.0.self_attn.q_proj";
+        let l = &lora.layers()[module];
+        // B starts at zero: give it values so every gradient path carries something
+        l.b.set(&Tensor::randn(0f32, 0.5, l.b.shape(), &dev).expect("b")).expect("set b");
+        let (a, b) = (l.a.as_tensor().clone(), l.b.as_tensor().clone());
+        let h = shape.hidden_size;
+        let base = Linear::Dense(Tensor::randn(0f32, 0.05, (h, h), &dev).expect("w"));
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h), &dev).expect("x")).expect("var");
+        let probe = Tensor::randn(0f32, 1., (2, 3, h), &dev).expect("probe");
+        lora.set_dropout_seed(11);
+        let fused = lora.linear(module, &base, x.as_tensor()).expect("fused");
+        let mask = lora.dropout_mask(module, &x.as_tensor().reshape((6, h)).expect("rows")).expect("mask").expect("dropout on");
+        let kept = mask.to_dtype(DType::F32).and_then(|m| m.reshape((2, 3, h))).and_then(|m| m * (1.0 / 0.7)).expect("kept");
+        let plain = (base.forward_frozen(x.as_tensor()).expect("base")
+            + x.as_tensor().mul(&kept).and_then(|d| d.broadcast_matmul(&a.t()?)).and_then(|d| d.broadcast_matmul(&b.t()?)).and_then(|d| d * lora.scale).expect("update"))
+        .expect("sum");
+        let diff = (&fused - &plain).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+        assert!(diff < 1e-4, "values differ by {diff}");
+        let g_fused = fused.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+        let g_plain = plain.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+        for (name, t) in [("x", x.as_tensor()), ("A", &a), ("B", &b)] {
+            let (f, p) = (g_fused.get(t).unwrap_or_else(|| panic!("no gradient for {name}")), g_plain.get(t).expect("autograd"));
+            let d = (f - p).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+            let size = p.abs().and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("size");
+            assert!(d < 1e-4 * size.max(1.0), "{name}: gradients differ by {d} (largest {size})");
+        }
     }
 
     /// On the real SmolLM2 (f32): gradients reach the B of every adapter, first block's q/k
