@@ -4,10 +4,11 @@
 //! every token: what ../shared/baselines/hf_qlora_baseline.py measures for transformers +
 //! peft + bitsandbytes.
 //!
-//! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP] [--tf32]`
-//! (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features cuda` it
-//! runs on the GPU; `--tf32` runs its f32 products in TF32 (`[model] tf32`). Prints one JSON
-//! line per batch shape (an error line when one fails, e.g. out of memory).
+//! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP] [--tf32]
+//! [--bf16]` (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features
+//! cuda` it runs on the GPU; `--tf32` runs its f32 products in TF32 (`[model] tf32`), `--bf16`
+//! its activations in bf16 (`[model] compute_dtype`). Prints one JSON line per batch shape (an
+//! error line when one fails, e.g. out of memory).
 
 use std::time::Instant;
 
@@ -32,17 +33,19 @@ fn main() {
     let rest: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
     let (steps, warmup) = (rest.first().copied().unwrap_or(20), rest.get(1).copied().unwrap_or(3));
     let tf32 = std::env::args().any(|a| a == "--tf32");
+    let compute = if std::env::args().any(|a| a == "--bf16") { DType::BF16 } else { DType::F32 };
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
     let device = device();
     let t0 = Instant::now();
     let mut llama = model::random(&shape, &device).expect("random model");
-    let nf4_bytes = llama.quantize_nf4(DType::F32).expect("nf4");
+    let nf4_bytes = llama.quantize_nf4(compute).expect("nf4");
+    llama.set_compute_dtype(compute);
     let build_s = t0.elapsed().as_secs_f64();
     for &(batch, seq) in if sizes.is_empty() { &[(8, 512)][..] } else { &sizes[..] } {
         let run = || -> candle_core::Result<serde_json::Value> {
             let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup)?;
             Ok(serde_json::json!({
-                "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": if tf32 { "qlora-nf4-tf32" } else { "qlora-nf4" },
+                "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": format!("qlora-nf4-{}{}", if compute == DType::BF16 { "bf16" } else { "f32" }, if tf32 { "-tf32" } else { "" }),
                 "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
                 "nf4_gib": nf4_bytes as f64 / f64::from(1u32 << 30), "build_s": build_s, "first_loss": first, "last_loss": last,
             }))

@@ -74,10 +74,12 @@ pub fn load_model(config: &Config) -> anyhow::Result<(PathBuf, LoadedModel)> {
     let path = config.model_path().with_context(|| format!("{}: model.path", config.path.display()))?;
     let device = device(config)?;
     let mut m = model::load(&path, &device).with_context(|| format!("loading {}", path.display()))?;
+    let compute = config.model.compute_dtype.dtype();
     if config.model.base == BaseFormat::Nf4 {
-        let bytes = m.llama.quantize_nf4(candle_core::DType::F32).context("quantizing the base to NF4")?;
+        let bytes = m.llama.quantize_nf4(compute).context("quantizing the base to NF4")?;
         eprintln!("base quantized to NF4 with double quantization: {:.1} MiB", bytes as f64 / (1 << 20) as f64);
     }
+    m.llama.set_compute_dtype(compute);
     Ok((path, m))
 }
 

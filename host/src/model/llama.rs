@@ -54,10 +54,11 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn forward(&self, x: &Tensor, pass: Pass<'_>) -> Result<Tensor> {
+        let weight = self.weight.to_dtype(x.dtype())?;
         if pass.training() {
-            super::ops::rms_norm(x, &self.weight, f64::from(self.eps))
+            super::ops::rms_norm(x, &weight, f64::from(self.eps))
         } else {
-            candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+            candle_nn::ops::rms_norm(x, &weight, self.eps)
         }
     }
 }
@@ -95,6 +96,8 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// The dtype activations flow in (f32 unless [`Llama::set_compute_dtype`] says otherwise).
+    compute: DType,
 }
 
 /// Keys and values of the positions seen so far, per block.
@@ -217,7 +220,7 @@ impl Llama {
         };
         let embed = w.dense("model.embed_tokens.weight")?;
         let (cos, sin) = rope_tables(&config, device).ctx(|| "RoPE tables".into())?;
-        Ok(Llama { norm: norm(w, "model.norm.weight")?, config, embed, blocks, lm_head, cos, sin, device: device.clone() })
+        Ok(Llama { norm: norm(w, "model.norm.weight")?, config, embed, blocks, lm_head, cos, sin, device: device.clone(), compute: DType::F32 })
     }
 
     /// Merges a LoRA adapter into the weights it targets; returns how many modules changed.
@@ -296,6 +299,12 @@ impl Llama {
         &self.device
     }
 
+    /// Activations in `dtype` from the embeddings on (bf16 on a GPU halves their memory and
+    /// runs the products on bf16 tensor cores); logits and losses stay f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
+    }
+
     /// Logits of every position of `ids` (batch, seq), continuing after what `cache` holds:
     /// shape (batch, seq, vocab), f32.
     pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
@@ -363,10 +372,11 @@ impl Llama {
     fn hidden(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.len();
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
+        let dt = self.compute;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
+        let cos = self.cos.narrow(0, pos, t)?.to_dtype(dt)?;
+        let sin = self.sin.narrow(0, pos, t)?.to_dtype(dt)?;
+        let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?.to_dtype(dt)?) } else { None };
         for (i, (block, kv)) in self.blocks.iter().zip(cache.kv.iter_mut()).enumerate() {
             let prefix = format!("model.layers.{i}");
             let h = block.attn.forward(&block.input_norm.forward(&x, pass)?, &cos, &sin, mask.as_ref(), kv, pass, &prefix)?;

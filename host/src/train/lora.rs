@@ -273,6 +273,35 @@ mod tests {
         }
     }
 
+    /// Training with bf16 activations (`[model] compute_dtype = "bf16"`) gives the f32 pass's
+    /// loss and adapter gradients to bf16 precision, and gradients reach every adapter.
+    #[test]
+    fn bf16_activations_train_like_f32() {
+        let dev = Device::Cpu;
+        let mut llama = model::random("smollm2", &dev).expect("model");
+        let ids = Tensor::new(&[[5u32, 900, 31, 7, 4000, 12, 99, 3]], &dev).expect("ids");
+        let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.0), llama.config(), 3, &dev).expect("lora");
+        for l in lora.layers.values_mut() {
+            l.b.set(&Tensor::randn(0f32, 0.02, l.b.shape(), &dev).expect("b")).expect("set b");
+        }
+        let run = |llama: &model::Llama| {
+            let logits = llama.forward_train(&ids, &lora).expect("forward");
+            let loss = loss(&logits, &[5, 900, 31, 7, 4000, 12, 99, 3]);
+            let grads = loss.backward().expect("backward");
+            let norms: Vec<f32> = lora.layers().values().map(|l| {
+                grads.get(l.b.as_tensor()).expect("gradient reaches B").sqr().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("norm").sqrt()
+            }).collect();
+            (loss.to_scalar::<f32>().expect("loss"), norms)
+        };
+        let (loss32, g32) = run(&llama);
+        llama.set_compute_dtype(DType::BF16);
+        let (loss16, g16) = run(&llama);
+        assert!((loss32 - loss16).abs() < 2e-2 * loss32.abs(), "loss f32 {loss32} vs bf16 {loss16}");
+        for (i, (a, b)) in g32.iter().zip(&g16).enumerate() {
+            assert!(*b > 0.0 && (a - b).abs() < 0.1 * a.abs().max(1e-6), "adapter {i}: gradient norm f32 {a} vs bf16 {b}");
+        }
+    }
+
     /// On the real SmolLM2 (f32): gradients reach the B of every adapter, first block's q/k
     /// included (through RoPE, softmax and RMSNorm); AdamW lowers the loss; the adapters,
     /// saved in PEFT's layout and merged back, give the training pass's logits.
