@@ -20,7 +20,29 @@ pub struct Nf4Weight {
 #[derive(Debug, Clone)]
 enum Store {
     Host(std::sync::Arc<Nf4>),
-    Device { packed: Tensor, absmax_q: Tensor, absmax2: Tensor, offset: f64, code: Tensor, code2: Tensor, blocks: usize },
+    /// `pairs` (256, 2): the two code values a packed byte holds (high nibble first), so one
+    /// gather turns the packed bytes into weights.
+    Device { packed: Tensor, absmax_q: Tensor, absmax2: Tensor, offset: f64, pairs: Tensor, code2: Tensor, blocks: usize },
+}
+
+impl Store {
+    /// The device store of `q`.
+    fn device(q: Nf4, device: &Device) -> Result<Self> {
+        let blocks = q.absmax_q.len();
+        let mut absmax_q = q.absmax_q;
+        absmax_q.resize(blocks.div_ceil(BLOCK2) * BLOCK2, 0);
+        let n2 = q.absmax2.len();
+        let pairs: Vec<f32> = (0..256).flat_map(|b| [NF4_CODE[b >> 4], NF4_CODE[b & 15]]).collect();
+        Ok(Store::Device {
+            packed: Tensor::from_vec(q.packed, blocks * BLOCK / 2, device)?,
+            absmax_q: Tensor::from_vec(absmax_q, (n2, BLOCK2), device)?,
+            absmax2: Tensor::from_vec(q.absmax2, (n2, 1), device)?,
+            offset: f64::from(q.offset),
+            pairs: Tensor::from_vec(pairs, (256, 2), device)?,
+            code2: Tensor::new(&dynamic_map(), device)?,
+            blocks,
+        })
+    }
 }
 
 impl Nf4Weight {
@@ -35,19 +57,7 @@ impl Nf4Weight {
         let store = if device.is_cpu() {
             Store::Host(std::sync::Arc::new(q))
         } else {
-            let blocks = q.absmax_q.len();
-            let mut absmax_q = q.absmax_q.clone();
-            absmax_q.resize(blocks.div_ceil(BLOCK2) * BLOCK2, 0);
-            let n2 = q.absmax2.len();
-            Store::Device {
-                packed: Tensor::from_vec(q.packed, rows * cols / 2, &device)?,
-                absmax_q: Tensor::from_vec(absmax_q, (n2, BLOCK2), &device)?,
-                absmax2: Tensor::from_vec(q.absmax2, (n2, 1), &device)?,
-                offset: f64::from(q.offset),
-                code: Tensor::new(&NF4_CODE, &device)?,
-                code2: Tensor::new(&dynamic_map(), &device)?,
-                blocks,
-            }
+            Store::device(q, &device)?
         };
         Ok(Self { rows, cols, dtype, store })
     }
@@ -56,13 +66,12 @@ impl Nf4Weight {
     pub fn dequantize(&self) -> Result<Tensor> {
         match &self.store {
             Store::Host(q) => Tensor::from_vec(q.dequantize(), (self.rows, self.cols), &Device::Cpu)?.to_dtype(self.dtype),
-            Store::Device { packed, absmax_q, absmax2, offset, code, code2, blocks } => {
-                let p = packed.to_dtype(DType::U32)?;
-                let sixteen = Tensor::new(16u32, p.device())?;
-                let hi = p.broadcast_div(&sixteen)?;
-                let lo = (&p - hi.broadcast_mul(&sixteen)?)?;
-                let idx = Tensor::stack(&[&hi, &lo], 1)?.flatten_all()?;
-                let values = code.index_select(&idx, 0)?.reshape((self.rows * self.cols / BLOCK, BLOCK))?;
+            Store::Device { packed, absmax_q, absmax2, offset, pairs, code2, blocks } => {
+                // one gather and one multiply: unpacking the nibbles by integer arithmetic was
+                // half of a 7B training step's GPU time (BENCHMARKS.md). The ids are widened to
+                // u32: candle 0.11's CPU gather with u8 ids gave wrong rows past the first few
+                // thousand (this module's test caught it).
+                let values = pairs.index_select(&packed.to_dtype(DType::U32)?, 0)?.reshape((self.rows * self.cols / BLOCK, BLOCK))?;
                 let scales = code2
                     .index_select(&absmax_q.flatten_all()?.to_dtype(DType::U32)?, 0)?
                     .reshape(absmax_q.dims())?
@@ -99,25 +108,7 @@ mod tests {
         let w = Tensor::randn(0f32, 0.05, (96, 320), &Device::Cpu).expect("w");
         let host = Nf4Weight::quantize(&w, DType::F32).expect("quantize");
         let q = Nf4::quantize(&w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec"));
-        let blocks = q.absmax_q.len();
-        let mut absmax_q = q.absmax_q.clone();
-        absmax_q.resize(blocks.div_ceil(BLOCK2) * BLOCK2, 0);
-        let n2 = q.absmax2.len();
-        let dev = Device::Cpu;
-        let ops = Nf4Weight {
-            rows: 96,
-            cols: 320,
-            dtype: DType::F32,
-            store: Store::Device {
-                packed: Tensor::from_vec(q.packed.clone(), 96 * 160, &dev).expect("t"),
-                absmax_q: Tensor::from_vec(absmax_q, (n2, BLOCK2), &dev).expect("t"),
-                absmax2: Tensor::from_vec(q.absmax2.clone(), (n2, 1), &dev).expect("t"),
-                offset: f64::from(q.offset),
-                code: Tensor::new(&NF4_CODE, &dev).expect("t"),
-                code2: Tensor::new(&dynamic_map(), &dev).expect("t"),
-                blocks,
-            },
-        };
+        let ops = Nf4Weight { rows: 96, cols: 320, dtype: DType::F32, store: Store::device(q.clone(), &Device::Cpu).expect("store") };
         let a = host.dequantize().and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("host");
         let b = ops.dequantize().and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("ops");
         assert_eq!(a, q.dequantize());
