@@ -115,7 +115,7 @@ impl LoraSet {
             Tensor::from_vec(values, x.shape(), x.device())?
         } else {
             // the device generator is seeded once per optimizer step by the trainer
-            x.to_dtype(DType::F32)?.rand_like(0.0, 1.0)?.ge(f64::from(p))?
+            Tensor::rand(0f32, 1f32, x.shape(), x.device())?.ge(f64::from(p))?
         };
         Ok(Some(mask))
     }

@@ -148,7 +148,6 @@ pub fn normalize_lowercase<'a>(lower: &'a str, buf: &'a mut String) -> &'a str {
 /// WebAssembly every loop back-edge pays an epoch check, and the byte loop of the standard
 /// library is not vectorized there.
 pub fn ascii_lowercase(text: &str) -> String {
-    const LANES: u64 = 0x0101_0101_0101_0101;
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut chunks = bytes.chunks_exact(8);
@@ -156,13 +155,11 @@ pub fn ascii_lowercase(text: &str) -> String {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        // per byte (all < 0x80): 0x80 where 'A' <= b <= 'Z', without carries between bytes
-        let upper = (x + (0x80 - u64::from(b'A')) * LANES) & !(x + (0x7f - u64::from(b'Z')) * LANES) & (0x80 * LANES);
-        // non-ASCII bytes would carry: leave such a chunk to the byte loop
-        if x & (0x80 * LANES) != 0 {
+        // non-ASCII bytes would carry in `in_range`: leave such a chunk to the byte loop
+        if x & HIGH != 0 {
             out.extend(chunk.iter().map(u8::to_ascii_lowercase));
         } else {
-            out.extend_from_slice(&(x | (upper >> 2)).to_le_bytes());
+            out.extend_from_slice(&(x | (in_range(x, b'A', b'Z') >> 2)).to_le_bytes());
         }
     }
     out.extend(chunks.remainder().iter().map(u8::to_ascii_lowercase));
