@@ -1,12 +1,12 @@
 """In-process ONNX Runtime latency and fidelity of quantized variants of a `medtune export`:
-p50 over the first N test prompts (cut to 512 tokens, 2 threads) and the largest change of a
-yes/no/maybe probability against the first model given.
+p50 over the first N test prompts (cut to 512 tokens, 2 threads), the largest and mean change of
+a yes/no/maybe probability and the answers kept, against the first model given, and the accuracy.
 
     python3 onnx_variants.py N F32_ONNX [MORE_ONNX...]
 
 Besides the models given it builds and times, from F32_ONNX: ONNX Runtime's quantize_dynamic
 (per channel), the same with down_proj left in f32, and weight-only MatMulNBits at 8 and 4
-bits (block 32, int8 compute). Needs onnxruntime, onnx, onnx_ir, tokenizers, numpy."""
+bits (block 32, int8 compute); VARIANTS=0 times only the models given. Needs onnxruntime, onnx, onnx_ir, tokenizers, numpy."""
 import json, os, sys, tempfile, time
 import numpy as np, onnx, onnxruntime as ort
 from tokenizers import Tokenizer
@@ -44,8 +44,8 @@ def variants(out):
 prompts = [prompt(r) for r in records]
 with tempfile.TemporaryDirectory() as out:
     ref = None
-    for name, path in [("given", base)] + [("given", p) for p in more] + variants(out):
-        o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.inter_op_num_threads = 1
+    for name, path in [("given", base)] + [("given", p) for p in more] + (variants(out) if os.environ.get("VARIANTS", "1") != "0" else []):
+        o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.inter_op_num_threads = 1; o.add_session_config_entry("session.set_denormal_as_zero", "1")
         s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
         layers = sum(1 for i in s.get_inputs() if i.name.endswith(".key"))
         def run(ids):
@@ -63,4 +63,6 @@ with tempfile.TemporaryDirectory() as out:
         ps = np.array(ps)
         ref = ps if ref is None else ref
         print(json.dumps({"model": name if name != "given" else path, "p50_ms": round(float(np.median(lat)) * 1e3, 1),
-                          "median_prompt_tokens": int(np.median([len(p) for p in prompts])), "max_probability_change": round(float(np.abs(ps - ref).max()), 4)}))
+                          "median_prompt_tokens": int(np.median([len(p) for p in prompts])), "max_probability_change": round(float(np.abs(ps - ref).max()), 4),
+                          "mean_probability_change": round(float(np.abs(ps - ref).mean()), 4), "same_answers": f"{int((ps.argmax(1) == ref.argmax(1)).sum())}/{len(ps)}",
+                          "accuracy": round(float(np.mean([["yes", "no", "maybe"][a] == r["answer"].strip().lower() for a, r in zip(ps.argmax(1), records)])), 3)}))

@@ -27,7 +27,8 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with = "adapter")]
     pub base: bool,
     /// The linear layers: `f32`, `f16` (stored f16, computed f32: half the file) or `int8`
-    /// (dynamic quantization: int8 weights, faster on CPUs, approximate).
+    /// (dynamic quantization, smoothed on training prompts: int8 weights, faster on CPUs,
+    /// approximate).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8"])]
     pub precision: String,
 }
@@ -48,7 +49,8 @@ pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
         "int8" => Precision::Int8,
         _ => Precision::F32,
     };
-    let e = crate::export::export(&m.llama, &out.join("model.onnx"), precision).with_context(|| format!("exporting to {}", out.display()))?;
+    let calibration = if precision == Precision::Int8 { calibration_prompts(&config, &m.tokenizer)? } else { Vec::new() };
+    let e = crate::export::export(&m.llama, &out.join("model.onnx"), precision, &calibration).with_context(|| format!("exporting to {}", out.display()))?;
     crate::model::write_config(m.llama.config(), &out.join("config.json"))?;
     m.tokenizer.save(&out.join("tokenizer.json"))?;
     println!(
@@ -77,4 +79,20 @@ pub fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(warnings.is_empty(), "ONNX Runtime warned while loading the graph:\n{}", warnings.join("\n"));
     anyhow::ensure!(diff <= tolerance, "ONNX Runtime and candle disagree by {diff:.2e} (tolerance {tolerance:.0e})");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many training prompts calibrate the int8 export's smoothing scales.
+const CALIBRATION_PROMPTS: usize = 32;
+
+/// The first training prompts, as the trainer builds them: what the int8 export calibrates on.
+fn calibration_prompts(config: &Config, tokenizer: &crate::model::Tokenizer) -> anyhow::Result<Vec<Vec<u32>>> {
+    let path = config.work_dir().join("data/processed/train.jsonl");
+    let (records, _) = crate::data::read_jsonl(&path).with_context(|| {
+        format!("{}: the int8 export calibrates on the training prompts; run the data stage first (`medtune data --config {}`)", path.display(), config.path.display())
+    })?;
+    let opts = crate::train::examples::PromptOptions::of(config.train.as_ref());
+    let prompts: Vec<Vec<u32>> =
+        records.iter().filter_map(|r| crate::train::examples::example(r, tokenizer, opts).ok()).map(|e| e.prompt).take(CALIBRATION_PROMPTS).collect();
+    anyhow::ensure!(!prompts.is_empty(), "{}: no record makes a prompt to calibrate the int8 export on", path.display());
+    Ok(prompts)
 }

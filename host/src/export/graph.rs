@@ -10,6 +10,9 @@ pub const FLOAT: i64 = 1;
 pub const INT64: i64 = 7;
 const FLOAT16: i64 = 10;
 const INT8: i64 = 3;
+const UINT8: i64 = 2;
+/// ONNX Runtime's contrib operators.
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// A dimension: fixed or named (dynamic).
 pub enum Dim<'a> {
@@ -26,6 +29,8 @@ pub struct Graph {
     inputs: Vec<Msg>,
     outputs: Vec<Msg>,
     count: usize,
+    /// Operator domains used besides the default one.
+    domains: Vec<String>,
     /// Store float weights as f16 (cast to f32 when loaded).
     pub f16: bool,
 }
@@ -37,7 +42,8 @@ pub enum Precision {
     F32,
     /// f16 storage, f32 compute.
     F16,
-    /// int8 weights (per output column), uint8 activations (per call): dynamic quantization.
+    /// int8 weights (per output column), activations quantized to 8 bits per row (token) at
+    /// run time: dynamic quantization.
     Int8,
 }
 
@@ -68,7 +74,7 @@ fn tensor(name: &str, dims: &[usize], elem: i64, raw: &[u8]) -> Msg {
 impl Graph {
     /// An empty graph.
     pub fn new(f16: bool) -> Self {
-        Self { nodes: Vec::new(), inits: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), count: 0, f16 }
+        Self { nodes: Vec::new(), inits: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), count: 0, domains: Vec::new(), f16 }
     }
 
     fn fresh(&mut self, hint: &str) -> String {
@@ -90,7 +96,7 @@ impl Graph {
     }
 
     /// A node with several fresh outputs; returns their names.
-    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
+    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<Msg>) -> Vec<String> {
         let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
         let mut m = Msg::default();
         for i in inputs {
@@ -100,14 +106,22 @@ impl Graph {
             m = m.str(2, o);
         }
         m = m.str(3, &format!("{op}_{}", self.nodes.len())).str(4, op);
+        for a in &attrs {
+            m = m.msg(5, a);
+        }
         self.nodes.push(m);
         outs
     }
 
-    /// `x · W` for a weight `W` (in, out) quantized to int8 per output column, the activations
-    /// quantized to uint8 per call (`DynamicQuantizeLinear` + `MatMulInteger`, which ONNX
-    /// Runtime fuses into one int8 product).
-    pub fn matmul_int8(&mut self, x: &str, name: &str, rows: usize, cols: usize, w: &[f32]) -> String {
+    /// `x · W` for a weight `W` (in, out) quantized to int8 per output column and `x`
+    /// quantized at run time to 8 bits, with one scale per row (token) when `per_row`, else one
+    /// for the whole tensor.
+    ///
+    /// Per tensor is `DynamicQuantizeLinear` + `MatMulInteger`, which ONNX Runtime fuses into
+    /// one int8 product. Per row is `Abs`, `ReduceMax`, `Div`, `Round`, `Cast` to codes around
+    /// 128, then ONNX Runtime's `MatMulIntegerToFloat` and the row scales: about three times
+    /// the cost, for inputs whose rows differ by orders of magnitude.
+    pub fn matmul_int8(&mut self, x: &str, name: &str, rows: usize, cols: usize, w: &[f32], per_row: bool) -> String {
         let mut scales = vec![0f32; cols];
         for r in 0..rows {
             for c in 0..cols {
@@ -125,11 +139,38 @@ impl Graph {
         let ws = format!("{name}.scale");
         let raw: Vec<u8> = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.inits.push(tensor(&ws, &[cols], FLOAT, &raw));
-        let parts = self.node_n("DynamicQuantizeLinear", &[x], 3);
-        let y = self.node("MatMulInteger", &[&parts[0], &wq, &parts[2]], vec![]);
-        let yf = self.cast(&y, FLOAT);
-        let scale = self.node("Mul", &[&parts[1], &ws], vec![]);
-        self.node("Mul", &[&yf, &scale], vec![])
+        if !per_row {
+            let parts = self.node_n("DynamicQuantizeLinear", &[x], 3, vec![]);
+            let y = self.node("MatMulInteger", &[&parts[0], &wq, &parts[2]], vec![]);
+            let yf = self.cast(&y, FLOAT);
+            let scale = self.node("Mul", &[&parts[1], &ws], vec![]);
+            return self.node("Mul", &[&yf, &scale], vec![]);
+        }
+        let a = self.node("Abs", &[x], vec![]);
+        let m = self.node("ReduceMax", &[&a], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+        let (tiny, step, mid, one) = (self.scalar(1e-30), self.scalar(1.0 / 127.0), self.scalar(128.0), self.scalar(1.0));
+        let m = self.node("Max", &[&m, &tiny], vec![]);
+        let row_scale = self.node("Mul", &[&m, &step], vec![]);
+        let r = self.node("Div", &[x, &row_scale], vec![]);
+        let r = self.node("Round", &[&r], vec![]);
+        let r = self.node("Add", &[&r, &mid], vec![]);
+        let codes = self.cast(&r, UINT8);
+        let zero = self.fresh("zero_point");
+        self.inits.push(tensor(&zero, &[], UINT8, &[128]));
+        let y = self.fresh("matmulintegertofloat");
+        self.node_in(MS_DOMAIN, "MatMulIntegerToFloat", &[&codes, &wq, &one, &ws, &zero], &y);
+        self.node("Mul", &[&y, &row_scale], vec![])
+    }
+
+    /// A node of another operator domain (ONNX Runtime's `com.microsoft`) with one output.
+    fn node_in(&mut self, domain: &str, op: &str, inputs: &[&str], out: &str) {
+        self.node_to(op, inputs, out, vec![]);
+        if let Some(n) = self.nodes.pop() {
+            self.nodes.push(n.str(7, domain));
+        }
+        if !self.domains.iter().any(|d| d == domain) {
+            self.domains.push(domain.to_owned());
+        }
     }
 
     /// A node with one fresh output; returns its name.
@@ -195,7 +236,11 @@ impl Graph {
             g = g.msg(12, o);
         }
         let opset = Msg::default().str(1, "").int(2, 17);
-        Msg::default().int(1, 8).str(2, "medtune").str(3, env!("CARGO_PKG_VERSION")).str(6, doc).msg(7, &g).msg(8, &opset).0
+        let mut m = Msg::default().int(1, 8).str(2, "medtune").str(3, env!("CARGO_PKG_VERSION")).str(6, doc).msg(7, &g).msg(8, &opset);
+        for d in &self.domains {
+            m = m.msg(8, &Msg::default().str(1, d).int(2, 1));
+        }
+        m.0
     }
 
     // ops with attributes

@@ -7,7 +7,9 @@
 mod graph;
 mod proto;
 mod runtime;
+mod smooth;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
@@ -50,12 +52,21 @@ fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Writes `model` as ONNX (opset 17) to `path`, its linear layers in `precision`.
-pub fn export(model: &Llama, path: &Path, precision: Precision) -> Result<Exported, ExportError> {
+/// Writes `model` as ONNX (opset 17) to `path`, its linear layers in `precision`. For int8,
+/// `calibration` prompts (token ids) give the SmoothQuant scales (none: plain int8).
+pub fn export(model: &Llama, path: &Path, precision: Precision, calibration: &[Vec<u32>]) -> Result<Exported, ExportError> {
+    let tensors = if precision == Precision::Int8 && !calibration.is_empty() {
+        smooth::smoothed(model, calibration, smooth::ALPHA)?
+    } else {
+        model.tensors()?.into_iter().collect()
+    };
+    write(model.config(), &tensors, path, precision)
+}
+
+/// Writes the network of `c` with the weights `tensors` (by Hugging Face name) to `path`.
+fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Path, precision: Precision) -> Result<Exported, ExportError> {
     let f16 = precision == Precision::F16;
-    let c = model.config().clone();
     let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-    let tensors: std::collections::HashMap<String, Tensor> = model.tensors()?.into_iter().collect();
     let get = |n: &str| tensors.get(n).ok_or_else(|| candle_core::Error::Msg(format!("missing weight {n}")));
     let mut g = Graph::new(f16);
     g.input("input_ids", INT64, &[Dim::Named("batch"), Dim::Named("sequence")]);
@@ -107,13 +118,16 @@ pub fn export(model: &Llama, path: &Path, precision: Precision) -> Result<Export
     let scale = g.scalar(1.0 / (hd as f32).sqrt());
     let repeats = g.ints(&[5], &[1, 1, (nh / nkv) as i64, 1, 1]);
 
-    // x · Wᵀ for the linear layer `name`
+    // x · Wᵀ for the linear layer `name`; in int8, the inputs of o_proj and down_proj are
+    // quantized per row (token), the others (after an RMSNorm, every row has the same norm)
+    // per tensor. ONNX Runtime quantizes an input shared by several layers once.
     let linear = |g: &mut Graph, x: &str, name: &str| -> Result<String, ExportError> {
         let w = get(&format!("{name}.weight"))?;
         let (o, i) = w.dims2()?;
         let wt = values(&w.t()?.contiguous()?)?;
         if precision == Precision::Int8 {
-            return Ok(g.matmul_int8(x, &format!("{name}.weight_t"), i, o, &wt));
+            let per_row = name.ends_with("o_proj") || name.ends_with("down_proj");
+            return Ok(g.matmul_int8(x, &format!("{name}.weight_t"), i, o, &wt, per_row));
         }
         let w = g.weight(&format!("{name}.weight_t"), &[i, o], &wt);
         Ok(g.node("MatMul", &[x, &w], vec![]))
@@ -132,14 +146,14 @@ pub fn export(model: &Llama, path: &Path, precision: Precision) -> Result<Export
         let pre = format!("model.layers.{i}");
         let w_in = g.weight(&format!("{pre}.input_layernorm.weight"), &[h], &values(get(&format!("{pre}.input_layernorm.weight"))?)?);
         let y = g.rms_norm(&x, &w_in, eps);
-        let heads = |g: &mut Graph, y: &str, name: &str, n: usize| -> Result<String, ExportError> {
-            let z = linear(g, y, &format!("{pre}.self_attn.{name}"))?;
+        let heads = |g: &mut Graph, name: &str, n: usize| -> Result<String, ExportError> {
+            let z = linear(g, &y, &format!("{pre}.self_attn.{name}"))?;
             let z = g.reshape(&z, &[0, 0, n as i64, hd as i64]);
             Ok(g.transpose(&z, &[0, 2, 1, 3]))
         };
-        let q = heads(&mut g, &y, "q_proj", nh)?;
-        let k = heads(&mut g, &y, "k_proj", nkv)?;
-        let v = heads(&mut g, &y, "v_proj", nkv)?;
+        let q = heads(&mut g, "q_proj", nh)?;
+        let k = heads(&mut g, "k_proj", nkv)?;
+        let v = heads(&mut g, "v_proj", nkv)?;
         let q = rope(&mut g, &q);
         let k = rope(&mut g, &k);
         let (pk, pv) = (format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value"));
@@ -222,7 +236,7 @@ mod tests {
         let m = model::load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
         let dir = tempfile::tempdir().expect("tmp");
         let onnx = dir.path().join("model.onnx");
-        let out = export(&m.llama, &onnx, Precision::F32).expect("export");
+        let out = export(&m.llama, &onnx, Precision::F32, &[]).expect("export");
         assert!(out.bytes > 500_000_000, "{} bytes", out.bytes);
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
         let ort = OrtModel::load(&lib, &onnx, m.llama.config(), 2).expect("ORT session");
@@ -251,5 +265,65 @@ mod tests {
             step_ids = vec![next];
         }
         assert_eq!(oc.len(), ids.len() - 1);
+    }
+
+    /// Softmax over ` yes`/` no`/` maybe` of logits.
+    fn label_probs(logits: &[f32], labels: &[u32; 3]) -> [f32; 3] {
+        let l = labels.map(|t| logits[t as usize]);
+        let m = l.iter().copied().fold(f32::MIN, f32::max);
+        let e = l.map(|v| (v - m).exp());
+        let sum: f32 = e.iter().sum();
+        e.map(|v| v / sum)
+    }
+
+    /// The int8 export: its smoothing is exact (the smoothed weights exported in f32 give
+    /// candle's logits), and int8 ONNX Runtime gives candle's yes/no/maybe probabilities within
+    /// 0.15, with o_proj and down_proj quantized per token.
+    #[test]
+    fn smoothed_int8_export_keeps_the_function_and_the_answers() {
+        let root = repo();
+        let path = model::fetch_smollm2(&root.join("target/models"), &root.join("target/wheels")).expect("SmolLM2");
+        let m = model::load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+        let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
+        let labels = crate::train::examples::label_tokens(&m.tokenizer).expect("labels");
+        let prompts = [
+            "Context: Statins lower LDL cholesterol and reduce cardiovascular events in adults.\nQuestion: Do statins reduce cardiovascular events?\nAnswer yes, no or maybe.\nAnswer:",
+            "Context: The trial of vitamin C in sepsis was stopped early without a difference in mortality.\nQuestion: Does vitamin C reduce sepsis mortality?\nAnswer yes, no or maybe.\nAnswer:",
+            "Context: Mice given the compound showed less fibrosis, but no human data exist.\nQuestion: Does the compound prevent fibrosis in patients?\nAnswer yes, no or maybe.\nAnswer:",
+        ];
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| m.tokenizer.encode(p).expect("ids")).collect();
+        let candle: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|i| {
+                let input = Tensor::new(i.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+                m.llama.forward(&input, &mut Cache::new(&m.llama)).and_then(|l| l.squeeze(0)).and_then(|l| l.get(i.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("candle")
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tmp");
+        let smoothed = smooth::smoothed(&m.llama, &ids[..2], smooth::ALPHA).expect("smoothing");
+        let plain: HashMap<String, Tensor> = m.llama.tensors().expect("tensors").into_iter().collect();
+        let changed = plain.iter().filter(|(n, t)| t.sub(&smoothed[n.as_str()]).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).expect("diff") > 0.0).count();
+        assert_eq!(changed, 30 * 9, "every layer's two norms and seven projections are rescaled");
+        let f32_path = dir.path().join("smoothed.onnx");
+        write(m.llama.config(), &smoothed, &f32_path, Precision::F32).expect("export");
+        let ort = OrtModel::load(&lib, &f32_path, m.llama.config(), 2).expect("ORT session");
+        for (i, want) in ids.iter().zip(&candle) {
+            let got = ort.forward(i, &mut runtime::OrtCache::default()).expect("ort");
+            let d = max_diff(want, &got);
+            assert!(d < 2e-3, "the smoothed f32 graph's logits differ by {d}");
+        }
+        let int8_path = dir.path().join("int8.onnx");
+        export(&m.llama, &int8_path, Precision::Int8, &ids[..2]).expect("int8 export");
+        let ort = OrtModel::load(&lib, &int8_path, m.llama.config(), 2).expect("ORT session");
+        assert_eq!(ort_warnings(), Vec::<String>::new(), "ONNX Runtime warned about the int8 graph");
+        for (i, want) in ids.iter().zip(&candle) {
+            let got = ort.forward(i, &mut runtime::OrtCache::default()).expect("ort");
+            let (a, b) = (label_probs(want, &labels), label_probs(&got, &labels));
+            let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(d < 0.15, "int8 yes/no/maybe {b:?} against candle's {a:?}");
+        }
+        let bytes = std::fs::read(&int8_path).expect("read");
+        let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| w == &needle).count();
+        assert_eq!(count(b"MatMulIntegerToFloat"), 2 * 2 * 30, "o_proj and down_proj of 30 layers per token (op type and node name)");
     }
 }

@@ -110,6 +110,10 @@ impl OrtModel {
             .map_err(ort_err)?
             .with_intra_threads(threads.max(1))
             .map_err(ort_err)?
+            // masked attention scores underflow into subnormals in the softmax, which made it
+            // 6x slower (a quarter of a 300-token prompt's time); flushed, they cost nothing
+            .with_flush_to_zero()
+            .map_err(ort_err)?
             .commit_from_file(onnx)
             .map_err(ort_err)?;
         Ok(Self { session: Mutex::new(session), layers: config.num_hidden_layers, kv_heads: config.num_key_value_heads, head_dim: config.head_dim(), vocab: config.vocab_size })
