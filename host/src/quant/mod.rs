@@ -1,5 +1,7 @@
 //! Weight quantization for QLoRA: NF4 with double quantization, as bitsandbytes does it.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod dynamic;
 mod nf4;
 mod weight;

@@ -1,7 +1,7 @@
 //! A frozen weight matrix stored in NF4 with double quantization on its device, dequantized
 //! on demand (for one matrix product at a time, so only one layer is ever dense). On the CPU
 //! the codes stay in host memory and dequantize in a loop; on a GPU they live in device memory
-//! and dequantize with tensor ops.
+//! and dequantize in one kernel (`cuda.rs`), or with tensor ops where there is none.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -67,6 +67,11 @@ impl Nf4Weight {
         match &self.store {
             Store::Host(q) => Tensor::from_vec(q.dequantize(), (self.rows, self.cols), &Device::Cpu)?.to_dtype(self.dtype),
             Store::Device { packed, absmax_q, absmax2, offset, pairs, code2, blocks } => {
+                #[cfg(feature = "cuda")]
+                if packed.device().is_cuda() && matches!(self.dtype, DType::BF16 | DType::F32) {
+                    let op = super::cuda::Dequantize { absmax_q, absmax2, code2, offset: *offset as f32, shape: (self.rows, self.cols), dtype: self.dtype };
+                    return packed.apply_op1_no_bwd(&op);
+                }
                 // one gather and one multiply: unpacking the nibbles by integer arithmetic was
                 // half of a 7B training step's GPU time (BENCHMARKS.md). The ids are widened to
                 // u32: candle 0.11's CPU gather with u8 ids gave wrong rows past the first few
@@ -114,5 +119,25 @@ mod tests {
         assert_eq!(a, q.dequantize());
         let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-6, "paths differ by {diff}");
+    }
+
+    /// On a GPU, the NF4 kernel gives the host's weights: f32 to the bit pattern's rounding,
+    /// bf16 as the host's weights rounded to bf16.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn the_cuda_kernel_gives_the_host_weights() {
+        let gpu = Device::new_cuda(0).expect("CUDA device 0");
+        // 80 x 4096 weights: 5,120 blocks, so the second-level scales (per 256 blocks) vary
+        let w = Tensor::randn(0f32, 0.05, (80, 4096), &Device::Cpu).expect("w");
+        let host = Nf4::quantize(&w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec")).dequantize();
+        for dtype in [DType::F32, DType::BF16] {
+            let q = Nf4Weight::quantize(&w.to_device(&gpu).expect("to gpu"), dtype).expect("quantize");
+            let got = q.dequantize().expect("kernel");
+            assert_eq!(got.dtype(), dtype);
+            let got = got.to_dtype(DType::F32).and_then(|t| t.to_device(&Device::Cpu)).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("back");
+            let want: Vec<f32> = if dtype == DType::BF16 { host.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect() } else { host.clone() };
+            let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff <= 1e-6, "{dtype:?}: kernel and host differ by {diff}");
+        }
     }
 }
