@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use medtune::model;
 use medtune::train::{AdamW, LoraConfig, LoraSet};
 
@@ -79,12 +79,12 @@ fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, step
             })
             .collect();
         let x = Tensor::from_vec(ids, (batch, seq), device)?;
-        let logits = llama.forward_train(&x, &lora)?;
-        // next-token loss on every position, as transformers computes it with labels = input
-        let pred = logits.narrow(1, 0, seq - 1).and_then(|l| l.reshape((batch * (seq - 1), vocab as usize)))?;
+        let h = llama.hidden_train(&x, &lora)?;
+        // next-token loss on every position, as transformers computes it with labels = input,
+        // through the output layer in chunks (the whole logits are never made)
+        let h = h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?;
         let target = x.narrow(1, 1, seq - 1).and_then(|t| t.flatten_all())?;
-        let logp = candle_nn::ops::log_softmax(&pred, D::Minus1)?;
-        let loss = logp.gather(&target.unsqueeze(1)?, 1).and_then(|l| l.mean_all()).and_then(|l| l.neg())?;
+        let loss = llama.next_token_loss(&h, &target)?;
         let grads = loss.backward()?;
         let g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
         opt.update(&g, 2e-4)?;

@@ -336,6 +336,13 @@ impl Llama {
         picked.detach().matmul(&w.t()?)?.to_dtype(DType::F32)
     }
 
+    /// The mean next-token cross-entropy of final hidden states `h` (n, hidden) against
+    /// `targets` (n), through the frozen output layer in chunks of 4,096 rows
+    /// ([`super::ops::cross_entropy`]): the loss of every position without whole logits.
+    pub fn next_token_loss(&self, h: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        super::ops::cross_entropy(h, &self.lm_head.weight()?, targets, 4096)
+    }
+
     /// Logits of hidden states (any leading shape), f32, through the frozen output layer.
     pub fn project(&self, h: &Tensor) -> Result<Tensor> {
         self.lm_head.forward_frozen(h)?.to_dtype(DType::F32)
