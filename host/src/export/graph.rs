@@ -42,8 +42,8 @@ pub enum Precision {
     F32,
     /// f16 storage, f32 compute.
     F16,
-    /// int8 weights (per output column), activations quantized to 8 bits per row (token) at
-    /// run time: dynamic quantization.
+    /// int8 weights (per output column) after SmoothQuant scaling, activations quantized to 8
+    /// bits at run time (per token for o_proj and down_proj, per tensor elsewhere).
     Int8,
 }
 
@@ -96,7 +96,7 @@ impl Graph {
     }
 
     /// A node with several fresh outputs; returns their names.
-    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<Msg>) -> Vec<String> {
+    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
         let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
         let mut m = Msg::default();
         for i in inputs {
@@ -106,9 +106,6 @@ impl Graph {
             m = m.str(2, o);
         }
         m = m.str(3, &format!("{op}_{}", self.nodes.len())).str(4, op);
-        for a in &attrs {
-            m = m.msg(5, a);
-        }
         self.nodes.push(m);
         outs
     }
@@ -140,7 +137,7 @@ impl Graph {
         let raw: Vec<u8> = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.inits.push(tensor(&ws, &[cols], FLOAT, &raw));
         if !per_row {
-            let parts = self.node_n("DynamicQuantizeLinear", &[x], 3, vec![]);
+            let parts = self.node_n("DynamicQuantizeLinear", &[x], 3);
             let y = self.node("MatMulInteger", &[&parts[0], &wq, &parts[2]], vec![]);
             let yf = self.cast(&y, FLOAT);
             let scale = self.node("Mul", &[&parts[1], &ws], vec![]);
