@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use crate::model::{Adapters, Linear, Llama};
 
 /// The smoothing strength: 0.65 changed the yes/no/maybe probabilities of 100 test prompts
-/// least (of 0.5, 0.65, 0.8) in a simulation of the int8 export (ARCHITECTURE.md).
+/// least (of 0.5, 0.65, 0.8) in a simulation of the int8 export (BENCHMARKS.md).
 pub const ALPHA: f32 = 0.65;
 
 /// Per module (`model.layers.3.mlp.down_proj`), the largest |activation| of each input channel.
@@ -81,7 +81,7 @@ pub fn smoothed(model: &Llama, prompts: &[Vec<u32>], alpha: f32) -> Result<HashM
     let c = model.config();
     let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
     let get = |t: &HashMap<String, Tensor>, n: &str| t.get(n).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing weight {n}")));
-    let vec = |s: &[f32]| Tensor::new(s, &Device::Cpu);
+    let tensor = |s: &[f32]| Tensor::new(s, &Device::Cpu);
     let recorded = |m: &str| act.get(m).ok_or_else(|| candle_core::Error::Msg(format!("calibration never reached {m}")));
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
@@ -93,7 +93,7 @@ pub fn smoothed(model: &Llama, prompts: &[Vec<u32>], alpha: f32) -> Result<HashM
             let names: Vec<String> = mods.iter().map(|m| format!("{p}.{m}.weight")).collect();
             let ws = names.iter().map(|n| get(&t, n)).collect::<Result<Vec<_>>>()?;
             let s = scales(recorded(&format!("{p}.{}", mods[0]))?, &column_max(&ws.iter().collect::<Vec<_>>())?, alpha);
-            let s = vec(&s)?;
+            let s = tensor(&s)?;
             let g = format!("{p}.{norm}.weight");
             t.insert(g.clone(), get(&t, &g)?.div(&s)?);
             for (n, w) in names.into_iter().zip(ws) {
@@ -114,12 +114,12 @@ pub fn smoothed(model: &Llama, prompts: &[Vec<u32>], alpha: f32) -> Result<HashM
         }
         let s_v = scales(&a_v, &w_v, alpha);
         let s_o: Vec<f32> = (0..nh * hd).map(|ch| s_v[row(ch)]).collect();
-        t.insert(vn, v.broadcast_div(&vec(&s_v)?.unsqueeze(1)?)?);
-        t.insert(on, o.broadcast_mul(&vec(&s_o)?.unsqueeze(0)?)?);
+        t.insert(vn, v.broadcast_div(&tensor(&s_v)?.unsqueeze(1)?)?);
+        t.insert(on, o.broadcast_mul(&tensor(&s_o)?.unsqueeze(0)?)?);
         // down_proj reads silu(gate) · up: up's rows / s, down's columns · s
         let (un, dn) = (format!("{p}.mlp.up_proj.weight"), format!("{p}.mlp.down_proj.weight"));
         let (up, down) = (get(&t, &un)?, get(&t, &dn)?);
-        let s = vec(&scales(recorded(&format!("{p}.mlp.down_proj"))?, &column_max(&[&down])?, alpha))?;
+        let s = tensor(&scales(recorded(&format!("{p}.mlp.down_proj"))?, &column_max(&[&down])?, alpha))?;
         t.insert(un, up.broadcast_div(&s.unsqueeze(1)?)?);
         t.insert(dn, down.broadcast_mul(&s.unsqueeze(0)?)?);
     }

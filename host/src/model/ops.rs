@@ -204,12 +204,13 @@ pub fn cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor, chunk: usize) -> 
     let loss = (total / n as f64)?;
     attach(h, loss, move |_, grad| {
         let g = (grad.to_dtype(DType::F32)? / n as f64)?;
+        let g_w = g.to_dtype(w.dtype())?;
         let mut parts = Vec::with_capacity(n.div_ceil(chunk));
         for start in (0..n).step_by(chunk) {
             let (l, lse) = logits(&hd, &w, start)?;
             let t = targets.narrow(0, start, l.dim(0)?)?;
             let p = l.broadcast_sub(&lse)?.exp()?.broadcast_mul(&g)?.to_dtype(w.dtype())?;
-            let own = w.index_select(&t, 0)?.broadcast_mul(&g.to_dtype(w.dtype())?)?;
+            let own = w.index_select(&t, 0)?.broadcast_mul(&g_w)?;
             parts.push((p.matmul(&w)? - own)?);
         }
         Tensor::cat(&parts, 0)

@@ -3,9 +3,9 @@
 //! replaces ran about nine element-wise kernels and wrote f32 copies in between.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::WrapErr;
-use candle_core::{CpuStorage, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CpuStorage, CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/nf4.ptx"));
 
@@ -19,10 +19,28 @@ pub(super) struct Dequantize<'a> {
     pub dtype: DType,
 }
 
-fn slice<'s, T: candle_core::cuda_backend::CudaDType>(s: &'s Storage, what: &str) -> Result<&'s candle_core::cuda_backend::cudarc::driver::CudaSlice<T>> {
+/// The packed codes, then the scales' codes, second-level scales and code book.
+type Inputs<'a> = (&'a CudaView<'a, u8>, &'a CudaSlice<u8>, &'a CudaSlice<f32>, &'a CudaSlice<f32>);
+
+fn slice<'s, T: CudaDType>(s: &'s Storage, what: &str) -> Result<&'s CudaSlice<T>> {
     match s {
         Storage::Cuda(c) => c.as_cuda_slice::<T>(),
         _ => candle_core::bail!("NF4 kernel: {what} is not on the CUDA device"),
+    }
+}
+
+impl Dequantize<'_> {
+    /// Runs `kernel` over `words` packed u32 words, writing the weight as `T`.
+    fn launch<T: CudaDType + DeviceRepr>(&self, dev: &CudaDevice, kernel: &str, (codes, aq, a2, c2): Inputs<'_>, words: usize) -> Result<CudaStorage> {
+        let func = dev.get_or_load_custom_func(kernel, "medtune_nf4", PTX)?;
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<T>(self.shape.0 * self.shape.1)? };
+        let cfg = LaunchConfig { grid_dim: (words.div_ceil(256).min(65_535 * 8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut b = func.builder();
+        b.arg(codes).arg(aq).arg(a2).arg(c2).arg(&self.offset).arg(&out).arg(&words);
+        // SAFETY: the argument list matches the kernel's signature.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
 }
 
@@ -36,7 +54,7 @@ impl candle_core::CustomOp1 for Dequantize<'_> {
     }
 
     fn cuda_fwd(&self, packed: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
-        let dev = packed.device().clone();
+        let dev = packed.device();
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("NF4 kernel: packed codes not contiguous") };
         let bytes = end - start;
         if bytes % 4 != 0 || start % 4 != 0 || bytes * 2 != self.shape.0 * self.shape.1 {
@@ -48,31 +66,12 @@ impl candle_core::CustomOp1 for Dequantize<'_> {
         let (c2, _) = self.code2.storage_and_layout();
         let (aq, a2, c2) = (slice::<u8>(&aq, "absmax_q")?, slice::<f32>(&a2, "absmax2")?, slice::<f32>(&c2, "code2")?);
         let words = bytes / 4;
-        let cfg = LaunchConfig { grid_dim: (words.div_ceil(256).min(65_535 * 8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let n = self.shape.0 * self.shape.1;
-        let shape = Shape::from(self.shape);
-        match self.dtype {
-            DType::BF16 => {
-                let func = dev.get_or_load_custom_func("nf4_dequantize_bf16", "medtune_nf4", PTX)?;
-                // SAFETY: every element is written by the kernel below.
-                let out = unsafe { dev.alloc::<half::bf16>(n)? };
-                let mut b = func.builder();
-                b.arg(&codes).arg(aq).arg(a2).arg(c2).arg(&self.offset).arg(&out).arg(&words);
-                // SAFETY: the argument list matches the kernel's signature.
-                unsafe { b.launch(cfg) }.w()?;
-                Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
-            }
-            DType::F32 => {
-                let func = dev.get_or_load_custom_func("nf4_dequantize_f32", "medtune_nf4", PTX)?;
-                // SAFETY: every element is written by the kernel below.
-                let out = unsafe { dev.alloc::<f32>(n)? };
-                let mut b = func.builder();
-                b.arg(&codes).arg(aq).arg(a2).arg(c2).arg(&self.offset).arg(&out).arg(&words);
-                // SAFETY: the argument list matches the kernel's signature.
-                unsafe { b.launch(cfg) }.w()?;
-                Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
-            }
+        let inputs = (&codes, aq, a2, c2);
+        let out = match self.dtype {
+            DType::BF16 => self.launch::<half::bf16>(dev, "nf4_dequantize_bf16", inputs, words)?,
+            DType::F32 => self.launch::<f32>(dev, "nf4_dequantize_f32", inputs, words)?,
             other => candle_core::bail!("the NF4 kernel writes bf16 or f32, not {other:?}"),
-        }
+        };
+        Ok((out, Shape::from(self.shape)))
     }
 }
