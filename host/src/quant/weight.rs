@@ -1,7 +1,7 @@
 //! A frozen weight matrix stored in NF4 with double quantization on its device, dequantized
 //! on demand (for one matrix product at a time, so only one layer is ever dense). On the CPU
 //! the codes stay in host memory and dequantize in a loop; on a GPU they live in device memory
-//! and dequantize in one kernel (`cuda.rs`), or with tensor ops where there is none.
+//! and dequantize in one kernel (`cuda.rs`), or with tensor ops for a dtype it does not write.
 
 use candle_core::{DType, Device, Result, Tensor};
 
