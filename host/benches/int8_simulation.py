@@ -3,7 +3,8 @@ merged f32 model: every linear layer but the output one gets int8 weights (per o
 8-bit activations, per tensor (asymmetric, as `DynamicQuantizeLinear`) or per token
 (symmetric), optionally after SmoothQuant scales of strength alpha measured on 32 training
 prompts. Prints, against f32, the largest and mean change of a probability over N test prompts
-and how many answers stay the same. This chose the int8 export's alpha and its per-token layers.
+and how many answers stay the same, after the f32 model's own margins (its two likeliest answers'
+probabilities apart, quantiles). This chose the int8 export's alpha and its per-token layers.
 
     N=100 python3 int8_simulation.py MODE:ALPHA[:SKIP...] ...
 
@@ -58,6 +59,8 @@ def probs():
             out.append(torch.softmax(m(torch.tensor([ids])).logits[0, -1, labels], 0).numpy())
     return np.array(out)
 ref = probs()
+top2 = np.sort(ref, 1)[:, -2:]
+print(json.dumps({"f32_margin_quantiles_10_25_50": np.quantile(top2[:, 1] - top2[:, 0], [0.1, 0.25, 0.5]).round(3).tolist()}), flush=True)
 
 c = m.config
 nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.hidden_size // c.num_attention_heads
