@@ -21,10 +21,10 @@ fn deletions(word: &str) -> impl Iterator<Item = String> + '_ {
 
 impl DeletionIndex {
     /// Indexes `(word, id)` pairs.
-    pub fn build<'a>(words: impl IntoIterator<Item = (&'a String, u32)>) -> Self {
+    pub fn build<'a>(words: impl IntoIterator<Item = (&'a str, u32)>) -> Self {
         let mut keys: HashMap<String, Vec<u32>, FxBuild> = HashMap::default();
         for (w, id) in words {
-            keys.entry(w.clone()).or_default().push(id);
+            keys.entry(w.to_owned()).or_default().push(id);
             for d in deletions(w) {
                 keys.entry(d).or_default().push(id);
             }

@@ -7,6 +7,7 @@ mod fuzzy;
 mod matcher;
 mod token;
 mod vocab;
+mod word;
 
 pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
 pub use token::{normalize_token, normalize_token_into, tokens, Token};

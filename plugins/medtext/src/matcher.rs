@@ -5,8 +5,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
-use crate::token::{ascii_lowercase, normalize_lowercase, normalize_token, normalize_token_into, tokens, Token};
+use crate::token::{ascii_lowercase_into, normalize_lowercase, normalize_token, normalize_token_into, tokens, Token};
 use crate::vocab::ConceptRow;
+use crate::word::{Word, WordBuf};
 
 /// One match of a concept in a text, in byte and character offsets of that text.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,15 +50,26 @@ const NONE: u32 = u32::MAX;
 pub struct Matcher {
     ids: Vec<String>,
     names: Vec<String>,
-    words: HashMap<String, u32, FxBuild>,
+    words: HashMap<WordBuf, u32, FxBuild>,
     edges: HashMap<(u32, u32), u32, FxBuild>,
     /// The trie node each word leads to from the root (`NONE` if no name starts with it): the
     /// first step from every word of a text is an index, not a second hash lookup.
     root: Vec<u32>,
     terminal: Vec<Option<u32>>,
     fuzzy: DeletionIndex,
-    fuzzy_cache: RefCell<HashMap<String, Option<u32>, FxBuild>>,
+    fuzzy_cache: RefCell<HashMap<WordBuf, Option<u32>, FxBuild>>,
+    /// Buffers [`Matcher::find`] reuses from text to text (inside WebAssembly each growth of
+    /// a fresh buffer is an allocation and a copy out of the guest).
+    scratch: RefCell<Scratch>,
     options: Options,
+}
+
+/// See [`Matcher::scratch`].
+#[derive(Default)]
+struct Scratch {
+    lower: String,
+    word: String,
+    words: Vec<(Token, Option<(u32, bool)>)>,
 }
 
 impl Matcher {
@@ -72,6 +84,7 @@ impl Matcher {
             terminal: vec![None],
             fuzzy: DeletionIndex::default(),
             fuzzy_cache: RefCell::new(HashMap::default()),
+            scratch: RefCell::new(Scratch::default()),
             options,
         };
         for row in rows {
@@ -86,11 +99,11 @@ impl Matcher {
                 m.insert(syn, i as u32);
             }
         }
-        let long: Vec<(&String, u32)> = m
+        let long: Vec<(&str, u32)> = m
             .words
             .iter()
-            .filter(|(w, _)| w.chars().count() >= m.options.fuzzy_min_len)
-            .map(|(w, &id)| (w, id))
+            .filter(|(w, _)| w.as_str().chars().count() >= m.options.fuzzy_min_len)
+            .map(|(w, &id)| (w.as_str(), id))
             .collect();
         m.fuzzy = DeletionIndex::build(long);
         m.root = vec![NONE; m.words.len()];
@@ -128,7 +141,7 @@ impl Matcher {
         let mut node = 0u32;
         for t in toks {
             let next_word = self.words.len() as u32;
-            let word = *self.words.entry(t).or_insert(next_word);
+            let word = *self.words.entry(WordBuf::from(t.as_str())).or_insert(next_word);
             let next_node = self.terminal.len() as u32;
             node = *self.edges.entry((node, word)).or_insert(next_node);
             if node == next_node {
@@ -142,7 +155,7 @@ impl Matcher {
     }
 
     fn word_id(&self, word: &str) -> Option<(u32, bool)> {
-        if let Some(&id) = self.words.get(word) {
+        if let Some(&id) = self.words.get(Word::new(word)) {
             return Some((id, false));
         }
         if word.len() < self.options.fuzzy_min_len
@@ -150,32 +163,34 @@ impl Matcher {
         {
             return None;
         }
-        if let Some(hit) = self.fuzzy_cache.borrow().get(word) {
+        if let Some(hit) = self.fuzzy_cache.borrow().get(Word::new(word)) {
             return hit.map(|id| (id, true));
         }
         let hit = self.fuzzy.lookup(word);
-        self.fuzzy_cache.borrow_mut().insert(word.to_owned(), hit);
+        self.fuzzy_cache.borrow_mut().insert(WordBuf::from(word), hit);
         hit.map(|id| (id, true))
     }
 
     /// All longest, non-overlapping matches in `text`, left to right.
     pub fn find(&self, text: &str) -> Vec<Match> {
-        let mut buf = String::new();
+        let mut scratch = self.scratch.borrow_mut();
+        let Scratch { lower, word: buf, words } = &mut *scratch;
         // An ASCII text is lowercased once, whole; most of its words are then looked up as
         // slices of it, without a copy each.
-        let lower = if text.is_ascii() { Some(ascii_lowercase(text)) } else { None };
-        let words: Vec<(Token, Option<(u32, bool)>)> = tokens(text)
-            .map(|t| {
-                let word = match &lower {
-                    Some(lower) => normalize_lowercase(&lower[t.start..t.end], &mut buf),
-                    None => {
-                        normalize_token_into(&text[t.start..t.end], &mut buf);
-                        &buf
-                    }
-                };
-                (t, self.word_id(word))
-            })
-            .collect();
+        let ascii = text.is_ascii();
+        if ascii {
+            ascii_lowercase_into(text, lower);
+        }
+        words.clear();
+        for t in tokens(text) {
+            let word = if ascii {
+                normalize_lowercase(&lower[t.start..t.end], buf)
+            } else {
+                normalize_token_into(&text[t.start..t.end], buf);
+                buf.as_str()
+            };
+            words.push((t, self.word_id(word)));
+        }
         let mut out = Vec::new();
         let mut i = 0;
         while i < words.len() {

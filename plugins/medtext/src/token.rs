@@ -147,9 +147,19 @@ pub fn normalize_lowercase<'a>(lower: &'a str, buf: &'a mut String) -> &'a str {
 /// `text.to_ascii_lowercase()` for an ASCII text, eight bytes per step (SWAR): inside
 /// WebAssembly every loop back-edge pays an epoch check, and the byte loop of the standard
 /// library is not vectorized there.
-pub fn ascii_lowercase(text: &str) -> String {
+#[cfg(test)]
+fn ascii_lowercase(text: &str) -> String {
+    let mut out = String::new();
+    ascii_lowercase_into(text, &mut out);
+    out
+}
+
+/// [`ascii_lowercase`] into a reused buffer.
+pub fn ascii_lowercase_into(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    buf.reserve(bytes.len());
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -157,13 +167,13 @@ pub fn ascii_lowercase(text: &str) -> String {
         let x = u64::from_le_bytes(word);
         // non-ASCII bytes would carry in `in_range`: leave such a chunk to the byte loop
         if x & HIGH != 0 {
-            out.extend(chunk.iter().map(u8::to_ascii_lowercase));
+            buf.extend(chunk.iter().map(u8::to_ascii_lowercase));
         } else {
-            out.extend_from_slice(&(x | (in_range(x, b'A', b'Z') >> 2)).to_le_bytes());
+            buf.extend_from_slice(&(x | (in_range(x, b'A', b'Z') >> 2)).to_le_bytes());
         }
     }
-    out.extend(chunks.remainder().iter().map(u8::to_ascii_lowercase));
-    String::from_utf8(out).unwrap_or_else(|_| text.to_ascii_lowercase())
+    buf.extend(chunks.remainder().iter().map(u8::to_ascii_lowercase));
+    *out = String::from_utf8(buf).unwrap_or_else(|_| text.to_ascii_lowercase());
 }
 
 /// A British `ae`/`oe` in a word longer than four bytes (a byte scan, not `str::contains`:
