@@ -109,6 +109,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_millis(timeout_ms),
                 grants: grants.iter().map(|g| parse_grant(g)).collect::<anyhow::Result<_>>()?,
                 settings: settings.iter().map(|s| parse_pair(s, "--set")).collect::<anyhow::Result<_>>()?,
+                // one run on sample documents: no second instance kept ahead
+                spare: false,
             };
             let records = input_records(input.as_deref())?;
             let engine = PluginEngine::new(None)?;

@@ -170,6 +170,10 @@ pub struct SlotConfig {
     /// Settings passed to the plugin's `configure`.
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
+    /// Keep a configured spare instance so that the plugin runs again at once after a failure
+    /// (default true; false saves the second instance's memory).
+    #[serde(default = "default_spare")]
+    pub spare: bool,
 }
 
 fn default_memory_mib() -> usize {
@@ -178,6 +182,10 @@ fn default_memory_mib() -> usize {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_spare() -> bool {
+    true
 }
 
 impl Config {
@@ -269,6 +277,7 @@ impl Config {
                             .map(|(guest, host)| Grant { host: self.resolve(host), guest: guest.clone() })
                             .collect(),
                         settings: s.settings.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
+                        spare: s.spare,
                     },
                 })
             })

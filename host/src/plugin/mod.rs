@@ -19,7 +19,7 @@ pub use builtin::{builtin, builtins, Builtin};
 pub use contract::{export_name, kind_name, parse_kind, CONTRACT_VERSION};
 pub use engine::PluginEngine;
 pub use error::{CallError, LoadError, RecordFailure};
-pub use instance::{Outcomes, Plugin};
+pub use instance::{Outcomes, Plugin, Restart};
 pub use sandbox::{Grant, Sandbox};
 pub use set::{wasm_files, PluginSet, SlotSpec, SwapEvent};
 pub use watch::Watcher;

@@ -36,6 +36,9 @@ pub struct Sandbox {
     pub grants: Vec<Grant>,
     /// Settings passed to `configure`.
     pub settings: Vec<(String, String)>,
+    /// Keep a configured spare instance, made ahead on a thread of its own, so that after a
+    /// failure the plugin runs again at once (at the cost of a second instance's memory).
+    pub spare: bool,
 }
 
 impl Default for Sandbox {
@@ -45,6 +48,7 @@ impl Default for Sandbox {
             timeout: Duration::from_secs(10),
             grants: Vec::new(),
             settings: Vec::new(),
+            spare: true,
         }
     }
 }
