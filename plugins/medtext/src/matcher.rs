@@ -314,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn a_text_with_other_characters_matches_as_an_ascii_one() {
+        let m = matcher("D1\tMyocardial Infarction\t\nD2\tAnemia\t\nD3\tÄrztekammer\t\n");
+        let text = "MYOCARDIAL infarction\u{2009}± anaemias; \u{e4}rztekammer, Anemia≥2.";
+        let found: Vec<(&str, &str)> =
+            m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(
+            found,
+            vec![("MYOCARDIAL infarction", "D1"), ("anaemias", "D2"), ("\u{e4}rztekammer", "D3"), ("Anemia", "D2")]
+        );
+        let chars: Vec<(u32, u32)> = m.find(text).iter().map(|x| (x.char_start, x.char_end)).collect();
+        assert_eq!(chars, [(0, 21), (24, 32), (34, 45), (47, 53)]);
+    }
+
+    #[test]
     fn one_edit_on_long_words_only() {
         let m = matcher("D1\tPneumothorax\t\nD2\tGout\t\n");
         let hits = m.find("a pneumothorux, not a gaut");
