@@ -313,9 +313,9 @@ impl Plugin {
         }
     }
 
-    fn per_record<T>(
+    fn per_record<'a, T>(
         &self,
-        ids: impl ExactSizeIterator<Item = String>,
+        ids: impl ExactSizeIterator<Item = &'a str>,
         results: Vec<Result<T, PluginError>>,
         check: impl Fn(usize, &T) -> Result<(), String>,
     ) -> Result<Outcomes<T>, CallError> {
@@ -326,7 +326,7 @@ impl Plugin {
             .zip(results)
             .enumerate()
             .map(|(i, (record, r))| {
-                let fail = |reason: String| RecordFailure { plugin: self.id(), record: record.clone(), reason };
+                let fail = |reason: String| RecordFailure { plugin: self.id(), record: record.to_owned(), reason };
                 match r {
                     Ok(out) => check(i, &out).map(|()| out).map_err(|e| fail(format!("invalid output: {e}"))),
                     Err(e) => Err(fail(plugin_error_text(&e))),
@@ -344,7 +344,7 @@ impl Plugin {
             Inst::Normalizer(i) => i.medtune_plugin_normalizer_api().call_normalize(s, batch),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.id.clone()), out, |i, m| validate::mentions(&batch[i].text, m))
+        self.per_record(batch.iter().map(|d| d.id.as_str()), out, |i, m| validate::mentions(&batch[i].text, m))
     }
 
     /// Abbreviation expansions in each document.
@@ -356,7 +356,7 @@ impl Plugin {
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_disambiguate(s, batch),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.clone()), out, |i, x| {
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| {
             validate::expansions(&batch[i].document.text, x)
         })
     }
@@ -370,7 +370,7 @@ impl Plugin {
             Inst::Augmenter(i) => i.medtune_plugin_augmenter_api().call_augment(s, batch, seed),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.clone()), out, |i, x| {
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| {
             validate::derived(&batch[i].document.text, x)
         })
     }

@@ -1,6 +1,8 @@
 //! Checks of everything a plugin returns: spans inside the text and on character
 //! (grapheme) boundaries, ids non-empty, numbers finite, sizes bounded.
 
+use std::cell::Cell;
+
 use unicode_segmentation::GraphemeCursor;
 
 use super::contract::{kind_name, CONTRACT_VERSION};
@@ -16,24 +18,39 @@ pub const MAX_DERIVED: usize = 256;
 /// Char offset -> byte offset, with grapheme-boundary checks.
 struct Text<'a> {
     text: &'a str,
-    /// Byte offset of each char, plus the length; empty for ASCII text.
-    starts: Vec<usize>,
+    /// The number of chars; equal to the length for ASCII text.
     chars: usize,
+    /// The last (char, byte) offset pair found: spans come in order, so each lookup in a
+    /// non-ASCII text walks on from the one before instead of from the start.
+    cursor: Cell<(usize, usize)>,
 }
 
 impl<'a> Text<'a> {
     fn new(text: &'a str) -> Self {
-        if text.is_ascii() {
-            return Self { text, starts: Vec::new(), chars: text.len() };
-        }
-        let mut starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
-        let chars = starts.len();
-        starts.push(text.len());
-        Self { text, starts, chars }
+        let chars = if text.is_ascii() { text.len() } else { text.chars().count() };
+        Self { text, chars, cursor: Cell::new((0, 0)) }
     }
 
-    fn byte(&self, ch: u32) -> usize {
-        if self.starts.is_empty() { ch as usize } else { self.starts[ch as usize] }
+    /// The byte offset of char `ch` (at most `self.chars`).
+    fn byte(&self, ch: usize) -> usize {
+        if self.chars == self.text.len() {
+            return ch;
+        }
+        let (mut c, mut b) = self.cursor.get();
+        if ch < c {
+            (c, b) = (0, 0);
+        }
+        let bytes = self.text.as_bytes();
+        while c < ch {
+            b += 1;
+            // a char starts at every byte that is not a continuation byte (10xxxxxx)
+            while b < bytes.len() && bytes[b] & 0xC0 == 0x80 {
+                b += 1;
+            }
+            c += 1;
+        }
+        self.cursor.set((c, b));
+        b
     }
 
     fn check(&self, span: &Span) -> Result<(usize, usize), String> {
@@ -46,10 +63,9 @@ impl<'a> Text<'a> {
         if span.start == span.end {
             return Err(format!("span {}..{} is empty", span.start, span.end));
         }
-        let (a, b) = (self.byte(span.start), self.byte(span.end));
+        let (a, b) = (self.byte(span.start as usize), self.byte(span.end as usize));
         for (ch, byte) in [(span.start, a), (span.end, b)] {
-            let mut cursor = GraphemeCursor::new(byte, self.text.len(), true);
-            if !matches!(cursor.is_boundary(self.text, 0), Ok(true)) {
+            if !grapheme_boundary(self.text, byte) {
                 return Err(format!(
                     "span {}..{} cuts a character at offset {ch} (inside a grapheme cluster)",
                     span.start, span.end
@@ -58,6 +74,22 @@ impl<'a> Text<'a> {
         }
         Ok((a, b))
     }
+}
+
+/// Whether the char boundary `at` of `text` is also a grapheme cluster boundary (UAX #29).
+/// Between two ASCII characters only CR LF is one cluster (rule GB3: no ASCII character is
+/// Extend, ZWJ, SpacingMark, Prepend, Hangul or a regional indicator), so the Unicode tables
+/// are consulted only next to a non-ASCII character.
+fn grapheme_boundary(text: &str, at: usize) -> bool {
+    let bytes = text.as_bytes();
+    if at == 0 || at >= bytes.len() {
+        return true;
+    }
+    let (before, after) = (bytes[at - 1], bytes[at]);
+    if before.is_ascii() && after.is_ascii() {
+        return !(before == b'\r' && after == b'\n');
+    }
+    matches!(GraphemeCursor::new(at, text.len(), true).is_boundary(text, 0), Ok(true))
 }
 
 fn field(what: &str, value: &str) -> Result<(), String> {
@@ -204,6 +236,26 @@ mod tests {
         assert!(mentions(text, &[mention(0, 5)]).is_ok());
         let e = mentions(text, &[mention(0, 4)]).unwrap_err();
         assert!(e.contains("cuts a character at offset 4"), "{e}");
+    }
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_unicode_rules() {
+        let texts = ["a\r\nb\r\r\n\n", "cafe\u{301}\r\n\u{301}x", "\u{1F469}\u{200D}\u{1F52C} \u{1F1EB}\u{1F1F7}!", "\u{915}\u{94D}\u{937} a\u{903}b", "\u{600}1 \u{1100}\u{1161}\u{11A8}."];
+        for text in texts {
+            for (at, _) in text.char_indices().chain([(text.len(), ' ')]) {
+                let unicode = GraphemeCursor::new(at, text.len(), true).is_boundary(text, 0);
+                assert_eq!(Ok(grapheme_boundary(text, at)), unicode, "{text:?} at byte {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn spans_out_of_order_find_their_bytes() {
+        // "Œdème" is 5 characters, 7 bytes; later spans may come before earlier ones.
+        let text = "Œdème, œdème";
+        assert!(mentions(text, &[mention(7, 12), mention(0, 5), mention(7, 12)]).is_ok());
+        let t = Text::new(text);
+        assert_eq!([t.byte(12), t.byte(5), t.byte(0), t.byte(7)], [text.len(), 7, 0, 9]);
     }
 
     #[test]
