@@ -96,10 +96,28 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `N` bytes of `s` from `at`, as one little-endian integer.
-fn load<const N: usize>(s: &[u8], at: usize) -> u64 {
+#[inline]
+pub(crate) fn load<const N: usize>(s: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w[..N].copy_from_slice(&s[at..at + N]);
     u64::from_le_bytes(w)
+}
+
+/// The up to eight bytes of `s` as one little-endian integer, zero above them, by two
+/// overlapping fixed-size loads (the bytes they share are the same, so OR-ing them is
+/// exact): no loop and no variable-length `memcpy`, which inside WebAssembly is a call out
+/// of the guest.
+#[inline]
+pub(crate) fn load_short(s: &[u8]) -> u64 {
+    let n = s.len();
+    debug_assert!(n <= 8);
+    match n {
+        8 => load::<8>(s, 0),
+        4..=7 => load::<4>(s, 0) | load::<4>(s, n - 4) << (8 * (n - 4)),
+        2..=3 => load::<2>(s, 0) | load::<2>(s, n - 2) << (8 * (n - 2)),
+        1 => u64::from(s[0]),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -119,5 +137,15 @@ mod tests {
             assert_eq!(map.get(Word::new(w)), None, "{w}");
         }
         assert!(map.keys().all(|k| words.contains(&k.0.as_str())));
+    }
+
+    #[test]
+    fn short_loads_are_the_bytes_little_endian() {
+        let bytes = b"\x01\x02\x03\x04\x05\x06\x07\x08\xff";
+        for n in 0..=8 {
+            let want = bytes[..n].iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            assert_eq!(load_short(&bytes[..n]), want, "{n} bytes");
+            assert_eq!(load_short(&bytes[9 - n..]), bytes[9 - n..].iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)));
+        }
     }
 }
