@@ -17,6 +17,7 @@
 
 #[doc(hidden)]
 pub mod bindings;
+mod alloc;
 mod rng;
 mod settings;
 mod text;
