@@ -160,26 +160,27 @@ impl LoraSet {
 
 impl Adapters for LoraSet {
     /// `base(x) + scale · B·A·dropout(x)` as one op of the graph, keeping only `x`, `A`, `B`,
-    /// the (u8) dropout mask, `A·dropout(x)` (r wide) and the output: the update's
+    /// the (u8) dropout mask, `A·(x⊙mask)` (r wide) and the output: the update's
     /// intermediates (two input-sized and three output-sized tensors per layer through
-    /// candle's autograd) are not kept. Backward, with `u = dy·B`: `dB = scale·dyᵀ·(A·x̃)`,
-    /// `dA = scale·uᵀ·x̃`, `dx = dy·W + scale·(u·A)⊙mask/(1-p)`.
+    /// candle's autograd) are not kept.
     fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
         let Some(l) = self.layers.get(module) else { return base.forward_frozen(x) };
         let (dtype, in_dims) = (x.dtype(), x.dims().to_vec());
         let width = in_dims[in_dims.len() - 1];
         let rows = x.elem_count() / width;
         let input = x.detach().reshape((rows, width))?;
-        let (a, b, scale) = (l.a.as_tensor().detach(), l.b.as_tensor().detach(), self.scale);
-        let keep = 1.0 / (1.0 - f64::from(self.config.dropout));
+        let (a, b) = (l.a.as_tensor().detach(), l.b.as_tensor().detach());
         let mask = self.dropout_mask(module, &input)?;
+        // Dropout's 1/(1-p) and alpha/r are one factor folded into B (r wide), so no
+        // input- or output-sized tensor is multiplied by a scalar, forward or backward: with
+        // x̃ = x⊙mask, update = x̃·Aᵀ·(s·B)ᵀ where s = scale/(1-p).
+        let s = self.scale * if mask.is_some() { 1.0 / (1.0 - f64::from(self.config.dropout)) } else { 1.0 };
         // the products run in the activations' dtype (bf16 with `compute_dtype = "bf16"`):
         // A and B stay f32 for the optimizer and are cast (r wide) per call, while casting the
         // input and the output gradient to f32 was a seventh of a 7B step's GPU time
-        let (ac, bc) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
-        let xa = dropped(&input, mask.as_ref(), keep, dtype)?.matmul(&ac.t()?)?;
-        let update = (xa.matmul(&bc.t()?)? * scale)?;
-        let y = (base.frozen_value(&input)? + update)?;
+        let (ac, bs) = (a.to_dtype(dtype)?, (&b * s)?.to_dtype(dtype)?);
+        let xa = masked(&input, mask.as_ref(), dtype)?.matmul(&ac.t()?)?;
+        let y = (base.frozen_value(&input)? + xa.matmul(&bs.t()?)?)?;
         let mut out_dims = in_dims.clone();
         if let Some(last) = out_dims.last_mut() {
             *last = y.dim(1)?;
@@ -189,21 +190,22 @@ impl Adapters for LoraSet {
         let master = a.dtype();
         crate::model::ops::attach3(x, l.a.as_tensor(), l.b.as_tensor(), y, move |_, dy| {
             let dy = dy.reshape((rows, dy.elem_count() / rows))?;
-            let db = (dy.t()?.matmul(&xa)? * scale)?.to_dtype(master)?;
-            let u = dy.matmul(&bc)?;
-            let da = (u.t()?.matmul(&dropped(&input, mask.as_ref(), keep, dtype)?)? * scale)?.to_dtype(master)?;
-            let dx_update = dropped(&(u.matmul(&ac)? * scale)?, mask.as_ref(), keep, dtype)?;
+            // dB = s·dyᵀ·(x̃·Aᵀ) (r wide); with u = dy·(s·B): dA = uᵀ·x̃, dx = dy·W + (u·A)⊙mask
+            let db = (dy.t()?.matmul(&xa)?.to_dtype(master)? * s)?;
+            let u = dy.matmul(&bs)?;
+            let da = u.t()?.matmul(&masked(&input, mask.as_ref(), dtype)?)?.to_dtype(master)?;
+            let dx_update = masked(&u.matmul(&ac)?, mask.as_ref(), dtype)?;
             let dx = (base.frozen_input_grad(&dy)? + dx_update)?.reshape(in_dims.as_slice())?;
             Ok((dx, da, db))
         })
     }
 }
 
-/// `x` (as `dtype`) with dropout applied: zero where `mask` is 0, scaled by `keep` elsewhere.
-fn dropped(x: &Tensor, mask: Option<&Tensor>, keep: f64, dtype: DType) -> Result<Tensor> {
+/// `x` (as `dtype`), zero where `mask` is 0.
+fn masked(x: &Tensor, mask: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
     let x = x.to_dtype(dtype)?;
     match mask {
-        Some(m) => x * (m.to_dtype(dtype)? * keep)?,
+        Some(m) => x * m.to_dtype(dtype)?,
         None => Ok(x),
     }
 }
