@@ -352,22 +352,41 @@ impl Llama {
     /// dequantizes to `dtype`; returns the bytes the layers now hold. The output layer and the
     /// embeddings stay as they are (as in QLoRA).
     pub fn quantize_nf4(&mut self, dtype: DType) -> Result<usize> {
-        let mut bytes = 0;
-        for block in &mut self.blocks {
-            let layers = [&mut block.attn.q, &mut block.attn.k, &mut block.attn.v, &mut block.attn.o, &mut block.mlp.gate, &mut block.mlp.up, &mut block.mlp.down];
-            // the seven layers of a block quantize in parallel (on the CPU)
-            let quantized: Vec<Result<crate::quant::Nf4Weight>> = std::thread::scope(|s| {
-                let handles: Vec<_> = layers.iter().map(|l| {
-                    let w = l.weight();
-                    s.spawn(move || crate::quant::Nf4Weight::quantize(&w?, dtype))
-                }).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(candle_core::Error::Msg("NF4 quantization panicked".into())))).collect()
-            });
-            for (l, q) in layers.into_iter().zip(quantized) {
-                let q = q?;
-                bytes += q.bytes();
-                *l = Linear::Nf4(q);
+        let mut layers: Vec<&mut Linear> = self
+            .blocks
+            .iter_mut()
+            .flat_map(|b| [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v, &mut b.attn.o, &mut b.mlp.gate, &mut b.mlp.up, &mut b.mlp.down])
+            .collect();
+        // Every layer is a task for a pool of one thread per core (on the CPU), taken in
+        // order: a block at a time left most cores idle behind its three big layers.
+        let weights: Vec<Tensor> = layers.iter().map(|l| l.weight()).collect::<Result<_>>()?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).min(weights.len().max(1));
+        let mut quantized: Vec<(usize, Result<crate::quant::Nf4Weight>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(w) = weights.get(i) else { break done };
+                            done.push((i, crate::quant::Nf4Weight::quantize(w, dtype)));
+                        }
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in workers {
+                all.extend(h.join().map_err(|_| candle_core::Error::Msg("NF4 quantization panicked".into()))?);
             }
+            Ok::<_, candle_core::Error>(all)
+        })?;
+        quantized.sort_by_key(|(i, _)| *i);
+        let mut bytes = 0;
+        for (l, (_, q)) in layers.iter_mut().zip(quantized) {
+            let q = q?;
+            bytes += q.bytes();
+            **l = Linear::Nf4(q);
         }
         Ok(bytes)
     }

@@ -81,18 +81,37 @@ impl RandomWeights {
 }
 
 /// `n` values uniform in [-bound, bound) from `seed` (SplitMix64): repeatable on any device.
+/// SplitMix64's state after `i` steps is `start + i·γ`, so the values are made in chunks on
+/// every core, each chunk starting from its own state, equal to one sequential pass (a 7B
+/// model's 6.7 billion weights took about 20 s on one core).
 pub fn uniform(n: usize, bound: f64, seed: u64) -> Vec<f32> {
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    const CHUNK: usize = 1 << 20;
+    let start = seed ^ GAMMA;
+    let fill = |out: &mut [f32], first: usize| {
+        let mut state = start.wrapping_add((first as u64).wrapping_mul(GAMMA));
+        for v in out {
+            state = state.wrapping_add(GAMMA);
             let mut z = state;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^= z >> 31;
-            ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32
-        })
-        .collect()
+            *v = ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32;
+        }
+    };
+    let mut out = vec![0f32; n];
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads == 1 || n <= CHUNK {
+        fill(&mut out, 0);
+        return out;
+    }
+    let per = n.div_ceil(threads).max(CHUNK);
+    std::thread::scope(|s| {
+        for (i, part) in out.chunks_mut(per).enumerate() {
+            s.spawn(move || fill(part, i * per));
+        }
+    });
+    out
 }
 
 impl Weights for RandomWeights {
@@ -116,5 +135,27 @@ impl Weights for RandomWeights {
 
     fn has(&self, name: &str) -> bool {
         name == "lm_head" && !self.config.tie_word_embeddings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The chunked, multi-threaded draw equals one sequential SplitMix64 pass.
+    #[test]
+    fn uniform_in_chunks_is_the_sequential_stream() {
+        let (n, bound, seed) = (3 * (1 << 20) + 12_345, 0.5, 42);
+        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15u64;
+        let want: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * bound) as f32
+            })
+            .collect();
+        assert!(super::uniform(n, bound, seed) == want);
+        assert!(super::uniform(1000, bound, seed)[..] == want[..1000]);
     }
 }
