@@ -33,20 +33,20 @@ fn main() {
     std::fs::write(out_dir.join("builtins.rs"), table).expect("write builtins.rs");
     crate_versions(&root.join("Cargo.lock"), &out_dir);
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        nf4_ptx(&manifest_dir.join("src/quant/nf4.cu"), &out_dir);
+        ptx(&manifest_dir.join("src/quant/nf4.cu"), &out_dir.join("nf4.ptx"));
+        ptx(&manifest_dir.join("src/model/fused.cu"), &out_dir.join("fused.ptx"));
     }
 }
 
-/// The `cuda` feature's NF4 kernel, compiled to PTX by nvcc (which candle's kernels need too)
-/// for `CUDA_COMPUTE_CAP` (default 90).
-fn nf4_ptx(source: &Path, out_dir: &Path) {
+/// A `cuda` feature's kernel file (NF4 dequantization, the fused training ops), compiled to
+/// PTX by nvcc (which candle's kernels need too) for `CUDA_COMPUTE_CAP` (default 90).
+fn ptx(source: &Path, out: &Path) {
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    let out = out_dir.join("nf4.ptx");
     let status = std::process::Command::new("nvcc")
         .args(["--ptx", "-O3", &format!("-arch=sm_{cap}"), "-o"])
-        .arg(&out)
+        .arg(out)
         .arg(source)
         .status()
         .unwrap_or_else(|e| panic!("running nvcc for {}: {e}", source.display()));

@@ -161,7 +161,11 @@ impl Attention {
         let v = repeat_kv(v, group)?.contiguous()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = if pass.training() {
-            super::ops::attention(&q, &k, &v, mask, scale)?
+            match mask {
+                // a training pass sees its sequence from the start: the mask is causal
+                Some(m) if q.dim(2)? == k.dim(2)? => super::ops::attention_causal(&q, &k, &v, m, scale)?,
+                _ => super::ops::attention(&q, &k, &v, mask, scale)?,
+            }
         } else {
             let att = (q.matmul(&k.t()?)? * scale)?;
             let att = match mask {
@@ -178,8 +182,8 @@ impl Attention {
 impl Mlp {
     fn forward(&self, x: &Tensor, pass: Pass<'_>, prefix: &str) -> Result<Tensor> {
         let name = |m: &'static str| move || format!("{prefix}.mlp.{m}");
-        let gate = candle_nn::ops::silu(&pass.linear(&self.gate, x, name("gate_proj"))?)?;
-        let h = (gate * pass.linear(&self.up, x, name("up_proj"))?)?;
+        let (gate, up) = (pass.linear(&self.gate, x, name("gate_proj"))?, pass.linear(&self.up, x, name("up_proj"))?);
+        let h = if pass.training() { super::ops::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
         pass.linear(&self.down, &h, name("down_proj"))
     }
 }

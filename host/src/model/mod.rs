@@ -6,6 +6,8 @@
 mod adapter;
 mod config;
 mod fetch;
+#[cfg(feature = "cuda")]
+mod fused;
 mod gguf;
 mod generate;
 mod linear;

@@ -1,0 +1,151 @@
+//! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
+//! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
+//! forward and backward. `ops` calls them on CUDA tensors and keeps candle's composed ops
+//! elsewhere; each kernel runs without gradients (its callers attach the backward).
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CpuStorage, CudaStorage, DType, Layout, Result, Shape, Tensor};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+
+/// Threads per block of every kernel.
+const BLOCK: u32 = 256;
+
+/// One kernel launch over up to three inputs of one dtype (see `fused.cu`'s signature).
+struct Kernel {
+    name: &'static str,
+    /// One block per row of `cols` (the row kernels), or a grid-stride loop over elements.
+    rows: bool,
+    cols: usize,
+    float: f32,
+    /// Elements written, as a multiple of the first input's.
+    out_factor: usize,
+    out_shape: Shape,
+}
+
+fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, kernel: &str) -> Result<CudaView<'a, T>> {
+    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{kernel}: input not contiguous") };
+    Ok(s.as_cuda_slice::<T>()?.slice(start..end))
+}
+
+impl Kernel {
+    fn run(&self, ins: &[(&CudaStorage, &Layout)]) -> Result<(CudaStorage, Shape)> {
+        let Some(&(first, layout)) = ins.first() else { candle_core::bail!("{}: no input", self.name) };
+        let n = layout.shape().elem_count();
+        for (s, l) in ins {
+            // a row kernel's weight has one row's elements
+            let size_ok = l.shape().elem_count() == n || self.rows && l.shape().elem_count() == self.cols;
+            if s.dtype() != first.dtype() || !size_ok {
+                candle_core::bail!("{}: inputs of different dtypes or sizes", self.name);
+            }
+        }
+        let out = match first.dtype() {
+            DType::BF16 => self.launch::<half::bf16>(ins, n, "bf16")?,
+            DType::F32 => self.launch::<f32>(ins, n, "f32")?,
+            other => candle_core::bail!("{}: bf16 or f32 only, not {other:?}", self.name),
+        };
+        Ok((out, self.out_shape.clone()))
+    }
+
+    fn launch<T: CudaDType + DeviceRepr>(&self, ins: &[(&CudaStorage, &Layout)], n: usize, suffix: &str) -> Result<CudaStorage> {
+        let dev = ins[0].0.device().clone();
+        let views: Vec<CudaView<'_, T>> = ins.iter().map(|(s, l)| view::<T>(s, l, self.name)).collect::<Result<_>>()?;
+        let func = dev.get_or_load_custom_func(&format!("{}_{suffix}", self.name), "medtune_fused", PTX)?;
+        let len = n * self.out_factor;
+        // SAFETY: every kernel writes all `len` elements.
+        let out = unsafe { dev.alloc::<T>(len)? };
+        let (count, grid) = if self.rows {
+            let rows = n / self.cols.max(1);
+            (rows, rows as u32)
+        } else {
+            (n, n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32)
+        };
+        let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (a, b, c) = (&views[0], views.get(1).unwrap_or(&views[0]), views.get(2).unwrap_or(&views[0]));
+        let cols = self.cols as i32;
+        let mut builder = func.builder();
+        builder.arg(a).arg(b).arg(c).arg(&out).arg(&count).arg(&cols).arg(&self.float);
+        // SAFETY: the argument list matches the kernels' common signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+}
+
+impl candle_core::CustomOp1 for Kernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{}: a CUDA kernel", self.name)
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        self.run(&[(s, l)])
+    }
+}
+
+impl candle_core::CustomOp2 for Kernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{}: a CUDA kernel", self.name)
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        self.run(&[(s1, l1), (s2, l2)])
+    }
+}
+
+impl candle_core::CustomOp3 for Kernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{}: a CUDA kernel", self.name)
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<(CudaStorage, Shape)> {
+        self.run(&[(s1, l1), (s2, l2), (s3, l3)])
+    }
+}
+
+fn row_kernel(name: &'static str, like: &Tensor, float: f32) -> Result<Kernel> {
+    Ok(Kernel { name, rows: true, cols: like.dim(candle_core::D::Minus1)?, float, out_factor: 1, out_shape: like.shape().clone() })
+}
+
+/// RMSNorm's input gradient for input `x`, weight `w` (in `x`'s dtype) and output gradient `g`.
+pub fn rms_norm_bwd(x: &Tensor, w: &Tensor, g: &Tensor, eps: f64) -> Result<Tensor> {
+    let k = row_kernel("rms_norm_bwd", x, eps as f32)?;
+    x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &g.contiguous()?, &k)
+}
+
+/// Causal softmax of raw scores `s` (…, t, t), scaled by `scale` first.
+pub fn softmax_causal(s: &Tensor, scale: f64) -> Result<Tensor> {
+    s.contiguous()?.apply_op1_no_bwd(&row_kernel("softmax_causal", s, scale as f32)?)
+}
+
+/// Attention's score gradient (scaled by `scale`) from the probabilities `p` and `dp = dy·vᵀ`.
+pub fn attention_ds(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Tensor> {
+    p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &row_kernel("attention_ds", p, scale as f32)?)
+}
+
+/// `silu(g) · u`.
+pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    let k = Kernel { name: "swiglu", rows: false, cols: 0, float: 0.0, out_factor: 1, out_shape: g.shape().clone() };
+    g.contiguous()?.apply_op2_no_bwd(&u.contiguous()?, &k)
+}
+
+/// SwiGLU's gradients `(dg, du)` for output gradient `dh`.
+pub fn swiglu_bwd(g: &Tensor, u: &Tensor, dh: &Tensor) -> Result<(Tensor, Tensor)> {
+    let k = Kernel { name: "swiglu_bwd", rows: false, cols: 0, float: 0.0, out_factor: 2, out_shape: Shape::from(g.elem_count() * 2) };
+    let both = g.contiguous()?.apply_op3_no_bwd(&u.contiguous()?, &dh.contiguous()?, &k)?;
+    let n = g.elem_count();
+    Ok((both.narrow(0, 0, n)?.reshape(g.shape())?, both.narrow(0, n, n)?.reshape(g.shape())?))
+}
+
