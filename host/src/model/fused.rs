@@ -1,7 +1,8 @@
 //! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
-//! forward and backward. `ops` calls them on CUDA tensors and keeps candle's composed ops
-//! elsewhere; each kernel runs without gradients (its callers attach the backward).
+//! forward and backward; and a product added into an existing tensor by cuBLAS (beta = 1).
+//! `ops` calls them on CUDA tensors and keeps candle's composed ops elsewhere; each runs
+//! without gradients (its callers attach the backward).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -149,3 +150,73 @@ pub fn swiglu_bwd(g: &Tensor, u: &Tensor, dh: &Tensor) -> Result<(Tensor, Tensor
     Ok((both.narrow(0, 0, n)?.reshape(g.shape())?, both.narrow(0, n, n)?.reshape(g.shape())?))
 }
 
+/// `c += a · b` in place by one cuBLAS product with beta = 1, for `c` (m, n) and `a` (m, k)
+/// contiguous and `b` (k, n) contiguous or the transpose of a contiguous (n, k): no separate
+/// product output and element-wise add.
+struct MatmulAdd;
+
+impl candle_core::InplaceOp3 for MatmulAdd {
+    fn name(&self) -> &'static str {
+        "matmul-add"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("matmul-add: a CUDA product")
+    }
+
+    fn cuda_fwd(&self, c: &mut CudaStorage, lc: &Layout, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Result<()> {
+        match c.dtype() {
+            DType::BF16 => matmul_add_t::<half::bf16>(c, lc, a, la, b, lb, half::bf16::ONE),
+            DType::F32 => matmul_add_t::<f32>(c, lc, a, la, b, lb, 1.0),
+            other => candle_core::bail!("matmul-add: bf16 or f32 only, not {other:?}"),
+        }
+    }
+}
+
+fn matmul_add_t<T>(c: &mut CudaStorage, lc: &Layout, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout, one: T) -> Result<()>
+where
+    T: CudaDType + DeviceRepr + Copy,
+    candle_core::cuda_backend::cudarc::cublas::CudaBlas: candle_core::cuda_backend::cudarc::cublas::Gemm<T>,
+{
+    use candle_core::cuda_backend::cudarc::cublas::{sys::cublasOperation_t as Op, Gemm, GemmConfig};
+    let ((m, n), (m2, k)) = (lc.shape().dims2()?, la.shape().dims2()?);
+    let (k2, n2) = lb.shape().dims2()?;
+    if m != m2 || k != k2 || n != n2 {
+        candle_core::bail!("matmul-add: ({m}, {n}) += ({m2}, {k}) x ({k2}, {n2})");
+    }
+    // b's memory: (k, n) row-major, or (n, k) row-major seen transposed
+    let transposed = lb.stride() == [1, k];
+    if !transposed && lb.stride() != [n, 1] {
+        candle_core::bail!("matmul-add: b is neither contiguous nor a transposed contiguous matrix");
+    }
+    let (Some((cs, ce)), Some((as_, ae))) = (lc.contiguous_offsets(), la.contiguous_offsets()) else {
+        candle_core::bail!("matmul-add: c and a must be contiguous")
+    };
+    let bs = lb.start_offset();
+    let blas = a.device().cublas_handle();
+    let (av, bv) = (a.as_cuda_slice::<T>()?.slice(as_..ae), b.as_cuda_slice::<T>()?.slice(bs..bs + k * n));
+    let mut cv = c.as_cuda_slice_mut::<T>()?.slice_mut(cs..ce);
+    // column-major: cᵀ (n, m) += op(b)ᵀ-side (n, k) · aᵀ (k, m)
+    let cfg = GemmConfig {
+        transa: if transposed { Op::CUBLAS_OP_T } else { Op::CUBLAS_OP_N },
+        transb: Op::CUBLAS_OP_N,
+        m: n as i32,
+        n: m as i32,
+        k: k as i32,
+        alpha: one,
+        lda: if transposed { k as i32 } else { n as i32 },
+        ldb: k as i32,
+        beta: one,
+        ldc: n as i32,
+    };
+    // SAFETY: the shapes and leading dimensions above describe the three buffers.
+    unsafe { blas.gemm(cfg, &bv, &av, &mut cv) }.w()?;
+    Ok(())
+}
+
+/// `c + a · b` written into `c` (which no other tensor may share), on CUDA.
+pub fn matmul_add(c: Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let b = if b.is_contiguous() || b.t()?.is_contiguous() { b.clone() } else { b.contiguous()? };
+    c.inplace_op3(&a.contiguous()?, &b, &MatmulAdd)?;
+    Ok(c)
+}

@@ -244,6 +244,16 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// `c + a · b` for 2-D tensors; `c` must be a fresh tensor no other holds: on CUDA the
+/// product is added into it by cuBLAS (beta = 1) instead of written out and added.
+pub fn add_matmul(c: Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if c.device().is_cuda() && c.is_contiguous() {
+        return super::fused::matmul_add(c, a, b);
+    }
+    c + a.matmul(b)?
+}
+
 /// The mean next-token cross-entropy of hidden states `h` (n, d) through a frozen output
 /// layer `w` (vocab, d) against `targets` (n, u32), computed `chunk` rows at a time: the
 /// (n, vocab) logits, their log-softmax and its gradient are never whole (for 16k positions
@@ -423,6 +433,26 @@ mod tests {
                     let diff = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
                     assert!(diff <= tol * scale, "{name} {dt:?}: {} differs by {diff} (largest {scale})", if i == 0 { "the value".to_owned() } else { format!("gradient {i}") });
                 }
+            }
+        }
+    }
+
+    /// On CUDA, `add_matmul` (cuBLAS with beta = 1 into `c`) gives the CPU's `c + a·b`, for
+    /// `b` contiguous and for `b` the transpose of a contiguous matrix, in f32 and bf16.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_add_matmul_matches_the_cpu() {
+        let gpu = Device::new_cuda(0).expect("CUDA device 0");
+        let cpu = Device::Cpu;
+        let r = |shape: (usize, usize)| Tensor::randn(0f32, 1., shape, &cpu).expect("randn");
+        let (c, a, b, bt) = (r((37, 70)), r((37, 16)), r((16, 70)), r((70, 16)));
+        for (name, b) in [("contiguous", b), ("transposed", bt.t().expect("t"))] {
+            let want = add_matmul(c.clone(), &a, &b).expect("cpu");
+            for (dt, tol) in [(DType::F32, 1e-4f32), (DType::BF16, 3e-2)] {
+                let on = |x: &Tensor| x.to_device(&gpu).and_then(|x| x.to_dtype(dt)).expect("to gpu");
+                let got = add_matmul(on(&c).copy().expect("fresh"), &on(&a), &on(&b)).and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_device(&cpu)).expect("gpu");
+                let scale = want.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
+                assert!(close(&got, &want) <= tol * scale, "{name} {dt:?}: differs by {} (largest {scale})", close(&got, &want));
             }
         }
     }

@@ -19,6 +19,10 @@ __device__ __forceinline__ float block_scale(const uint8_t* absmax_q, const floa
 
 extern "C" __global__ void nf4_dequantize_bf16(const uint32_t* packed, const uint8_t* absmax_q, const float* absmax2, const float* code2,
                                                float offset, __nv_bfloat16* out, size_t words) {
+    // the code book in shared memory: constant memory serializes a warp's different indices
+    __shared__ float code[16];
+    if (threadIdx.x < 16) code[threadIdx.x] = NF4[threadIdx.x];
+    __syncthreads();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < words; i += (size_t)gridDim.x * blockDim.x) {
         uint32_t p = packed[i];
         float s = block_scale(absmax_q, absmax2, code2, offset, i / 8);
@@ -26,7 +30,7 @@ extern "C" __global__ void nf4_dequantize_bf16(const uint32_t* packed, const uin
 #pragma unroll
         for (int b = 0; b < 4; b++) {
             uint32_t byte = (p >> (8 * b)) & 0xff;
-            v[b] = __floats2bfloat162_rn(NF4[byte >> 4] * s, NF4[byte & 15] * s);
+            v[b] = __floats2bfloat162_rn(code[byte >> 4] * s, code[byte & 15] * s);
         }
         reinterpret_cast<uint4*>(out)[i] = *reinterpret_cast<uint4*>(v);
     }
@@ -34,13 +38,17 @@ extern "C" __global__ void nf4_dequantize_bf16(const uint32_t* packed, const uin
 
 extern "C" __global__ void nf4_dequantize_f32(const uint32_t* packed, const uint8_t* absmax_q, const float* absmax2, const float* code2,
                                               float offset, float* out, size_t words) {
+    // the code book in shared memory: constant memory serializes a warp's different indices
+    __shared__ float code[16];
+    if (threadIdx.x < 16) code[threadIdx.x] = NF4[threadIdx.x];
+    __syncthreads();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < words; i += (size_t)gridDim.x * blockDim.x) {
         uint32_t p = packed[i];
         float s = block_scale(absmax_q, absmax2, code2, offset, i / 8);
         float4 lo, hi;
         uint32_t b0 = p & 0xff, b1 = (p >> 8) & 0xff, b2 = (p >> 16) & 0xff, b3 = p >> 24;
-        lo = make_float4(NF4[b0 >> 4] * s, NF4[b0 & 15] * s, NF4[b1 >> 4] * s, NF4[b1 & 15] * s);
-        hi = make_float4(NF4[b2 >> 4] * s, NF4[b2 & 15] * s, NF4[b3 >> 4] * s, NF4[b3 & 15] * s);
+        lo = make_float4(code[b0 >> 4] * s, code[b0 & 15] * s, code[b1 >> 4] * s, code[b1 & 15] * s);
+        hi = make_float4(code[b2 >> 4] * s, code[b2 & 15] * s, code[b3 >> 4] * s, code[b3 & 15] * s);
         reinterpret_cast<float4*>(out)[2 * i] = lo;
         reinterpret_cast<float4*>(out)[2 * i + 1] = hi;
     }
