@@ -8,7 +8,10 @@
 //! [--bf16]` (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features
 //! cuda` it runs on the GPU; `--tf32` runs its f32 products in TF32 (`[model] tf32`), `--bf16`
 //! its activations in bf16 (`[model] compute_dtype`). Prints one JSON line per batch shape (an
-//! error line when one fails, e.g. out of memory).
+//! error line when one fails, e.g. out of memory). Memory: `peak_mem_gib` is the device memory
+//! in use after a step (CUDA context and the pool's cached blocks included), and on CUDA
+//! `peak_allocated_gib` the pool's allocated high-water mark since the model was built,
+//! which is what the baseline's `torch.cuda.max_memory_allocated` counts.
 
 use std::time::Instant;
 
@@ -43,10 +46,15 @@ fn main() {
     let build_s = t0.elapsed().as_secs_f64();
     for &(batch, seq) in if sizes.is_empty() { &[(8, 512)][..] } else { &sizes[..] } {
         let run = || -> candle_core::Result<serde_json::Value> {
+            // from here on, as the baseline after building its model: the allocated high-water mark
+            device.synchronize()?;
+            medtune::train::allocated_peak_mib(&device, true);
             let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup)?;
+            let allocated = medtune::train::allocated_peak_mib(&device, false).map(|m| m / 1024.0);
             Ok(serde_json::json!({
                 "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": format!("qlora-nf4-{}{}", if compute == DType::BF16 { "bf16" } else { "f32" }, if tf32 { "-tf32" } else { "" }),
                 "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
+                "peak_allocated_gib": allocated,
                 "nf4_gib": nf4_bytes as f64 / f64::from(1u32 << 30), "build_s": build_s, "first_loss": first, "last_loss": last,
             }))
         };

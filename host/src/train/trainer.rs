@@ -420,6 +420,31 @@ pub fn memory_mib(device: &Device) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The CUDA memory pool's high-water mark of allocated bytes since the last call with
+/// `reset`, in MiB: what PyTorch's `max_memory_allocated` counts (tensors; not the CUDA
+/// context, nor the pool's cached free blocks, which [`memory_mib`] includes). `None` off CUDA.
+pub fn allocated_peak_mib(device: &Device, reset: bool) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda_backend::cudarc::driver::{result, sys};
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let mut bytes: u64 = 0;
+        // SAFETY: the device is the one candle's context was made for, and the attribute is
+        // a cuuint64_t; cudarc allocates from this (the current) pool with cuMemAllocAsync.
+        unsafe {
+            let pool = result::device::get_mem_pool(d.cuda_stream().context().cu_device()).ok()?;
+            if reset {
+                // the high-water mark can only be reset to zero: it then restarts from what is in use
+                result::mem_pool::set_attribute(pool, attr, (&mut bytes as *mut u64).cast()).ok()?;
+            }
+            result::mem_pool::get_attribute(pool, attr, (&mut bytes as *mut u64).cast()).ok()?;
+        }
+        return Some(bytes as f64 / (1024.0 * 1024.0));
+    }
+    let _ = (device, reset);
+    None
+}
+
 /// The rows of a metrics file (unreadable lines skipped).
 pub fn read_rows(path: &Path) -> Vec<StepRow> {
     std::fs::read_to_string(path).map(|s| s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
