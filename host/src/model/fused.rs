@@ -1,6 +1,6 @@
 //! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
-//! forward and backward; and a product added into an existing tensor by cuBLAS (beta = 1).
+//! forward and backward, RoPE with the heads' transpose, AdamW's update in place; and a product added into an existing tensor by cuBLAS (beta = 1).
 //! `ops` calls them on CUDA tensors and keeps candle's composed ops elsewhere; each runs
 //! without gradients (its callers attach the backward).
 
@@ -150,6 +150,68 @@ pub fn swiglu_bwd(g: &Tensor, u: &Tensor, dh: &Tensor) -> Result<(Tensor, Tensor
     Ok((both.narrow(0, 0, n)?.reshape(g.shape())?, both.narrow(0, n, n)?.reshape(g.shape())?))
 }
 
+/// RoPE with the heads' transpose (`rope_heads` in `fused.cu`): forward (b, t, h, d) →
+/// (b, h, t, d), backward the other way with the rotation transposed.
+struct RopeHeads {
+    dims: (usize, usize, usize, usize),
+    backward: bool,
+}
+
+impl candle_core::CustomOp3 for RopeHeads {
+    fn name(&self) -> &'static str {
+        "rope-heads"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("rope-heads: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, lx: &Layout, cos: &CudaStorage, lc: &Layout, sin: &CudaStorage, ls: &Layout) -> Result<(CudaStorage, Shape)> {
+        let out = match x.dtype() {
+            DType::BF16 => self.launch::<half::bf16>([(x, lx), (cos, lc), (sin, ls)], "bf16")?,
+            DType::F32 => self.launch::<f32>([(x, lx), (cos, lc), (sin, ls)], "f32")?,
+            other => candle_core::bail!("rope-heads: bf16 or f32 only, not {other:?}"),
+        };
+        let (b, t, h, d) = self.dims;
+        Ok((out, if self.backward { Shape::from((b, t, h, d)) } else { Shape::from((b, h, t, d)) }))
+    }
+}
+
+impl RopeHeads {
+    fn launch<T: CudaDType + DeviceRepr>(&self, ins: [(&CudaStorage, &Layout); 3], suffix: &str) -> Result<CudaStorage> {
+        let (b, t, h, d) = self.dims;
+        let [x, cos, sin] = ins;
+        let (xv, cv, sv) = (view::<T>(x.0, x.1, "rope-heads")?, view::<T>(cos.0, cos.1, "rope-heads")?, view::<T>(sin.0, sin.1, "rope-heads")?);
+        if xv.len() != b * t * h * d || cv.len() < t * d / 2 || sv.len() < t * d / 2 {
+            candle_core::bail!("rope-heads: sizes do not match ({b}, {t}, {h}, {d})");
+        }
+        let dev = x.0.device().clone();
+        let func = dev.get_or_load_custom_func(&format!("rope_heads_{suffix}"), "medtune_fused", PTX)?;
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<T>(b * t * h * d)? };
+        let pairs = b * t * h * d / 2;
+        let cfg = LaunchConfig { grid_dim: (pairs.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (ti, hi, di, back) = (t as i32, h as i32, d as i32, i32::from(self.backward));
+        let mut builder = func.builder();
+        builder.arg(&xv).arg(&cv).arg(&sv).arg(&out).arg(&pairs).arg(&ti).arg(&hi).arg(&di).arg(&back);
+        // SAFETY: the argument list matches `rope_heads`'s signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+}
+
+/// RoPE of `x` (b, t, h, d), written as (b, h, t, d); `cos`, `sin` (t, d/2) in `x`'s dtype.
+pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dims = x.dims4()?;
+    x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &RopeHeads { dims, backward: false })
+}
+
+/// RoPE's input gradient (b, t, h, d) from the output gradient `g` (b, h, t, d).
+pub fn rope_heads_bwd(g: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = g.dims4()?;
+    g.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &RopeHeads { dims: (b, t, h, d), backward: true })
+}
+
 /// `c += a · b` in place by one cuBLAS product with beta = 1, for `c` (m, n) and `a` (m, k)
 /// contiguous and `b` (k, n) contiguous or the transpose of a contiguous (n, k): no separate
 /// product output and element-wise add.
@@ -219,4 +281,71 @@ pub fn matmul_add(c: Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let b = if b.is_contiguous() || b.t()?.is_contiguous() { b.clone() } else { b.contiguous()? };
     c.inplace_op3(&a.contiguous()?, &b, &MatmulAdd)?;
     Ok(c)
+}
+
+/// One in-place AdamW kernel over f32 tensors of one size (`adamw_*` in `fused.cu`).
+struct AdamwKernel {
+    name: &'static str,
+    floats: [f32; 4],
+}
+
+impl AdamwKernel {
+    fn launch(&self, dst: &mut CudaStorage, ld: &Layout, srcs: &[(&CudaStorage, &Layout)]) -> Result<()> {
+        let Some((start, end)) = ld.contiguous_offsets() else { candle_core::bail!("{}: parameter not contiguous", self.name) };
+        let views: Vec<CudaView<'_, f32>> = srcs.iter().map(|(s, l)| view::<f32>(s, l, self.name)).collect::<Result<_>>()?;
+        let n = end - start;
+        if views.iter().any(|v| v.len() != n) {
+            candle_core::bail!("{}: tensors of different sizes", self.name);
+        }
+        let dev = dst.device().clone();
+        let func = dev.get_or_load_custom_func(self.name, "medtune_fused", PTX)?;
+        let mut out = dst.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (a, b) = (&views[0], views.get(1).unwrap_or(&views[0]));
+        let [f0, f1, f2, f3] = self.floats;
+        let mut builder = func.builder();
+        builder.arg(&mut out).arg(a).arg(b).arg(&n).arg(&f0).arg(&f1).arg(&f2).arg(&f3);
+        // SAFETY: the argument list matches the AdamW kernels' common signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    }
+}
+
+impl candle_core::InplaceOp2 for AdamwKernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("{}: a CUDA kernel", self.name)
+    }
+
+    fn cuda_fwd(&self, dst: &mut CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) -> Result<()> {
+        self.launch(dst, ld, &[(src, ls)])
+    }
+}
+
+impl candle_core::InplaceOp3 for AdamwKernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("{}: a CUDA kernel", self.name)
+    }
+
+    fn cuda_fwd(&self, dst: &mut CudaStorage, ld: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<()> {
+        self.launch(dst, ld, &[(s2, l2), (s3, l3)])
+    }
+}
+
+/// One AdamW step in place on an f32 parameter `p` and its moments `m`, `v` (tensors no one
+/// else may share) for gradient `g`: three kernels instead of about fifteen element-wise ops.
+/// `decay` = 1 − lr·weight_decay, `lr_c1` = lr / (1 − β₁ᵗ), `inv_c2` = 1 / (1 − β₂ᵗ).
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_step(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, betas: (f64, f64), decay: f64, lr_c1: f64, inv_c2: f64, eps: f64) -> Result<()> {
+    let g = g.contiguous()?;
+    m.inplace_op2(&g, &AdamwKernel { name: "adamw_first", floats: [betas.0 as f32, (1.0 - betas.0) as f32, 0.0, 0.0] })?;
+    v.inplace_op2(&g, &AdamwKernel { name: "adamw_second", floats: [betas.1 as f32, (1.0 - betas.1) as f32, 0.0, 0.0] })?;
+    p.inplace_op3(m, v, &AdamwKernel { name: "adamw_apply", floats: [decay as f32, lr_c1 as f32, inv_c2 as f32, eps as f32] })
 }

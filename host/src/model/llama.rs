@@ -145,12 +145,19 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let shape = |h| (b, t, h, self.head_dim);
         let name = |m: &'static str| move || format!("{prefix}.self_attn.{m}");
-        let q = pass.linear(&self.q, x, name("q_proj"))?.reshape(shape(self.n_head))?.transpose(1, 2)?.contiguous()?;
-        let k = pass.linear(&self.k, x, name("k_proj"))?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let q = pass.linear(&self.q, x, name("q_proj"))?.reshape(shape(self.n_head))?;
+        let k = pass.linear(&self.k, x, name("k_proj"))?.reshape(shape(self.n_kv_head))?;
         let v = pass.linear(&self.v, x, name("v_proj"))?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
-        let rope = |x: &Tensor| if pass.training() { super::ops::rope(x, cos, sin) } else { candle_nn::rotary_emb::rope(x, cos, sin) };
-        let q = rope(&q)?;
-        let k = rope(&k)?;
+        // (batch, seq, heads, head_dim) → rotated (batch, heads, seq, head_dim)
+        let rope = |x: Tensor| {
+            if pass.training() {
+                super::ops::rope_heads(&x, cos, sin)
+            } else {
+                candle_nn::rotary_emb::rope(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+            }
+        };
+        let q = rope(q)?;
+        let k = rope(k)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),

@@ -7,7 +7,7 @@ mod adapter;
 mod config;
 mod fetch;
 #[cfg(feature = "cuda")]
-mod fused;
+pub(crate) mod fused;
 mod gguf;
 mod generate;
 mod linear;

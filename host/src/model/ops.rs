@@ -226,6 +226,19 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     attach(x, y, move |_, g| candle_nn::rotary_emb::rope(&g.contiguous()?, &cos, &neg_sin))
 }
 
+/// [`rope`] of `x` given as (batch, seq, heads, head_dim), returned as (batch, heads, seq,
+/// head_dim): on CUDA one kernel rotates and transposes (and one undoes both in backward), so
+/// the heads' transpose costs no copy of its own; elsewhere a transpose, then [`rope`].
+pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
+        let y = super::fused::rope_heads(&x.detach(), &cos, &sin)?;
+        return attach(x, y, move |_, g| super::fused::rope_heads_bwd(g, &cos, &sin));
+    }
+    rope(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+}
+
 /// SwiGLU `silu(g) · u`, keeping only `g`, `u` and the output: one kernel each way on CUDA,
 /// candle's ops elsewhere. Backward: `dg = dh·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dh·silu(g)`.
 pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
@@ -398,6 +411,7 @@ mod tests {
         let cpu = Device::Cpu;
         let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &cpu).expect("randn");
         let (w, cos, sin) = (r(&[64]), r(&[300, 8]), r(&[300, 8]));
+        let (cos2, sin2) = (cos.clone(), sin.clone());
         let t = 300;
         let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (t, t), &cpu).expect("mask");
@@ -407,6 +421,10 @@ mod tests {
             ("rope", vec![r(&[2, 3, 300, 16])], Box::new(move |x: &[Tensor]| {
                 let (d, dt) = (x[0].device(), x[0].dtype());
                 rope(&x[0], &cos.to_device(d)?.to_dtype(dt)?, &sin.to_device(d)?.to_dtype(dt)?)
+            })),
+            ("rope_heads", vec![r(&[2, 300, 3, 16])], Box::new(move |x: &[Tensor]| {
+                let (d, dt) = (x[0].device(), x[0].dtype());
+                rope_heads(&x[0], &cos2.to_device(d)?.to_dtype(dt)?, &sin2.to_device(d)?.to_dtype(dt)?)
             })),
             ("attention_causal", vec![r(&[2, 3, t, 16]), r(&[2, 3, t, 16]), r(&[2, 3, t, 16])], Box::new(move |x: &[Tensor]| {
                 let m = mask.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
