@@ -3,7 +3,9 @@
 //! error but pass no gradient to their input (../shared/RECIPES.md). [`attach`] gives a value
 //! computed by a fused kernel a hand-written backward, keeping only the output for it;
 //! [`attention`] keeps only its inputs and output, recomputing the scores in backward;
-//! [`cross_entropy`] never holds more than one chunk of the logits.
+//! [`cross_entropy`] never holds more than one chunk of the logits. On CUDA, RMSNorm's
+//! backward, causal attention, SwiGLU, RoPE with the heads' transpose and [`add_matmul`] run
+//! medtune's kernels (`fused.rs`); the CPU runs candle's ops, the reference they are tested to.
 
 use std::sync::{Arc, Mutex};
 
