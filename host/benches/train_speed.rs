@@ -5,9 +5,10 @@
 //! peft + bitsandbytes.
 //!
 //! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP] [--tf32]
-//! [--bf16]` (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features
+//! [--bf16] [--recompute]` (SHAPE: smollm2 or llama2-7b; e.g. `smollm2 8x512 32x512 20 3`). With `--features
 //! cuda` it runs on the GPU; `--tf32` runs its f32 products in TF32 (`[model] tf32`), `--bf16`
-//! its activations in bf16 (`[model] compute_dtype`). Prints one JSON line per batch shape (an
+//! its activations in bf16 (`[model] compute_dtype`), `--recompute` runs the memory mode
+//! (`[train] recompute`: blocks recomputed in backward). Prints one JSON line per batch shape (an
 //! error line when one fails, e.g. out of memory). Memory: `peak_mem_gib` is the device memory
 //! in use after a step (CUDA context and the pool's cached blocks included), and on CUDA
 //! `peak_allocated_gib` the pool's allocated high-water mark since the model was built,
@@ -36,6 +37,7 @@ fn main() {
     let rest: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
     let (steps, warmup) = (rest.first().copied().unwrap_or(20), rest.get(1).copied().unwrap_or(3));
     let tf32 = std::env::args().any(|a| a == "--tf32");
+    let recompute = std::env::args().any(|a| a == "--recompute");
     let compute = if std::env::args().any(|a| a == "--bf16") { DType::BF16 } else { DType::F32 };
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
     let device = device();
@@ -49,10 +51,10 @@ fn main() {
             // from here on, as the baseline after building its model: the allocated high-water mark
             device.synchronize()?;
             medtune::train::allocated_peak_mib(&device, true);
-            let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup)?;
+            let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup, recompute)?;
             let allocated = medtune::train::allocated_peak_mib(&device, false).map(|m| m / 1024.0);
             Ok(serde_json::json!({
-                "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": format!("qlora-nf4-{}{}", if compute == DType::BF16 { "bf16" } else { "f32" }, if tf32 { "-tf32" } else { "" }),
+                "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": format!("qlora-nf4-{}{}", if compute == DType::BF16 { "bf16" } else { "f32" }, if tf32 { "-tf32" } else { "" }) + if recompute { "-recompute" } else { "" },
                 "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
                 "peak_allocated_gib": allocated,
                 "nf4_gib": nf4_bytes as f64 / f64::from(1u32 << 30), "build_s": build_s, "first_loss": first, "last_loss": last,
@@ -67,7 +69,7 @@ fn main() {
 }
 
 /// Times `steps` training steps after `warmup`: (tokens/s, peak MiB, seconds, first loss, last loss).
-fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, steps: usize, warmup: usize) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
+fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, steps: usize, warmup: usize, recompute: bool) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
     let lora = LoraSet::new(LoraConfig::all_linear(16, 32.0, 0.0), llama.config(), 0, device)?;
     let mut opt = AdamW::new(lora.vars(), 0.0)?;
     let vocab = llama.config().vocab_size as u32;
@@ -87,13 +89,17 @@ fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, step
             })
             .collect();
         let x = Tensor::from_vec(ids, (batch, seq), device)?;
-        let h = llama.hidden_train(&x, &lora)?;
         // next-token loss on every position, as transformers computes it with labels = input,
         // through the output layer in chunks (the whole logits are never made)
-        let h = h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?;
         let target = x.narrow(1, 1, seq - 1).and_then(|t| t.flatten_all())?;
-        let loss = llama.next_token_loss(&h, &target)?;
-        let grads = loss.backward()?;
+        let loss_of = |h: &Tensor| llama.next_token_loss(&h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?, &target);
+        let (loss, grads) = if recompute {
+            llama.backward_recomputed(&x, &lora, &lora.vars(), loss_of)?
+        } else {
+            let loss = loss_of(&llama.hidden_train(&x, &lora)?)?;
+            let grads = loss.backward()?;
+            (loss, grads)
+        };
         let g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
         opt.update(&g, 2e-4)?;
         losses.push(loss.to_scalar::<f32>()?);

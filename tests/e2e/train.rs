@@ -86,6 +86,17 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
         assert!(x["loss"].as_f64().is_some_and(f64::is_finite) && x["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0));
         assert!(x["memory_mib"].as_f64().is_some_and(|m| m > 0.0));
     }
+    // the memory mode (`[train] recompute`: blocks run again in backward) trains alike: the
+    // same loss at every step, to float rounding (gradients summed in another order)
+    let text = std::fs::read_to_string(config(&env, "recomputed", "")).expect("config").replacen("seed = 7\n", "seed = 7\nrecompute = true\n", 1);
+    let recomputed = env.write("recomputed.toml", text);
+    env.run(&["train", "-c", recomputed.to_str().expect("utf-8")]).expect_code(2).stdout_has("train: 4/4 steps");
+    let mr = jsonl(&env.path("work/runs/recomputed/metrics.jsonl"));
+    assert_eq!(mr.len(), 4);
+    for (x, y) in ma.iter().zip(&mr) {
+        let (a, b) = (x["loss"].as_f64().expect("loss"), y["loss"].as_f64().expect("loss"));
+        assert!((a - b).abs() < 1e-4 * a.abs(), "step {}: loss {a}, recomputed {b}", x["step"]);
+    }
     let svg = std::fs::read_to_string(env.path("work/runs/whole/loss.svg")).expect("plot");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     let manifest = json(&env.path("work/runs/whole/manifest.json"));

@@ -186,6 +186,18 @@ impl Attention {
     }
 }
 
+impl Block {
+    /// `x` through block `i`: attention and MLP, each after its norm and added back.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, kv: &mut Option<(Tensor, Tensor)>, pass: Pass<'_>, i: usize) -> Result<Tensor> {
+        let prefix = format!("model.layers.{i}");
+        let h = self.attn.forward(&self.input_norm.forward(x, pass)?, cos, sin, mask, kv, pass, &prefix)?;
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.post_norm.forward(&x, pass)?, pass, &prefix)?;
+        x + h
+    }
+}
+
 impl Mlp {
     fn forward(&self, x: &Tensor, pass: Pass<'_>, prefix: &str) -> Result<Tensor> {
         let name = |m: &'static str| move || format!("{prefix}.mlp.{m}");
@@ -415,13 +427,54 @@ impl Llama {
         let sin = self.sin.narrow(0, pos, t)?.to_dtype(dt)?;
         let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?.to_dtype(dt)?) } else { None };
         for (i, (block, kv)) in self.blocks.iter().zip(cache.kv.iter_mut()).enumerate() {
-            let prefix = format!("model.layers.{i}");
-            let h = block.attn.forward(&block.input_norm.forward(&x, pass)?, &cos, &sin, mask.as_ref(), kv, pass, &prefix)?;
-            x = (x + h)?;
-            let h = block.mlp.forward(&block.post_norm.forward(&x, pass)?, pass, &prefix)?;
-            x = (x + h)?;
+            x = block.forward(&x, &cos, &sin, mask.as_ref(), kv, pass, i)?;
         }
         self.norm.forward(&x, pass)
+    }
+
+    /// The training pass and its backward with each block recomputed (the memory mode, as
+    /// gradient checkpointing): forward keeps only the blocks' inputs; backward runs each block
+    /// again, last first, with gradients, and carries the gradient of its input to the block
+    /// before. `loss` maps the final hidden states (batch, seq, hidden) to the scalar loss.
+    /// Returns the loss and the gradients of `vars` (the adapters'), as one backward of
+    /// [`Llama::hidden_train`] would: the same values, with one block's intermediates alive at
+    /// a time instead of every block's. The adapters must give the same values when a block
+    /// runs twice (dropout masks drawn from a seed, not a device generator).
+    pub fn backward_recomputed(&self, ids: &Tensor, adapters: &dyn Adapters, vars: &[candle_core::Var], loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+        let (b, t) = ids.dims2()?;
+        let (dt, pass) = (self.compute, Pass::Train(adapters));
+        let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
+        let (cos, sin) = (self.cos.narrow(0, 0, t)?.to_dtype(dt)?, self.sin.narrow(0, 0, t)?.to_dtype(dt)?);
+        let mask = if t > 1 { Some(causal_mask(t, 0, &self.device)?.to_dtype(dt)?) } else { None };
+        let run = |i: usize, x: &Tensor| self.blocks[i].forward(x, &cos, &sin, mask.as_ref(), &mut None, pass, i);
+        let mut inputs = Vec::with_capacity(self.blocks.len());
+        let mut x = x.detach();
+        for i in 0..self.blocks.len() {
+            // the block's graph goes with its output: only the detached value is kept
+            let y = run(i, &x)?.detach();
+            inputs.push(std::mem::replace(&mut x, y));
+        }
+        let last = candle_core::Var::from_tensor(&x)?;
+        let value = loss(&self.norm.forward(last.as_tensor(), pass)?)?;
+        let mut store = value.backward()?;
+        let mut grad = store.remove(last.as_tensor()).ok_or_else(|| candle_core::Error::Msg("no gradient reaches the last block".into()))?;
+        for (i, input) in inputs.into_iter().enumerate().rev() {
+            let input = candle_core::Var::from_tensor(&input)?;
+            let y = run(i, input.as_tensor())?;
+            // d(Σ y ⊙ g)/dθ = the block's share of dL/dθ for g = dL/dy
+            let mut inner = (y * grad.detach())?.sum_all()?.backward()?;
+            for v in vars {
+                if let Some(g) = inner.remove(v.as_tensor()) {
+                    let sum = match store.remove(v.as_tensor()) {
+                        Some(acc) => (acc + g)?,
+                        None => g,
+                    };
+                    store.insert(v.as_tensor(), sum);
+                }
+            }
+            grad = inner.remove(input.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no gradient reaches block {i}'s input")))?;
+        }
+        Ok((value, store))
     }
 }
 

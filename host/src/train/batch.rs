@@ -49,7 +49,11 @@ impl Batch {
 
     /// Logits (batch, vocab) at each prompt's last token.
     pub fn answer_logits(&self, model: &Llama, adapters: &dyn crate::model::Adapters) -> Result<Tensor> {
-        let h = model.hidden_train(&self.ids, adapters)?;
+        self.answer_logits_of(model, &model.hidden_train(&self.ids, adapters)?)
+    }
+
+    /// [`Batch::answer_logits`] from the final hidden states `h` (batch, seq, hidden).
+    pub fn answer_logits_of(&self, model: &Llama, h: &Tensor) -> Result<Tensor> {
         let (b, t, d) = h.dims3()?;
         let picked = h.reshape((b * t, d))?.index_select(&self.last, 0)?;
         model.project(&picked)

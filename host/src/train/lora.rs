@@ -314,6 +314,35 @@ mod tests {
         }
     }
 
+    /// The memory mode (`Llama::backward_recomputed`, blocks run again in backward) gives the
+    /// loss and every adapter gradient of one plain backward, with dropout on.
+    #[test]
+    fn recomputed_blocks_give_the_plain_backward() {
+        let dev = Device::Cpu;
+        let llama = model::random("smollm2", &dev).expect("model");
+        let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.1), llama.config(), 3, &dev).expect("lora");
+        for (i, l) in lora.layers.values_mut().enumerate() {
+            let b = Tensor::from_vec(model::uniform(l.b.elem_count(), 0.035, i as u64), l.b.shape(), &dev).expect("b");
+            l.b.set(&b).expect("set b");
+        }
+        lora.set_dropout_seed(11);
+        let ids = [5u32, 900, 31, 7, 4000, 12, 99, 3];
+        let x = Tensor::new(&[ids], &dev).expect("ids");
+        let loss_of = |h: &Tensor| Ok(loss(&llama.project(h)?, &ids));
+        let plain = loss_of(&llama.hidden_train(&x, &lora).expect("forward")).expect("loss");
+        let plain_grads = plain.backward().expect("backward");
+        let vars = lora.vars();
+        let (again, grads) = llama.backward_recomputed(&x, &lora, &vars, loss_of).expect("recomputed");
+        let (a, b) = (plain.to_scalar::<f32>().expect("loss"), again.to_scalar::<f32>().expect("loss"));
+        assert!((a - b).abs() < 1e-6 * a.abs(), "loss {a} vs recomputed {b}");
+        for (i, v) in vars.iter().enumerate() {
+            let (e, g) = (plain_grads.get(v.as_tensor()).expect("plain gradient"), grads.get(v.as_tensor()).unwrap_or_else(|| panic!("var {i}: no recomputed gradient")));
+            let scale = e.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
+            let diff = (e - g).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+            assert!(scale > 0.0 && diff <= 1e-4 * scale, "var {i}: gradients differ by {diff} (largest {scale})");
+        }
+    }
+
     /// The training pass on CUDA (its fused kernels, cuBLAS adding the adapters' products in
     /// place) gives the CPU's loss and the gradient of every adapter's A and B: in f32 within
     /// 1e-3 relative, and with bf16 activations within the bf16 bounds of the test above.

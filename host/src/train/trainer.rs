@@ -203,9 +203,15 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             let fail = |e: candle_core::Error| step_error(step, t.batch_size, seq, e);
             lora.set_dropout_seed(t.seed ^ ((step * t.grad_accum + micro) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let batch = Batch::new(&picked, &tokens, &class_weights, pad, &device).map_err(fail)?;
-            let loss = batch.answer_logits(&m.llama, &lora).and_then(|l| batch.loss(&l)).map_err(fail)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>().map_err(fail)?);
-            let store = (loss / t.grad_accum as f64).and_then(|l| l.backward()).map_err(fail)?;
+            let scale = t.grad_accum as f64;
+            let (loss, store) = if t.recompute {
+                m.llama.backward_recomputed(&batch.ids, &lora, &vars, |h| batch.answer_logits_of(&m.llama, h).and_then(|l| batch.loss(&l)).and_then(|l| l / scale))
+            } else {
+                let loss = batch.answer_logits(&m.llama, &lora).and_then(|l| batch.loss(&l)).and_then(|l| l / scale).map_err(fail)?;
+                loss.backward().map(|store| (loss, store))
+            }
+            .map_err(fail)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>().map_err(fail)?) * scale;
             for (slot, var) in grads.iter_mut().zip(&vars) {
                 if let Some(g) = store.get(var.as_tensor()) {
                     *slot = Some(match slot.take() {
