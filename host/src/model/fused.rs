@@ -1,8 +1,9 @@
 //! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
-//! forward and backward, RoPE with the heads' transpose, AdamW's update in place; and a product added into an existing tensor by cuBLAS (beta = 1).
-//! `ops` calls them on CUDA tensors and keeps candle's composed ops elsewhere; each runs
-//! without gradients (its callers attach the backward).
+//! forward and backward, RoPE with the heads' transpose, AdamW's update in place; and a
+//! product added into an existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA
+//! tensors and keeps candle's composed ops elsewhere; each runs without gradients (its
+//! callers attach the backward).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -57,6 +58,9 @@ impl Kernel {
         let len = n * self.out_factor;
         // SAFETY: every kernel writes all `len` elements.
         let out = unsafe { dev.alloc::<T>(len)? };
+        if n == 0 {
+            return Ok(CudaStorage::wrap_cuda_slice(out, dev));
+        }
         let (count, grid) = if self.rows {
             let rows = n / self.cols.max(1);
             (rows, rows as u32)
