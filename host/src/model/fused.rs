@@ -15,6 +15,11 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 /// Threads per block of every kernel.
 const BLOCK: u32 = 256;
 
+/// A grid-stride launch over `n` elements.
+fn grid_stride(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// One kernel launch over up to three inputs of one dtype (see `fused.cu`'s signature).
 struct Kernel {
     name: &'static str,
@@ -61,13 +66,13 @@ impl Kernel {
         if n == 0 {
             return Ok(CudaStorage::wrap_cuda_slice(out, dev));
         }
-        let (count, grid) = if self.rows {
+        let (count, cfg) = if self.rows {
+            // one block per row
             let rows = n / self.cols.max(1);
-            (rows, rows as u32)
+            (rows, LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 })
         } else {
-            (n, n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32)
+            (n, grid_stride(n))
         };
-        let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         let (a, b, c) = (&views[0], views.get(1).unwrap_or(&views[0]), views.get(2).unwrap_or(&views[0]));
         let cols = self.cols as i32;
         let mut builder = func.builder();
@@ -194,7 +199,7 @@ impl RopeHeads {
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<T>(b * t * h * d)? };
         let pairs = b * t * h * d / 2;
-        let cfg = LaunchConfig { grid_dim: (pairs.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg = grid_stride(pairs);
         let (ti, hi, di, back) = (t as i32, h as i32, d as i32, i32::from(self.backward));
         let mut builder = func.builder();
         builder.arg(&xv).arg(&cv).arg(&sv).arg(&out).arg(&pairs).arg(&ti).arg(&hi).arg(&di).arg(&back);
@@ -304,7 +309,7 @@ impl AdamwKernel {
         let dev = dst.device().clone();
         let func = dev.get_or_load_custom_func(self.name, "medtune_fused", PTX)?;
         let mut out = dst.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg = grid_stride(n);
         let (a, b) = (&views[0], views.get(1).unwrap_or(&views[0]));
         let [f0, f1, f2, f3] = self.floats;
         let mut builder = func.builder();

@@ -418,14 +418,20 @@ impl Llama {
         self.lm_head.forward(&self.hidden(ids, cache, pass)?)?.to_dtype(DType::F32)
     }
 
-    fn hidden(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
+    /// What the blocks take for `ids` at positions from `pos` on: the embeddings, the RoPE
+    /// tables and the causal mask (none for one position), in the compute dtype.
+    fn block_inputs(&self, ids: &Tensor, pos: usize) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
         let (b, t) = ids.dims2()?;
-        let pos = cache.len();
         let dt = self.compute;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
+        let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
         let cos = self.cos.narrow(0, pos, t)?.to_dtype(dt)?;
         let sin = self.sin.narrow(0, pos, t)?.to_dtype(dt)?;
         let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?.to_dtype(dt)?) } else { None };
+        Ok((x, cos, sin, mask))
+    }
+
+    fn hidden(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
+        let (mut x, cos, sin, mask) = self.block_inputs(ids, cache.len())?;
         for (i, (block, kv)) in self.blocks.iter().zip(cache.kv.iter_mut()).enumerate() {
             x = block.forward(&x, &cos, &sin, mask.as_ref(), kv, pass, i)?;
         }
@@ -441,11 +447,8 @@ impl Llama {
     /// a time instead of every block's. The adapters must give the same values when a block
     /// runs twice (dropout masks drawn from a seed, not a device generator).
     pub fn backward_recomputed(&self, ids: &Tensor, adapters: &dyn Adapters, vars: &[candle_core::Var], loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
-        let (b, t) = ids.dims2()?;
-        let (dt, pass) = (self.compute, Pass::Train(adapters));
-        let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
-        let (cos, sin) = (self.cos.narrow(0, 0, t)?.to_dtype(dt)?, self.sin.narrow(0, 0, t)?.to_dtype(dt)?);
-        let mask = if t > 1 { Some(causal_mask(t, 0, &self.device)?.to_dtype(dt)?) } else { None };
+        let pass = Pass::Train(adapters);
+        let (x, cos, sin, mask) = self.block_inputs(ids, 0)?;
         let run = |i: usize, x: &Tensor| self.blocks[i].forward(x, &cos, &sin, mask.as_ref(), &mut None, pass, i);
         let mut inputs = Vec::with_capacity(self.blocks.len());
         let mut x = x.detach();
