@@ -290,10 +290,6 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         if !(0.0..1.0).contains(&t.lora.dropout) {
             return bad("train.lora.dropout", format!("{} must be in [0, 1)", t.lora.dropout));
         }
-        if t.recompute && model.device == "cuda" && t.lora.dropout > 0.0 {
-            // the device draws dropout masks from its generator, which a recomputed block would not repeat
-            return bad("train.recompute", format!("needs train.lora.dropout = 0 on CUDA (it is {})", t.lora.dropout));
-        }
         if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
             return bad("train.schedule", format!("{:?}: expected cosine, linear or constant", t.schedule));
         }

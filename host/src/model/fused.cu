@@ -4,7 +4,8 @@
 //
 // Every kernel has one signature: three inputs (unused ones repeat the first), the output,
 // a count `n` (rows for the row kernels, elements for the element-wise ones), a row width
-// `cols` and one float. Arithmetic is in f32 whatever the storage type.
+// `cols` and one float. Arithmetic is in f32 whatever the storage type; exponentials use the
+// hardware's approximate exp2 (`__expf`, a few ulp), far below bf16's rounding.
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -55,42 +56,153 @@ __device__ void rms_norm_bwd(const T* x, const T* w, const T* g, T* dx, int cols
     for (int j = threadIdx.x; j < cols; j += blockDim.x) out[j] = from_f<T>(r * to_f(gr[j]) * to_f(w[j]) - to_f(xr[j]) * c);
 }
 
-// Causal softmax of attention scores, one block per row of a (…, t, t) tensor: row `i` of each
-// t × t matrix is softmax(s·scale) over its first i + 1 columns and 0 after them.
-template <typename T>
-__device__ void softmax_causal(const T* s, T* p, int t, float scale) {
-    __shared__ float shared[32];
-    size_t row = blockIdx.x;
-    int i = row % t;
-    const T* sr = s + row * t;
-    T* out = p + row * t;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, to_f(sr[j]) * scale);
-    mx = block_reduce<true>(mx, shared);
-    float sum = 0.f;
-    for (int j = threadIdx.x; j <= i; j += blockDim.x) sum += expf(to_f(sr[j]) * scale - mx);
-    sum = block_reduce<false>(sum, shared);
-    float inv = 1.f / sum;
-    for (int j = threadIdx.x; j < t; j += blockDim.x) out[j] = from_f<T>(j <= i ? expf(to_f(sr[j]) * scale - mx) * inv : 0.f);
+// The sum of `v` over the warp.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
 }
 
-// The scores' gradient of attention, one block per row: ds = p ⊙ (dp − Σⱼ p·dp) · scale,
-// where dp = dy·vᵀ (Σⱼ pᵢⱼ·dpᵢⱼ = dyᵢ·yᵢ, so the output is not needed). 0 above the diagonal.
+// Rows of bf16 whose width is a multiple of 8 and whose buffers are 16-byte aligned are read
+// and written 8 values (16 bytes) a lane at a time: a warp then moves 512 bytes per step
+// instead of 64, which the attention kernels' rows (a few hundred values) need to keep the
+// memory busy.
+__device__ __forceinline__ bool by_eight(const void* a, const void* b, const void* c, int t) {
+    return t % 8 == 0 && ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
+}
+
+__device__ __forceinline__ void unpack8(uint4 v, float* x) {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        x[2 * k] = f.x;
+        x[2 * k + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* x) {
+    uint4 v;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
+    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(x[2 * k], x[2 * k + 1]);
+    return v;
+}
+
+// softmax_causal (below) on rows read and written by eight.
+__device__ void softmax_causal8(const __nv_bfloat16* s, __nv_bfloat16* p, size_t row, int lane, int t, float scale) {
+    int i = row % t, last = i / 8;
+    const uint4* sr = reinterpret_cast<const uint4*>(s + row * t);
+    uint4* out = reinterpret_cast<uint4*>(p + row * t);
+    float mx = -INFINITY, sum = 0.f, x[8];
+    for (int c = lane; c <= last; c += 32) {
+        unpack8(sr[c], x);
+        float m = mx;
+        for (int k = 0; k < 8; k++) {
+            x[k] = c * 8 + k <= i ? x[k] * scale : -INFINITY;
+            m = fmaxf(m, x[k]);
+        }
+        // column c·8 ≤ i, so m is finite
+        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m));
+        mx = m;
+        for (int k = 0; k < 8; k++) sum += __expf(x[k] - mx);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffff, mx, o), s2 = __shfl_xor_sync(0xffffffff, sum, o);
+        float m = fmaxf(mx, m2);
+        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - m));
+        mx = m;
+    }
+    float inv = 1.f / sum;
+    for (int c = lane; c < t / 8; c += 32) {
+        if (c <= last) {
+            unpack8(sr[c], x);
+            for (int k = 0; k < 8; k++) x[k] = c * 8 + k <= i ? __expf(x[k] * scale - mx) * inv : 0.f;
+        } else {
+            for (int k = 0; k < 8; k++) x[k] = 0.f;
+        }
+        out[c] = pack8(x);
+    }
+}
+
+// attention_ds (below) on rows read and written by eight.
+__device__ void attention_ds8(const __nv_bfloat16* p, const __nv_bfloat16* dp, __nv_bfloat16* ds, size_t row, int lane, int t, float scale) {
+    int i = row % t, last = i / 8;
+    const uint4* pr = reinterpret_cast<const uint4*>(p + row * t);
+    const uint4* dr = reinterpret_cast<const uint4*>(dp + row * t);
+    uint4* out = reinterpret_cast<uint4*>(ds + row * t);
+    float acc = 0.f, a[8], b[8];
+    for (int c = lane; c <= last; c += 32) {
+        unpack8(pr[c], a);
+        unpack8(dr[c], b);
+        for (int k = 0; k < 8; k++) acc += c * 8 + k <= i ? a[k] * b[k] : 0.f;
+    }
+    acc = warp_sum(acc);
+    for (int c = lane; c < t / 8; c += 32) {
+        if (c <= last) {
+            unpack8(pr[c], a);
+            unpack8(dr[c], b);
+            for (int k = 0; k < 8; k++) a[k] = c * 8 + k <= i ? a[k] * (b[k] - acc) * scale : 0.f;
+        } else {
+            for (int k = 0; k < 8; k++) a[k] = 0.f;
+        }
+        out[c] = pack8(a);
+    }
+}
+
+// Causal softmax of attention scores, one warp per row of a (…, t) tensor whose rows come in
+// runs of t (one run per t × t matrix, or per query head of a group sharing a key head): row
+// `r` is softmax(s·scale) over its first r mod t + 1 columns and 0 after them. One pass keeps a
+// running maximum and sum (rescaled when the maximum grows), a second writes.
 template <typename T>
-__device__ void attention_ds(const T* p, const T* dp, T* ds, int t, float scale) {
-    __shared__ float shared[32];
-    size_t row = blockIdx.x;
-    int i = row % t;
+__device__ void softmax_causal(const T* s, T* p, size_t rows, int t, float scale) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    int lane = threadIdx.x % 32, i = row % t;
+    if constexpr (sizeof(T) == 2) {
+        if (by_eight(s, p, s, t)) return softmax_causal8(s, p, row, lane, t, scale);
+    }
+    const T* sr = s + row * t;
+    T* out = p + row * t;
+    float mx = -INFINITY, sum = 0.f;
+    for (int j = lane; j <= i; j += 32) {
+        float x = to_f(sr[j]) * scale;
+        if (x > mx) {
+            sum = sum * __expf(mx - x) + 1.f;
+            mx = x;
+        } else {
+            sum += __expf(x - mx);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffff, mx, o), s2 = __shfl_xor_sync(0xffffffff, sum, o);
+        float m = fmaxf(mx, m2);
+        // a lane that saw no column holds (−∞, 0)
+        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - m));
+        mx = m;
+    }
+    float inv = 1.f / sum;
+    for (int j = lane; j < t; j += 32) out[j] = from_f<T>(j <= i ? __expf(to_f(sr[j]) * scale - mx) * inv : 0.f);
+}
+
+// The scores' gradient of attention, one warp per row (rows as in softmax_causal):
+// ds = p ⊙ (dp − Σⱼ p·dp) · scale, where dp = dy·vᵀ (Σⱼ pᵢⱼ·dpᵢⱼ = dyᵢ·yᵢ, so the output is
+// not needed). 0 above the diagonal.
+template <typename T>
+__device__ void attention_ds(const T* p, const T* dp, T* ds, size_t rows, int t, float scale) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    int lane = threadIdx.x % 32, i = row % t;
+    if constexpr (sizeof(T) == 2) {
+        if (by_eight(p, dp, ds, t)) return attention_ds8(p, dp, ds, row, lane, t, scale);
+    }
     const T* pr = p + row * t;
     const T* dr = dp + row * t;
     T* out = ds + row * t;
     float acc = 0.f;
-    for (int j = threadIdx.x; j <= i; j += blockDim.x) acc += to_f(pr[j]) * to_f(dr[j]);
-    acc = block_reduce<false>(acc, shared);
-    for (int j = threadIdx.x; j < t; j += blockDim.x) out[j] = from_f<T>(j <= i ? to_f(pr[j]) * (to_f(dr[j]) - acc) * scale : 0.f);
+    for (int j = lane; j <= i; j += 32) acc += to_f(pr[j]) * to_f(dr[j]);
+    acc = warp_sum(acc);
+    for (int j = lane; j < t; j += 32) out[j] = from_f<T>(j <= i ? to_f(pr[j]) * (to_f(dr[j]) - acc) * scale : 0.f);
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
 
 // SwiGLU: h = silu(g) · u.
 template <typename T>
@@ -171,11 +283,11 @@ extern "C" __global__ void adamw_apply(float* p, const float* m, const float* v,
     }                                                                                                             \
     extern "C" __global__ void softmax_causal_##S(const T* s, const T*, const T*, T* out, size_t n, int cols,     \
                                                   float scale) {                                                  \
-        softmax_causal<T>(s, out, cols, scale);                                                                   \
+        softmax_causal<T>(s, out, n, cols, scale);                                                                   \
     }                                                                                                             \
     extern "C" __global__ void attention_ds_##S(const T* p, const T* dp, const T*, T* out, size_t n, int cols,    \
                                                 float scale) {                                                    \
-        attention_ds<T>(p, dp, out, cols, scale);                                                                 \
+        attention_ds<T>(p, dp, out, n, cols, scale);                                                                 \
     }                                                                                                             \
     extern "C" __global__ void swiglu_##S(const T* g, const T* u, const T*, T* out, size_t n, int, float) {       \
         swiglu<T>(g, u, out, n);                                                                                  \
@@ -186,3 +298,17 @@ extern "C" __global__ void adamw_apply(float* p, const float* m, const float* v,
 
 FUSED(float, f32)
 FUSED(__nv_bfloat16, bf16)
+
+// LoRA dropout's keep mask, element k from SplitMix64's (k+1)-th output for `seed`: the CPU
+// draws the same stream one element after another (train/lora.rs `splitmix`), so both devices
+// keep the same elements and a recomputed block sees its first pass's mask.
+extern "C" __global__ void dropout_mask(unsigned char* out, size_t n, unsigned long long seed, float p) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+        unsigned long long z = seed + (unsigned long long)(k + 1) * 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        float u = (float)((z ^ (z >> 31)) >> 40) / 16777216.0f;
+        out[k] = u >= p;
+    }
+}
+

@@ -20,11 +20,21 @@ fn grid_stride(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// How a kernel's threads cover its input.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// A grid-stride loop over the elements.
+    No,
+    /// One block per row of `cols`.
+    PerBlock,
+    /// One warp per row of `cols`, `BLOCK / 32` rows a block.
+    PerWarp,
+}
+
 /// One kernel launch over up to three inputs of one dtype (see `fused.cu`'s signature).
 struct Kernel {
     name: &'static str,
-    /// One block per row of `cols` (the row kernels), or a grid-stride loop over elements.
-    rows: bool,
+    rows: Rows,
     cols: usize,
     float: f32,
     /// Elements written, as a multiple of the first input's.
@@ -43,7 +53,7 @@ impl Kernel {
         let n = layout.shape().elem_count();
         for (s, l) in ins {
             // a row kernel's weight has one row's elements
-            let size_ok = l.shape().elem_count() == n || self.rows && l.shape().elem_count() == self.cols;
+            let size_ok = l.shape().elem_count() == n || self.rows != Rows::No && l.shape().elem_count() == self.cols;
             if s.dtype() != first.dtype() || !size_ok {
                 candle_core::bail!("{}: inputs of different dtypes or sizes", self.name);
             }
@@ -66,12 +76,12 @@ impl Kernel {
         if n == 0 {
             return Ok(CudaStorage::wrap_cuda_slice(out, dev));
         }
-        let (count, cfg) = if self.rows {
-            // one block per row
-            let rows = n / self.cols.max(1);
-            (rows, LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 })
-        } else {
-            (n, grid_stride(n))
+        let rows = n / self.cols.max(1);
+        let blocks = |b: usize| LaunchConfig { grid_dim: (b.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let (count, cfg) = match self.rows {
+            Rows::No => (n, grid_stride(n)),
+            Rows::PerBlock => (rows, blocks(rows)),
+            Rows::PerWarp => (rows, blocks(rows.div_ceil(BLOCK as usize / 32))),
         };
         let (a, b, c) = (&views[0], views.get(1).unwrap_or(&views[0]), views.get(2).unwrap_or(&views[0]));
         let cols = self.cols as i32;
@@ -125,35 +135,35 @@ impl candle_core::CustomOp3 for Kernel {
     }
 }
 
-fn row_kernel(name: &'static str, like: &Tensor, float: f32) -> Result<Kernel> {
-    Ok(Kernel { name, rows: true, cols: like.dim(candle_core::D::Minus1)?, float, out_factor: 1, out_shape: like.shape().clone() })
+fn row_kernel(name: &'static str, rows: Rows, like: &Tensor, float: f32) -> Result<Kernel> {
+    Ok(Kernel { name, rows, cols: like.dim(candle_core::D::Minus1)?, float, out_factor: 1, out_shape: like.shape().clone() })
 }
 
 /// RMSNorm's input gradient for input `x`, weight `w` (in `x`'s dtype) and output gradient `g`.
 pub fn rms_norm_bwd(x: &Tensor, w: &Tensor, g: &Tensor, eps: f64) -> Result<Tensor> {
-    let k = row_kernel("rms_norm_bwd", x, eps as f32)?;
+    let k = row_kernel("rms_norm_bwd", Rows::PerBlock, x, eps as f32)?;
     x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &g.contiguous()?, &k)
 }
 
 /// Causal softmax of raw scores `s` (…, t, t), scaled by `scale` first.
 pub fn softmax_causal(s: &Tensor, scale: f64) -> Result<Tensor> {
-    s.contiguous()?.apply_op1_no_bwd(&row_kernel("softmax_causal", s, scale as f32)?)
+    s.contiguous()?.apply_op1_no_bwd(&row_kernel("softmax_causal", Rows::PerWarp, s, scale as f32)?)
 }
 
 /// Attention's score gradient (scaled by `scale`) from the probabilities `p` and `dp = dy·vᵀ`.
 pub fn attention_ds(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Tensor> {
-    p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &row_kernel("attention_ds", p, scale as f32)?)
+    p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &row_kernel("attention_ds", Rows::PerWarp, p, scale as f32)?)
 }
 
 /// `silu(g) · u`.
 pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
-    let k = Kernel { name: "swiglu", rows: false, cols: 0, float: 0.0, out_factor: 1, out_shape: g.shape().clone() };
+    let k = Kernel { name: "swiglu", rows: Rows::No, cols: 0, float: 0.0, out_factor: 1, out_shape: g.shape().clone() };
     g.contiguous()?.apply_op2_no_bwd(&u.contiguous()?, &k)
 }
 
 /// SwiGLU's gradients `(dg, du)` for output gradient `dh`.
 pub fn swiglu_bwd(g: &Tensor, u: &Tensor, dh: &Tensor) -> Result<(Tensor, Tensor)> {
-    let k = Kernel { name: "swiglu_bwd", rows: false, cols: 0, float: 0.0, out_factor: 2, out_shape: Shape::from(g.elem_count() * 2) };
+    let k = Kernel { name: "swiglu_bwd", rows: Rows::No, cols: 0, float: 0.0, out_factor: 2, out_shape: Shape::from(g.elem_count() * 2) };
     let both = g.contiguous()?.apply_op3_no_bwd(&u.contiguous()?, &dh.contiguous()?, &k)?;
     let n = g.elem_count();
     Ok((both.narrow(0, 0, n)?.reshape(g.shape())?, both.narrow(0, n, n)?.reshape(g.shape())?))
@@ -358,3 +368,42 @@ pub fn adamw_step(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, betas: (f64, f
     v.inplace_op2(&g, &AdamwKernel { name: "adamw_second", floats: [betas.1 as f32, (1.0 - betas.1) as f32, 0.0, 0.0] })?;
     p.inplace_op3(m, v, &AdamwKernel { name: "adamw_apply", floats: [decay as f32, lr_c1 as f32, inv_c2 as f32, eps as f32] })
 }
+
+/// LoRA dropout's keep mask (`dropout_mask` in `fused.cu`): u8, shaped like its input, whose
+/// values it does not read.
+struct DropoutMask {
+    seed: u64,
+    p: f32,
+}
+
+impl candle_core::CustomOp1 for DropoutMask {
+    fn name(&self) -> &'static str {
+        "dropout_mask"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("dropout_mask: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = s.device().clone();
+        let n = l.shape().elem_count();
+        // SAFETY: the kernel writes all `n` elements.
+        let out = unsafe { dev.alloc::<u8>(n)? };
+        if n > 0 {
+            let func = dev.get_or_load_custom_func("dropout_mask", "medtune_fused", PTX)?;
+            let mut builder = func.builder();
+            builder.arg(&out).arg(&n).arg(&self.seed).arg(&self.p);
+            // SAFETY: the argument list matches the kernel's signature.
+            unsafe { builder.launch(grid_stride(n)) }.w()?;
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
+    }
+}
+
+/// The keep mask (1 where an element is kept, u8) of dropout with probability `p` for a tensor
+/// shaped like `x`, drawn from `seed` as the CPU draws it element by element.
+pub fn dropout_mask(x: &Tensor, seed: u64, p: f32) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&DropoutMask { seed, p })
+}
+

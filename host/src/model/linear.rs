@@ -78,7 +78,7 @@ impl Module for Linear {
             Linear::Quantized(QMatMul::QTensor(q)) if rows >= DENSE_FROM_ROWS => dense(x, &q.dequantize(x.device())?),
             Linear::Quantized(q) => q.forward(x),
             Linear::Nf4(q) => dense(x, &q.dequantize()?.to_dtype(x.dtype())?),
-            Linear::Dense(w) => dense(x, w),
+            Linear::Dense(w) => dense(x, &w.to_dtype(x.dtype())?),
         }
     }
 }

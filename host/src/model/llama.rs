@@ -89,7 +89,7 @@ struct Block {
 /// A LLaMA-family causal language model.
 pub struct Llama {
     config: Config,
-    embed: Tensor,
+    pub(super) embed: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -120,14 +120,6 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x);
-    }
-    let (b, h, t, d) = x.dims4()?;
-    x.unsqueeze(2)?.expand((b, h, n, t, d))?.reshape((b, h * n, t, d))
 }
 
 impl Attention {
@@ -164,16 +156,16 @@ impl Attention {
         };
         *cache = Some((k.clone(), v.clone()));
         let group = self.n_head / self.n_kv_head;
-        let k = repeat_kv(k, group)?;
-        let v = repeat_kv(v, group)?.contiguous()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = if pass.training() {
             match mask {
-                // a training pass sees its sequence from the start: the mask is causal
+                // a training pass sees its sequence from the start: the mask is causal (and
+                // the key heads are grouped, not repeated)
                 Some(m) if q.dim(2)? == k.dim(2)? => super::ops::attention_causal(&q, &k, &v, m, scale)?,
-                _ => super::ops::attention(&q, &k, &v, mask, scale)?,
+                _ => super::ops::attention(&q, &super::ops::repeat_heads(&k, group)?, &super::ops::repeat_heads(&v, group)?, mask, scale)?,
             }
         } else {
+            let (k, v) = (super::ops::repeat_heads(&k, group)?, super::ops::repeat_heads(&v, group)?);
             let att = (q.matmul(&k.t()?)? * scale)?;
             let att = match mask {
                 Some(m) => att.broadcast_add(m)?,
@@ -373,7 +365,9 @@ impl Llama {
 
     /// Replaces every linear layer of the blocks with NF4 (double quantization) that
     /// dequantizes to `dtype`; returns the bytes the layers now hold. The output layer and the
-    /// embeddings stay as they are (as in QLoRA).
+    /// embeddings are not quantized (as in QLoRA); dense ones are stored in `dtype`, which the
+    /// pass casts them to anyway (a 7B model's two f32 tables were 1 GiB, and the output
+    /// layer's bf16 copy another 0.25 GiB per step).
     pub fn quantize_nf4(&mut self, dtype: DType) -> Result<usize> {
         let mut layers: Vec<&mut Linear> = self
             .blocks
@@ -410,6 +404,10 @@ impl Llama {
             let q = q?;
             bytes += q.bytes();
             **l = Linear::Nf4(q);
+        }
+        self.embed = self.embed.to_dtype(dtype)?;
+        if let Linear::Dense(w) = &mut self.lm_head {
+            *w = w.to_dtype(dtype)?;
         }
         Ok(bytes)
     }

@@ -176,24 +176,43 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
 }
 
 /// [`attention`] with the causal mask of a sequence seen from its start (query `i` sees keys
-/// `0..=i`). On CUDA the mask is applied by index inside one softmax kernel, and backward's
-/// score gradient `P ⊙ (dP − rowsum(P ⊙ dP))` is one kernel (`rowsum(P ⊙ dP) = rowsum(dy ⊙ y)`),
-/// with the scale folded into both; elsewhere it is [`attention`] with `mask`, that causal
-/// mask as an additive tensor.
+/// `0..=i`), for `k` and `v` with fewer heads than `q` (grouped-query attention: each key head
+/// serves `q`'s heads in consecutive runs of heads(q) / heads(k)). On CUDA the key heads are
+/// never repeated: each group of query heads is one (group·seq, head_dim) matrix against its
+/// key head, so `dk` and `dv` come out summed over the group by the products themselves; the
+/// mask is applied by index inside one softmax kernel, and backward's score gradient
+/// `P ⊙ (dP − rowsum(P ⊙ dP))` is one kernel (`rowsum(P ⊙ dP) = rowsum(dy ⊙ y)`), with the
+/// scale folded into both. Elsewhere it is [`attention`] with the key heads repeated and
+/// `mask`, that causal mask as an additive tensor.
 pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (h, kv) = (q.dim(1)?, k.dim(1)?);
+    if kv == 0 || h % kv != 0 || v.dim(1)? != kv {
+        candle_core::bail!("attention: {h} query heads and {kv} key heads do not group");
+    }
     #[cfg(feature = "cuda")]
     if q.device().is_cuda() {
-        let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
-        let y = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?.matmul(&vd)?;
+        let (b, _, t, d) = q.dims4()?;
+        let grouped = (b, kv, h / kv * t, d);
+        let (qd, kd, vd) = (q.detach().reshape(grouped)?, k.detach().contiguous()?, v.detach().contiguous()?);
+        let y = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?.matmul(&vd)?.reshape((b, h, t, d))?;
         return attach3(q, k, v, y, move |_, dy| {
-            let dy = dy.contiguous()?;
+            let dy = dy.contiguous()?.reshape(grouped)?;
             let p = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
             let dv = p.t()?.matmul(&dy)?;
             let ds = super::fused::attention_ds(&p, &dy.matmul(&vd.t()?)?, scale)?;
-            Ok((ds.matmul(&kd)?, ds.t()?.matmul(&qd)?, dv))
+            Ok((ds.matmul(&kd)?.reshape((b, h, t, d))?, ds.t()?.matmul(&qd)?, dv))
         });
     }
-    attention(q, k, v, Some(mask), scale)
+    attention(q, &repeat_heads(k, h / kv)?, &repeat_heads(v, h / kv)?, Some(mask), scale)
+}
+
+/// `x` (batch, heads, seq, head_dim) with each head repeated `n` times in a row, contiguous.
+pub fn repeat_heads(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.expand((b, h, n, t, d))?.reshape((b, h * n, t, d))?.contiguous()
 }
 
 /// RMSNorm `x · r · weight` with `r = 1/sqrt(mean(x²) + eps)` over the last dimension:
@@ -404,7 +423,8 @@ mod tests {
 
     /// Each training op of the pass on CUDA (the fused kernels of `fused.cu` and candle's
     /// rope) gives the CPU op's value and input gradients: within 1e-4 of the largest value in
-    /// f32, within 4% of it in bf16. Attention rows longer than a kernel block are covered.
+    /// f32, within 4% of it in bf16. Attention rows longer than a warp, and grouped key heads
+    /// (three query heads to one), are covered.
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_ops_match_the_cpu_ops() {
@@ -417,6 +437,7 @@ mod tests {
         let t = 300;
         let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (t, t), &cpu).expect("mask");
+        let mask2 = mask.clone();
         let on = |x: &Tensor, d: &Device, dt: DType| x.to_device(d).and_then(|x| x.to_dtype(dt)).expect("to device");
         let cases: Vec<(&str, Vec<Tensor>, Op)> = vec![
             ("rms_norm", vec![r(&[2, 300, 64])], Box::new(move |x: &[Tensor]| rms_norm(&x[0], &w.to_device(x[0].device())?.to_dtype(x[0].dtype())?, 1e-5))),
@@ -430,6 +451,10 @@ mod tests {
             })),
             ("attention_causal", vec![r(&[2, 3, t, 16]), r(&[2, 3, t, 16]), r(&[2, 3, t, 16])], Box::new(move |x: &[Tensor]| {
                 let m = mask.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
+                attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
+            })),
+            ("attention_causal grouped", vec![r(&[2, 6, t, 16]), r(&[2, 2, t, 16]), r(&[2, 2, t, 16])], Box::new(move |x: &[Tensor]| {
+                let m = mask2.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
                 attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
             })),
             ("swiglu", vec![r(&[2, 300, 64]), r(&[2, 300, 64])], Box::new(|x: &[Tensor]| swiglu(&x[0], &x[1]))),

@@ -346,3 +346,34 @@ fn adapter_matches_peft(dir: &str) -> serde_json::Value {
     }
     want
 }
+
+/// NF4 in bf16 stores the embeddings and the output layer in bf16 too: a bf16 pass gives the
+/// logits it gave with them kept in f32 (it cast them to bf16 itself), for training and for
+/// a cached inference pass.
+#[test]
+fn nf4_in_bf16_keeps_the_tables_in_bf16_and_the_logits() {
+    use candle_core::DType;
+    struct Frozen;
+    impl Adapters for Frozen {
+        fn linear(&self, _: &str, base: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+            base.forward_frozen(x)
+        }
+    }
+    let ids = Tensor::new(&[[5u32, 900, 31, 7, 4000, 12]], &Device::Cpu).expect("ids");
+    let run = |tables: DType| -> (DType, Vec<f32>, Vec<f32>) {
+        let mut m = random("smollm2", &Device::Cpu).expect("model");
+        m.quantize_nf4(tables).expect("nf4");
+        m.set_compute_dtype(DType::BF16);
+        let flat = |t: Tensor| t.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("logits");
+        let train = flat(m.forward_train(&ids, &Frozen).expect("training pass"));
+        let infer = flat(m.forward(&ids, &mut Cache::new(&m)).expect("inference pass"));
+        (m.embed.dtype(), train, infer)
+    };
+    let (f32_tables, want_train, want_infer) = run(DType::F32);
+    let (bf16_tables, train, infer) = run(DType::BF16);
+    assert_eq!((f32_tables, bf16_tables), (DType::F32, DType::BF16));
+    for (name, got, want) in [("training", train, want_train), ("inference", infer, want_infer)] {
+        let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-3, "{name}: logits differ by {diff}");
+    }
+}

@@ -109,15 +109,14 @@ impl LoraSet {
             return Ok(None);
         }
         let seed = self.dropout_seed.load(std::sync::atomic::Ordering::Relaxed) ^ fnv(module);
-        let mask = if x.device().is_cpu() {
-            let mut state = seed;
-            let values: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(splitmix(&mut state) >= p)).collect();
-            Tensor::from_vec(values, x.shape(), x.device())?
-        } else {
-            // the device generator is seeded once per optimizer step by the trainer
-            Tensor::rand(0f32, 1f32, x.shape(), x.device())?.ge(f64::from(p))?
-        };
-        Ok(Some(mask))
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            // the same elements as the CPU's stream below
+            return Ok(Some(crate::model::fused::dropout_mask(x, seed, p)?));
+        }
+        let mut state = seed;
+        let values: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(splitmix(&mut state) >= p)).collect();
+        Ok(Some(Tensor::from_vec(values, x.shape(), x.device())?))
     }
 
     /// Every trainable tensor (A and B of each module).
@@ -318,16 +317,19 @@ mod tests {
     /// loss and every adapter gradient of one plain backward, with dropout on.
     #[test]
     fn recomputed_blocks_give_the_plain_backward() {
-        let dev = Device::Cpu;
-        let llama = model::random("smollm2", &dev).expect("model");
-        let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.1), llama.config(), 3, &dev).expect("lora");
+        recomputed_matches_plain(&Device::Cpu);
+    }
+
+    fn recomputed_matches_plain(dev: &Device) {
+        let llama = model::random("smollm2", dev).expect("model");
+        let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.1), llama.config(), 3, dev).expect("lora");
         for (i, l) in lora.layers.values_mut().enumerate() {
-            let b = Tensor::from_vec(model::uniform(l.b.elem_count(), 0.035, i as u64), l.b.shape(), &dev).expect("b");
+            let b = Tensor::from_vec(model::uniform(l.b.elem_count(), 0.035, i as u64), l.b.shape(), dev).expect("b");
             l.b.set(&b).expect("set b");
         }
         lora.set_dropout_seed(11);
         let ids = [5u32, 900, 31, 7, 4000, 12, 99, 3];
-        let x = Tensor::new(&[ids], &dev).expect("ids");
+        let x = Tensor::new(&[ids], dev).expect("ids");
         let loss_of = |h: &Tensor| Ok(loss(&llama.project(h)?, &ids));
         let plain = loss_of(&llama.hidden_train(&x, &lora).expect("forward")).expect("loss");
         let plain_grads = plain.backward().expect("backward");
@@ -344,7 +346,7 @@ mod tests {
     }
 
     /// The training pass on CUDA (its fused kernels, cuBLAS adding the adapters' products in
-    /// place) gives the CPU's loss and the gradient of every adapter's A and B: in f32 within
+    /// place, dropout masks from the seeded kernel) gives the CPU's loss and the gradient of every adapter's A and B: in f32 within
     /// 1e-3 relative, and with bf16 activations within
     /// the bounds of `bf16_activations_train_like_f32`.
     #[cfg(feature = "cuda")]
@@ -354,11 +356,13 @@ mod tests {
         let run = |dev: &Device, dtype: DType| {
             let mut llama = model::random("smollm2", dev).expect("model");
             llama.set_compute_dtype(dtype);
-            let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.0), llama.config(), 3, dev).expect("lora");
+            let mut lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.1), llama.config(), 3, dev).expect("lora");
             for (i, l) in lora.layers.values_mut().enumerate() {
                 let b = Tensor::from_vec(model::uniform(l.b.elem_count(), 0.035, i as u64), l.b.shape(), dev).expect("b");
                 l.b.set(&b).expect("set b");
             }
+            // dropout on: CUDA must draw the CPU's masks
+            lora.set_dropout_seed(11);
             let x = Tensor::new(&[ids], dev).expect("ids");
             let loss = loss(&llama.forward_train(&x, &lora).expect("forward"), &ids);
             let grads = loss.backward().expect("backward");
@@ -377,6 +381,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// CUDA's dropout masks (`fused::dropout_mask`) are the CPU's, element for element, and
+    /// keep about 1 − p of the elements.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_dropout_masks_are_the_cpu_masks() {
+        let shape = model::shape("smollm2").expect("shape");
+        let gpu = Device::new_cuda(0).expect("CUDA device 0");
+        let masks: Vec<Vec<u8>> = [Device::Cpu, gpu]
+            .iter()
+            .map(|dev| {
+                let lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.25), &shape, 1, dev).expect("lora");
+                lora.set_dropout_seed(42);
+                let x = Tensor::zeros((37, 1001), DType::F32, dev).expect("x");
+                let mask = lora.dropout_mask("model.layers.3.mlp.up_proj", &x).expect("mask").expect("dropout on");
+                mask.flatten_all().and_then(|m| m.to_vec1::<u8>()).expect("values")
+            })
+            .collect();
+        assert!(masks[0] == masks[1], "the CUDA mask differs from the CPU's");
+        let kept = masks[0].iter().filter(|&&k| k == 1).count() as f64 / masks[0].len() as f64;
+        assert!((kept - 0.75).abs() < 0.01, "kept {kept}");
+    }
+
+    /// The memory mode on CUDA, dropout on, gives one plain backward's loss and gradients.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_recomputed_blocks_give_the_plain_backward() {
+        recomputed_matches_plain(&Device::new_cuda(0).expect("CUDA device 0"));
     }
 
     /// On the real SmolLM2 (f32): gradients reach the B of every adapter, first block's q/k

@@ -190,9 +190,6 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let mut best: Option<Best> = if opts.resume { read_best(&run) } else { None };
     while step < total {
         let t0 = Instant::now();
-        if !device.is_cpu() {
-            device.set_seed(t.seed.wrapping_mul(1_000_003).wrapping_add(step as u64)).map_err(other("seeding the device"))?;
-        }
         let vars = lora.vars();
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let (mut loss_sum, mut step_tokens) = (0.0, 0);
