@@ -312,3 +312,21 @@ extern "C" __global__ void dropout_mask(unsigned char* out, size_t n, unsigned l
     }
 }
 
+// Dims 1 and 2 of a contiguous (b, n1, n2, row) tensor swapped, by rows: out (b, n2, n1, row).
+// A row is `w` words of W (16 bytes when the rows and buffers allow, else one element), so a
+// thread moves 16 bytes and a warp's reads are contiguous.
+template <typename W>
+__device__ void swap12(const W* in, W* out, size_t words, int n1, int n2, int w) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < words; k += (size_t)gridDim.x * blockDim.x) {
+        size_t row = k / w;
+        int c = k % w, j = row % n2;
+        size_t rest = row / n2;
+        int i = rest % n1;
+        size_t bb = rest / n1;
+        out[((bb * n2 + j) * n1 + i) * w + c] = in[k];
+    }
+}
+
+extern "C" __global__ void swap12_16(const uint4* in, uint4* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }
+extern "C" __global__ void swap12_4(const unsigned int* in, unsigned int* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }
+extern "C" __global__ void swap12_2(const unsigned short* in, unsigned short* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }

@@ -407,3 +407,52 @@ pub fn dropout_mask(x: &Tensor, seed: u64, p: f32) -> Result<Tensor> {
     x.apply_op1_no_bwd(&DropoutMask { seed, p })
 }
 
+/// Dims 1 and 2 of a (b, n1, n2, d) tensor swapped into a new contiguous tensor (`swap12_*` in
+/// `fused.cu`): a copy by rows of d, 16 bytes a thread where the rows allow.
+struct Swap12;
+
+impl Swap12 {
+    fn launch<T: CudaDType + DeviceRepr>(s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (b, n1, n2, d) = l.shape().dims4()?;
+        let input = view::<T>(s, l, "swap12")?;
+        let dev = s.device().clone();
+        let n = input.len();
+        // SAFETY: the kernel writes all `n` elements.
+        let out = unsafe { dev.alloc::<T>(n)? };
+        let size = std::mem::size_of::<T>();
+        let aligned = (l.start_offset() * size) % 16 == 0 && (d * size) % 16 == 0;
+        let word = if aligned { 16 } else { size };
+        if n > 0 {
+            let func = dev.get_or_load_custom_func(&format!("swap12_{word}"), "medtune_fused", PTX)?;
+            let (words, n1, n2, w) = (n * size / word, n1 as i32, n2 as i32, (d * size / word) as i32);
+            let mut builder = func.builder();
+            builder.arg(&input).arg(&out).arg(&words).arg(&n1).arg(&n2).arg(&w);
+            // SAFETY: the argument list matches the kernels' signature; `word` divides the rows.
+            unsafe { builder.launch(grid_stride(words)) }.w()?;
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, n2 as usize, n1 as usize, d))))
+    }
+}
+
+impl candle_core::CustomOp1 for Swap12 {
+    fn name(&self) -> &'static str {
+        "swap12"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("swap12: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        match s.dtype() {
+            DType::BF16 => Self::launch::<half::bf16>(s, l),
+            DType::F32 => Self::launch::<f32>(s, l),
+            other => candle_core::bail!("swap12: bf16 or f32 only, not {other:?}"),
+        }
+    }
+}
+
+/// `x` (b, n1, n2, d) as (b, n2, n1, d), contiguous.
+pub fn swap12(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Swap12)
+}

@@ -139,7 +139,7 @@ impl Attention {
         let name = |m: &'static str| move || format!("{prefix}.self_attn.{m}");
         let q = pass.linear(&self.q, x, name("q_proj"))?.reshape(shape(self.n_head))?;
         let k = pass.linear(&self.k, x, name("k_proj"))?.reshape(shape(self.n_kv_head))?;
-        let v = pass.linear(&self.v, x, name("v_proj"))?.reshape(shape(self.n_kv_head))?.transpose(1, 2)?.contiguous()?;
+        let v = super::ops::swap_heads(&pass.linear(&self.v, x, name("v_proj"))?.reshape(shape(self.n_kv_head))?)?;
         // (batch, seq, heads, head_dim) → rotated (batch, heads, seq, head_dim)
         let rope = |x: Tensor| {
             if pass.training() {
@@ -173,7 +173,7 @@ impl Attention {
             };
             candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
         };
-        let y = y.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
+        let y = super::ops::swap_heads(&y)?.reshape((b, t, self.n_head * self.head_dim))?;
         pass.linear(&self.o, &y, name("o_proj"))
     }
 }
