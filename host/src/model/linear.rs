@@ -60,14 +60,24 @@ impl Linear {
 
     /// The gradient the training product passes to its input: `grad · W`.
     pub fn frozen_input_grad(&self, grad: &Tensor) -> Result<Tensor> {
-        let w = self.weight()?.to_dtype(grad.dtype())?;
-        let dims = grad.dims().to_vec();
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let mut out = dims.clone();
+        let mut out = grad.dims().to_vec();
+        let rows_grad = self.frozen_input_grad_into(None, grad)?;
         if let Some(last) = out.last_mut() {
-            *last = w.dim(1)?;
+            *last = rows_grad.dim(1)?;
         }
-        grad.reshape((rows, dims[dims.len() - 1]))?.matmul(&w)?.reshape(out)
+        rows_grad.reshape(out)
+    }
+
+    /// `acc + grad · W` as (rows, in), written into `acc` (which no other tensor may share, see
+    /// `ops::add_matmul`), or `grad · W` without `acc`.
+    pub fn frozen_input_grad_into(&self, acc: Option<Tensor>, grad: &Tensor) -> Result<Tensor> {
+        let w = self.weight()?.to_dtype(grad.dtype())?;
+        let width = grad.dim(candle_core::D::Minus1)?;
+        let grad = grad.reshape((grad.elem_count() / width.max(1), width))?;
+        match acc {
+            Some(acc) => super::ops::add_matmul(acc, &grad, &w),
+            None => grad.matmul(&w),
+        }
     }
 }
 

@@ -23,6 +23,13 @@ pub trait Adapters {
     /// (`model.layers.3.self_attn.q_proj`) for `x`, with the module's update added when it
     /// has one ([`Linear::forward_frozen`] when it has none).
     fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor>;
+
+    /// The training products of layers that share the input `x` (q, k and v; gate and up),
+    /// in order: one [`Adapters::linear`] each unless the adapters sum `x`'s gradient
+    /// themselves.
+    fn linear_shared(&self, layers: &[(&str, &Linear)], x: &Tensor) -> Result<Vec<Tensor>> {
+        layers.iter().map(|(module, base)| self.linear(module, base, x)).collect()
+    }
 }
 
 /// How a forward pass runs.
@@ -39,6 +46,18 @@ impl Pass<'_> {
         match self {
             Pass::Infer => l.forward(x),
             Pass::Train(a) => a.linear(&module(), l, x),
+        }
+    }
+
+    /// [`Pass::linear`] of layers sharing the input `x`, named `prefix.module`.
+    fn linear_shared(&self, layers: &[(&Linear, &str)], x: &Tensor, prefix: &str) -> Result<Vec<Tensor>> {
+        match self {
+            Pass::Infer => layers.iter().map(|(l, _)| l.forward(x)).collect(),
+            Pass::Train(a) => {
+                let names: Vec<String> = layers.iter().map(|(_, m)| format!("{prefix}.{m}")).collect();
+                let named: Vec<(&str, &Linear)> = names.iter().zip(layers).map(|(n, (l, _))| (n.as_str(), *l)).collect();
+                a.linear_shared(&named, x)
+            }
         }
     }
 
@@ -137,9 +156,13 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let shape = |h| (b, t, h, self.head_dim);
         let name = |m: &'static str| move || format!("{prefix}.self_attn.{m}");
-        let q = pass.linear(&self.q, x, name("q_proj"))?.reshape(shape(self.n_head))?;
-        let k = pass.linear(&self.k, x, name("k_proj"))?.reshape(shape(self.n_kv_head))?;
-        let v = super::ops::swap_heads(&pass.linear(&self.v, x, name("v_proj"))?.reshape(shape(self.n_kv_head))?)?;
+        let [q, k, v]: [Tensor; 3] = pass
+            .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
+        let q = q.reshape(shape(self.n_head))?;
+        let k = k.reshape(shape(self.n_kv_head))?;
+        let v = super::ops::swap_heads(&v.reshape(shape(self.n_kv_head))?)?;
         // (batch, seq, heads, head_dim) → rotated (batch, heads, seq, head_dim)
         let rope = |x: Tensor| {
             if pass.training() {
@@ -193,7 +216,10 @@ impl Block {
 impl Mlp {
     fn forward(&self, x: &Tensor, pass: Pass<'_>, prefix: &str) -> Result<Tensor> {
         let name = |m: &'static str| move || format!("{prefix}.mlp.{m}");
-        let (gate, up) = (pass.linear(&self.gate, x, name("gate_proj"))?, pass.linear(&self.up, x, name("up_proj"))?);
+        let [gate, up]: [Tensor; 2] = pass
+            .linear_shared(&[(&self.gate, "gate_proj"), (&self.up, "up_proj")], x, &format!("{prefix}.mlp"))?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("gate, up: two products expected".into()))?;
         let h = if pass.training() { super::ops::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
         pass.linear(&self.down, &h, name("down_proj"))
     }

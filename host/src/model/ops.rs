@@ -112,11 +112,17 @@ impl candle_core::CustomOp2 for Attached2 {
     }
 }
 
-type Backward3 = dyn Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync;
+type Backward3 = dyn Fn(&Tensor, &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> + Send + Sync;
 
 /// [`attach`] for a value of three inputs: `backward(y, grad_y)` gives the three input
 /// gradients. The graph keeps the inputs and `y`, nothing in between.
 pub fn attach3(a: &Tensor, b: &Tensor, c: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
+    attach3_partial(a, b, c, y, move |y, g| backward(y, g).map(|(a, b, c)| (Some(a), b, c)))
+}
+
+/// [`attach3`] where backward may pass no gradient to the first input (`None`: another op
+/// passes it, see `train::lora`'s shared input gradient).
+pub fn attach3_partial(a: &Tensor, b: &Tensor, c: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
     a.apply_op3(b, c, Attached3 { value: Held::new(y), backward: Arc::new(backward) })
 }
 
@@ -141,7 +147,7 @@ impl candle_core::CustomOp3 for Attached3 {
 
     fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (a, b, c) = (self.backward)(y, grad)?;
-        Ok((Some(a), Some(b), Some(c)))
+        Ok((a, Some(b), Some(c)))
     }
 }
 

@@ -163,6 +163,29 @@ impl Adapters for LoraSet {
     /// intermediates (two input-sized and three output-sized tensors per layer through
     /// candle's autograd) are not kept.
     fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
+        self.product(module, base, x, None)
+    }
+
+    /// The layers with adapters sum `x`'s gradient into one tensor as their backward passes
+    /// run (each base product adds into it, cuBLAS with beta = 1), instead of candle adding
+    /// each layer's into a new one.
+    fn linear_shared(&self, layers: &[(&str, &Linear)], x: &Tensor) -> Result<Vec<Tensor>> {
+        let members = layers.iter().filter(|(m, _)| self.layers.contains_key(*m)).count();
+        let shared = (members > 1).then(|| std::sync::Arc::new(SharedGrad { sum: std::sync::Mutex::new((None, members)) }));
+        layers.iter().map(|(module, base)| self.product(module, base, x, shared.clone())).collect()
+    }
+}
+
+/// The input gradient of layers that share one input: the sum so far, and how many of the
+/// layers' backward passes are still to run. The last hands the sum to autograd; the others
+/// pass none. Every layer's output must reach the loss, or the sum is never handed on (the
+/// model's q, k, v and gate, up always do).
+struct SharedGrad {
+    sum: std::sync::Mutex<(Option<Tensor>, usize)>,
+}
+
+impl LoraSet {
+    fn product(&self, module: &str, base: &Linear, x: &Tensor, shared: Option<std::sync::Arc<SharedGrad>>) -> Result<Tensor> {
         let Some(l) = self.layers.get(module) else { return base.forward_frozen(x) };
         let (dtype, in_dims) = (x.dtype(), x.dims().to_vec());
         let width = in_dims[in_dims.len() - 1];
@@ -187,17 +210,31 @@ impl Adapters for LoraSet {
         let y = y.reshape(out_dims)?;
         let base = base.clone();
         let master = a.dtype();
-        crate::model::ops::attach3(x, l.a.as_tensor(), l.b.as_tensor(), y, move |_, dy| {
+        crate::model::ops::attach3_partial(x, l.a.as_tensor(), l.b.as_tensor(), y, move |_, dy| {
             let dy = dy.reshape((rows, dy.elem_count() / rows))?;
             // dB = s·dyᵀ·(x̃·Aᵀ) (r wide); with u = dy·(s·B): dA = uᵀ·x̃, dx = dy·W + (u·A)⊙mask
             let db = (dy.t()?.matmul(&xa)?.to_dtype(master)? * s)?;
             let u = dy.matmul(&bs)?;
             let da = u.t()?.matmul(&masked(&input, mask.as_ref(), dtype)?)?.to_dtype(master)?;
-            let dx = match &mask {
-                Some(m) => (base.frozen_input_grad(&dy)? + masked(&u.matmul(&ac)?, Some(m), dtype)?)?,
-                None => crate::model::ops::add_matmul(base.frozen_input_grad(&dy)?, &u, &ac)?,
+            // the sum of the layers sharing x so far, taken out (no other tensor holds it)
+            let mut sum = match &shared {
+                Some(g) => Some(g.sum.lock().map_err(|_| candle_core::Error::Msg("shared gradient: poisoned lock".into()))?),
+                None => None,
             };
-            let dx = dx.reshape(in_dims.as_slice())?;
+            let acc = sum.as_mut().and_then(|s| s.0.take());
+            let dx = base.frozen_input_grad_into(acc, &dy)?;
+            let dx = match &mask {
+                Some(m) => (dx + masked(&u.matmul(&ac)?, Some(m), dtype)?)?,
+                None => crate::model::ops::add_matmul(dx, &u, &ac)?,
+            };
+            let dx = match sum.as_mut() {
+                Some(s) if s.1 > 1 => {
+                    s.1 -= 1;
+                    s.0 = Some(dx);
+                    None
+                }
+                _ => Some(dx.reshape(in_dims.as_slice())?),
+            };
             Ok((dx, da, db))
         })
     }
@@ -278,6 +315,48 @@ mod tests {
             let d = (f - p).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("diff");
             let size = p.abs().and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("size");
             assert!(d < 1e-4 * size.max(1.0), "{name}: gradients differ by {d} (largest {size})");
+        }
+    }
+
+    /// Layers sharing an input (`linear_shared`, as q, k and v do), whose backward passes sum
+    /// the input's gradient into one tensor, give the gradients of separate products (the
+    /// input's summed by autograd there) and the same A and B gradients, dropout off and on.
+    #[test]
+    fn shared_input_layers_give_the_separate_gradients() {
+        let dev = Device::Cpu;
+        let shape = model::shape("smollm2").expect("shape");
+        let h = shape.hidden_size;
+        let modules = ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj"];
+        for p in [0.0, 0.2] {
+            let lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, p), &shape, 5, &dev).expect("lora");
+            let mut bases = Vec::new();
+            for m in modules {
+                let l = &lora.layers()[m];
+                l.b.set(&Tensor::randn(0f32, 0.5, l.b.shape(), &dev).expect("b")).expect("set b");
+                bases.push(Linear::Dense(Tensor::randn(0f32, 0.05, (l.b.dim(0).expect("out"), h), &dev).expect("w")));
+            }
+            let named: Vec<(&str, &Linear)> = modules.iter().copied().zip(&bases).collect();
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h), &dev).expect("x")).expect("var");
+            let probes: Vec<Tensor> = bases.iter().map(|b| Tensor::randn(0f32, 1., (2, 3, b.weight().and_then(|w| w.dim(0)).expect("out")), &dev).expect("probe")).collect();
+            let run = |shared: bool| -> Vec<Tensor> {
+                lora.set_dropout_seed(9);
+                let ys: Vec<Tensor> = if shared {
+                    lora.linear_shared(&named, x.as_tensor()).expect("shared")
+                } else {
+                    named.iter().map(|(m, b)| lora.linear(m, b, x.as_tensor()).expect("separate")).collect()
+                };
+                let loss = ys.iter().zip(&probes).fold(Tensor::new(0f32, &dev).expect("zero"), |l, (y, p)| (l + y.mul(p).and_then(|t| t.sum_all()).expect("term")).expect("sum"));
+                let grads = loss.backward().expect("backward");
+                let mut wanted = vec![x.as_tensor().clone()];
+                wanted.extend(modules.iter().flat_map(|m| [lora.layers()[*m].a.as_tensor().clone(), lora.layers()[*m].b.as_tensor().clone()]));
+                wanted.iter().map(|t| grads.get(t).expect("a gradient reaches every input").clone()).collect()
+            };
+            let (shared, separate) = (run(true), run(false));
+            for (i, (a, e)) in shared.iter().zip(&separate).enumerate() {
+                let scale = e.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
+                let diff = (a - e).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+                assert!(scale > 0.0 && diff <= 1e-5 * scale, "dropout {p}, gradient {i}: differs by {diff} (largest {scale})");
+            }
         }
     }
 
