@@ -1,8 +1,9 @@
 // Fused kernels of the training pass on CUDA (the `cuda` feature; model/fused.rs launches
 // them): RMSNorm's backward, attention's causal softmax and its score gradient, SwiGLU forward
-// and backward. Each replaces a chain of candle element-wise kernels and their intermediates.
+// and backward, RoPE with the heads' transpose, AdamW, dropout masks, the heads' transpose.
+// Each replaces a chain of candle kernels and their intermediates.
 //
-// Every kernel has one signature: three inputs (unused ones repeat the first), the output,
+// The row and element-wise kernels share one signature: three inputs (unused ones repeat the first), the output,
 // a count `n` (rows for the row kernels, elements for the element-wise ones), a row width
 // `cols` and one float. Arithmetic is in f32 whatever the storage type; exponentials use the
 // hardware's approximate exp2 (`__expf`, a few ulp), far below bf16's rounding.

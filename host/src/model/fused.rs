@@ -1,7 +1,8 @@
 //! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
-//! forward and backward, RoPE with the heads' transpose, AdamW's update in place; and a
-//! product added into an existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA
+//! forward and backward, RoPE with the heads' transpose, AdamW's update in place, LoRA
+//! dropout's seeded masks, the heads' transpose as a row copy; and a product added into an
+//! existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA
 //! tensors and keeps candle's composed ops elsewhere; each runs without gradients (its
 //! callers attach the backward).
 
