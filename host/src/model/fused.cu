@@ -63,6 +63,17 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// A running softmax maximum and sum (of exp(x − max)) combined over the warp; a lane that
+// saw no column holds (−∞, 0).
+__device__ __forceinline__ void warp_max_sum(float& mx, float& sum) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffff, mx, o), s2 = __shfl_xor_sync(0xffffffff, sum, o);
+        float m = fmaxf(mx, m2);
+        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - m));
+        mx = m;
+    }
+}
+
 // Rows of bf16 whose width is a multiple of 8 and whose buffers are 16-byte aligned are read
 // and written 8 values (16 bytes) a lane at a time: a warp then moves 512 bytes per step
 // instead of 64, which the attention kernels' rows (a few hundred values) need to keep the
@@ -105,12 +116,7 @@ __device__ void softmax_causal8(const __nv_bfloat16* s, __nv_bfloat16* p, size_t
         mx = m;
         for (int k = 0; k < 8; k++) sum += __expf(x[k] - mx);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffff, mx, o), s2 = __shfl_xor_sync(0xffffffff, sum, o);
-        float m = fmaxf(mx, m2);
-        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - m));
-        mx = m;
-    }
+    warp_max_sum(mx, sum);
     float inv = 1.f / sum;
     for (int c = lane; c < t / 8; c += 32) {
         if (c <= last) {
@@ -172,13 +178,7 @@ __device__ void softmax_causal(const T* s, T* p, size_t rows, int t, float scale
             sum += __expf(x - mx);
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffff, mx, o), s2 = __shfl_xor_sync(0xffffffff, sum, o);
-        float m = fmaxf(mx, m2);
-        // a lane that saw no column holds (−∞, 0)
-        sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - m));
-        mx = m;
-    }
+    warp_max_sum(mx, sum);
     float inv = 1.f / sum;
     for (int j = lane; j < t; j += 32) out[j] = from_f<T>(j <= i ? __expf(to_f(sr[j]) * scale - mx) * inv : 0.f);
 }

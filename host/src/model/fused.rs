@@ -2,9 +2,8 @@
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
 //! forward and backward, RoPE with the heads' transpose, AdamW's update in place, LoRA
 //! dropout's seeded masks, the heads' transpose as a row copy; and a product added into an
-//! existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA
-//! tensors and keeps candle's composed ops elsewhere; each runs without gradients (its
-//! callers attach the backward).
+//! existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA tensors and keeps candle's
+//! composed ops elsewhere; each runs without gradients (its callers attach the backward).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -425,13 +424,13 @@ impl Swap12 {
         let word = if aligned { 16 } else { size };
         if n > 0 {
             let func = dev.get_or_load_custom_func(&format!("swap12_{word}"), "medtune_fused", PTX)?;
-            let (words, n1, n2, w) = (n * size / word, n1 as i32, n2 as i32, (d * size / word) as i32);
+            let (words, rows1, rows2, w) = (n * size / word, n1 as i32, n2 as i32, (d * size / word) as i32);
             let mut builder = func.builder();
-            builder.arg(&input).arg(&out).arg(&words).arg(&n1).arg(&n2).arg(&w);
+            builder.arg(&input).arg(&out).arg(&words).arg(&rows1).arg(&rows2).arg(&w);
             // SAFETY: the argument list matches the kernels' signature; `word` divides the rows.
             unsafe { builder.launch(grid_stride(words)) }.w()?;
         }
-        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, n2 as usize, n1 as usize, d))))
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, n2, n1, d))))
     }
 }
 

@@ -4,8 +4,9 @@
 //! computed by a fused kernel a hand-written backward, keeping only the output for it;
 //! [`attention`] keeps only its inputs and output, recomputing the scores in backward;
 //! [`cross_entropy`] never holds more than one chunk of the logits. On CUDA, RMSNorm's
-//! backward, causal attention, SwiGLU, RoPE with the heads' transpose and [`add_matmul`] run
-//! medtune's kernels (`fused.rs`); the CPU runs candle's ops, the reference they are tested to.
+//! backward, causal attention, SwiGLU, RoPE with the heads' transpose, the heads' swap and
+//! [`add_matmul`] run medtune's kernels (`fused.rs`); the CPU runs candle's ops, the reference
+//! they are tested to.
 
 use std::sync::{Arc, Mutex};
 
@@ -263,12 +264,12 @@ pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let y = super::fused::rope_heads(&x.detach(), &cos, &sin)?;
         return attach(x, y, move |_, g| super::fused::rope_heads_bwd(g, &cos, &sin));
     }
-    rope(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+    rope(&swap_heads(x)?, cos, sin)
 }
 
 /// `x` (batch, n1, n2, d) with dims 1 and 2 swapped, contiguous: the heads' transposes
-/// around attention ((batch, seq, heads, head_dim) and back). On CUDA one copy kernel each way
-/// (candle's strided copy was 7-18% of a step's GPU time); elsewhere a transpose and a copy.
+/// around attention ((batch, seq, heads, head_dim) and back). On CUDA one row-copy kernel each
+/// way instead of candle's strided copy; elsewhere a transpose and a copy.
 pub fn swap_heads(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {

@@ -425,8 +425,8 @@ mod tests {
     }
 
     /// The training pass on CUDA (its fused kernels, cuBLAS adding the adapters' products in
-    /// place, dropout masks from the seeded kernel) gives the CPU's loss and the gradient of every adapter's A and B: in f32 within
-    /// 1e-3 relative, and with bf16 activations within
+    /// place, dropout masks from the seeded kernel) gives the CPU's loss and the gradient of
+    /// every adapter's A and B: in f32 within 1e-3 relative, and with bf16 activations within
     /// the bounds of `bf16_activations_train_like_f32`.
     #[cfg(feature = "cuda")]
     #[test]
