@@ -53,6 +53,31 @@ impl Linear {
         super::ops::attach(x, y, move |_, grad| me.frozen_input_grad(grad))
     }
 
+    /// [`Linear::forward_frozen`] where only its gradient is used (the last product of a block
+    /// half recomputed in the memory mode): the same input gradient, but the value is zeros
+    /// instead of `x W^T`, so the weight is neither dequantized nor multiplied forward.
+    pub fn frozen_gradient_only(&self, x: &Tensor) -> Result<Tensor> {
+        let mut out = x.dims().to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = self.out_dim()?;
+        }
+        let y = Tensor::zeros(out, x.dtype(), x.device())?;
+        let me = self.clone();
+        super::ops::attach(x, y, move |_, grad| me.frozen_input_grad(grad))
+    }
+
+    /// The number of outputs (the weight's rows).
+    pub fn out_dim(&self) -> Result<usize> {
+        match self {
+            Linear::Quantized(q) => match q {
+                QMatMul::QTensor(t) => t.shape().dims2().map(|(out, _)| out),
+                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dim(0),
+            },
+            Linear::Nf4(q) => Ok(q.dims().0),
+            Linear::Dense(w) => w.dim(0),
+        }
+    }
+
     /// The training product's value `x W^T`, outside any graph (a dense product).
     pub fn frozen_value(&self, x: &Tensor) -> Result<Tensor> {
         dense(x, &self.weight()?.to_dtype(x.dtype())?)
@@ -103,7 +128,7 @@ mod tests {
 
     /// The training product of every kind of frozen weight: the value is `x W^T` of the
     /// weight it dequantizes to, the input gradient matches finite differences, and the
-    /// weight gets no gradient at all.
+    /// weight gets no gradient at all; the gradient-only product passes the same gradient.
     #[test]
     fn frozen_products_pass_input_gradients_only() {
         let dev = Device::Cpu;
@@ -133,6 +158,14 @@ mod tests {
             let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
             let analytic = g.flatten_all().and_then(|t| t.get(70)).and_then(|t| t.to_scalar::<f32>()).expect("g");
             assert!((numeric - analytic).abs() < 1e-2 * numeric.abs().max(1.0), "{name}: gradient {analytic} vs finite difference {numeric}");
+            // the gradient-only product: zeros of the product's shape, the same input gradient
+            let z = l.frozen_gradient_only(x.as_tensor()).expect("gradient only");
+            assert_eq!(z.dims(), y.dims(), "{name}: gradient-only shape");
+            let zmax = z.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
+            assert!(zmax == 0.0, "{name}: the gradient-only value is not zeros");
+            let zg = z.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+            let same = zg.get(x.as_tensor()).map(|d| (d - g).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff"));
+            assert!(same == Some(0.0), "{name}: the gradient-only input gradient differs ({same:?})");
         }
     }
 }

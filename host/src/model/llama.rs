@@ -30,6 +30,13 @@ pub trait Adapters {
     fn linear_shared(&self, layers: &[(&str, &Linear)], x: &Tensor) -> Result<Vec<Tensor>> {
         layers.iter().map(|(module, base)| self.linear(module, base, x)).collect()
     }
+
+    /// [`Adapters::linear`] where only the gradients are used, not the value (the last
+    /// product of a block half recomputed by [`Llama::backward_recomputed`]): the same
+    /// gradients for `x` and the adapters; the value may skip the base product.
+    fn linear_gradient_only(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
+        self.linear(module, base, x)
+    }
 }
 
 /// How a forward pass runs.
@@ -39,13 +46,25 @@ pub enum Pass<'a> {
     Infer,
     /// Training: ops that pass gradients to their inputs, plus the adapters' updates.
     Train(&'a dyn Adapters),
+    /// A training pass of a block half run again in backward, whose output is only
+    /// multiplied by its known gradient: the half's last product gives gradients, not values.
+    Recompute(&'a dyn Adapters),
 }
 
 impl Pass<'_> {
     fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
         match self {
             Pass::Infer => l.forward(x),
-            Pass::Train(a) => a.linear(&module(), l, x),
+            Pass::Train(a) | Pass::Recompute(a) => a.linear(&module(), l, x),
+        }
+    }
+
+    /// [`Pass::linear`] of a block half's last product, whose value a recomputed pass does
+    /// not use.
+    fn last_linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
+        match self {
+            Pass::Recompute(a) => a.linear_gradient_only(&module(), l, x),
+            _ => self.linear(l, x, module),
         }
     }
 
@@ -53,7 +72,7 @@ impl Pass<'_> {
     fn linear_shared(&self, layers: &[(&Linear, &str)], x: &Tensor, prefix: &str) -> Result<Vec<Tensor>> {
         match self {
             Pass::Infer => layers.iter().map(|(l, _)| l.forward(x)).collect(),
-            Pass::Train(a) => {
+            Pass::Train(a) | Pass::Recompute(a) => {
                 let names: Vec<String> = layers.iter().map(|(_, m)| format!("{prefix}.{m}")).collect();
                 let named: Vec<(&str, &Linear)> = names.iter().zip(layers).map(|(n, (l, _))| (n.as_str(), *l)).collect();
                 a.linear_shared(&named, x)
@@ -62,7 +81,7 @@ impl Pass<'_> {
     }
 
     fn training(&self) -> bool {
-        matches!(self, Pass::Train(_))
+        !matches!(self, Pass::Infer)
     }
 }
 
@@ -197,7 +216,7 @@ impl Attention {
             candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
         };
         let y = super::ops::swap_heads(&y)?.reshape((b, t, self.n_head * self.head_dim))?;
-        pass.linear(&self.o, &y, name("o_proj"))
+        pass.last_linear(&self.o, &y, name("o_proj"))
     }
 }
 
@@ -205,11 +224,19 @@ impl Block {
     /// `x` through block `i`: attention and MLP, each after its norm and added back.
     #[allow(clippy::too_many_arguments)]
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, kv: &mut Option<(Tensor, Tensor)>, pass: Pass<'_>, i: usize) -> Result<Tensor> {
-        let prefix = format!("model.layers.{i}");
-        let h = self.attn.forward(&self.input_norm.forward(x, pass)?, cos, sin, mask, kv, pass, &prefix)?;
-        let x = (x + h)?;
-        let h = self.mlp.forward(&self.post_norm.forward(&x, pass)?, pass, &prefix)?;
-        x + h
+        let x = self.attention_half(x, cos, sin, mask, kv, pass, i)?;
+        self.mlp_half(&x, pass, i)
+    }
+
+    /// The block's first half: `x` plus attention after the input norm.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_half(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, kv: &mut Option<(Tensor, Tensor)>, pass: Pass<'_>, i: usize) -> Result<Tensor> {
+        x + self.attn.forward(&self.input_norm.forward(x, pass)?, cos, sin, mask, kv, pass, &format!("model.layers.{i}"))?
+    }
+
+    /// The block's second half: `x` plus the MLP after the post-attention norm.
+    fn mlp_half(&self, x: &Tensor, pass: Pass<'_>, i: usize) -> Result<Tensor> {
+        x + self.mlp.forward(&self.post_norm.forward(x, pass)?, pass, &format!("model.layers.{i}"))?
     }
 }
 
@@ -221,7 +248,7 @@ impl Mlp {
             .try_into()
             .map_err(|_| candle_core::Error::Msg("gate, up: two products expected".into()))?;
         let h = if pass.training() { super::ops::swiglu(&gate, &up)? } else { (candle_nn::ops::silu(&gate)? * up)? };
-        pass.linear(&self.down, &h, name("down_proj"))
+        pass.last_linear(&self.down, &h, name("down_proj"))
     }
 }
 
@@ -462,32 +489,39 @@ impl Llama {
         self.norm.forward(&x, pass)
     }
 
-    /// The training pass and its backward with each block recomputed (the memory mode, as
-    /// gradient checkpointing): forward keeps only the blocks' inputs; backward runs each block
-    /// again, last first, with gradients, and carries the gradient of its input to the block
-    /// before. `loss` maps the final hidden states (batch, seq, hidden) to the scalar loss.
-    /// Returns the loss and the gradients of `vars` (the adapters'), as one backward of
-    /// [`Llama::hidden_train`] would: the same values, with one block's intermediates alive at
-    /// a time instead of every block's. The adapters must give the same values when a block
-    /// runs twice (dropout masks drawn from a seed, not a device generator).
+    /// The training pass and its backward with each block half recomputed (the memory mode,
+    /// as gradient checkpointing): forward keeps only the halves' inputs (each block's input
+    /// and its residual after attention); backward runs each half again, last first, with
+    /// gradients, and carries the gradient of its input to the half before. A recomputed
+    /// half's output is only multiplied by its known gradient, so its last product (o, down)
+    /// passes gradients without computing its value ([`Pass::Recompute`]). `loss` maps the
+    /// final hidden states (batch, seq, hidden) to the scalar loss. Returns the loss and the
+    /// gradients of `vars` (the adapters'), as one backward of [`Llama::hidden_train`] would:
+    /// the same values, with one half's intermediates alive at a time instead of every
+    /// block's. The adapters must give the same values when a half runs twice (dropout masks
+    /// drawn from a seed, not a device generator).
     pub fn backward_recomputed(&self, ids: &Tensor, adapters: &dyn Adapters, vars: &[candle_core::Var], loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
-        let pass = Pass::Train(adapters);
         let (x, cos, sin, mask) = self.block_inputs(ids, 0)?;
-        let run = |i: usize, x: &Tensor| self.blocks[i].forward(x, &cos, &sin, mask.as_ref(), &mut None, pass, i);
-        let mut inputs = Vec::with_capacity(self.blocks.len());
+        // half s: block s / 2, attention when s is even, the MLP when odd
+        let run = |s: usize, x: &Tensor, pass: Pass<'_>| match s % 2 {
+            0 => self.blocks[s / 2].attention_half(x, &cos, &sin, mask.as_ref(), &mut None, pass, s / 2),
+            _ => self.blocks[s / 2].mlp_half(x, pass, s / 2),
+        };
+        let halves = 2 * self.blocks.len();
+        let mut inputs = Vec::with_capacity(halves);
         let mut x = x.detach();
-        for i in 0..self.blocks.len() {
-            // the block's graph goes with its output: only the detached value is kept
-            let y = run(i, &x)?.detach();
+        for s in 0..halves {
+            // the half's graph goes with its output: only the detached value is kept
+            let y = run(s, &x, Pass::Train(adapters))?.detach();
             inputs.push(std::mem::replace(&mut x, y));
         }
         let last = candle_core::Var::from_tensor(&x)?;
-        let value = loss(&self.norm.forward(last.as_tensor(), pass)?)?;
+        let value = loss(&self.norm.forward(last.as_tensor(), Pass::Train(adapters))?)?;
         let mut store = value.backward()?;
         let mut grad = store.remove(last.as_tensor()).ok_or_else(|| candle_core::Error::Msg("no gradient reaches the last block".into()))?;
-        for (i, input) in inputs.into_iter().enumerate().rev() {
+        for (s, input) in inputs.into_iter().enumerate().rev() {
             let input = candle_core::Var::from_tensor(&input)?;
-            let y = run(i, input.as_tensor())?;
+            let y = run(s, input.as_tensor(), Pass::Recompute(adapters))?;
             // d(Σ y ⊙ g)/dθ = the block's share of dL/dθ for g = dL/dy
             let mut inner = (y * grad.detach())?.sum_all()?.backward()?;
             for v in vars {
@@ -499,7 +533,7 @@ impl Llama {
                     store.insert(v.as_tensor(), sum);
                 }
             }
-            grad = inner.remove(input.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no gradient reaches block {i}'s input")))?;
+            grad = inner.remove(input.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no gradient reaches block {}'s {} input", s / 2, if s % 2 == 0 { "attention" } else { "MLP" })))?;
         }
         Ok((value, store))
     }

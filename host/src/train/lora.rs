@@ -163,7 +163,13 @@ impl Adapters for LoraSet {
     /// intermediates (two input-sized and three output-sized tensors per layer through
     /// candle's autograd) are not kept.
     fn linear(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
-        self.product(module, base, x, None)
+        self.product(module, base, x, None, true)
+    }
+
+    /// The value is zeros: neither the base product nor the update is computed forward (the
+    /// update's `A·x̃` still is, for B's gradient).
+    fn linear_gradient_only(&self, module: &str, base: &Linear, x: &Tensor) -> Result<Tensor> {
+        self.product(module, base, x, None, false)
     }
 
     /// The layers with adapters sum `x`'s gradient into one tensor as their backward passes
@@ -172,7 +178,7 @@ impl Adapters for LoraSet {
     fn linear_shared(&self, layers: &[(&str, &Linear)], x: &Tensor) -> Result<Vec<Tensor>> {
         let members = layers.iter().filter(|(m, _)| self.layers.contains_key(*m)).count();
         let shared = (members > 1).then(|| std::sync::Arc::new(SharedGrad { sum: std::sync::Mutex::new((None, members)) }));
-        layers.iter().map(|(module, base)| self.product(module, base, x, shared.clone())).collect()
+        layers.iter().map(|(module, base)| self.product(module, base, x, shared.clone(), true)).collect()
     }
 }
 
@@ -185,8 +191,12 @@ struct SharedGrad {
 }
 
 impl LoraSet {
-    fn product(&self, module: &str, base: &Linear, x: &Tensor, shared: Option<std::sync::Arc<SharedGrad>>) -> Result<Tensor> {
-        let Some(l) = self.layers.get(module) else { return base.forward_frozen(x) };
+    /// `module`'s training product; with `value` false its value is zeros (only its gradients
+    /// are used).
+    fn product(&self, module: &str, base: &Linear, x: &Tensor, shared: Option<std::sync::Arc<SharedGrad>>, value: bool) -> Result<Tensor> {
+        let Some(l) = self.layers.get(module) else {
+            return if value { base.forward_frozen(x) } else { base.frozen_gradient_only(x) };
+        };
         let (dtype, in_dims) = (x.dtype(), x.dims().to_vec());
         let width = in_dims[in_dims.len() - 1];
         let rows = x.elem_count() / width;
@@ -202,7 +212,7 @@ impl LoraSet {
         // input and the output gradient to f32 was a seventh of a 7B step's GPU time
         let (ac, bs) = (a.to_dtype(dtype)?, (&b * s)?.to_dtype(dtype)?);
         let xa = masked(&input, mask.as_ref(), dtype)?.matmul(&ac.t()?)?;
-        let y = crate::model::ops::add_matmul(base.frozen_value(&input)?, &xa, &bs.t()?)?;
+        let y = if value { crate::model::ops::add_matmul(base.frozen_value(&input)?, &xa, &bs.t()?)? } else { Tensor::zeros((rows, base.out_dim()?), dtype, x.device())? };
         let mut out_dims = in_dims.clone();
         if let Some(last) = out_dims.last_mut() {
             *last = y.dim(1)?;
