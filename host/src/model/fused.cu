@@ -258,23 +258,20 @@ __device__ void rope_heads(const T* in, const T* cos, const T* sin, T* out, size
 ROPE(float, f32)
 ROPE(__nv_bfloat16, bf16)
 
-// AdamW in place on f32 masters, three kernels of one signature (dst, a, b, n, four floats):
-// the first moment, the second moment, then the parameter from both.
-// (1 − β comes from the host, computed in f64: 1.f − 0.999f is 1.3e-5 off 0.001)
-extern "C" __global__ void adamw_first(float* m, const float* g, const float*, size_t n, float beta, float rest, float, float) {
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x)
-        m[k] = beta * m[k] + rest * g[k];
-}
-
-extern "C" __global__ void adamw_second(float* v, const float* g, const float*, size_t n, float beta, float rest, float, float) {
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x)
-        v[k] = beta * v[k] + rest * g[k] * g[k];
-}
-
+// AdamW in place on f32 masters, one kernel per variable: the first moment, the second
+// moment, then the parameter from both, m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g²,
 // p = p·decay − (lr/c1)·m / (sqrt(v/c2) + eps), with decay = 1 − lr·weight_decay.
-extern "C" __global__ void adamw_apply(float* p, const float* m, const float* v, size_t n, float decay, float lr_c1, float inv_c2, float eps) {
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x)
-        p[k] = p[k] * decay - lr_c1 * m[k] / (sqrtf(v[k] * inv_c2) + eps);
+// (1 − β comes from the host, computed in f64: 1.f − 0.999f is 1.3e-5 off 0.001)
+extern "C" __global__ void adamw(float* p, float* m, float* v, const float* g, size_t n, float beta1, float rest1,
+                                 float beta2, float rest2, float decay, float lr_c1, float inv_c2, float eps) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+        const float gk = g[k];
+        const float mk = beta1 * m[k] + rest1 * gk;
+        const float vk = beta2 * v[k] + rest2 * gk * gk;
+        m[k] = mk;
+        v[k] = vk;
+        p[k] = p[k] * decay - lr_c1 * mk / (sqrtf(vk * inv_c2) + eps);
+    }
 }
 
 #define FUSED(T, S)                                                                                               \

@@ -302,71 +302,56 @@ pub fn matmul_add(c: Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(c)
 }
 
-/// One in-place AdamW kernel over f32 tensors of one size (`adamw_*` in `fused.cu`).
+/// AdamW's kernel (`adamw` in `fused.cu`) on an f32 parameter (the op's destination), its two
+/// moments (the op's other operands, which the kernel also updates) and the gradient `g`.
 struct AdamwKernel {
-    name: &'static str,
-    floats: [f32; 4],
-}
-
-impl AdamwKernel {
-    fn launch(&self, dst: &mut CudaStorage, ld: &Layout, srcs: &[(&CudaStorage, &Layout)]) -> Result<()> {
-        let Some((start, end)) = ld.contiguous_offsets() else { candle_core::bail!("{}: parameter not contiguous", self.name) };
-        let views: Vec<CudaView<'_, f32>> = srcs.iter().map(|(s, l)| view::<f32>(s, l, self.name)).collect::<Result<_>>()?;
-        let n = end - start;
-        if views.iter().any(|v| v.len() != n) {
-            candle_core::bail!("{}: tensors of different sizes", self.name);
-        }
-        let dev = dst.device().clone();
-        let func = dev.get_or_load_custom_func(self.name, "medtune_fused", PTX)?;
-        let mut out = dst.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
-        let cfg = grid_stride(n);
-        let (a, b) = (&views[0], views.get(1).unwrap_or(&views[0]));
-        let [f0, f1, f2, f3] = self.floats;
-        let mut builder = func.builder();
-        builder.arg(&mut out).arg(a).arg(b).arg(&n).arg(&f0).arg(&f1).arg(&f2).arg(&f3);
-        // SAFETY: the argument list matches the AdamW kernels' common signature.
-        unsafe { builder.launch(cfg) }.w()?;
-        Ok(())
-    }
-}
-
-impl candle_core::InplaceOp2 for AdamwKernel {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
-        candle_core::bail!("{}: a CUDA kernel", self.name)
-    }
-
-    fn cuda_fwd(&self, dst: &mut CudaStorage, ld: &Layout, src: &CudaStorage, ls: &Layout) -> Result<()> {
-        self.launch(dst, ld, &[(src, ls)])
-    }
+    g: Tensor,
+    /// β₁, 1 − β₁, β₂, 1 − β₂, decay, lr_c1, inv_c2, eps.
+    floats: [f32; 8],
 }
 
 impl candle_core::InplaceOp3 for AdamwKernel {
     fn name(&self) -> &'static str {
-        self.name
+        "adamw"
     }
 
     fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
-        candle_core::bail!("{}: a CUDA kernel", self.name)
+        candle_core::bail!("adamw: a CUDA kernel")
     }
 
-    fn cuda_fwd(&self, dst: &mut CudaStorage, ld: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<()> {
-        self.launch(dst, ld, &[(s2, l2), (s3, l3)])
+    fn cuda_fwd(&self, p: &mut CudaStorage, lp: &Layout, m: &CudaStorage, lm: &Layout, v: &CudaStorage, lv: &Layout) -> Result<()> {
+        let Some((start, end)) = lp.contiguous_offsets() else { candle_core::bail!("adamw: parameter not contiguous") };
+        let (gs, lg) = self.g.storage_and_layout();
+        let candle_core::Storage::Cuda(gs) = &*gs else { candle_core::bail!("adamw: the gradient is not on the GPU") };
+        let (m, v, g) = (view::<f32>(m, lm, "adamw")?, view::<f32>(v, lv, "adamw")?, view::<f32>(gs, lg, "adamw")?);
+        let n = end - start;
+        if [m.len(), v.len(), g.len()].iter().any(|&len| len != n) {
+            candle_core::bail!("adamw: tensors of different sizes");
+        }
+        let dev = p.device().clone();
+        let func = dev.get_or_load_custom_func("adamw", "medtune_fused", PTX)?;
+        let mut out = p.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
+        let mut builder = func.builder();
+        builder.arg(&mut out).arg(&m).arg(&v).arg(&g).arg(&n);
+        for f in &self.floats {
+            builder.arg(f);
+        }
+        // SAFETY: the argument list matches the kernel's signature. The kernel also writes the
+        // moments through their views: `adamw_step`'s callers own them (no other tensor shares
+        // their storage), and candle runs every kernel on one stream, so nothing reads them
+        // while it runs.
+        unsafe { builder.launch(grid_stride(n)) }.w()?;
+        Ok(())
     }
 }
 
 /// One AdamW step in place on an f32 parameter `p` and its moments `m`, `v` (tensors no one
-/// else may share) for gradient `g`: three kernels instead of about fifteen element-wise ops.
+/// else may share) for gradient `g`: one kernel instead of about fifteen element-wise ops.
 /// `decay` = 1 − lr·weight_decay, `lr_c1` = lr / (1 − β₁ᵗ), `inv_c2` = 1 / (1 − β₂ᵗ).
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_step(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, betas: (f64, f64), decay: f64, lr_c1: f64, inv_c2: f64, eps: f64) -> Result<()> {
-    let g = g.contiguous()?;
-    m.inplace_op2(&g, &AdamwKernel { name: "adamw_first", floats: [betas.0 as f32, (1.0 - betas.0) as f32, 0.0, 0.0] })?;
-    v.inplace_op2(&g, &AdamwKernel { name: "adamw_second", floats: [betas.1 as f32, (1.0 - betas.1) as f32, 0.0, 0.0] })?;
-    p.inplace_op3(m, v, &AdamwKernel { name: "adamw_apply", floats: [decay as f32, lr_c1 as f32, inv_c2 as f32, eps as f32] })
+    let floats = [betas.0, 1.0 - betas.0, betas.1, 1.0 - betas.1, decay, lr_c1, inv_c2, eps].map(|f| f as f32);
+    p.inplace_op3(m, v, &AdamwKernel { g: g.contiguous()?, floats })
 }
 
 /// LoRA dropout's keep mask (`dropout_mask` in `fused.cu`): u8, shaped like its input, whose

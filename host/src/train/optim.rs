@@ -29,7 +29,7 @@ impl AdamW {
     }
 
     /// One update with `grads` (one per variable, same order) at learning rate `lr` (on CUDA
-    /// three kernels per variable, updating it and its moments in place).
+    /// one kernel per variable, updating it and its moments in place).
     pub fn update(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
@@ -135,7 +135,7 @@ mod tests {
         }
     }
 
-    /// AdamW on CUDA (three in-place kernels per variable) gives the CPU's parameters and
+    /// AdamW on CUDA (one in-place kernel per variable) gives the CPU's parameters and
     /// moments after three steps with weight decay, within 1e-5 of each one's largest value.
     #[cfg(feature = "cuda")]
     #[test]
