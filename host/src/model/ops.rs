@@ -187,6 +187,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
 /// serves `q`'s heads in consecutive runs of heads(q) / heads(k)). On CUDA the key heads are
 /// never repeated: each group of query heads is one (group·seq, head_dim) matrix against its
 /// key head, so `dk` and `dv` come out summed over the group by the products themselves; the
+/// probabilities are kept for backward (batch·heads·seq² values a layer: the speed mode spends
+/// that memory, the memory mode holds one block half's at a time); the
 /// mask is applied by index inside one softmax kernel, and backward's score gradient
 /// `P ⊙ (dP − rowsum(P ⊙ dP))` is one kernel (`rowsum(P ⊙ dP) = rowsum(dy ⊙ y)`), with the
 /// scale folded into both. Elsewhere it is [`attention`] with the key heads repeated and
@@ -201,10 +203,10 @@ pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale
         let (b, _, t, d) = q.dims4()?;
         let grouped = (b, kv, h / kv * t, d);
         let (qd, kd, vd) = (q.detach().reshape(grouped)?, k.detach().contiguous()?, v.detach().contiguous()?);
-        let y = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?.matmul(&vd)?.reshape((b, h, t, d))?;
+        let p = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
+        let y = p.matmul(&vd)?.reshape((b, h, t, d))?;
         return attach3(q, k, v, y, move |_, dy| {
             let dy = dy.contiguous()?.reshape(grouped)?;
-            let p = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
             let dv = p.t()?.matmul(&dy)?;
             let ds = super::fused::attention_ds(&p, &dy.matmul(&vd.t()?)?, scale)?;
             Ok((ds.matmul(&kd)?.reshape((b, h, t, d))?, ds.t()?.matmul(&qd)?, dv))
