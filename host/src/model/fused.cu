@@ -1,6 +1,7 @@
 // Fused kernels of the training pass on CUDA (the `cuda` feature; model/fused.rs launches
 // them): RMSNorm's backward, attention's causal softmax and its score gradient, SwiGLU forward
-// and backward, RoPE with the heads' transpose, AdamW, dropout masks, the heads' transpose.
+// and backward, RoPE with the heads' transpose, AdamW, dropout masks, the heads' transpose, and
+// the every-position cross-entropy's rows both ways.
 // Each replaces a chain of candle kernels and their intermediates.
 //
 // The row and element-wise kernels share one signature: three inputs (unused ones repeat the first), the output,
@@ -328,3 +329,49 @@ __device__ void swap12(const W* in, W* out, size_t words, int n1, int n2, int w)
 extern "C" __global__ void swap12_16(const uint4* in, uint4* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }
 extern "C" __global__ void swap12_4(const unsigned int* in, unsigned int* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }
 extern "C" __global__ void swap12_2(const unsigned short* in, unsigned short* out, size_t words, int n1, int n2, int w) { swap12(in, out, words, n1, n2, w); }
+
+// The every-position cross-entropy through the output layer (ops::cross_entropy), one block
+// per row of `cols` logits. Forward: out[row] = the row's log-sum-exp, out[rows + row] = its
+// loss, log-sum-exp − logit[target] (NaN for a target outside the row).
+template <typename T>
+__device__ void xent_rows(const T* l, const uint32_t* t, float* out, int rows, int cols) {
+    __shared__ float shared[32];
+    size_t row = blockIdx.x;
+    const T* lr = l + row * cols;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, to_f(lr[j]));
+    mx = block_reduce<true>(mx, shared);
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) sum += __expf(to_f(lr[j]) - mx);
+    sum = block_reduce<false>(sum, shared);
+    if (threadIdx.x == 0) {
+        float lse = mx + logf(sum);
+        uint32_t target = t[row];
+        out[row] = lse;
+        out[rows + row] = target < (uint32_t)cols ? lse - to_f(lr[target]) : NAN;
+    }
+}
+
+// Backward, in place over the row's logits: (softmax − onehot(target)) · g[0] · inv_n, with
+// the log-sum-exp of the forward kernel.
+template <typename T>
+__device__ void xent_grad(T* l, const uint32_t* t, const float* lse, const float* g, int cols, float inv_n) {
+    size_t row = blockIdx.x;
+    T* lr = l + row * cols;
+    float m = lse[row], s = g[0] * inv_n;
+    uint32_t target = t[row];
+    for (int j = threadIdx.x; j < cols; j += blockDim.x)
+        lr[j] = from_f<T>((__expf(to_f(lr[j]) - m) - ((uint32_t)j == target ? 1.f : 0.f)) * s);
+}
+
+#define XENT(T, S)                                                                                                  \
+    extern "C" __global__ void xent_rows_##S(const T* l, const uint32_t* t, float* out, int rows, int cols) {     \
+        xent_rows<T>(l, t, out, rows, cols);                                                                        \
+    }                                                                                                               \
+    extern "C" __global__ void xent_grad_##S(T* l, const uint32_t* t, const float* lse, const float* g, int cols, \
+                                             float inv_n) {                                                         \
+        xent_grad<T>(l, t, lse, g, cols, inv_n);                                                                    \
+    }
+
+XENT(float, f32)
+XENT(__nv_bfloat16, bf16)

@@ -1,7 +1,8 @@
 //! The training pass's fused CUDA kernels (`fused.cu`, compiled to PTX by build.rs under the
 //! `cuda` feature): RMSNorm's backward, attention's causal softmax and score gradient, SwiGLU
 //! forward and backward, RoPE with the heads' transpose, AdamW's update in place, LoRA
-//! dropout's seeded masks, the heads' transpose as a row copy; and a product added into an
+//! dropout's seeded masks, the heads' transpose as a row copy, the every-position
+//! cross-entropy's rows forward and backward; and a product added into an
 //! existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA tensors and keeps candle's
 //! composed ops elsewhere; each runs without gradients (its callers attach the backward).
 
@@ -440,4 +441,122 @@ impl candle_core::CustomOp1 for Swap12 {
 /// `x` (b, n1, n2, d) as (b, n2, n1, d), contiguous.
 pub fn swap12(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Swap12)
+}
+
+/// One block per row, `rows` rows.
+fn per_block(rows: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The cross-entropy's forward rows (`xent_rows` in `fused.cu`): logits (rows, cols) and u32
+/// targets (rows) → f32 (2·rows), each row's log-sum-exp, then each row's loss.
+struct XentRows;
+
+impl XentRows {
+    fn launch<T: CudaDType + DeviceRepr>(l: &CudaStorage, ll: &Layout, t: &CudaStorage, lt: &Layout, suffix: &str) -> Result<CudaStorage> {
+        let (rows, cols) = ll.shape().dims2()?;
+        let (lv, tv) = (view::<T>(l, ll, "xent-rows")?, view::<u32>(t, lt, "xent-rows")?);
+        if tv.len() != rows {
+            candle_core::bail!("xent-rows: {} targets for {rows} rows", tv.len());
+        }
+        let dev = l.device().clone();
+        // SAFETY: the kernel writes all 2·rows values.
+        let out = unsafe { dev.alloc::<f32>(2 * rows)? };
+        if rows > 0 {
+            let func = dev.get_or_load_custom_func(&format!("xent_rows_{suffix}"), "medtune_fused", PTX)?;
+            let (r, c) = (rows as i32, cols as i32);
+            let mut builder = func.builder();
+            builder.arg(&lv).arg(&tv).arg(&out).arg(&r).arg(&c);
+            // SAFETY: the argument list matches `xent_rows`'s signature.
+            unsafe { builder.launch(per_block(rows)) }.w()?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+}
+
+impl candle_core::CustomOp2 for XentRows {
+    fn name(&self) -> &'static str {
+        "xent-rows"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("xent-rows: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, l: &CudaStorage, ll: &Layout, t: &CudaStorage, lt: &Layout) -> Result<(CudaStorage, Shape)> {
+        let out = match l.dtype() {
+            DType::BF16 => Self::launch::<half::bf16>(l, ll, t, lt, "bf16")?,
+            DType::F32 => Self::launch::<f32>(l, ll, t, lt, "f32")?,
+            other => candle_core::bail!("xent-rows: bf16 or f32 only, not {other:?}"),
+        };
+        Ok((out, Shape::from(2 * ll.shape().dims2()?.0)))
+    }
+}
+
+/// Each row's log-sum-exp and loss (`lse − logit[target]`, f32) of logits `l` (rows, vocab)
+/// for u32 `targets` (rows).
+pub fn xent_rows(l: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
+    let rows = l.dim(0)?;
+    let both = l.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &XentRows)?;
+    Ok((both.narrow(0, 0, rows)?, both.narrow(0, rows, rows)?))
+}
+
+/// The cross-entropy's backward rows (`xent_grad` in `fused.cu`), in place over the logits
+/// (the destination), with the targets and the forward's log-sum-exp as the other operands
+/// and the loss's gradient `g` (one f32, read on the device).
+struct XentGrad {
+    g: Tensor,
+    inv_n: f32,
+}
+
+impl XentGrad {
+    fn launch<T: CudaDType + DeviceRepr>(&self, l: &mut CudaStorage, ll: &Layout, t: &CudaStorage, lt: &Layout, lse: &CudaStorage, ls: &Layout, suffix: &str) -> Result<()> {
+        let (rows, cols) = ll.shape().dims2()?;
+        let Some((start, end)) = ll.contiguous_offsets() else { candle_core::bail!("xent-grad: logits not contiguous") };
+        let (tv, sv) = (view::<u32>(t, lt, "xent-grad")?, view::<f32>(lse, ls, "xent-grad")?);
+        let (gs, lg) = self.g.storage_and_layout();
+        let candle_core::Storage::Cuda(gs) = &*gs else { candle_core::bail!("xent-grad: the loss gradient is not on the GPU") };
+        let gv = view::<f32>(gs, lg, "xent-grad")?;
+        if tv.len() != rows || sv.len() != rows || gv.len() != 1 {
+            candle_core::bail!("xent-grad: {} targets, {} log-sum-exps, {} gradients for {rows} rows", tv.len(), sv.len(), gv.len());
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let dev = l.device().clone();
+        let func = dev.get_or_load_custom_func(&format!("xent_grad_{suffix}"), "medtune_fused", PTX)?;
+        let mut lv = l.as_cuda_slice_mut::<T>()?.slice_mut(start..end);
+        let c = cols as i32;
+        let mut builder = func.builder();
+        builder.arg(&mut lv).arg(&tv).arg(&sv).arg(&gv).arg(&c).arg(&self.inv_n);
+        // SAFETY: the argument list matches `xent_grad`'s signature.
+        unsafe { builder.launch(per_block(rows)) }.w()?;
+        Ok(())
+    }
+}
+
+impl candle_core::InplaceOp3 for XentGrad {
+    fn name(&self) -> &'static str {
+        "xent-grad"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
+        candle_core::bail!("xent-grad: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, l: &mut CudaStorage, ll: &Layout, t: &CudaStorage, lt: &Layout, lse: &CudaStorage, ls: &Layout) -> Result<()> {
+        match l.dtype() {
+            DType::BF16 => self.launch::<half::bf16>(l, ll, t, lt, lse, ls, "bf16"),
+            DType::F32 => self.launch::<f32>(l, ll, t, lt, lse, ls, "f32"),
+            other => candle_core::bail!("xent-grad: bf16 or f32 only, not {other:?}"),
+        }
+    }
+}
+
+/// The logits `l` (rows, vocab; a fresh tensor no other shares) turned in place into the
+/// gradient of the mean loss: `(softmax − onehot(target)) · g / n`, with each row's
+/// log-sum-exp `lse` from [`xent_rows`] and `g` the loss's gradient (one f32 on the device).
+pub fn xent_grad(l: Tensor, targets: &Tensor, lse: &Tensor, g: &Tensor, n: usize) -> Result<Tensor> {
+    l.inplace_op3(&targets.contiguous()?, &lse.contiguous()?, &XentGrad { g: g.to_dtype(DType::F32)?.flatten_all()?.contiguous()?, inv_n: 1.0 / n as f32 })?;
+    Ok(l)
 }
