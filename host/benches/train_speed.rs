@@ -50,6 +50,9 @@ fn main() {
         let run = || -> candle_core::Result<serde_json::Value> {
             // from here on, as the baseline after building its model: the allocated high-water mark
             device.synchronize()?;
+            // as the trainer: freed memory stays in the pool from here on (what building the
+            // model or the shape before left there goes back first)
+            medtune::train::keep_freed_memory(&device).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             medtune::train::allocated_peak_mib(&device, true);
             let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup, recompute)?;
             let allocated = medtune::train::allocated_peak_mib(&device, false).map(|m| m / 1024.0);

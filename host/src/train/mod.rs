@@ -14,4 +14,4 @@ mod trainer;
 pub use batch::Batch;
 pub use lora::{Lora, LoraConfig, LoraSet};
 pub use optim::{clip, learning_rate, AdamW};
-pub use trainer::{allocated_peak_mib, fingerprint, memory_mib, read_rows, resumable, train, StepRow, TrainError, TrainOptions, TrainOutcome};
+pub use trainer::{allocated_peak_mib, fingerprint, keep_freed_memory, memory_mib, read_rows, resumable, train, StepRow, TrainError, TrainOptions, TrainOutcome};

@@ -145,6 +145,7 @@ pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::Mode
 pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
     let t = config.train.as_ref().ok_or_else(|| TrainError::NoTrainSection(config.path.clone()))?;
     let device = m.llama.device().clone();
+    keep_freed_memory(&device)?;
     let (data_path, examples, skipped) = training_examples(config, t, m)?;
     let tokens = label_tokens(&m.tokenizer)?;
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
@@ -421,6 +422,31 @@ pub fn memory_mib(device: &Device) -> f64 {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Makes the CUDA memory pool keep the memory that tensors free from now on, as PyTorch's
+/// caching allocator does, after handing back what it holds unused now (what loading the
+/// model left). cudarc allocates with cuMemAllocAsync from the device's default pool, whose
+/// release threshold is 0: at every synchronization (each step reads its loss back) the pool
+/// hands its free memory back to the driver, and the next step maps it again. Off CUDA it does
+/// nothing. The memory in use ([`memory_mib`]) then stays at its peak between steps.
+pub fn keep_freed_memory(device: &Device) -> Result<(), TrainError> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda_backend::cudarc::driver::{result, sys};
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+        let mut keep: u64 = u64::MAX;
+        // SAFETY: as in `allocated_peak_mib`: the pool of candle's device, and the attribute
+        // is a cuuint64_t.
+        unsafe {
+            let pool = result::device::get_mem_pool(d.cuda_stream().context().cu_device()).map_err(|e| TrainError::Other { context: "the CUDA memory pool".into(), message: e.to_string() })?;
+            device.synchronize().map_err(other("the CUDA memory pool"))?;
+            result::mem_pool::trim_to(pool, 0).map_err(|e| TrainError::Other { context: "the CUDA memory pool's trim".into(), message: e.to_string() })?;
+            result::mem_pool::set_attribute(pool, attr, (&mut keep as *mut u64).cast()).map_err(|e| TrainError::Other { context: "the CUDA memory pool's release threshold".into(), message: e.to_string() })?;
+        }
+    }
+    let _ = device;
+    Ok(())
 }
 
 /// The CUDA memory pool's high-water mark of allocated bytes since the last call with
