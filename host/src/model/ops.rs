@@ -21,6 +21,15 @@ pub fn attach(x: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Resu
     x.apply_op1(Attached { value: Held::new(y), backward: Arc::new(backward) })
 }
 
+/// A zero scalar whose backward hands `g` to `y` as its gradient, whatever gradient reaches
+/// it: `seed_gradient(y, g).backward()` is backward from `y` with output gradient `g`, without
+/// computing `Σ y ⊙ g` (whose gradient with respect to `y` is the same `g`). Meant only as the
+/// root of a backward pass.
+pub fn seed_gradient(y: &Tensor, g: Tensor) -> Result<Tensor> {
+    let zero = Tensor::zeros((), y.dtype(), y.device())?;
+    attach(y, zero, move |_, _| Ok(g.clone()))
+}
+
 /// A value computed before its op runs, handed over once as the op's result.
 struct Held(Mutex<Option<Tensor>>);
 
