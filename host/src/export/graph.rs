@@ -10,6 +10,8 @@ pub const FLOAT: i64 = 1;
 pub const INT64: i64 = 7;
 const FLOAT16: i64 = 10;
 const INT8: i64 = 3;
+/// The largest weight code of the int8 products (7 bits: see `Graph::matmul_int8`).
+const WEIGHT_LEVELS: f32 = 63.0;
 const UINT8: i64 = 2;
 /// ONNX Runtime's contrib operators.
 const MS_DOMAIN: &str = "com.microsoft";
@@ -110,9 +112,14 @@ impl Graph {
         outs
     }
 
-    /// `x · W` for a weight `W` (in, out) quantized to int8 per output column and `x`
-    /// quantized at run time to 8 bits, with one scale per row (token) when `per_row`, else one
-    /// for the whole tensor.
+    /// `x · W` for a weight `W` (in, out) quantized per output column to 7 bits (codes within
+    /// ±63 of int8) and `x` quantized at run time to 8 bits, with one scale per row (token) when
+    /// `per_row`, else one for the whole tensor.
+    ///
+    /// 7-bit weights, as ONNX Runtime's quantizer's `reduce_range`: on x86 processors without
+    /// VNNI its u8 × s8 product adds pairs of products in saturating 16-bit lanes, and two
+    /// 255 × 127 products overflow them (on a 2-core AMD EPYC with AVX2 only, SmolLM2's
+    /// yes/no/maybe moved by 0.19 from candle's); two 255 × 63 products do not.
     ///
     /// Per tensor is `DynamicQuantizeLinear` + `MatMulInteger`, which ONNX Runtime fuses into
     /// one int8 product. Per row is `Abs`, `ReduceMax`, `Div`, `Round`, `Cast` to codes around
@@ -122,13 +129,13 @@ impl Graph {
         let mut scales = vec![0f32; cols];
         for r in 0..rows {
             for c in 0..cols {
-                scales[c] = scales[c].max(w[r * cols + c].abs() / 127.0);
+                scales[c] = scales[c].max(w[r * cols + c].abs() / WEIGHT_LEVELS);
             }
         }
         let q: Vec<u8> = (0..rows * cols)
             .map(|i| {
                 let s = scales[i % cols];
-                (if s > 0.0 { (w[i] / s).round().clamp(-127.0, 127.0) } else { 0.0 } as i8) as u8
+                (if s > 0.0 { (w[i] / s).round().clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) } else { 0.0 } as i8) as u8
             })
             .collect();
         let wq = format!("{name}.int8");
