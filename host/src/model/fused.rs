@@ -21,6 +21,11 @@ fn grid_stride(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// `blocks` blocks of [`BLOCK`] threads (one per row for the row kernels).
+fn per_block(blocks: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (blocks.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// How a kernel's threads cover its input.
 #[derive(Clone, Copy, PartialEq)]
 enum Rows {
@@ -78,11 +83,10 @@ impl Kernel {
             return Ok(CudaStorage::wrap_cuda_slice(out, dev));
         }
         let rows = n / self.cols.max(1);
-        let blocks = |b: usize| LaunchConfig { grid_dim: (b.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         let (count, cfg) = match self.rows {
             Rows::No => (n, grid_stride(n)),
-            Rows::PerBlock => (rows, blocks(rows)),
-            Rows::PerWarp => (rows, blocks(rows.div_ceil(BLOCK as usize / 32))),
+            Rows::PerBlock => (rows, per_block(rows)),
+            Rows::PerWarp => (rows, per_block(rows.div_ceil(BLOCK as usize / 32))),
         };
         let (a, b, c) = (&views[0], views.get(1).unwrap_or(&views[0]), views.get(2).unwrap_or(&views[0]));
         let cols = self.cols as i32;
@@ -441,11 +445,6 @@ impl candle_core::CustomOp1 for Swap12 {
 /// `x` (b, n1, n2, d) as (b, n2, n1, d), contiguous.
 pub fn swap12(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Swap12)
-}
-
-/// One block per row, `rows` rows.
-fn per_block(rows: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (rows.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// The cross-entropy's forward rows (`xent_rows` in `fused.cu`): logits (rows, cols) and u32

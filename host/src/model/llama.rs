@@ -524,7 +524,7 @@ impl Llama {
             let input = candle_core::Var::from_tensor(&input)?;
             let y = run(s, input.as_tensor(), Pass::Recompute(adapters))?;
             // backward from y with g = dL/dy gives the half's share of dL/dθ (as Σ y ⊙ g would,
-            // without its product and sum: a fifth of the memory mode's GPU time)
+            // without its product and sum: the sums alone were 17% of a 7B 8x1024 step's GPU time)
             let mut inner = super::ops::seed_gradient(&y, grad.detach())?.backward()?;
             for v in vars {
                 if let Some(g) = inner.remove(v.as_tensor()) {
