@@ -10,8 +10,9 @@
 # HF_SCRIPT: hf_pubmedqa_accuracy.py (../shared/baselines); work/data must hold the data
 # stage's output (`medtune data -c configs/pubmedqa-smollm2-gpu.toml`).
 # Variants of configs/pubmedqa-smollm2-gpu.toml: main, weights, best (class weights, the
-# adapters of the best dev macro-F1), best-end (and contexts cut at the start), processed,
-# hf (the baseline).
+# adapters of the best dev macro-F1), best-end (and contexts cut at the start), conclusions
+# (each training record also with its conclusion, `train.with_conclusions`), processed, hf
+# (the baseline).
 set -uo pipefail
 BIN=$(realpath "$1"); GGUF=$(realpath "$2"); HF=$(realpath "$3"); OUT=$4; shift 4
 VARIANTS=${*:-main hf weights processed}
@@ -48,6 +49,7 @@ for v in $VARIANTS; do
     weights) c=$(variant weights -e 's/^balance = "none"/balance = "weights"/') ;;
     best) c=$(variant best -e 's/^balance = "none"/balance = "weights"/' -e 's/^eval_every = 50/eval_every = 25\nselect = "best-dev"/') ;;
     best-end) c=$(variant best-end -e 's/^balance = "none"/balance = "weights"/' -e 's/^eval_every = 50/eval_every = 25\nselect = "best-dev"\ncontext_keep = "end"/') ;;
+    conclusions) c=$(variant conclusions -e 's/^schedule = "linear"/schedule = "linear"\nwith_conclusions = true/') ;;
     processed) c=$(variant processed -e 's/^data = "augmented"/data = "processed"/' -e 's/^epochs = 1/epochs = 3/' -e 's/^balance = "none"/balance = "weights"/') ;;
     hf)
       PYTHONUNBUFFERED=1 python3 "$HF" /tmp/mt/models/smollm2 SmolLM2-135M-Instruct.Q4_1.gguf examples/data/pubmedqa "$OUT/hf.json" none 3 > "$OUT/hf.log" 2>&1

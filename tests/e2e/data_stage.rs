@@ -84,8 +84,9 @@ fn a_bad_record_in_pubmedqa_json_is_named_and_the_others_go_through() {
     let input = env.write(
         "ori_pqal.json",
         r#"{
-  "111": {"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes", "MESHES": ["Humans"]},
+  "111": {"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes", "MESHES": ["Humans"], "LONG_ANSWER": "It is good."},
   "222": {"QUESTION": "Is it bad?", "CONTEXTS": "not a list", "final_decision": "no"},
+  "666": {"QUESTION": "Long?", "CONTEXTS": ["Long."], "final_decision": "no", "LONG_ANSWER": 3},
   "333": {"QUESTION": "Maybe?", "CONTEXTS": ["Unclear."], "final_decision": "perhaps"},
   "444": {"CONTEXTS": ["No question."], "final_decision": "yes"},
   "555": {"QUESTION": "Fine too?", "CONTEXTS": ["Fine."], "final_decision": "maybe"}
@@ -96,12 +97,14 @@ fn a_bad_record_in_pubmedqa_json_is_named_and_the_others_go_through() {
         .expect_code(2)
         .stderr_has("ori_pqal.json: record 222: field CONTEXTS must be a list of strings")
         .stderr_has("ori_pqal.json: record 333: field final_decision must be yes, no or maybe (found \"perhaps\")")
-        .stderr_has("ori_pqal.json: record 444: missing field QUESTION");
-    let ids: Vec<String> = read_jsonl(&env.path("work/data/processed/train.jsonl"))
-        .iter()
-        .filter_map(|r| r["id"].as_str().map(str::to_owned))
-        .collect();
+        .stderr_has("ori_pqal.json: record 444: missing field QUESTION")
+        .stderr_has("ori_pqal.json: record 666: field LONG_ANSWER must be a string");
+    let records = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    let ids: Vec<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
     assert_eq!(ids, ["111", "555"], "good records kept, in file order");
+    // the long answer travels with its record (for train.with_conclusions); none, no field
+    assert_eq!(records[0]["long_answer"], "It is good.");
+    assert!(records[1].get("long_answer").is_none());
 }
 
 #[test]

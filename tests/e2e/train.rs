@@ -97,6 +97,17 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
         let (a, b) = (x["loss"].as_f64().expect("loss"), y["loss"].as_f64().expect("loss"));
         assert!((a - b).abs() < 1e-4 * a.abs(), "step {}: loss {a}, recomputed {b}", x["step"]);
     }
+    // `with_conclusions`: each training record also trains with its conclusion (long answer)
+    let count = |name: &str, extra: &str| {
+        let text = std::fs::read_to_string(config(&env, name, "")).expect("config");
+        let text = text.replacen("max_steps = 4\n", "max_steps = 1\n", 1).replacen("max_len = 64\n", &format!("max_len = 192\n{extra}"), 1);
+        let path = env.write(&format!("{name}.toml"), text);
+        let out = env.run(&["train", "-c", path.to_str().expect("utf-8")]).expect_code(0).stdout.clone();
+        let at = out.find(" examples,").unwrap_or_else(|| panic!("{name}: no example count in {out}"));
+        out[..at].rsplit(' ').next().and_then(|n| n.parse::<usize>().ok()).expect("count")
+    };
+    let (plain, twins) = (count("plain", ""), count("twins", "with_conclusions = true\n"));
+    assert!(plain > 400 && twins == 2 * plain, "{plain} plain examples, {twins} with conclusions");
     let svg = std::fs::read_to_string(env.path("work/runs/whole/loss.svg")).expect("plot");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     let manifest = json(&env.path("work/runs/whole/manifest.json"));

@@ -135,6 +135,11 @@ pub struct TrainConfig {
     /// Write the disambiguator's expansions after abbreviations in the prompt.
     #[serde(default = "yes")]
     pub expand_abbreviations: bool,
+    /// Also train on each training record with its abstract's conclusion (PubMedQA's long
+    /// answer) written after the context: PubMedQA's reasoning-free setting, as extra
+    /// examples beside the usual ones. Dev and test prompts never hold a conclusion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_conclusions: bool,
     /// The memory mode: keep only each block's input in forward and run the block again in
     /// backward (as gradient checkpointing), trading about one more forward pass for most of
     /// the activations' memory.

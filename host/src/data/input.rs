@@ -75,6 +75,14 @@ fn strings(obj: &Map<String, Value>, name: &str) -> Result<Vec<String>, String> 
         .collect()
 }
 
+/// A string field that may be absent or null; an empty one counts as absent.
+fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Ok(Some(string(obj, name)?).filter(|s| !s.trim().is_empty())),
+    }
+}
+
 fn answer(raw: String, name: &str) -> Result<String, String> {
     match raw.as_str() {
         "yes" | "no" | "maybe" => Ok(raw),
@@ -94,7 +102,9 @@ fn pubmedqa_record(id: &str, value: &Value, path: &Path) -> Result<Record, Strin
     if question.trim().is_empty() {
         return Err("field QUESTION is empty".into());
     }
-    Ok(Record::new(id.to_owned(), question, contexts.join("\n\n"), answer, meshes, format!("{}#{id}", path.display())))
+    let mut record = Record::new(id.to_owned(), question, contexts.join("\n\n"), answer, meshes, format!("{}#{id}", path.display()));
+    record.long_answer = optional_string(obj, "LONG_ANSWER")?;
+    Ok(record)
 }
 
 fn read_jsonl(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<InputError>) {
@@ -129,7 +139,9 @@ fn read_jsonl(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<InputError>) {
                 None | Some(Value::Null) => String::new(),
                 Some(_) => string(obj, "context")?,
             };
-            Ok(Record::new(id, string(obj, "question")?, context, answer, meshes, format!("{}:{}", path.display(), n + 1)))
+            let mut record = Record::new(id, string(obj, "question")?, context, answer, meshes, format!("{}:{}", path.display(), n + 1));
+            record.long_answer = optional_string(obj, "long_answer")?;
+            Ok(record)
         });
         match parsed {
             Ok(r) => records.push(r),

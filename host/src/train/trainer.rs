@@ -16,7 +16,7 @@ use crate::model::{LoadedModel, ModelError};
 
 use super::batch::Batch;
 use super::checkpoint;
-use super::examples::{example, label_tokens, Example, PromptOptions, LABELS};
+use super::examples::{example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{clip, learning_rate, AdamW};
 
@@ -120,15 +120,32 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
         path: path.clone(),
         message: format!("cannot read the training records ({e}); run the data stage first (`medtune data --config {}`)", config.path.display()),
     })?;
+    let opts = PromptOptions::of(Some(t));
     let mut examples = Vec::with_capacity(records.len());
     for r in &records {
-        match example(r, &m.tokenizer, PromptOptions::of(Some(t))) {
+        match example(r, &m.tokenizer, opts) {
             Ok(e) => examples.push(e),
             Err(e) => skipped.push(e.to_string()),
         }
     }
     if examples.is_empty() {
         return Err(TrainError::Input { path, message: "no usable training record (each needs a yes/no/maybe answer)".into() });
+    }
+    if t.with_conclusions {
+        let before = examples.len();
+        for r in &records {
+            match with_conclusion(r, &m.tokenizer, opts) {
+                Some(Ok(e)) => examples.push(e),
+                Some(Err(e)) => skipped.push(e.to_string()),
+                None => {}
+            }
+        }
+        if examples.len() == before {
+            return Err(TrainError::Input {
+                path,
+                message: "train.with_conclusions is set, but no training record has a long answer (PubMedQA's LONG_ANSWER, a JSONL record's long_answer)".into(),
+            });
+        }
     }
     Ok((path, examples, skipped))
 }
