@@ -60,7 +60,7 @@ impl Engine {
     pub fn answer(&self, ids: &[u32], label_tokens: &[u32; 3]) -> Result<[f64; 3], String> {
         let logits: Vec<f32> = match self {
             Engine::Candle(m) => {
-                let ex = crate::train::examples::Example { id: String::new(), prompt: ids.to_vec(), label: 0 };
+                let ex = crate::train::examples::Example { id: String::new(), prompt: ids.to_vec(), label: 0, conclusion: Vec::new() };
                 let p = crate::train::eval::score(&m.llama, None, std::slice::from_ref(&ex), label_tokens, 1, 0).map_err(|e| e.to_string())?;
                 return Ok(p[0]);
             }

@@ -108,6 +108,18 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
     };
     let (plain, twins) = (count("plain", ""), count("twins", "with_conclusions = true\n"));
     assert!(plain > 400 && twins == 2 * plain, "{plain} plain examples, {twins} with conclusions");
+    // `conclusion_weight`: the same examples, each also writing its conclusion after the
+    // answer; the first step's loss (before any update) is the answer's plus the weight times
+    // the conclusion tokens' mean cross-entropy, so it grows linearly with the weight
+    let first_loss = |name: &str, weight: f64| {
+        let extra = format!("loss = \"choice\"\nconclusion_weight = {weight:?}\n");
+        assert_eq!(count(name, &extra), plain, "{name}: the conclusion is a target, not an example");
+        let rows = jsonl(&env.path(&format!("work/runs/{name}/metrics.jsonl")));
+        (rows[0]["loss"].as_f64().expect("loss"), rows[0]["tokens"].as_u64().expect("tokens"))
+    };
+    let ((l0, t0), (l1, t1), (l2, _)) = (first_loss("choice", 0.0), first_loss("explain", 1.0), first_loss("explain2", 2.0));
+    assert!(t1 > t0, "the conclusions add tokens: {t0} -> {t1}");
+    assert!(l1 - l0 > 1.0 && ((l2 - l0) - 2.0 * (l1 - l0)).abs() < 1e-3 * l2, "losses at weights 0, 1, 2: {l0}, {l1}, {l2}");
     let svg = std::fs::read_to_string(env.path("work/runs/whole/loss.svg")).expect("plot");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     let manifest = json(&env.path("work/runs/whole/manifest.json"));
@@ -159,6 +171,8 @@ fn bad_training_configs_stop_before_any_work() {
         ("model", "[model]\npath = \"missing.gguf\"\n", "model.path"),
         ("dropout", "[train.lora]\ndropout = 1.5\n", "train.lora.dropout"),
         ("schedule", "[train]\nschedule = \"exponential\"\n", "train.schedule"),
+        ("loss", "[train]\nloss = \"hinge\"\n", "train.loss"),
+        ("conclusion", "[train]\nconclusion_weight = -0.5\n", "train.conclusion_weight"),
     ];
     for (name, section, needle) in cases {
         let text = std::fs::read_to_string(config(&env, name, "")).expect("config");

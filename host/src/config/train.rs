@@ -140,6 +140,17 @@ pub struct TrainConfig {
     /// examples beside the usual ones. Dev and test prompts never hold a conclusion.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub with_conclusions: bool,
+    /// The answer's loss: `token` (the cross-entropy of the answer token over the whole
+    /// vocabulary) or `choice` (over the three answer tokens only: the choice evaluation
+    /// makes).
+    #[serde(default = "token", skip_serializing_if = "is_token")]
+    pub loss: String,
+    /// Also train the model to write the abstract's conclusion (PubMedQA's long answer) after
+    /// its answer: the mean cross-entropy of those tokens, times this weight, is added to the
+    /// answer's loss (0: off). The conclusion is a target, never an input: the prompts are
+    /// the ones dev and test see.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conclusion_weight: f64,
     /// The memory mode: keep only each block's input in forward and run the block again in
     /// backward (as gradient checkpointing), trading about one more forward pass for most of
     /// the activations' memory.
@@ -210,6 +221,15 @@ pub struct ExportConfig {
 
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
+fn token() -> String {
+    "token".into()
+}
+fn is_token(s: &str) -> bool {
+    s == "token"
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
 fn f32_() -> String {
     "f32".into()
 }
@@ -300,6 +320,12 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         }
         if !["none", "weights"].contains(&t.balance.as_str()) {
             return bad("train.balance", format!("{:?}: expected none or weights (sampling is the label-balancer plugin)", t.balance));
+        }
+        if !["token", "choice"].contains(&t.loss.as_str()) {
+            return bad("train.loss", format!("{:?}: expected token or choice", t.loss));
+        }
+        if !(t.conclusion_weight.is_finite() && t.conclusion_weight >= 0.0) {
+            return bad("train.conclusion_weight", format!("{} must be zero or positive", t.conclusion_weight));
         }
         if !["start", "end"].contains(&t.context_keep.as_str()) {
             return bad("train.context_keep", format!("{:?}: expected start or end", t.context_keep));

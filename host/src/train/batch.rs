@@ -1,8 +1,9 @@
-//! Micro-batches of examples and the answer-token loss: prompts right-padded into one id
-//! tensor (causal attention never lets a real token see the padding after it), the hidden
-//! state of each prompt's last token projected to logits (the full (batch, seq, vocab)
-//! logits are never made), cross-entropy against the answer token, optionally weighted by
-//! class.
+//! Micro-batches of examples and their loss: prompts right-padded into one id tensor (causal
+//! attention never lets a real token see the padding after it), the hidden state of each
+//! prompt's last token projected to logits (the full (batch, seq, vocab) logits are never
+//! made), cross-entropy against the answer token over the vocabulary or over the three
+//! answers, optionally weighted by class; and, for examples that carry a conclusion, the
+//! mean cross-entropy of its tokens written after the answer.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -10,59 +11,163 @@ use crate::model::Llama;
 
 use super::examples::Example;
 
+/// What a batch's loss counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossOptions {
+    /// The answer's cross-entropy over the three answer tokens only (the choice evaluation
+    /// reads) instead of over the whole vocabulary.
+    pub choice: bool,
+    /// Weight of the conclusion tokens' mean cross-entropy, added to the answer's.
+    pub conclusion_weight: f64,
+}
+
 /// A padded micro-batch.
 pub struct Batch {
-    /// (batch, longest prompt) token ids.
+    /// (batch, longest sequence) token ids: each prompt, then, for an example with a
+    /// conclusion, its answer token and the conclusion.
     pub ids: Tensor,
     /// The flat index (row × width + last position) of each prompt's last token.
     pub last: Tensor,
     /// The answer token of each example.
     pub targets: Tensor,
+    /// The answer's index into the three answer tokens, of each example.
+    pub labels: Tensor,
     /// Each example's loss weight.
     pub weights: Tensor,
     /// Real (unpadded) tokens.
     pub tokens: usize,
+    /// The flat positions whose next token is a conclusion token, and those tokens; `None`
+    /// when no example has a conclusion or its weight is 0.
+    pub conclusion: Option<(Tensor, Tensor)>,
+    label_tokens: Tensor,
+    opts: LossOptions,
 }
 
 impl Batch {
     /// Pads `examples`; `label_tokens` maps labels to answer tokens, `class_weights` labels to
     /// loss weights.
-    pub fn new(examples: &[&Example], label_tokens: &[u32; 3], class_weights: &[f64; 3], pad: u32, device: &Device) -> Result<Self> {
-        let width = examples.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
+    pub fn new(examples: &[&Example], label_tokens: &[u32; 3], class_weights: &[f64; 3], pad: u32, opts: LossOptions, device: &Device) -> Result<Self> {
+        let with_conclusion = |e: &Example| opts.conclusion_weight > 0.0 && !e.conclusion.is_empty();
+        let len = |e: &Example| e.prompt.len() + if with_conclusion(e) { 1 + e.conclusion.len() } else { 0 };
+        let width = examples.iter().map(|e| len(e)).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(examples.len() * width);
         let mut last = Vec::with_capacity(examples.len());
+        let (mut at, mut next) = (Vec::new(), Vec::new());
         for (row, e) in examples.iter().enumerate() {
             ids.extend_from_slice(&e.prompt);
-            ids.extend(std::iter::repeat_n(pad, width - e.prompt.len()));
+            if with_conclusion(e) {
+                ids.push(label_tokens[e.label]);
+                ids.extend_from_slice(&e.conclusion);
+                // the answer token predicts the conclusion's first token, and so on
+                at.extend((0..e.conclusion.len()).map(|j| (row * width + e.prompt.len() + j) as u32));
+                next.extend_from_slice(&e.conclusion);
+            }
+            ids.extend(std::iter::repeat_n(pad, width - len(e)));
             last.push((row * width + e.prompt.len() - 1) as u32);
         }
         let targets: Vec<u32> = examples.iter().map(|e| label_tokens[e.label]).collect();
+        let labels: Vec<u32> = examples.iter().map(|e| e.label as u32).collect();
         let weights: Vec<f32> = examples.iter().map(|e| class_weights[e.label] as f32).collect();
+        let conclusion = match at.is_empty() {
+            true => None,
+            false => Some((Tensor::new(at.as_slice(), device)?, Tensor::new(next.as_slice(), device)?)),
+        };
         Ok(Self {
             ids: Tensor::from_vec(ids, (examples.len(), width), device)?,
             last: Tensor::new(last.as_slice(), device)?,
             targets: Tensor::new(targets.as_slice(), device)?,
+            labels: Tensor::new(labels.as_slice(), device)?,
             weights: Tensor::new(weights.as_slice(), device)?,
-            tokens: examples.iter().map(|e| e.prompt.len() + 1).sum(),
+            tokens: examples.iter().map(|e| len(e) + usize::from(!with_conclusion(e))).sum(),
+            conclusion,
+            label_tokens: Tensor::new(label_tokens.as_slice(), device)?,
+            opts,
         })
     }
 
-    /// Logits (batch, vocab) at each prompt's last token.
-    pub fn answer_logits(&self, model: &Llama, adapters: &dyn crate::model::Adapters) -> Result<Tensor> {
-        self.answer_logits_of(model, &model.hidden_train(&self.ids, adapters)?)
-    }
-
-    /// [`Batch::answer_logits`] from the final hidden states `h` (batch, seq, hidden).
-    pub fn answer_logits_of(&self, model: &Llama, h: &Tensor) -> Result<Tensor> {
+    /// The batch's loss from the final hidden states `h` (batch, seq, hidden): the answer's
+    /// ([`Batch::loss`]) plus the conclusion's, weighted.
+    pub fn loss_of(&self, model: &Llama, h: &Tensor) -> Result<Tensor> {
         let (b, t, d) = h.dims3()?;
-        let picked = h.reshape((b * t, d))?.index_select(&self.last, 0)?;
-        model.project(&picked)
+        let flat = h.reshape((b * t, d))?;
+        let answer = self.loss(&model.project(&flat.index_select(&self.last, 0)?)?)?;
+        match &self.conclusion {
+            Some((at, next)) => answer + (mean_nll(&model.project(&flat.index_select(at, 0)?)?, next)? * self.opts.conclusion_weight)?,
+            None => Ok(answer),
+        }
     }
 
-    /// The weighted mean cross-entropy of the answer tokens: Σ wᵢ·nllᵢ / Σ wᵢ.
+    /// The weighted mean cross-entropy of the answers from the logits (batch, vocab) at each
+    /// prompt's last token: Σ wᵢ·nllᵢ / Σ wᵢ, over the vocabulary or over the three answers.
     pub fn loss(&self, logits: &Tensor) -> Result<Tensor> {
-        let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-        let nll = logp.gather(&self.targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+        let logits = logits.to_dtype(DType::F32)?;
+        let (logits, targets) = match self.opts.choice {
+            true => (logits.index_select(&self.label_tokens, 1)?, &self.labels),
+            false => (logits, &self.targets),
+        };
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let nll = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
         (nll * &self.weights)?.sum_all()? / f64::from(self.weights.sum_all()?.to_scalar::<f32>()?)
+    }
+}
+
+/// The mean cross-entropy of `targets` (n) under `logits` (n, vocab).
+fn mean_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?.mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(prompt: &[u32], label: usize, conclusion: &[u32]) -> Example {
+        Example { id: String::new(), prompt: prompt.to_vec(), label, conclusion: conclusion.to_vec() }
+    }
+
+    /// A conclusion follows its answer token in the ids, and its tokens are the targets of the
+    /// positions from the answer on; with weight 0 (and for dev and test) the batch is the
+    /// plain one.
+    #[test]
+    fn conclusions_follow_the_answer_and_are_predicted_from_it() {
+        let dev = Device::Cpu;
+        let labels = [10, 11, 12];
+        let examples = [ex(&[1, 2, 3], 1, &[7, 8]), ex(&[4, 5], 0, &[])];
+        let refs: Vec<&Example> = examples.iter().collect();
+        let opts = LossOptions { choice: false, conclusion_weight: 0.5 };
+        let b = Batch::new(&refs, &labels, &[1.0; 3], 0, opts, &dev).expect("batch");
+        assert_eq!(b.ids.to_vec2::<u32>().expect("ids"), [[1, 2, 3, 11, 7, 8], [4, 5, 0, 0, 0, 0]]);
+        assert_eq!(b.last.to_vec1::<u32>().expect("last"), [2, 7]);
+        let (at, next) = b.conclusion.as_ref().expect("conclusion");
+        assert_eq!((at.to_vec1::<u32>().expect("at"), next.to_vec1::<u32>().expect("next")), (vec![3, 4], vec![7, 8]));
+        assert_eq!(b.tokens, 6 + 3);
+        let plain = Batch::new(&refs, &labels, &[1.0; 3], 0, LossOptions::default(), &dev).expect("batch");
+        assert_eq!(plain.ids.to_vec2::<u32>().expect("ids"), [[1, 2, 3], [4, 5, 0]]);
+        assert!(plain.conclusion.is_none());
+        assert_eq!(plain.tokens, 4 + 3);
+    }
+
+    /// The choice loss is the cross-entropy over the three answers' logits alone, weighted by
+    /// class; the token loss is over the whole vocabulary. Golden values from Python:
+    /// `m = max(v); -(v[i] - m - math.log(sum(math.exp(x - m) for x in v)))`.
+    #[test]
+    fn the_choice_loss_reads_only_the_three_answers() {
+        let dev = Device::Cpu;
+        let labels = [1, 2, 3];
+        let examples = [ex(&[9], 1, &[]), ex(&[9], 0, &[])];
+        let refs: Vec<&Example> = examples.iter().collect();
+        // vocabulary of 5: token 0 and 4 are not answers
+        let logits = Tensor::new(&[[5.0f32, 1.0, 0.0, -1.0, 2.0], [0.0, 2.0, 2.0, 2.0, 0.0]], &dev).expect("logits");
+        let loss = |choice: bool, w: [f64; 3]| {
+            let b = Batch::new(&refs, &labels, &w, 0, LossOptions { choice, conclusion_weight: 0.0 }, &dev).expect("batch");
+            f64::from(b.loss(&logits).expect("loss").to_scalar::<f32>().expect("scalar"))
+        };
+        // choice: row 0 -log_softmax([1,0,-1])[1] = 1.4076059644, row 1 -log_softmax([2,2,2])[0] = ln 3
+        let (r0, r1) = (1.407_605_964_4, 3f64.ln());
+        assert!((loss(true, [1.0; 3]) - (r0 + r1) / 2.0).abs() < 1e-5, "{}", loss(true, [1.0; 3]));
+        assert!((loss(true, [1.0, 3.0, 1.0]) - (3.0 * r0 + r1) / 4.0).abs() < 1e-5);
+        // token: row 0 -log_softmax([5,1,0,-1,2])[2] = 5.0744759247, row 1 -log_softmax([0,2,2,2,0])[1] = 1.1849950301
+        let (t0, t1) = (5.074_475_924_7, 1.184_995_030_1);
+        assert!((loss(false, [1.0; 3]) - (t0 + t1) / 2.0).abs() < 1e-5, "{}", loss(false, [1.0; 3]));
     }
 }

@@ -36,7 +36,7 @@ pub fn score(model: &Llama, adapters: Option<&dyn Adapters>, examples: &[Example
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
-        let b = super::batch::Batch::new(&refs, label_tokens, &[1.0; 3], pad, &device)?;
+        let b = super::batch::Batch::new(&refs, label_tokens, &[1.0; 3], pad, Default::default(), &device)?;
         let logits = model.logits_at(&b.ids, &b.last, adapters)?.index_select(&labels, 1)?;
         let probs = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
         out.extend(probs.iter().map(|p| [f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]));

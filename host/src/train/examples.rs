@@ -4,7 +4,8 @@
 //! `expand` the disambiguator's expansions are written after each abbreviation
 //! ("MI (myocardial infarction)"), the pipeline's contribution to what the model reads. A
 //! training record's twin with its abstract's conclusion ([`with_conclusion`]) is PubMedQA's
-//! reasoning-free setting.
+//! reasoning-free setting; the conclusion written after the answer ([`conclusion_ids`]) is a
+//! second training target, the explanation the answer comes with.
 
 use crate::data::Record;
 use crate::model::{ModelError, Tokenizer};
@@ -21,6 +22,9 @@ pub struct Example {
     pub prompt: Vec<u32>,
     /// Index into [`LABELS`].
     pub label: usize,
+    /// Tokens the model also learns to write after the answer (`\nConclusion: …`); empty for
+    /// the usual one-token target and always for dev and test.
+    pub conclusion: Vec<u32>,
 }
 
 /// A record that cannot be an example.
@@ -108,7 +112,7 @@ impl PromptOptions {
 /// context cut so the prompt fits `max_len` tokens.
 pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<Example, ExampleError> {
     let (prompt, label) = tokenized(record, None, tokenizer, opts)?;
-    Ok(Example { id: record.id.clone(), prompt, label })
+    Ok(Example { id: record.id.clone(), prompt, label, conclusion: Vec::new() })
 }
 
 /// The record's twin for training with its conclusion (PubMedQA's long answer) after the
@@ -117,7 +121,26 @@ pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> R
 /// answer.
 pub fn with_conclusion(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Option<Result<Example, ExampleError>> {
     let conclusion = record.long_answer.as_deref()?;
-    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example { id: format!("{}#conclusion", record.id), prompt, label }))
+    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example { id: format!("{}#conclusion", record.id), prompt, label, conclusion: Vec::new() }))
+}
+
+/// The longest conclusion written after an answer, in tokens (PubMedQA's long answers are
+/// about 60).
+pub const CONCLUSION_MAX_TOKENS: usize = 128;
+
+/// The record's conclusion as the tokens that follow its answer (`\nConclusion: …`, at most
+/// [`CONCLUSION_MAX_TOKENS`]); `None` when the record has no long answer.
+pub fn conclusion_ids(record: &Record, tokenizer: &Tokenizer) -> Option<Result<Vec<u32>, ExampleError>> {
+    let conclusion = record.long_answer.as_deref()?;
+    Some(
+        tokenizer
+            .encode(&format!("\nConclusion: {}", conclusion.trim()))
+            .map(|mut ids| {
+                ids.truncate(CONCLUSION_MAX_TOKENS);
+                ids
+            })
+            .map_err(|e| ExampleError { id: record.id.clone(), message: e.to_string() }),
+    )
 }
 
 /// The record's prompt and label.

@@ -14,9 +14,9 @@ use crate::config::{Config, TrainConfig};
 use crate::data::{pyrandom::PyRandom, read_jsonl};
 use crate::model::{LoadedModel, ModelError};
 
-use super::batch::Batch;
+use super::batch::{Batch, LossOptions};
 use super::checkpoint;
-use super::examples::{example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
+use super::examples::{conclusion_ids, example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{clip, learning_rate, AdamW};
 
@@ -122,14 +122,30 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
     })?;
     let opts = PromptOptions::of(Some(t));
     let mut examples = Vec::with_capacity(records.len());
+    let mut conclusions = 0;
     for r in &records {
-        match example(r, &m.tokenizer, opts) {
+        let made = example(r, &m.tokenizer, opts).and_then(|mut e| {
+            if t.conclusion_weight > 0.0 {
+                if let Some(ids) = conclusion_ids(r, &m.tokenizer) {
+                    e.conclusion = ids?;
+                    conclusions += 1;
+                }
+            }
+            Ok(e)
+        });
+        match made {
             Ok(e) => examples.push(e),
             Err(e) => skipped.push(e.to_string()),
         }
     }
     if examples.is_empty() {
         return Err(TrainError::Input { path, message: "no usable training record (each needs a yes/no/maybe answer)".into() });
+    }
+    if t.conclusion_weight > 0.0 && conclusions == 0 {
+        return Err(TrainError::Input {
+            path,
+            message: "train.conclusion_weight is set, but no training record has a long answer (PubMedQA's LONG_ANSWER, a JSONL record's long_answer)".into(),
+        });
     }
     if t.with_conclusions {
         let before = examples.len();
@@ -167,6 +183,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let tokens = label_tokens(&m.tokenizer)?;
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
     let class_weights = class_weights(&examples, &t.balance);
+    let loss_opts = LossOptions { choice: t.loss == "choice", conclusion_weight: t.conclusion_weight };
     let dev = if t.eval_every > 0 { dev_examples(config, t, m)? } else { Vec::new() };
     let run = config.run_dir();
     let ckpt_root = run.join("checkpoints");
@@ -214,15 +231,15 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         for micro in 0..t.grad_accum {
             let first = (step * t.grad_accum + micro) * t.batch_size;
             let picked: Vec<&Example> = (first..first + t.batch_size).map(|k| &examples[order.at(k)]).collect();
-            let seq = picked.iter().map(|e| e.prompt.len()).max().unwrap_or(0);
+            let seq = picked.iter().map(|e| e.prompt.len() + if e.conclusion.is_empty() { 0 } else { 1 + e.conclusion.len() }).max().unwrap_or(0);
             let fail = |e: candle_core::Error| step_error(step, t.batch_size, seq, e);
             lora.set_dropout_seed(t.seed ^ ((step * t.grad_accum + micro) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let batch = Batch::new(&picked, &tokens, &class_weights, pad, &device).map_err(fail)?;
+            let batch = Batch::new(&picked, &tokens, &class_weights, pad, loss_opts, &device).map_err(fail)?;
             let scale = t.grad_accum as f64;
             let (loss, store) = if t.recompute {
-                m.llama.backward_recomputed(&batch.ids, &lora, &vars, |h| batch.answer_logits_of(&m.llama, h).and_then(|l| batch.loss(&l)).and_then(|l| l / scale))
+                m.llama.backward_recomputed(&batch.ids, &lora, &vars, |h| batch.loss_of(&m.llama, h).and_then(|l| l / scale))
             } else {
-                let loss = batch.answer_logits(&m.llama, &lora).and_then(|l| batch.loss(&l)).and_then(|l| l / scale).map_err(fail)?;
+                let loss = m.llama.hidden_train(&batch.ids, &lora).and_then(|h| batch.loss_of(&m.llama, &h)).and_then(|l| l / scale).map_err(fail)?;
                 loss.backward().map(|store| (loss, store))
             }
             .map_err(fail)?;
