@@ -9,54 +9,82 @@
 # MEDTUNE: a medtune built with --features cuda; GGUF: SmolLM2-135M-Instruct.Q4_1.gguf;
 # HF_SCRIPT: hf_pubmedqa_accuracy.py (../shared/baselines); work/data must hold the data
 # stage's output (`medtune data -c configs/pubmedqa-smollm2-gpu.toml`).
-# Variants of configs/pubmedqa-smollm2-gpu.toml: main, weights, best (class weights, the
-# adapters of the best dev macro-F1), best-end (and contexts cut at the start), conclusions
-# (each training record also with its conclusion, `train.with_conclusions`), processed, hf
-# (the baseline).
+#
+# A variant is configs/pubmedqa-smollm2-gpu.toml ("main") or one of the named sets of
+# changes below, optionally followed by changes of its own: `explain+seed=1+r=32` replaces
+# the key's line from [model] on (or adds the key to [train]). `hf` is the baseline.
+# PARALLEL=1 runs every variant at once (a small model leaves most of a large GPU idle);
+# each has its own run folder and log, so its figures do not depend on it (but the memory
+# each reports is the whole device's).
 set -uo pipefail
 BIN=$(realpath "$1"); GGUF=$(realpath "$2"); HF=$(realpath "$3"); OUT=$4; shift 4
-VARIANTS=${*:-main hf weights processed}
+VARIANTS=${*:-main hf}
 mkdir -p "$OUT" /tmp/mt/models/smollm2
 cp -n "$GGUF" /tmp/mt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 export MEDTUNE_MODELS=/tmp/mt/models
 
-variant() { # name, then sed expressions applied to the GPU config
-  local name=$1; shift
-  sed -e "s/^name = \"pubmedqa-smollm2-gpu\"/name = \"gpu-$name\"/" "$@" configs/pubmedqa-smollm2-gpu.toml > "configs/gpu-$name.toml"
-  echo "configs/gpu-$name.toml"
+# The named variants, as changes to the config. `plain` is the config before the choice loss
+# and the conclusions (1 epoch, batch 4 x 2, the answer token's loss over the vocabulary).
+PLAIN='loss="token"+conclusion_weight=0.0+with_conclusions=false+epochs=1+batch_size=4+grad_accum=2'
+declare -A NAMED=(
+  [main]=''
+  [plain]="$PLAIN"
+  [f32]="$PLAIN+compute_dtype=\"f32\"+tf32=false"
+  [weights]="$PLAIN+balance=\"weights\""
+  [choice]="$PLAIN+loss=\"choice\""
+  [conclusions]="$PLAIN+with_conclusions=true"
+  [explain]="$PLAIN+loss=\"choice\"+conclusion_weight=1.0"
+  [explain-twins]="$PLAIN+loss=\"choice\"+conclusion_weight=1.0+with_conclusions=true"
+  [explain-3ep]="$PLAIN+loss=\"choice\"+conclusion_weight=1.0+epochs=3+select=\"best-dev\""
+  [explain-processed]="$PLAIN+loss=\"choice\"+conclusion_weight=1.0+data=\"processed\"+epochs=4+balance=\"weights\"+eval_every=25+select=\"best-dev\""
+)
+
+# config NAME CHANGES: writes configs/gpu-NAME.toml (the GPU config with its name and the
+# `+`-separated key=value changes) and prints its path
+config() {
+  local name=$1 changes=$2 c="configs/gpu-$1.toml" kv k val
+  sed -e "s/^name = \"pubmedqa-smollm2-gpu\"/name = \"gpu-$name\"/" configs/pubmedqa-smollm2-gpu.toml > "$c"
+  for kv in $(echo "$changes" | tr '+' ' '); do
+    k=${kv%%=*}; val=${kv#*=}
+    if sed -n '/^\[model\]/,$p' "$c" | grep -q "^$k = "; then sed -i "/^\[model\]/,\$ s/^$k = .*/$k = $val/" "$c"; else sed -i "s/^schedule = \(.*\)/schedule = \1\n$k = $val/" "$c"; fi
+  done
+  echo "$c"
 }
 
-# CPU/GPU parity: three steps without dropout, the same losses on both devices (SKIP_PARITY=1 skips)
+# CPU/GPU parity: three f32 steps without dropout, the same losses on both devices
+# (SKIP_PARITY=1 skips)
 if [ -z "${SKIP_PARITY:-}" ]; then
-P=configs/parity-cuda.toml
-variant parity -e 's/^max_len = 768/max_len = 128/' -e 's/^batch_size = 8/batch_size = 2\nmax_steps = 3/' -e 's/^dropout = 0.05/dropout = 0.0/' -e 's/^eval_every = 50/eval_every = 0/' > /dev/null
-sed -e 's/name = "gpu-parity"/name = "parity-cuda"/' configs/gpu-parity.toml > $P
-sed -e 's/name = "gpu-parity"/name = "parity-cpu"/' -e 's/^device = "cuda"/device = "cpu"/' configs/gpu-parity.toml > configs/parity-cpu.toml
-$BIN train -c configs/parity-cpu.toml > "$OUT/parity.log" 2>&1
-$BIN train -c $P >> "$OUT/parity.log" 2>&1
-python3 - "$OUT" <<'PY' | tee -a "$OUT/parity.log"
-import json, sys
-rows = {d: [json.loads(l) for l in open(f'work/runs/parity-{d}/metrics.jsonl')] for d in ('cpu', 'cuda')}
+  FAST_OFF='compute_dtype="f32"+tf32=false+max_len=128+batch_size=2+max_steps=3+dropout=0.0+eval_every=0'
+  config parity-cuda "$FAST_OFF" > /dev/null
+  config parity-cpu "$FAST_OFF+device=\"cpu\"" > /dev/null
+  $BIN train -c configs/gpu-parity-cpu.toml > "$OUT/parity.log" 2>&1
+  $BIN train -c configs/gpu-parity-cuda.toml >> "$OUT/parity.log" 2>&1
+  python3 - <<'PY' | tee -a "$OUT/parity.log"
+import json
+rows = {d: [json.loads(l) for l in open(f'work/runs/gpu-parity-{d}/metrics.jsonl')] for d in ('cpu', 'cuda')}
 diff = max(abs(a['loss'] - b['loss']) for a, b in zip(rows['cpu'], rows['cuda']))
 print('parity losses cpu', [round(r['loss'], 5) for r in rows['cpu']], 'cuda', [round(r['loss'], 5) for r in rows['cuda']], 'max diff', diff)
 PY
 fi
 
+run_variant() { # one variant: train, evaluate, copy its scores and metrics to $OUT
+  local v=$1 base=${1%%+*} name c start; start=$(date +%s)
+  name=$(echo "$v" | tr '+=' '-_' | tr -d '"')
+  if [ "$base" = hf ]; then
+    PYTHONUNBUFFERED=1 python3 "$HF" /tmp/mt/models/smollm2 SmolLM2-135M-Instruct.Q4_1.gguf examples/data/pubmedqa "$OUT/hf.json" none 3 > "$OUT/hf.log" 2>&1
+    echo "hf: $(( $(date +%s) - start )) s"; return
+  fi
+  [ -n "${NAMED[$base]+set}" ] || { echo "unknown variant $base (known: ${!NAMED[*]} hf)"; return; }
+  c=$(config "$name" "${NAMED[$base]}${v#"$base"}")
+  $BIN train -c "$c" > "$OUT/$name.log" 2>&1 && $BIN eval -c "$c" >> "$OUT/$name.log" 2>&1
+  cp "work/runs/gpu-$name/eval/scores.json" "$OUT/$name.json" 2>/dev/null
+  cp "work/runs/gpu-$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+  echo "$name: $(( $(date +%s) - start )) s"; tail -12 "$OUT/$name.log"
+}
+
 for v in $VARIANTS; do
-  start=$(date +%s)
-  case $v in
-    main) c=$(variant main) ;;
-    weights) c=$(variant weights -e 's/^balance = "none"/balance = "weights"/') ;;
-    best) c=$(variant best -e 's/^balance = "none"/balance = "weights"/' -e 's/^eval_every = 50/eval_every = 25\nselect = "best-dev"/') ;;
-    best-end) c=$(variant best-end -e 's/^balance = "none"/balance = "weights"/' -e 's/^eval_every = 50/eval_every = 25\nselect = "best-dev"\ncontext_keep = "end"/') ;;
-    conclusions) c=$(variant conclusions -e 's/^schedule = "linear"/schedule = "linear"\nwith_conclusions = true/') ;;
-    processed) c=$(variant processed -e 's/^data = "augmented"/data = "processed"/' -e 's/^epochs = 1/epochs = 3/' -e 's/^balance = "none"/balance = "weights"/') ;;
-    hf)
-      PYTHONUNBUFFERED=1 python3 "$HF" /tmp/mt/models/smollm2 SmolLM2-135M-Instruct.Q4_1.gguf examples/data/pubmedqa "$OUT/hf.json" none 3 > "$OUT/hf.log" 2>&1
-      echo "hf: $(( $(date +%s) - start )) s"; continue ;;
-  esac
-  $BIN train -c "$c" > "$OUT/$v.log" 2>&1 && $BIN eval -c "$c" >> "$OUT/$v.log" 2>&1
-  cp "work/runs/gpu-$v/eval/scores.json" "$OUT/$v.json" 2>/dev/null
-  cp "work/runs/gpu-$v/metrics.jsonl" "$OUT/$v.metrics.jsonl" 2>/dev/null
-  echo "$v: $(( $(date +%s) - start )) s"; tail -12 "$OUT/$v.log"
+  if [ -n "${PARALLEL:-}" ]; then run_variant "$v" > "$OUT/$(echo "$v" | tr '+=' '-_' | tr -d '"').summary" 2>&1 & else run_variant "$v"; fi
 done
+wait
+if [ -n "${PARALLEL:-}" ]; then cat "$OUT"/*.summary; fi
+exit 0
