@@ -92,7 +92,7 @@ impl Batch {
         let flat = h.reshape((b * t, d))?;
         let answer = self.loss(&model.project(&flat.index_select(&self.last, 0)?)?)?;
         match &self.conclusion {
-            Some((at, next)) => answer + (mean_nll(&model.project(&flat.index_select(at, 0)?)?, next)? * self.opts.conclusion_weight)?,
+            Some((at, next)) => answer + (nll(&model.project(&flat.index_select(at, 0)?)?, next)?.mean_all()? * self.opts.conclusion_weight)?,
             None => Ok(answer),
         }
     }
@@ -100,21 +100,18 @@ impl Batch {
     /// The weighted mean cross-entropy of the answers from the logits (batch, vocab) at each
     /// prompt's last token: Σ wᵢ·nllᵢ / Σ wᵢ, over the vocabulary or over the three answers.
     pub fn loss(&self, logits: &Tensor) -> Result<Tensor> {
-        let logits = logits.to_dtype(DType::F32)?;
-        let (logits, targets) = match self.opts.choice {
-            true => (logits.index_select(&self.label_tokens, 1)?, &self.labels),
-            false => (logits, &self.targets),
+        let nll = match self.opts.choice {
+            true => nll(&logits.index_select(&self.label_tokens, 1)?, &self.labels)?,
+            false => nll(logits, &self.targets)?,
         };
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let nll = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
         (nll * &self.weights)?.sum_all()? / f64::from(self.weights.sum_all()?.to_scalar::<f32>()?)
     }
 }
 
-/// The mean cross-entropy of `targets` (n) under `logits` (n, vocab).
-fn mean_nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+/// The cross-entropy (n) of each of `targets` (n) under `logits` (n, classes), in f32.
+fn nll(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-    logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?.mean_all()
+    logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
 }
 
 #[cfg(test)]
