@@ -48,7 +48,7 @@ impl Batch {
     /// loss weights.
     pub fn new(examples: &[&Example], label_tokens: &[u32; 3], class_weights: &[f64; 3], pad: u32, opts: LossOptions, device: &Device) -> Result<Self> {
         let with_conclusion = |e: &Example| opts.conclusion_weight > 0.0 && !e.conclusion.is_empty();
-        let len = |e: &Example| e.prompt.len() + if with_conclusion(e) { 1 + e.conclusion.len() } else { 0 };
+        let len = |e: &Example| sequence_len(e, opts);
         let width = examples.iter().map(|e| len(e)).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(examples.len() * width);
         let mut last = Vec::with_capacity(examples.len());
@@ -78,7 +78,8 @@ impl Batch {
             targets: Tensor::new(targets.as_slice(), device)?,
             labels: Tensor::new(labels.as_slice(), device)?,
             weights: Tensor::new(weights.as_slice(), device)?,
-            tokens: examples.iter().map(|e| len(e) + usize::from(!with_conclusion(e))).sum(),
+            // prompt, answer and conclusion (the answer is in the ids only before a conclusion)
+            tokens: examples.iter().map(|e| e.prompt.len() + 1 + if with_conclusion(e) { e.conclusion.len() } else { 0 }).sum(),
             conclusion,
             label_tokens: Tensor::new(label_tokens.as_slice(), device)?,
             opts,
@@ -105,6 +106,15 @@ impl Batch {
             false => nll(logits, &self.targets)?,
         };
         (nll * &self.weights)?.sum_all()? / f64::from(self.weights.sum_all()?.to_scalar::<f32>()?)
+    }
+}
+
+/// The ids an example takes in a batch: its prompt, then, when `opts` counts its conclusion,
+/// its answer token and the conclusion.
+pub fn sequence_len(e: &Example, opts: LossOptions) -> usize {
+    match opts.conclusion_weight > 0.0 && !e.conclusion.is_empty() {
+        true => e.prompt.len() + 1 + e.conclusion.len(),
+        false => e.prompt.len(),
     }
 }
 

@@ -134,13 +134,18 @@ pub fn conclusion_ids(record: &Record, tokenizer: &Tokenizer) -> Option<Result<V
     let conclusion = record.long_answer.as_deref()?;
     Some(
         tokenizer
-            .encode(&format!("\nConclusion: {}", conclusion.trim()))
+            .encode(&conclusion_text(conclusion))
             .map(|mut ids| {
                 ids.truncate(CONCLUSION_MAX_TOKENS);
                 ids
             })
             .map_err(|e| ExampleError { id: record.id.clone(), message: e.to_string() }),
     )
+}
+
+/// A conclusion as it is written, in a twin's prompt or after an answer.
+fn conclusion_text(conclusion: &str) -> String {
+    format!("\nConclusion: {}", conclusion.trim())
 }
 
 /// The record's prompt and label.
@@ -167,7 +172,7 @@ pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len:
 fn prompt_parts(tokenizer: &Tokenizer, question: &str, context: &str, conclusion: Option<&str>, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
     let head = tokenizer.encode("Context: ")?;
     let mut middle = match conclusion {
-        Some(c) => tokenizer.encode(&format!("\nConclusion: {}", c.trim()))?,
+        Some(c) => tokenizer.encode(&conclusion_text(c))?,
         None => Vec::new(),
     };
     middle.truncate(max_len / 2);

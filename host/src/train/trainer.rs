@@ -14,7 +14,7 @@ use crate::config::{Config, TrainConfig};
 use crate::data::{pyrandom::PyRandom, read_jsonl};
 use crate::model::{LoadedModel, ModelError};
 
-use super::batch::{Batch, LossOptions};
+use super::batch::{sequence_len, Batch, LossOptions};
 use super::checkpoint;
 use super::examples::{conclusion_ids, example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
@@ -231,7 +231,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         for micro in 0..t.grad_accum {
             let first = (step * t.grad_accum + micro) * t.batch_size;
             let picked: Vec<&Example> = (first..first + t.batch_size).map(|k| &examples[order.at(k)]).collect();
-            let seq = picked.iter().map(|e| e.prompt.len() + if e.conclusion.is_empty() { 0 } else { 1 + e.conclusion.len() }).max().unwrap_or(0);
+            let seq = picked.iter().map(|e| sequence_len(e, loss_opts)).max().unwrap_or(0);
             let fail = |e: candle_core::Error| step_error(step, t.batch_size, seq, e);
             lora.set_dropout_seed(t.seed ^ ((step * t.grad_accum + micro) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let batch = Batch::new(&picked, &tokens, &class_weights, pad, loss_opts, &device).map_err(fail)?;
