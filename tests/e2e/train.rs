@@ -201,3 +201,84 @@ fn bad_training_configs_stop_before_any_work() {
     let path = config(&env, "nodata", "");
     env.run(&["train", "-c", path.to_str().expect("utf-8")]).stderr_has("run the data stage first");
 }
+
+/// A run on several GPUs is checked before any work: `--gpus` (or `train.gpus`) needs a CUDA
+/// model, at least one GPU, and a `grad_accum` the GPUs share evenly; a CPU build says it
+/// cannot. Nothing is written.
+#[test]
+fn a_run_on_several_gpus_is_checked_before_any_work() {
+    let env = Env::new();
+    let cpu = config(&env, "cpu", "");
+    let cpu = cpu.to_str().expect("utf-8");
+    let run = env.run(&["train", "-c", cpu, "--gpus", "2"]);
+    assert_ne!(run.code, Some(0), "a CPU config on 2 GPUs was accepted");
+    run.stderr_has("train.gpus").stderr_has("2 GPUs need model.device = \"cuda\" (it is \"cpu\")");
+    let cuda = config(&env, "cuda", "\n[model]\ndevice = \"cuda\"\n");
+    let cuda = cuda.to_str().expect("utf-8");
+    env.run(&["train", "-c", cuda, "--gpus", "0"]).stderr_has("train.gpus: must be at least 1");
+    env.run(&["train", "-c", cuda, "--gpus", "4"]).stderr_has("train.grad_accum = 2 is not a multiple of 4");
+    #[cfg(not(feature = "cuda"))]
+    env.run(&["train", "-c", cuda, "--gpus", "2"]).stderr_has("several GPUs need a medtune built with --features cuda");
+    assert!(!env.path("work/runs").exists(), "a refused run wrote a run folder");
+}
+
+/// How many GPUs `nvidia-smi` lists.
+#[cfg(feature = "cuda")]
+fn gpu_count() -> usize {
+    let out = std::process::Command::new("nvidia-smi").arg("-L").output().expect("nvidia-smi");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).count()
+}
+
+/// The adapter tensors of a run, by name.
+#[cfg(feature = "cuda")]
+fn adapter(env: &Env, run: &str) -> std::collections::HashMap<String, Vec<f32>> {
+    let path = env.path(&format!("work/runs/{run}/adapter/adapter_model.safetensors"));
+    let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    tensors.into_iter().map(|(k, t)| (k, t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 adapter"))).collect()
+}
+
+/// On CUDA, data parallelism through real NCCL: one rank (`--gpus 1`, a communicator of one)
+/// ends with exactly a plain run's adapters; on a machine of two GPUs or more, two ranks end
+/// within rounding of it, step by step. A rank that cannot start (`--gpus N+1` on N GPUs: the
+/// last rank has no GPU) stops the others, and the launcher names it.
+#[cfg(feature = "cuda")]
+#[test]
+fn ranks_sum_their_gradients_over_nccl_and_a_failed_rank_stops_the_run() {
+    let env = Env::new();
+    let extra = "\n[model]\ndevice = \"cuda\"\n";
+    let plain = config(&env, "plain", extra);
+    env.run(&["data", "-c", plain.to_str().expect("utf-8")]).expect_code(0);
+    env.run(&["train", "-c", plain.to_str().expect("utf-8")]).expect_code(2);
+    let one = config(&env, "one", extra);
+    env.run(&["train", "-c", one.to_str().expect("utf-8"), "--gpus", "1"]).expect_code(2).stdout_has("train: 4/4 steps");
+    assert_eq!(adapter(&env, "one"), adapter(&env, "plain"), "one rank over NCCL differs from a plain run");
+    let manifest = json(&env.path("work/runs/one/manifest.json"));
+    assert_eq!(manifest["gpus"], 1, "{manifest}");
+
+    let gpus = gpu_count();
+    if gpus >= 2 {
+        let two = config(&env, "two", extra);
+        env.run(&["train", "-c", two.to_str().expect("utf-8"), "--gpus", "2"]).expect_code(2).stdout_has("train: 4/4 steps");
+        let (a, b) = (jsonl(&env.path("work/runs/plain/metrics.jsonl")), jsonl(&env.path("work/runs/two/metrics.jsonl")));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            let (lx, ly) = (x["loss"].as_f64().expect("loss"), y["loss"].as_f64().expect("loss"));
+            assert!((lx - ly).abs() < 1e-4 * lx.abs().max(1.0), "step {}: loss {lx} on one GPU, {ly} on two", x["step"]);
+            assert_eq!(x["tokens"], y["tokens"], "step {}: the two GPUs saw other tokens", x["step"]);
+        }
+        let (pa, pb) = (adapter(&env, "plain"), adapter(&env, "two"));
+        for (name, va) in &pa {
+            let diff = va.iter().zip(&pb[name]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "{name}: the adapters of one and two GPUs differ by {diff}");
+        }
+    }
+
+    let dead = config(&env, "dead", extra);
+    let n = (gpus + 1).to_string();
+    let started = std::time::Instant::now();
+    let run = env.run(&["train", "-c", dead.to_str().expect("utf-8"), "--gpus", &n]);
+    assert_ne!(run.code, Some(0), "a run with a rank short of a GPU succeeded");
+    run.stderr_has(&format!("rank {gpus} of {n} (GPU {gpus}) failed")).stderr_has("stopped the other ranks");
+    assert!(started.elapsed().as_secs() < 120, "the other ranks were not stopped: {:?}", started.elapsed());
+    assert!(!env.path("work/runs/dead/adapter").exists(), "a failed run wrote an adapter");
+}

@@ -5,6 +5,7 @@ mod data;
 mod export;
 mod model;
 mod plugin;
+mod ranks;
 mod run;
 mod runs;
 mod scaffold;

@@ -53,7 +53,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             // an interrupted training (same config, data and model) continues from its checkpoint
             let resume = crate::train::resumable(&config);
             save(&mut stages, "train", &train_fp, false)?;
-            let code = train_cmd(TrainArgs { config: config_path.to_owned(), resume, stop_after: None })?;
+            let code = train_cmd(TrainArgs { config: config_path.to_owned(), resume, stop_after: None, gpus: None, rank: None })?;
             if code != ExitCode::SUCCESS {
                 status = ExitCode::from(EXIT_PARTIAL);
             }

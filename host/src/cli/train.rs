@@ -26,6 +26,14 @@ pub struct TrainArgs {
     /// Stop after this many steps, as an interruption would (resume later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Train on this many GPUs, one process each, the gradients summed over NCCL (the
+    /// config's train.gpus); the result is a single GPU's within rounding.
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// This process's rank in a run of several GPUs (set by `--gpus N` for the processes it
+    /// starts).
+    #[arg(long, hide = true)]
+    pub rank: Option<usize>,
 }
 
 /// `medtune eval`.
@@ -56,13 +64,13 @@ pub struct MergeArgs {
     pub out: Option<PathBuf>,
 }
 
-/// The config's device.
-pub fn device(config: &Config) -> anyhow::Result<candle_core::Device> {
+/// The config's device (GPU `gpu` when it is CUDA).
+fn device(config: &Config, gpu: usize) -> anyhow::Result<candle_core::Device> {
     match config.model.device.as_str() {
         "cuda" => {
             candle_core::cuda::set_gemm_reduced_precision_f32(config.model.tf32);
-            candle_core::Device::new_cuda(0).with_context(|| {
-                format!("{}: model.device = \"cuda\" needs a GPU and a medtune built with --features cuda", config.path.display())
+            candle_core::Device::new_cuda(gpu).with_context(|| {
+                format!("{}: model.device = \"cuda\" needs GPU {gpu} and a medtune built with --features cuda", config.path.display())
             })
         }
         _ => Ok(candle_core::Device::Cpu),
@@ -71,8 +79,13 @@ pub fn device(config: &Config) -> anyhow::Result<candle_core::Device> {
 
 /// Loads the config's model on its device, the base stored as the config says.
 pub fn load_model(config: &Config) -> anyhow::Result<(PathBuf, LoadedModel)> {
+    load_model_on(config, 0)
+}
+
+/// [`load_model`] on GPU `gpu` (when the config's device is CUDA).
+fn load_model_on(config: &Config, gpu: usize) -> anyhow::Result<(PathBuf, LoadedModel)> {
     let path = config.model_path().with_context(|| format!("{}: model.path", config.path.display()))?;
-    let device = device(config)?;
+    let device = device(config, gpu)?;
     let mut m = model::load(&path, &device).with_context(|| format!("loading {}", path.display()))?;
     let compute = config.model.compute_dtype.dtype();
     if config.model.base == BaseFormat::Nf4 {
@@ -84,9 +97,25 @@ pub fn load_model(config: &Config) -> anyhow::Result<(PathBuf, LoadedModel)> {
 }
 
 pub fn train_cmd(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(n) = args.gpus {
+        config = config.with_gpus(n)?;
+    }
     let t = config.train.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no [train] section", args.config.display()))?;
-    let (model_path, m) = load_model(&config)?;
+    let dp_rank = match (t.gpus, args.rank) {
+        (Some(world), None) => return super::ranks::launch(&args, world),
+        (Some(world), Some(rank)) if rank < world => Some((rank, world)),
+        (world, Some(rank)) => anyhow::bail!("--rank {rank}: not a rank of a run on {} GPUs; ranks are started by `medtune train --gpus N`", world.unwrap_or(1)),
+        (None, None) => None,
+    };
+    let (model_path, m) = load_model_on(&config, dp_rank.map_or(0, |(rank, _)| rank))?;
+    let dp = match dp_rank {
+        Some((rank, world)) => {
+            let id = std::env::var(train::NCCL_ID_ENV).unwrap_or_default();
+            Some(train::DataParallel::join(m.llama.device(), rank, world, &id).with_context(|| format!("training {} on {world} GPUs", config.name))?)
+        }
+        None => None,
+    };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("train {bar:30} {pos}/{len} steps  {msg}  eta {eta}")
@@ -94,7 +123,7 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     let started = std::time::Instant::now();
     let opts = TrainOptions { resume: args.resume, stop_after: args.stop_after };
-    let outcome = train::train(&config, &m, opts, |row, total| {
+    let outcome = train::train(&config, &m, opts, dp.as_ref(), |row, total| {
         bar.set_length(total as u64);
         bar.set_position(row.step as u64);
         bar.set_message(format!("loss {:.4}  {:.0} tokens/s", row.loss, row.tokens_per_s));
@@ -105,10 +134,14 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("training {}", config.name))?;
     bar.finish_and_clear();
+    if dp.as_ref().is_some_and(|d| !d.leads()) {
+        return Ok(ExitCode::SUCCESS);
+    }
     let run = config.run_dir();
     let data = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     let extra = json!({
         "device": config.model.device,
+        "gpus": t.gpus.unwrap_or(1),
         "steps": outcome.steps,
         "total_steps": outcome.total_steps,
         "resumed_from": outcome.resumed_from,

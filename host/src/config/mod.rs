@@ -200,6 +200,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The config with `train.gpus` set to `n` (the command line's `--gpus`), checked again.
+    pub fn with_gpus(mut self, n: usize) -> Result<Self, ConfigError> {
+        let t = self.train.as_mut().ok_or_else(|| ConfigError::Invalid { path: self.path.clone(), field: "train".into(), message: "--gpus needs a [train] section".into() })?;
+        t.gpus = Some(n);
+        self.check()?;
+        Ok(self)
+    }
+
     /// A path from the config, resolved against the config's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() { p.to_owned() } else { lexical_join(&self.base_dir, p) }

@@ -156,6 +156,12 @@ pub struct TrainConfig {
     /// the activations' memory.
     #[serde(default)]
     pub recompute: bool,
+    /// Data parallelism: this many GPUs, one process each, every optimizer step's
+    /// micro-batches shared among them (`grad_accum` must be a multiple) and the adapters'
+    /// gradients summed over NCCL. Unset: one process on GPU 0, no NCCL. Not part of the run's
+    /// fingerprint: a checkpoint resumes on any number of GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<usize>,
     /// LoRA.
     #[serde(default)]
     pub lora: LoraSection,
@@ -326,6 +332,20 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         }
         if !(t.conclusion_weight.is_finite() && t.conclusion_weight >= 0.0) {
             return bad("train.conclusion_weight", format!("{} must be zero or positive", t.conclusion_weight));
+        }
+        if let Some(n) = t.gpus {
+            if n == 0 {
+                return bad("train.gpus", "must be at least 1".into());
+            }
+            if model.device != "cuda" {
+                return bad("train.gpus", format!("{n} GPUs need model.device = \"cuda\" (it is {:?})", model.device));
+            }
+            if t.grad_accum % n != 0 {
+                return bad(
+                    "train.gpus",
+                    format!("train.grad_accum = {} is not a multiple of {n}: each GPU takes grad_accum / gpus of a step's micro-batches, so that the step is the one a single GPU takes", t.grad_accum),
+                );
+            }
         }
         if !["start", "end"].contains(&t.context_keep.as_str()) {
             return bad("train.context_keep", format!("{:?}: expected start or end", t.context_keep));

@@ -19,6 +19,7 @@ use super::checkpoint;
 use super::examples::{conclusion_ids, example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{clip, learning_rate, AdamW};
+use super::parallel::DataParallel;
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -166,17 +167,22 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
     Ok((path, examples, skipped))
 }
 
-/// The fingerprint of what determines the training trajectory: the training config, the data
-/// and the model section (path, device, base format).
+/// The fingerprint of what determines the training trajectory: the training config (but not
+/// the number of GPUs, which gives the same steps), the data and the model section (path,
+/// device, base format).
 pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::ModelConfig) -> String {
-    let text = format!("{}|{data_hash}|{}", serde_json::to_string(t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
+    let t = TrainConfig { gpus: None, ..t.clone() };
+    let text = format!("{}|{data_hash}|{}", serde_json::to_string(&t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
     crate::wheel::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
 /// Trains the adapters of `config` on `m`; writes `runs/<name>/` (metrics.jsonl,
-/// checkpoints/, adapter/). `progress` sees each step's row and the total step count.
-pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
+/// checkpoints/, adapter/). `progress` sees each step's row and the total step count. With
+/// `dp`, this process is one rank of a data-parallel run: it takes its share of each step's
+/// micro-batches, and only rank 0 evaluates, reports and writes files.
+pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&DataParallel>, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
     let t = config.train.as_ref().ok_or_else(|| TrainError::NoTrainSection(config.path.clone()))?;
+    let leads = dp.is_none_or(DataParallel::leads);
     let device = m.llama.device().clone();
     keep_freed_memory(&device)?;
     let (data_path, examples, skipped) = training_examples(config, t, m)?;
@@ -184,7 +190,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
     let class_weights = class_weights(&examples, &t.balance);
     let loss_opts = LossOptions { choice: t.loss == "choice", conclusion_weight: t.conclusion_weight };
-    let dev = if t.eval_every > 0 { dev_examples(config, t, m)? } else { Vec::new() };
+    let dev = if t.eval_every > 0 && leads { dev_examples(config, t, m)? } else { Vec::new() };
     let run = config.run_dir();
     let ckpt_root = run.join("checkpoints");
     let metrics_path = run.join("metrics.jsonl");
@@ -202,16 +208,20 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         start = ckpt.step;
         resumed_from = Some(start);
         rows = read_rows(&metrics_path).into_iter().filter(|r| r.step <= start).collect();
-    } else if run.exists() {
+    } else if run.exists() && leads {
         for stale in [ckpt_root.clone(), run.join("adapter"), run.join("best")] {
             if stale.exists() {
                 std::fs::remove_dir_all(&stale).map_err(io(&stale))?;
             }
         }
     }
-    std::fs::create_dir_all(&run).map_err(io(&run))?;
-    write_rows(&metrics_path, &rows)?;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+    let mut log = if leads {
+        std::fs::create_dir_all(&run).map_err(io(&run))?;
+        write_rows(&metrics_path, &rows)?;
+        Some(std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io(&metrics_path))?)
+    } else {
+        None
+    };
 
     let per_step = t.batch_size * t.grad_accum;
     let steps_per_epoch = examples.len().div_ceil(per_step);
@@ -228,7 +238,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         let vars = lora.vars();
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let (mut loss_sum, mut step_tokens) = (0.0, 0);
-        for micro in 0..t.grad_accum {
+        for micro in (0..t.grad_accum).filter(|&k| dp.is_none_or(|d| d.takes(k))) {
             let first = (step * t.grad_accum + micro) * t.batch_size;
             let picked: Vec<&Example> = (first..first + t.batch_size).map(|k| &examples[order.at(k)]).collect();
             let seq = picked.iter().map(|e| sequence_len(e, loss_opts)).max().unwrap_or(0);
@@ -260,6 +270,11 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
             .collect::<candle_core::Result<_>>()
             .map_err(other("gathering gradients"))?;
+        if let Some(d) = dp {
+            let mut totals = [loss_sum, step_tokens as f64];
+            d.sum(&mut grads, &mut totals).map_err(other(format!("step {}: summing the gradients of {} GPUs", step + 1, d.world)))?;
+            (loss_sum, step_tokens) = (totals[0], totals[1].round() as usize);
+        }
         let norm = clip(&mut grads, t.max_grad_norm).map_err(other("clipping gradients"))?;
         let lr = learning_rate(step, total, t.warmup_steps, t.lr, &t.schedule);
         opt.update(&grads, lr).map_err(other("optimizer step"))?;
@@ -280,6 +295,12 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             eval_accuracy: None,
             eval_macro_f1: None,
         };
+        if !leads {
+            if opts.stop_after.is_some_and(|n| step >= n) && step < total {
+                break;
+            }
+            continue;
+        }
         if t.eval_every > 0 && (step % t.eval_every == 0 || step == total) {
             let (acc, f1) = dev_scores(&dev, t, m, &mut lora, &tokens, pad)?;
             (row.eval_accuracy, row.eval_macro_f1) = (Some(acc), Some(f1));
@@ -290,7 +311,9 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
             }
         }
         let line = serde_json::to_string(&row).unwrap_or_default();
-        writeln!(log, "{line}").map_err(io(&metrics_path))?;
+        if let Some(log) = log.as_mut() {
+            writeln!(log, "{line}").map_err(io(&metrics_path))?;
+        }
         rows.push(row.clone());
         progress(&row, total);
         if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == total {
@@ -301,7 +324,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
         }
     }
     let mut selected_step = step;
-    let adapter = if step >= total {
+    let adapter = if step >= total && leads {
         let dir = run.join("adapter");
         let tmp = run.join(".adapter.tmp");
         if let Some(b) = best.as_ref().filter(|_| t.select == "best-dev") {
@@ -317,11 +340,13 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, mut progress:
     } else {
         None
     };
-    let loss: Vec<(usize, f64)> = rows.iter().map(|r| (r.step, r.loss)).collect();
-    let acc: Vec<(usize, f64)> = rows.iter().filter_map(|r| r.eval_accuracy.map(|a| (r.step, a))).collect();
-    let svg = super::plot::loss_chart(&format!("{}: training loss and dev accuracy", config.name), &loss, &acc);
-    let plot = run.join("loss.svg");
-    crate::atomic::write(&plot, svg.as_bytes()).map_err(io(&plot))?;
+    if leads {
+        let loss: Vec<(usize, f64)> = rows.iter().map(|r| (r.step, r.loss)).collect();
+        let acc: Vec<(usize, f64)> = rows.iter().filter_map(|r| r.eval_accuracy.map(|a| (r.step, a))).collect();
+        let svg = super::plot::loss_chart(&format!("{}: training loss and dev accuracy", config.name), &loss, &acc);
+        let plot = run.join("loss.svg");
+        crate::atomic::write(&plot, svg.as_bytes()).map_err(io(&plot))?;
+    }
     let secs = began.elapsed().as_secs_f64();
     Ok(TrainOutcome {
         steps: step,
