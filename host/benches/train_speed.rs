@@ -13,21 +13,69 @@
 //! in use after a step (CUDA context and the pool's cached blocks included), and on CUDA
 //! `peak_allocated_gib` the pool's allocated high-water mark since the model was built,
 //! which is what the baseline's `torch.cuda.max_memory_allocated` counts.
+//!
+//! `GPUS=N` (CUDA) runs the same on N GPUs as `medtune train --gpus N` does: one process per
+//! GPU (this binary again, with `MEDTUNE_RANK`), each step's gradients summed over NCCL, each
+//! GPU with a batch of the size given (so N times the tokens per step). Rank 0 prints the
+//! line, with every GPU's tokens counted.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use medtune::model;
-use medtune::train::{AdamW, LoraConfig, LoraSet};
+use medtune::train::{AdamW, DataParallel, LoraConfig, LoraSet, NCCL_ID_ENV};
 
-fn device() -> Device {
+fn device(gpu: usize) -> Device {
     #[cfg(feature = "cuda")]
-    return Device::new_cuda(0).expect("CUDA device 0");
+    return Device::new_cuda(gpu).expect("CUDA device");
     #[cfg(not(feature = "cuda"))]
-    Device::Cpu
+    {
+        let _ = gpu;
+        Device::Cpu
+    }
+}
+
+/// With `GPUS=N` and no rank yet: starts the N ranks and waits for them. Returns this
+/// process's (rank, world) otherwise.
+fn ranks() -> Option<(usize, usize)> {
+    let world: usize = std::env::var("GPUS").ok()?.parse().expect("GPUS=N");
+    if let Some(rank) = std::env::var("MEDTUNE_RANK").ok().and_then(|r| r.parse().ok()) {
+        return Some((rank, world));
+    }
+    let id = DataParallel::new_id().expect("NCCL id");
+    let exe = std::env::current_exe().expect("this binary");
+    let mut children: Vec<std::process::Child> = (0..world)
+        .map(|rank| {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(std::env::args().skip(1)).env("MEDTUNE_RANK", rank.to_string()).env(NCCL_ID_ENV, &id);
+            if rank > 0 {
+                cmd.stdout(std::process::Stdio::null());
+            }
+            cmd.spawn().expect("start a rank")
+        })
+        .collect();
+    // a rank that fails leaves the others waiting in an all-reduce: stop them
+    let mut running = world;
+    while running > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        running = 0;
+        for rank in 0..world {
+            match children[rank].try_wait() {
+                Ok(None) => running += 1,
+                Ok(Some(status)) if status.success() => {}
+                status => {
+                    children.iter_mut().for_each(|c| drop(c.kill()));
+                    eprintln!("rank {rank} failed ({status:?})");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    std::process::exit(0);
 }
 
 fn main() {
+    let dp_rank = ranks();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let shape = args.first().cloned().unwrap_or_else(|| "smollm2".into());
     let sizes: Vec<(usize, usize)> = args[1..]
@@ -40,7 +88,9 @@ fn main() {
     let recompute = std::env::args().any(|a| a == "--recompute");
     let compute = if std::env::args().any(|a| a == "--bf16") { DType::BF16 } else { DType::F32 };
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
-    let device = device();
+    let device = device(dp_rank.map_or(0, |(rank, _)| rank));
+    let dp = dp_rank.map(|(rank, world)| DataParallel::join(&device, rank, world, &std::env::var(NCCL_ID_ENV).unwrap_or_default()).expect("join the ranks"));
+    let world = dp.as_ref().map_or(1, |d| d.world);
     let t0 = Instant::now();
     let mut llama = model::random(&shape, &device).expect("random model");
     let nf4_bytes = llama.quantize_nf4(compute).expect("nf4");
@@ -54,11 +104,11 @@ fn main() {
             // model or the shape before left there goes back first)
             medtune::train::keep_freed_memory(&device).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             medtune::train::allocated_peak_mib(&device, true);
-            let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, batch, seq, steps, warmup, recompute)?;
+            let (tokens_per_s, peak, secs, first, last) = measure(&llama, &device, dp.as_ref(), batch, seq, steps, warmup, recompute)?;
             let allocated = medtune::train::allocated_peak_mib(&device, false).map(|m| m / 1024.0);
             Ok(serde_json::json!({
                 "engine": "medtune", "device": if device.is_cpu() { "cpu" } else { "cuda" }, "shape": shape, "mode": format!("qlora-nf4-{}{}", if compute == DType::BF16 { "bf16" } else { "f32" }, if tf32 { "-tf32" } else { "" }) + if recompute { "-recompute" } else { "" },
-                "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
+                "gpus": world, "batch": batch, "seq": seq, "steps": steps, "sec": secs, "tokens_per_s": tokens_per_s, "peak_mem_gib": peak / 1024.0,
                 "peak_allocated_gib": allocated,
                 "nf4_gib": nf4_bytes as f64 / f64::from(1u32 << 30), "build_s": build_s, "first_loss": first, "last_loss": last,
             }))
@@ -71,12 +121,15 @@ fn main() {
     }
 }
 
-/// Times `steps` training steps after `warmup`: (tokens/s, peak MiB, seconds, first loss, last loss).
-fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, steps: usize, warmup: usize, recompute: bool) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
+/// Times `steps` training steps after `warmup`: (tokens/s of every GPU, peak MiB, seconds,
+/// first loss, last loss).
+#[allow(clippy::too_many_arguments)]
+fn measure(llama: &model::Llama, device: &Device, dp: Option<&DataParallel>, batch: usize, seq: usize, steps: usize, warmup: usize, recompute: bool) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
     let lora = LoraSet::new(LoraConfig::all_linear(16, 32.0, 0.0), llama.config(), 0, device)?;
     let mut opt = AdamW::new(lora.vars(), 0.0)?;
     let vocab = llama.config().vocab_size as u32;
-    let mut state = 1u64;
+    // each GPU its own token stream
+    let mut state = 1 + dp.map_or(0, |d| d.rank as u64);
     let mut losses = Vec::new();
     let mut peak = 0.0f64;
     let mut timed = Instant::now();
@@ -103,12 +156,16 @@ fn measure(llama: &model::Llama, device: &Device, batch: usize, seq: usize, step
             let grads = loss.backward()?;
             (loss, grads)
         };
-        let g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
+        let mut g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
+        if let Some(d) = dp {
+            d.sum(&mut g, &mut [])?;
+        }
         opt.update(&g, 2e-4)?;
         losses.push(loss.to_scalar::<f32>()?);
         peak = peak.max(medtune::train::memory_mib(device));
     }
     device.synchronize()?;
     let secs = timed.elapsed().as_secs_f64();
-    Ok(((batch * seq * steps) as f64 / secs, peak, secs, losses[0], losses[losses.len() - 1]))
+    let world = dp.map_or(1, |d| d.world);
+    Ok(((batch * seq * steps * world) as f64 / secs, peak, secs, losses[0], losses[losses.len() - 1]))
 }
