@@ -238,7 +238,8 @@ fn adapter(env: &Env, run: &str) -> std::collections::HashMap<String, Vec<f32>> 
 }
 
 /// On CUDA, data parallelism through real NCCL: one rank (`--gpus 1`, a communicator of one)
-/// ends with exactly a plain run's adapters; on a machine of two GPUs or more, two ranks end
+/// ends with exactly a plain run's adapters, also when its checkpoints resume in a plain run
+/// and the reverse; on a machine of two GPUs or more, two ranks end
 /// within rounding of it, step by step. A rank that cannot start (`--gpus N+1` on N GPUs: the
 /// last rank has no GPU) stops the others, and the launcher names it.
 #[cfg(feature = "cuda")]
@@ -254,6 +255,15 @@ fn ranks_sum_their_gradients_over_nccl_and_a_failed_rank_stops_the_run() {
     assert_eq!(adapter(&env, "one"), adapter(&env, "plain"), "one rank over NCCL differs from a plain run");
     let manifest = json(&env.path("work/runs/one/manifest.json"));
     assert_eq!(manifest["gpus"], 1, "{manifest}");
+    // a checkpoint of a run over NCCL resumes in a plain run (and the reverse) and ends where
+    // an uninterrupted run does
+    let half = config(&env, "half", extra);
+    let text = std::fs::read_to_string(&half).expect("config").replace("checkpoint_every = 2", "checkpoint_every = 1");
+    let half = env.write("half.toml", text);
+    env.run(&["train", "-c", half.to_str().expect("utf-8"), "--gpus", "1", "--stop-after", "2"]).stdout_has("stopped at step 2");
+    env.run(&["train", "-c", half.to_str().expect("utf-8"), "--resume", "--stop-after", "3"]).stdout_has("stopped at step 3");
+    env.run(&["train", "-c", half.to_str().expect("utf-8"), "--resume", "--gpus", "1"]).expect_code(2).stdout_has("train: 4/4 steps (resumed at 3)");
+    assert_eq!(adapter(&env, "half"), adapter(&env, "plain"), "a run resumed across NCCL and plain differs from a plain run");
 
     let gpus = gpu_count();
     if gpus >= 2 {

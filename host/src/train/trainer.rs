@@ -546,3 +546,18 @@ fn write_rows(path: &Path, rows: &[StepRow]) -> Result<(), TrainError> {
     }
     crate::atomic::write(path, text.as_bytes()).map_err(io(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_number_of_gpus_leaves_the_fingerprint_alone() {
+        let t: TrainConfig = toml::from_str("seed = 3").expect("a [train] section");
+        let model = crate::config::ModelConfig::default();
+        let on_two = TrainConfig { gpus: Some(2), ..t.clone() };
+        assert_eq!(fingerprint(&t, "data", &model), fingerprint(&on_two, "data", &model), "a checkpoint of 2 GPUs would not resume on 1");
+        let reseeded = TrainConfig { seed: 4, ..t.clone() };
+        assert_ne!(fingerprint(&t, "data", &model), fingerprint(&reseeded, "data", &model));
+    }
+}
