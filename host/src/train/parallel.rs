@@ -79,7 +79,7 @@ impl DataParallel {
     /// Replaces `grads` and `extra` by their sums over every rank. The gradients are f32 on
     /// this rank's GPU; `extra` travels in the same all-reduce, as f32.
     pub fn sum(&self, grads: &mut [Tensor], extra: &mut [f64]) -> candle_core::Result<()> {
-        let Some(first) = grads.first() else { return Ok(()) };
+        let Some(first) = grads.first() else { candle_core::bail!("no gradient to sum over the GPUs") };
         let device = first.device().clone();
         let mut parts = grads.iter().map(|g| g.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
         if !extra.is_empty() {
