@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use medtune::model;
-use medtune::train::{AdamW, DataParallel, LoraConfig, LoraSet, NCCL_ID_ENV};
+use medtune::train::{ranks, AdamW, DataParallel, LoraConfig, LoraSet, NCCL_ID_ENV};
 
 fn device(gpu: usize) -> Device {
     #[cfg(feature = "cuda")]
@@ -37,45 +37,31 @@ fn device(gpu: usize) -> Device {
 
 /// With `GPUS=N` and no rank yet: starts the N ranks and waits for them. Returns this
 /// process's (rank, world) otherwise.
-fn ranks() -> Option<(usize, usize)> {
+fn this_rank() -> Option<(usize, usize)> {
     let world: usize = std::env::var("GPUS").ok()?.parse().expect("GPUS=N");
     if let Some(rank) = std::env::var("MEDTUNE_RANK").ok().and_then(|r| r.parse().ok()) {
         return Some((rank, world));
     }
     let id = DataParallel::new_id().expect("NCCL id");
     let exe = std::env::current_exe().expect("this binary");
-    let mut children: Vec<std::process::Child> = (0..world)
-        .map(|rank| {
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.args(std::env::args().skip(1)).env("MEDTUNE_RANK", rank.to_string()).env(NCCL_ID_ENV, &id);
-            if rank > 0 {
-                cmd.stdout(std::process::Stdio::null());
-            }
-            cmd.spawn().expect("start a rank")
-        })
-        .collect();
-    // a rank that fails leaves the others waiting in an all-reduce: stop them
-    let mut running = world;
-    while running > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        running = 0;
-        for rank in 0..world {
-            match children[rank].try_wait() {
-                Ok(None) => running += 1,
-                Ok(Some(status)) if status.success() => {}
-                status => {
-                    children.iter_mut().for_each(|c| drop(c.kill()));
-                    eprintln!("rank {rank} failed ({status:?})");
-                    std::process::exit(1);
-                }
-            }
+    let mut children = ranks::spawn(world, |rank| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(std::env::args().skip(1)).env("MEDTUNE_RANK", rank.to_string()).env(NCCL_ID_ENV, &id);
+        if rank > 0 {
+            cmd.stdout(std::process::Stdio::null());
         }
+        cmd
+    })
+    .unwrap_or_else(|(rank, e)| panic!("starting rank {rank}: {e}"));
+    if let Err((rank, status)) = ranks::wait(&mut children, |s| s.success()) {
+        eprintln!("rank {rank} failed ({status}); stopped the others");
+        std::process::exit(1);
     }
     std::process::exit(0);
 }
 
 fn main() {
-    let dp_rank = ranks();
+    let dp_rank = this_rank();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let shape = args.first().cloned().unwrap_or_else(|| "smollm2".into());
     let sizes: Vec<(usize, usize)> = args[1..]

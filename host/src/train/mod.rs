@@ -9,6 +9,7 @@ mod lora;
 pub mod manifest;
 mod optim;
 mod parallel;
+pub mod ranks;
 pub mod plot;
 mod trainer;
 
