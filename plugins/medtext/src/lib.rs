@@ -5,6 +5,7 @@
 pub mod abbrev;
 mod fuzzy;
 mod matcher;
+mod table;
 mod token;
 mod vocab;
 mod word;

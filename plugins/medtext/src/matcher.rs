@@ -5,9 +5,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
+use crate::table::WordTable;
 use crate::token::{ascii_lowercase_into, normalize_lowercase, normalize_token, normalize_token_into, tokens, Token};
 use crate::vocab::ConceptRow;
-use crate::word::{load, load_short, Word, WordBuf};
+use crate::word::{load, load_short};
 
 /// One match of a concept in a text, in byte and character offsets of that text.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,14 +51,15 @@ const NONE: u32 = u32::MAX;
 pub struct Matcher {
     ids: Vec<String>,
     names: Vec<String>,
-    words: HashMap<WordBuf, u32, FxBuild>,
+    words: WordTable,
     edges: HashMap<(u32, u32), u32, FxBuild>,
     /// The trie node each word leads to from the root (`NONE` if no name starts with it): the
     /// first step from every word of a text is an index, not a second hash lookup.
     root: Vec<u32>,
     terminal: Vec<Option<u32>>,
     fuzzy: DeletionIndex,
-    fuzzy_cache: RefCell<HashMap<WordBuf, Option<u32>, FxBuild>>,
+    /// One-edit lookups done so far: the word id, or `NONE`.
+    fuzzy_cache: RefCell<WordTable>,
     /// Buffers [`Matcher::find`] reuses from text to text (inside WebAssembly each growth of
     /// a fresh buffer is an allocation and a copy out of the guest).
     scratch: RefCell<Scratch>,
@@ -78,12 +80,12 @@ impl Matcher {
         let mut m = Matcher {
             ids: Vec::with_capacity(rows.len()),
             names: Vec::with_capacity(rows.len()),
-            words: HashMap::default(),
+            words: WordTable::default(),
             edges: HashMap::default(),
             root: Vec::new(),
             terminal: vec![None],
             fuzzy: DeletionIndex::default(),
-            fuzzy_cache: RefCell::new(HashMap::default()),
+            fuzzy_cache: RefCell::new(WordTable::default()),
             scratch: RefCell::new(Scratch::default()),
             options,
         };
@@ -99,12 +101,7 @@ impl Matcher {
                 m.insert(syn, i as u32);
             }
         }
-        let long: Vec<(&str, u32)> = m
-            .words
-            .iter()
-            .filter(|(w, _)| w.as_str().chars().count() >= m.options.fuzzy_min_len)
-            .map(|(w, &id)| (w.as_str(), id))
-            .collect();
+        let long = m.words.iter().filter(|(w, _)| w.chars().count() >= m.options.fuzzy_min_len);
         m.fuzzy = DeletionIndex::build(long);
         m.root = vec![NONE; m.words.len()];
         for (&(node, word), &next) in &m.edges {
@@ -141,7 +138,7 @@ impl Matcher {
         let mut node = 0u32;
         for t in toks {
             let next_word = self.words.len() as u32;
-            let word = *self.words.entry(WordBuf::from(t.as_str())).or_insert(next_word);
+            let word = self.words.get_or_insert(&t, next_word);
             let next_node = self.terminal.len() as u32;
             node = *self.edges.entry((node, word)).or_insert(next_node);
             if node == next_node {
@@ -155,7 +152,7 @@ impl Matcher {
     }
 
     fn word_id(&self, word: &str) -> Option<(u32, bool)> {
-        if let Some(&id) = self.words.get(Word::new(word)) {
+        if let Some(id) = self.words.get(word) {
             return Some((id, false));
         }
         if word.len() < self.options.fuzzy_min_len
@@ -163,27 +160,25 @@ impl Matcher {
         {
             return None;
         }
-        if let Some(hit) = self.fuzzy_cache.borrow().get(Word::new(word)) {
-            return hit.map(|id| (id, true));
-        }
-        let hit = self.fuzzy.lookup(word);
-        self.fuzzy_cache.borrow_mut().insert(WordBuf::from(word), hit);
-        hit.map(|id| (id, true))
+        let cached = self.fuzzy_cache.borrow().get(word);
+        let hit = cached.unwrap_or_else(|| {
+            let hit = self.fuzzy.lookup(word).unwrap_or(NONE);
+            self.fuzzy_cache.borrow_mut().get_or_insert(word, hit)
+        });
+        (hit != NONE).then_some((hit, true))
     }
 
     /// All longest, non-overlapping matches in `text`, left to right.
     pub fn find(&self, text: &str) -> Vec<Match> {
         let mut scratch = self.scratch.borrow_mut();
         let Scratch { lower, word: buf, words } = &mut *scratch;
-        // An ASCII text is lowercased once, whole; most of its words are then looked up as
-        // slices of it, without a copy each.
-        let ascii = text.is_ascii();
-        if ascii {
-            ascii_lowercase_into(text, lower);
-        }
+        // The text's ASCII letters are lowercased once, whole; most of its words (the ASCII
+        // ones: as many bytes as characters) are then looked up as slices of it, without a
+        // copy each.
+        ascii_lowercase_into(text, lower);
         words.clear();
         for t in tokens(text) {
-            let word = if ascii {
+            let word = if t.end - t.start == (t.char_end - t.char_start) as usize {
                 normalize_lowercase(&lower[t.start..t.end], buf)
             } else {
                 normalize_token_into(&text[t.start..t.end], buf);
@@ -271,6 +266,7 @@ impl std::hash::Hasher for FxHasher {
             self.add(load_short(tail));
         }
     }
+    #[inline(always)]
     fn write_u8(&mut self, i: u8) {
         self.add(u64::from(i));
     }
