@@ -258,17 +258,34 @@ fn ending(w: &[u8]) -> Ending {
 /// The singular of an irregular plural common in clinical text.
 #[inline(always)]
 fn irregular_singular(w: &[u8]) -> Option<&'static str> {
-    // the first-letter test spares most words the comparisons
-    if !matches!(w.first(), Some(b'c' | b'w' | b'm' | b'f' | b't')) {
+    // All are at most eight bytes: one load and integer compares, where slice patterns were
+    // length tests and byte compares (inside WebAssembly, a `memcmp` call each). A word
+    // (letters and digits) holds no zero byte, so the zero-extended loads are unique.
+    const fn word(b: &[u8]) -> u64 {
+        let mut x = 0;
+        let mut i = b.len();
+        while i > 0 {
+            i -= 1;
+            x = x << 8 | b[i] as u64;
+        }
+        x
+    }
+    const CHILDREN: u64 = word(b"children");
+    const WOMEN: u64 = word(b"women");
+    const MEN: u64 = word(b"men");
+    const FEET: u64 = word(b"feet");
+    const TEETH: u64 = word(b"teeth");
+    const MICE: u64 = word(b"mice");
+    if w.len() > 8 {
         return None;
     }
-    match w {
-        b"children" => Some("child"),
-        b"women" => Some("woman"),
-        b"men" => Some("man"),
-        b"feet" => Some("foot"),
-        b"teeth" => Some("tooth"),
-        b"mice" => Some("mouse"),
+    match load_short(w) {
+        CHILDREN => Some("child"),
+        WOMEN => Some("woman"),
+        MEN => Some("man"),
+        FEET => Some("foot"),
+        TEETH => Some("tooth"),
+        MICE => Some("mouse"),
         _ => None,
     }
 }
@@ -371,5 +388,9 @@ mod tests {
         assert_eq!(normalize_token("diagnosis"), "diagnosis");
         assert_eq!(normalize_token("virus"), "virus");
         assert_eq!(normalize_token("Children"), "child");
+        assert_eq!(normalize_token("mice"), "mouse");
+        assert_eq!(normalize_token("Teeth"), "tooth");
+        assert_eq!(normalize_token("childrens"), "children");
+        assert_eq!(normalize_token("mens"), "men");
     }
 }
