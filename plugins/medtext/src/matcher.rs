@@ -266,7 +266,6 @@ impl std::hash::Hasher for FxHasher {
             self.add(load_short(tail));
         }
     }
-    #[inline(always)]
     fn write_u8(&mut self, i: u8) {
         self.add(u64::from(i));
     }
