@@ -1,8 +1,6 @@
 //! Checks of everything a plugin returns: spans inside the text and on character
 //! (grapheme) boundaries, ids non-empty, numbers finite, sizes bounded.
 
-use std::cell::Cell;
-
 use unicode_segmentation::GraphemeCursor;
 
 use super::contract::{kind_name, CONTRACT_VERSION};
@@ -20,37 +18,52 @@ struct Text<'a> {
     text: &'a str,
     /// The number of chars; equal to the length for ASCII text.
     chars: usize,
-    /// The last (char, byte) offset pair found: spans come in order, so each lookup in a
-    /// non-ASCII text walks on from the one before instead of from the start.
-    cursor: Cell<(usize, usize)>,
+    /// Each char of two or more bytes, in order: its char offset and the continuation bytes
+    /// up to its end. Texts are mostly ASCII, so this is short (empty for an ASCII text),
+    /// and a char's byte offset is the char offset plus the continuation bytes before it.
+    wide: Vec<(usize, usize)>,
 }
 
 impl<'a> Text<'a> {
     fn new(text: &'a str) -> Self {
-        let chars = if text.is_ascii() { text.len() } else { text.chars().count() };
-        Self { text, chars, cursor: Cell::new((0, 0)) }
+        let mut wide = Vec::new();
+        if !text.is_ascii() {
+            let bytes = text.as_bytes();
+            let (mut i, mut extra) = (0, 0);
+            while i < bytes.len() {
+                // ASCII 32 bytes per step, then eight
+                if bytes.get(i..i + 32).is_some_and(<[u8]>::is_ascii) {
+                    i += 32;
+                    continue;
+                }
+                if let Some(chunk) = bytes.get(i..i + 8) {
+                    let high = u64::from_le_bytes(chunk.try_into().unwrap_or_default()) & 0x8080_8080_8080_8080;
+                    i += high.trailing_zeros() as usize / 8;
+                    if high == 0 {
+                        continue;
+                    }
+                }
+                let lead = bytes[i];
+                if lead < 0x80 {
+                    i += 1;
+                    continue;
+                }
+                // a valid `str`: a lead byte 110xxxxx, 1110xxxx or 11110xxx
+                let len = lead.leading_ones() as usize;
+                let ch = i - extra;
+                extra += len - 1;
+                wide.push((ch, extra));
+                i += len;
+            }
+        }
+        let chars = text.len() - wide.last().map_or(0, |&(_, extra)| extra);
+        Self { text, chars, wide }
     }
 
     /// The byte offset of char `ch` (at most `self.chars`).
     fn byte(&self, ch: usize) -> usize {
-        if self.chars == self.text.len() {
-            return ch;
-        }
-        let (mut c, mut b) = self.cursor.get();
-        if ch < c {
-            (c, b) = (0, 0);
-        }
-        let bytes = self.text.as_bytes();
-        while c < ch {
-            b += 1;
-            // a char starts at every byte that is not a continuation byte (10xxxxxx)
-            while b < bytes.len() && bytes[b] & 0xC0 == 0x80 {
-                b += 1;
-            }
-            c += 1;
-        }
-        self.cursor.set((c, b));
-        b
+        let before = self.wide.partition_point(|&(c, _)| c < ch);
+        ch + before.checked_sub(1).map_or(0, |k| self.wide[k].1)
     }
 
     fn check(&self, span: &Span) -> Result<(usize, usize), String> {
@@ -93,7 +106,9 @@ fn grapheme_boundary(text: &str, at: usize) -> bool {
 }
 
 fn field(what: &str, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() {
+    // most values start with a printable ASCII character: no need to trim them
+    let printable = value.as_bytes().first().is_some_and(u8::is_ascii_graphic);
+    if !printable && value.trim().is_empty() {
         return Err(format!("{what} is empty"));
     }
     if value.len() > MAX_FIELD {
@@ -256,6 +271,29 @@ mod tests {
         assert!(mentions(text, &[mention(7, 12), mention(0, 5), mention(7, 12)]).is_ok());
         let t = Text::new(text);
         assert_eq!([t.byte(12), t.byte(5), t.byte(0), t.byte(7)], [text.len(), 7, 0, 9]);
+    }
+
+    #[test]
+    fn char_offsets_map_to_the_bytes_of_char_indices() {
+        // ASCII runs longer and shorter than the 32- and 8-byte steps, chars of 2, 3 and 4 bytes
+        let text = "Œdème ±0.5 mg, 3–4 µm ≥ 10 𝛼-helix (ἀρχή), then a plain ASCII run of forty-odd bytes é\u{301} 🧬.";
+        let want: Vec<usize> = text.char_indices().map(|(b, _)| b).chain([text.len()]).collect();
+        let t = Text::new(text);
+        assert_eq!(t.chars, text.chars().count());
+        assert_eq!((0..want.len()).map(|ch| t.byte(ch)).collect::<Vec<_>>(), want);
+        let ascii = Text::new("plain");
+        assert!(ascii.wide.is_empty());
+        assert_eq!((ascii.chars, ascii.byte(3)), (5, 3));
+    }
+
+    #[test]
+    fn blank_fields_are_refused() {
+        for blank in ["", " ", "\t\n", "\u{3000}"] {
+            assert!(field("concept id", blank).is_err(), "{blank:?}");
+        }
+        for ok in ["D1", " D1", "\u{3000}x", "é"] {
+            assert!(field("concept id", ok).is_ok(), "{ok:?}");
+        }
     }
 
     #[test]
