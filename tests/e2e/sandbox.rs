@@ -41,6 +41,21 @@ fn a_guest_cannot_read_host_files_environment_or_network() {
 }
 
 #[test]
+fn a_plugin_error_fails_its_record_only() {
+    let env = Env::new();
+    let records =
+        [("a", "REFUSE config"), ("b", "fine"), ("c", "REFUSE input"), ("d", "REFUSE resource"), ("e", "REFUSE internal"), ("f", "SNOOP")];
+    let run = test_hostile(&env, &records, &[]);
+    run.expect_code(2)
+        .stdout_has("a: FAILED: config: record a refused")
+        .stdout_has("b: 1 mention(s)")
+        .stdout_has("c: FAILED: invalid input: record c refused")
+        .stdout_has("d: FAILED: missing resource: record d refused")
+        .stdout_has("e: FAILED: internal: record e refused")
+        .stdout_has("file denied");
+}
+
+#[test]
 fn spans_out_of_range_or_inside_a_character_are_refused() {
     let env = Env::new();
     let run = test_hostile(

@@ -5,7 +5,7 @@
 
 use medtext::{parse_concepts, Matcher, Options};
 use medtune_plugin_sdk::{
-    register_normalizer, Concept, Document, Mention, Normalizer, PluginError, Settings, Span,
+    register_normalizer, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
 };
 
 struct TerminologyNormalizer {
@@ -30,14 +30,20 @@ impl Normalizer for TerminologyNormalizer {
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
+        Ok(self.normalize_borrowed(doc)?.into_iter().map(Mention::from).collect())
+    }
+
+    /// The concepts' ids and names borrowed from the matcher: no copy per mention.
+    fn normalize_borrowed(&self, doc: &Document) -> Result<Vec<MentionRef<'_>>, PluginError> {
         let found = self.matcher.find(&doc.text);
         // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
         let mut mentions = Vec::with_capacity(found.len());
         mentions.extend(found.into_iter().filter(|m| m.score >= self.min_score).map(|m| {
             let (id, name) = self.matcher.concept(m.concept);
-            Mention {
+            MentionRef {
                 span: Span { start: m.char_start, end: m.char_end },
-                concept: Concept { id: id.to_owned(), preferred_name: name.to_owned() },
+                id: id.into(),
+                preferred_name: name.into(),
                 score: m.score,
             }
         }));

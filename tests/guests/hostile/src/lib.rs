@@ -2,7 +2,8 @@
 //! `LOOP` spins forever, `BOMB` allocates without end, `PANIC` panics, `SNOOP` tries to
 //! read a host file, an environment variable and the network, `RANGE` returns a span past
 //! the end, `CUT` a span that splits "e" from its combining accent, `NOID` an empty concept
-//! id. Any other text gets one honest mention of its first character.
+//! id, `REFUSE config|input|resource|internal` that plugin error for the record. Any other
+//! text gets one honest mention of its first character.
 
 use medtune_plugin_sdk::{register_normalizer, Concept, Document, Mention, Normalizer, PluginError, Settings, Span};
 
@@ -62,6 +63,15 @@ impl Normalizer for Hostile {
             if t.contains("CUT") {
                 return Ok(vec![mention(0, i as u32, "D1", "cuts a grapheme")]);
             }
+        }
+        if let Some(rest) = t.strip_prefix("REFUSE ") {
+            let why = format!("record {} refused", doc.id);
+            return Err(match rest.split_whitespace().next().unwrap_or_default() {
+                "config" => PluginError::Config(why),
+                "input" => PluginError::InvalidInput(why),
+                "resource" => PluginError::MissingResource(why),
+                _ => PluginError::Internal(why),
+            });
         }
         if t.contains("NOID") {
             return Ok(vec![mention(0, 1, "", "no id")]);
