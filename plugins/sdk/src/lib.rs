@@ -97,12 +97,14 @@ pub trait Metric: Sized + 'static {
 macro_rules! register_normalizer {
     ($ty:ty) => {
         $crate::__register!($ty, normalizer_api, Normalizer, exports {
-            // `normalize` by hand (wit-bindgen skips it): see the SDK's `lower.rs`
+            // `normalize` by hand (wit-bindgen skips it): see the SDK's `lower.rs`. The names
+            // carry the contract version: a component whose names do not match its WIT fails
+            // to link, so a version bump cannot slip past them.
             #[cfg(target_arch = "wasm32")]
             #[unsafe(export_name = "medtune:plugin/normalizer-api@0.1.0#normalize")]
             unsafe extern "C" fn export_normalize(batch: *mut u8, len: usize) -> *mut u8 {
                 unsafe {
-                    $crate::__private::lower::normalize(batch, len, |batch, emit| {
+                    $crate::lower::normalize(batch, len, |batch, emit| {
                         $crate::__private::with_built(&PLUGIN, <$ty as $crate::Normalizer>::new, |plugin| match plugin {
                             Ok(p) => $crate::Normalizer::normalize_batch(p, batch).into_iter().for_each(|r| emit(r)),
                             Err(e) => batch.iter().for_each(|_| emit(Err(e.clone()))),
@@ -113,7 +115,7 @@ macro_rules! register_normalizer {
             #[cfg(target_arch = "wasm32")]
             #[unsafe(export_name = "cabi_post_medtune:plugin/normalizer-api@0.1.0#normalize")]
             unsafe extern "C" fn post_return_normalize(_results: *mut u8) {
-                $crate::__private::lower::post_return()
+                $crate::lower::post_return()
             }
         });
     };
@@ -217,9 +219,6 @@ pub mod __private {
         settings.reject_unknown()?;
         Ok(plugin)
     }
-
-    #[cfg(all(feature = "normalizer", target_arch = "wasm32"))]
-    pub use crate::lower;
 
     /// Runs `f` on the configured plugin (built with no settings if `configure` never ran),
     /// or on the error that building it gave.

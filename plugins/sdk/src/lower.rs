@@ -11,7 +11,8 @@
 //! byte at 4 and its message's (pointer, length) at 8. A mention is 28 bytes: span start
 //! and end, id (pointer, length), preferred name (pointer, length), score (f32).
 //!
-//! The lowered results live in buffers reused from call to call; strings the plugin owns
+//! The lowered results live in buffers reused from call to call (they keep the size of the
+//! largest batch's results, 28 bytes a mention); strings the plugin owns
 //! (`Cow::Owned`, error messages) are kept alive until the host has read them and calls
 //! the post-return function, which drops them. Borrowed strings point into the plugin,
 //! which no call can change between the return and the post-return.
