@@ -29,8 +29,6 @@ struct Lowered {
     results: Vec<[u32; 4]>,
     /// The 28-byte mentions of every document, one after the other.
     mentions: Vec<[u32; 7]>,
-    /// Where each document's mentions start in `mentions` (ok results only).
-    starts: Vec<usize>,
     /// Owned strings the host reads before the post-return function.
     keep: Vec<String>,
     /// The return area: the results' (pointer, length).
@@ -39,7 +37,7 @@ struct Lowered {
 
 thread_local! {
     static LOWERED: RefCell<Lowered> = const {
-        RefCell::new(Lowered { results: Vec::new(), mentions: Vec::new(), starts: Vec::new(), keep: Vec::new(), ret: [0; 2] })
+        RefCell::new(Lowered { results: Vec::new(), mentions: Vec::new(), keep: Vec::new(), ret: [0; 2] })
     };
 }
 
@@ -57,15 +55,15 @@ impl Lowered {
         match result {
             Ok(found) => {
                 let start = self.mentions.len();
-                self.starts.push(start);
                 for m in found {
                     let [id, id_len] = self.string(m.id);
                     let [name, name_len] = self.string(m.preferred_name);
                     let span = [m.span.start, m.span.end];
                     self.mentions.push([span[0], span[1], id, id_len, name, name_len, m.score.to_bits()]);
                 }
-                // the pointer is filled in by `finish`, once `mentions` no longer moves
-                self.results.push([0, 0, (self.mentions.len() - start) as u32, 0]);
+                // the index of the first mention becomes a pointer in `finish`, once
+                // `mentions` no longer moves
+                self.results.push([0, start as u32, (self.mentions.len() - start) as u32, 0]);
             }
             Err(e) => {
                 let (case, message) = match e {
@@ -83,13 +81,9 @@ impl Lowered {
     /// Points the ok results at their mentions; returns the return area.
     fn finish(&mut self) -> *mut u8 {
         let base = self.mentions.as_ptr();
-        let mut starts = self.starts.iter();
-        for r in &mut self.results {
-            if r[0] == 0 {
-                let start = starts.next().copied().unwrap_or(0);
-                // SAFETY: `start` is at most `mentions.len()` (one past the end is allowed)
-                r[1] = unsafe { base.add(start) } as u32;
-            }
+        for r in self.results.iter_mut().filter(|r| r[0] == 0) {
+            // SAFETY: the index is at most `mentions.len()` (one past the end is allowed)
+            r[1] = unsafe { base.add(r[1] as usize) } as u32;
         }
         self.ret = [self.results.as_ptr() as u32, self.results.len() as u32];
         self.ret.as_mut_ptr().cast()
@@ -143,7 +137,6 @@ where
         let mut out = cell.borrow_mut();
         out.results.clear();
         out.mentions.clear();
-        out.starts.clear();
         out.keep.clear();
         run(&batch, &mut |r| out.push(r));
         out.finish()
