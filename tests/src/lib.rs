@@ -20,3 +20,6 @@ pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
+
+#[cfg(test)]
+mod build_check;
