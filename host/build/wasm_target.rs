@@ -107,7 +107,8 @@ fn wasm_target_ready(target_dir: &Path) -> bool {
     match ensure_wasm_target(&rustc, None, toolchain, &target_dir.join(".add-target.lock")) {
         Ok(WasmTarget::Present) => true,
         Ok(WasmTarget::Added { toolchain }) => {
-            println!("cargo::warning=added the {WASM_TARGET} target to toolchain {toolchain} with rustup (the plugins build for it)");
+            // cargo shows this again on later builds until the script runs again: past tense
+            println!("cargo::warning=the {WASM_TARGET} target the plugins build for was missing from toolchain {toolchain}: this build added it with rustup");
             true
         }
         Err(message) => {
