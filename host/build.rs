@@ -21,6 +21,13 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     rerun_if_changed_tree(&root.join("plugins"));
     rerun_if_changed_tree(&root.join("wit"));
+    match contract_version(&root.join("wit")) {
+        Ok(version) => println!("cargo:rustc-env=MEDTUNE_CONTRACT_VERSION={version}"),
+        Err(message) => {
+            println!("cargo::error={message}");
+            return;
+        }
+    }
     // First, before any long compile: the wasm32-wasip2 target and a writable build folder.
     let Some(target_dir) = guest_build_ready(&root) else { return };
     let wasm = build_guests(&root.join("plugins/Cargo.toml"), DEFAULT_PLUGINS, &target_dir).unwrap_or_else(|e| fail(&e));
@@ -37,6 +44,29 @@ fn main() {
         ptx(&manifest_dir.join("src/quant/nf4.cu"), &out_dir.join("nf4.ptx"));
         ptx(&manifest_dir.join("src/model/fused.cu"), &out_dir.join("fused.ptx"));
     }
+}
+
+/// The contract version from the WIT package line (`package medtune:plugin@X;`), which every
+/// file of `wit/` must state alike.
+fn contract_version(wit: &Path) -> Result<String, String> {
+    let mut found: Option<(String, PathBuf)> = None;
+    let entries = std::fs::read_dir(wit).map_err(|e| format!("cannot read the plugin contract {}: {e}", wit.display()))?;
+    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wit")).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let line = text.lines().map(str::trim).find(|l| l.starts_with("package "));
+        let version = line.and_then(|l| l.trim_end_matches(';').split_once("medtune:plugin@")).map(|(_, v)| v.trim().to_owned());
+        let Some(version) = version else { return Err(format!("{}: no `package medtune:plugin@VERSION;` line", file.display())) };
+        match &found {
+            Some((v, first)) if *v != version => {
+                return Err(format!("{} says version {v} and {} says {version}", first.display(), file.display()));
+            }
+            Some(_) => {}
+            None => found = Some((version, file)),
+        }
+    }
+    found.map(|(v, _)| v).ok_or_else(|| format!("{}: no .wit file", wit.display()))
 }
 
 /// A `cuda` feature's kernel file (NF4 dequantization, the fused training ops), compiled to

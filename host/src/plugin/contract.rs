@@ -5,8 +5,9 @@ use wasmtime::component::Component;
 
 use super::types::PluginKind;
 
-/// The contract version this host speaks.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract version this host speaks: the WIT package line (`package
+/// medtune:plugin@X;`, read by build.rs).
+pub const CONTRACT_VERSION: &str = env!("MEDTUNE_CONTRACT_VERSION");
 
 const PACKAGE: &str = "medtune:plugin";
 

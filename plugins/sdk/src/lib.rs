@@ -35,8 +35,8 @@ pub use rng::Rng;
 pub use settings::Settings;
 pub use text::CharOffsets;
 
-/// The contract version this SDK builds plugins for.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+// CONTRACT_VERSION and the export names of `normalize`, from the WIT (build.rs).
+include!(concat!(env!("OUT_DIR"), "/contract.rs"));
 
 impl Document {
     /// The value of a metadata key, if present.
@@ -98,10 +98,9 @@ macro_rules! register_normalizer {
     ($ty:ty) => {
         $crate::__register!($ty, normalizer_api, Normalizer, exports {
             // `normalize` by hand (wit-bindgen skips it): see the SDK's `lower.rs`. The names
-            // carry the contract version: a component whose names do not match its WIT fails
-            // to link, so a version bump cannot slip past them.
+            // carry the contract version, read from the WIT by the SDK's build.rs.
             #[cfg(target_arch = "wasm32")]
-            #[unsafe(export_name = "medtune:plugin/normalizer-api@0.1.0#normalize")]
+            #[unsafe(export_name = $crate::__normalize_export!())]
             unsafe extern "C" fn export_normalize(batch: *mut u8, len: usize) -> *mut u8 {
                 unsafe {
                     $crate::lower::normalize(batch, len, |batch, emit| {
@@ -113,7 +112,7 @@ macro_rules! register_normalizer {
                 }
             }
             #[cfg(target_arch = "wasm32")]
-            #[unsafe(export_name = "cabi_post_medtune:plugin/normalizer-api@0.1.0#normalize")]
+            #[unsafe(export_name = $crate::__normalize_post_return!())]
             unsafe extern "C" fn post_return_normalize(_results: *mut u8) {
                 $crate::lower::post_return()
             }

@@ -16,12 +16,45 @@
 //! (`Cow::Owned`, error messages) are kept alive until the host has read them and calls
 //! the post-return function, which drops them. Borrowed strings point into the plugin,
 //! which no call can change between the return and the post-return.
+//!
+//! That layout is [`ASSUMED_ABI`]; the SDK's build.rs computes the WIT's own with
+//! wit-parser, and a constant assertion stops the build when they differ (a field added to a
+//! WIT record must be written here too).
 
 use std::alloc::{dealloc, Layout};
 use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::{Document, MentionRef, PluginError};
+
+/// The layout this file reads and writes: `normalize`'s argument and result in the
+/// canonical ABI on wasm32 (`record{field@offset:type}=size`, `result<ok,err>=size@payload`),
+/// in the notation of the SDK's build.rs.
+const ASSUMED_ABI: &str = "(list<document{id@0:string,text@8:string,metadata@16:list<tuple<@0:string,@8:string>=16>}=24>) -> \
+    list<result<list<mention{span@0:span{start@0:u32,end@4:u32}=8,concept@8:concept{id@0:string,preferred-name@8:string}=16,score@24:f32}=28>,\
+    plugin-error<config(string)|invalid-input(string)|missing-resource(string)|internal(string)>=12@4>=16@4>";
+
+const _: () = assert!(
+    same(ASSUMED_ABI, crate::NORMALIZE_ABI),
+    "the WIT's canonical ABI for normalize is not the layout lower.rs reads and writes: \
+     compare ASSUMED_ABI in plugins/sdk/src/lower.rs with NORMALIZE_ABI in the SDK's generated contract.rs, then update both"
+);
+
+/// `a == b`, at compile time.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// The lowered results of the last call.
 struct Lowered {
