@@ -7,7 +7,7 @@
 # Usage, from the repository root on the GPU machine:
 #   host/benches/pubmedqa_quality.sh MEDTUNE GGUF HF_SCRIPT OUT [VARIANT...]
 # MEDTUNE: a medtune built with --features cuda; GGUF: SmolLM2-135M-Instruct.Q4_1.gguf;
-# HF_SCRIPT: hf_pubmedqa_accuracy.py (../shared/baselines); work/data must hold the data
+# HF_SCRIPT: host/benches/baselines/hf_pubmedqa_accuracy.py; work/data must hold the data
 # stage's output (`medtune data -c configs/pubmedqa-smollm2-gpu.toml`).
 #
 # A variant is configs/pubmedqa-smollm2-gpu.toml ("main") or one of the named sets of

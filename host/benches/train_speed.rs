@@ -1,7 +1,7 @@
 //! QLoRA training speed: tokens/s and peak memory of medtune's trainer on a model built from
 //! a shape with random weights (speed does not depend on the values), the base frozen in NF4
 //! with double quantization, LoRA r=16 alpha=32 on all linear layers, AdamW lr 2e-4, loss on
-//! every token: what ../shared/baselines/hf_qlora_baseline.py measures for transformers +
+//! every token: what baselines/hf_qlora_baseline.py measures for transformers +
 //! peft + bitsandbytes.
 //!
 //! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP] [--tf32]

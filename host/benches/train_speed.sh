@@ -5,7 +5,7 @@
 #   host/benches/train_speed.sh [BATCH] [SEQ] [STEPS]
 # On a GPU: build `cargo bench -p medtune --features cuda --bench train_speed --no-run`, run
 # the binary there with SHAPE BATCHxSEQ... (e.g. `smollm2 8x512 32x512 20 3`), beside
-# ../shared/baselines/hf_qlora_baseline.py.
+# host/benches/baselines/hf_qlora_baseline.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}

@@ -8,6 +8,18 @@ use candle_core::{Device, Tensor};
 use crate::export::{OrtCache, OrtModel};
 use crate::model::{generate, generate_with, Config, GenerateOptions, Generation, LoadedModel, ModelError, Tokenizer};
 
+/// Which engine a command runs (`--engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The model on candle.
+    #[default]
+    Candle,
+    /// Its ONNX export on ONNX Runtime.
+    Ort,
+}
+
+crate::config::display_as_value_name!(EngineKind);
+
 /// An inference engine.
 pub enum Engine {
     /// candle (CPU or CUDA).
@@ -59,11 +71,7 @@ impl Engine {
     /// Probabilities of the three answer tokens after `ids`, renormalized over them.
     pub fn answer(&self, ids: &[u32], label_tokens: &[u32; 3]) -> Result<[f64; 3], String> {
         let logits: Vec<f32> = match self {
-            Engine::Candle(m) => {
-                let ex = crate::train::examples::Example { id: String::new(), prompt: ids.to_vec(), label: 0, conclusion: Vec::new() };
-                let p = crate::train::eval::score(&m.llama, None, std::slice::from_ref(&ex), label_tokens, 1, 0).map_err(|e| e.to_string())?;
-                return Ok(p[0]);
-            }
+            Engine::Candle(m) => return candle_answer(m, ids, label_tokens).map_err(|e| e.to_string()),
             Engine::Ort { model, .. } => model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?,
         };
         let picked: Vec<f64> = label_tokens.iter().map(|&t| f64::from(logits[t as usize])).collect();
@@ -106,4 +114,17 @@ impl Engine {
 
 fn ort_error(e: crate::export::ExportError) -> ModelError {
     ModelError::Format { path: "model.onnx".into(), message: e.to_string() }
+}
+
+/// The answer probabilities after `ids` on candle: the last position's logits of the three
+/// answer tokens, softmaxed (as evaluation scores a batch of one).
+fn candle_answer(m: &LoadedModel, ids: &[u32], label_tokens: &[u32; 3]) -> candle_core::Result<[f64; 3]> {
+    let Some(last) = ids.len().checked_sub(1) else { candle_core::bail!("an empty prompt has no answer") };
+    let device = m.llama.device();
+    let input = Tensor::new(ids, device)?.unsqueeze(0)?;
+    let at = Tensor::new(&[last as u32], device)?;
+    let labels = Tensor::new(label_tokens.as_slice(), device)?;
+    let logits = m.llama.logits_at(&input, &at, None)?.index_select(&labels, 1)?;
+    let p = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
+    Ok([f64::from(p[0][0]), f64::from(p[0][1]), f64::from(p[0][2])])
 }

@@ -1,5 +1,7 @@
 //! The `medtune` binary: parse flags, run, print the whole error chain, map to exit codes.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,7 +16,7 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    match medtune::cli::run(medtune::cli::Cli::parse()) {
+    match cli::run(cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

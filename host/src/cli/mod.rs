@@ -1,11 +1,12 @@
 //! The `medtune` command line: flags defined once (clap derive; doc comments are the help),
-//! each subcommand in its own file. This is the edge where errors become `anyhow`.
+//! each subcommand in its own file, each calling the library (`pipeline`, `serve`, ...) and
+//! printing. This is the edge where errors become `anyhow`.
 
+mod console;
 mod data;
 mod export;
 mod model;
 mod plugin;
-mod ranks;
 mod run;
 mod runs;
 mod scaffold;
@@ -16,7 +17,9 @@ mod vocab;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use medtune::pipeline::EXIT_PARTIAL;
 
 /// Fine-tune LLaMA-family models for medical question answering, with sandboxed
 /// WebAssembly plugins for everything medical.
@@ -27,14 +30,29 @@ pub struct Cli {
     command: Command,
 }
 
+/// `--config`, shared by the commands that work on a run.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The run's TOML config.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// `--adapter DIR | --base`, shared by the commands that load the fine-tuned model.
+#[derive(Debug, Args)]
+pub struct AdapterArgs {
+    /// The PEFT adapter to merge (default: runs/<name>/adapter).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Use the base model without an adapter.
+    #[arg(long, conflicts_with = "adapter")]
+    pub base: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the data stage: read the input, run the plugin chain, write annotated JSONL.
-    Data {
-        /// The run's TOML config.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Data(ConfigArg),
     /// Run the whole pipeline of a config: vocabulary, data stage, training, evaluation, ONNX
     /// export and report (the stages its sections name), skipping stages whose inputs are
     /// unchanged.
@@ -68,13 +86,10 @@ enum Command {
     Vocab(vocab::VocabCommand),
 }
 
-/// Exit status when the command ran but some records failed or could not be read.
-pub const EXIT_PARTIAL: u8 = 2;
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Data { config } => data::run(&config),
+        Command::Data(args) => data::run(&args.config),
         Command::Run { config } => run::run(&config),
         Command::Runs(cmd) => runs::run(cmd),
         Command::Serve(args) => serve::serve_cmd(args),
@@ -89,3 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit status of a command that ran but had records fail or skipped.
+fn partial_if(partial: bool) -> ExitCode {
+    if partial { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS }
+}

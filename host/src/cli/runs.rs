@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde_json::Value;
+
+use medtune::artifacts::{read_if_any, EvalScores, RunManifest};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -28,26 +29,21 @@ pub enum RunsCommand {
     },
 }
 
-fn read(path: &Path) -> Value {
-    std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
-}
-
 /// A run's figures by name (missing ones are absent).
 fn figures(dir: &Path) -> BTreeMap<String, f64> {
-    let manifest = read(&dir.join("manifest.json"));
-    let scores = read(&dir.join("eval/scores.json"));
+    let manifest: Option<RunManifest> = read_if_any(&dir.join("manifest.json"));
+    let scores: Option<EvalScores> = read_if_any(&dir.join("eval/scores.json"));
     let mut out = BTreeMap::new();
     for k in ["accuracy", "macro_f1", "rare_concept_accuracy", "f1/yes", "f1/no", "f1/maybe"] {
-        if let Some(v) = scores["scores"][k].as_f64() {
+        if let Some(v) = scores.as_ref().and_then(|s| s.score(k)) {
             out.insert(k.to_owned(), v);
         }
     }
-    for k in ["steps", "tokens_per_s", "peak_memory_mib", "seconds", "examples"] {
-        if let Some(v) = manifest[k].as_f64() {
-            out.insert(k.to_owned(), v);
-        }
+    if let Some(o) = manifest.map(|m| m.outcome) {
+        let figures = [("steps", o.steps as f64), ("tokens_per_s", o.tokens_per_s), ("peak_memory_mib", o.peak_memory_mib), ("seconds", o.seconds), ("examples", o.examples as f64)];
+        out.extend(figures.map(|(k, v)| (k.to_owned(), v)));
     }
-    if let Some(last) = crate::train::read_rows(&dir.join("metrics.jsonl")).last() {
+    if let Some(last) = medtune::train::read_rows(&dir.join("metrics.jsonl")).last() {
         out.insert("last_loss".into(), last.loss);
     }
     out
@@ -59,7 +55,7 @@ fn fmt(v: Option<&f64>) -> String {
 
 /// The config's keys flattened (`train.lora.r = 16`).
 fn flat_config(dir: &Path) -> BTreeMap<String, String> {
-    let text = read(&dir.join("manifest.json"))["config"]["text"].as_str().unwrap_or("").to_owned();
+    let text = read_if_any::<RunManifest>(&dir.join("manifest.json")).map(|m| m.config.text).unwrap_or_default();
     let mut out = BTreeMap::new();
     if let Ok(v) = toml::from_str::<toml::Value>(&text) {
         flatten("", &v, &mut out);

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::plugin::types::PluginKind;
-use crate::plugin::kind_name;
+use medtune::plugin::types::PluginKind;
+use medtune::plugin::kind_name;
 
 /// The SDK this binary was built beside.
 const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");

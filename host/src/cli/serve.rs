@@ -10,30 +10,29 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::Config;
-use crate::plugin::types::PluginKind;
-use crate::plugin::{PluginEngine, PluginSet};
-use crate::serve::{serve, AppState, ServeOptions};
-use crate::train::examples::PromptOptions;
+use super::console::Console;
+use super::{AdapterArgs, ConfigArg};
+use medtune::config::Config;
+use medtune::engine::EngineKind;
+use medtune::pipeline;
+use medtune::plugin::types::PluginKind;
+use medtune::plugin::{PluginEngine, PluginSet};
+use medtune::serve::{serve, AppState, ServeOptions};
+use medtune::prompt::PromptOptions;
 
 /// `medtune serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The run's TOML config (model, adapter, plugin chain).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Where to listen (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// A PEFT adapter to merge (default: runs/<name>/adapter when it exists).
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// Serve the base model without an adapter.
-    #[arg(long, conflicts_with = "adapter")]
-    pub base: bool,
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
     /// The engine: `candle`, or `ort` (ONNX Runtime over the export in --onnx).
-    #[arg(long, default_value = "candle", value_parser = ["candle", "ort"])]
-    pub engine: String,
+    #[arg(long, value_enum, default_value_t = EngineKind::Candle)]
+    pub engine: EngineKind,
     /// The export folder for --engine ort (default: runs/<name>/onnx, from `medtune export`).
     #[arg(long)]
     pub onnx: Option<PathBuf>,
@@ -52,7 +51,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.config.config)?;
     let specs = config.slots().into_iter().filter(|s| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator)).collect();
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let mut chain = PluginSet::load(engine, specs, config.plugin_dirs()).context("loading the plugin chain")?;
@@ -60,9 +59,9 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
         chain.watch().context("watching the plugin folders")?;
     }
     if let Some(opts) = config.vocab_options() {
-        super::vocab::ensure(&opts).context("vocabulary")?;
+        pipeline::ensure_vocab(&opts, &mut Console::default()).context("vocabulary")?;
     }
-    let adapter = super::train::default_adapter(&config, args.adapter.as_deref(), args.base);
+    let adapter = pipeline::default_adapter(&config, args.adapter.adapter.as_deref(), args.adapter.base);
     let opts = ServeOptions {
         addr: args.addr,
         model_name: config.name.clone(),
@@ -75,18 +74,18 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = AppState::new(opts, chain);
     let loader = state.clone();
     let onnx = args.onnx.clone().unwrap_or_else(|| config.run_dir().join("onnx"));
-    let engine = args.engine.clone();
+    let engine = args.engine;
     std::thread::spawn(move || {
-        let loaded = (|| -> anyhow::Result<crate::engine::Engine> {
-            if engine == "ort" {
-                return super::model::ort_engine(&config.work_dir(), &onnx);
+        let loaded = (|| -> anyhow::Result<medtune::engine::Engine> {
+            if engine == EngineKind::Ort {
+                return Ok(pipeline::ort_engine(&config.work_dir(), &onnx)?);
             }
-            let (_, mut m) = super::train::load_model(&config)?;
+            let (_, mut m) = pipeline::load_model(&config)?;
             if let Some(dir) = &adapter {
-                super::train::merge_adapter(&mut m, dir)?;
+                pipeline::merge_adapter(&mut m, dir)?;
                 eprintln!("serving {} with adapter {}", config.name, dir.display());
             }
-            Ok(crate::engine::Engine::Candle(m))
+            Ok(medtune::engine::Engine::Candle(m))
         })();
         if let Err(e) = &loaded {
             eprintln!("error: the model failed to load: {e:#}");

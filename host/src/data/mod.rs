@@ -9,6 +9,6 @@ mod stage;
 
 pub use chain::{annotate, augment, AugmentReport, ChainReport};
 pub use input::{read, InputError};
-pub use record::{read_jsonl, Augmentation, Provenance, Record};
+pub use record::{read_jsonl, Augmentation, Provenance, Record, Split};
 pub use split::official_folds;
-pub use stage::{file_hash, run, DataError, DataReport};
+pub use stage::{run, DataError, DataReport};

@@ -25,7 +25,7 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_answer: Option<String>,
     /// `train`, `dev` or `test`.
-    pub split: String,
+    pub split: Split,
     /// The text the plugins saw: `question`, a blank line, `context`. Spans point into it.
     pub text: String,
     /// Concept mentions from the normalizers.
@@ -43,6 +43,26 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augmentation: Option<Augmentation>,
 }
+
+/// The split a record belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// Training.
+    #[default]
+    Train,
+    /// Development: model selection.
+    Dev,
+    /// Held out: reported once.
+    Test,
+}
+
+impl Split {
+    /// Every split, in the order outputs are written.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Dev, Split::Test];
+}
+
+crate::config::display_as_value_name!(Split);
 
 /// How an augmented record was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +99,7 @@ impl Record {
             answer,
             meshes,
             long_answer: None,
-            split: String::new(),
+            split: Split::default(),
             text,
             mentions: Vec::new(),
             expansions: Vec::new(),
@@ -105,7 +125,7 @@ impl Record {
             answer: self.answer.clone(),
             meshes: self.meshes.clone(),
             long_answer: self.long_answer.clone(),
-            split: self.split.clone(),
+            split: self.split,
             text,
             mentions: Vec::new(),
             expansions: Vec::new(),
@@ -117,7 +137,7 @@ impl Record {
 
     /// The record as a plugin sees it.
     pub fn document(&self) -> Document {
-        let mut metadata = vec![("split".to_owned(), self.split.clone())];
+        let mut metadata = vec![("split".to_owned(), self.split.to_string())];
         if let Some(a) = &self.answer {
             metadata.push(("answer".to_owned(), a.clone()));
         }

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use crate::artifacts::{self, AugmentedCount, DataManifest, HashedFile, PluginRef};
 use crate::atomic;
+use crate::hash::file_sha256;
 use crate::config::{Config, OnError, SplitKind};
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
 use super::chain::{annotate, augment, AugmentReport, ChainReport};
 use super::input::{read, InputError};
-use super::record::Record;
+use super::record::{Record, Split};
 use super::split::official_folds;
 
 /// Why the data stage could not run at all.
@@ -64,7 +66,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     let (mut records, input_errors) = read(&input);
     match (config.data.split, &config.data.test_ground_truth) {
         (SplitKind::Official, Some(truth)) => assign_splits(&mut records, &config.resolve(truth))?,
-        _ => records.iter_mut().for_each(|r| r.split = "train".to_owned()),
+        _ => records.iter_mut().for_each(|r| r.split = Split::Train),
     }
     let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
     if config.plugins.watch {
@@ -81,16 +83,16 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     let out_dir = config.work_dir().join("data/processed");
     let mut outputs = Vec::new();
     let mut splits = BTreeMap::new();
-    for split in ["train", "dev", "test"] {
+    for split in Split::ALL {
         let rows: Vec<&Record> = records.iter().filter(|r| r.split == split).collect();
-        splits.insert(split.to_owned(), rows.len());
+        splits.insert(split.to_string(), rows.len());
         let path = out_dir.join(format!("{split}.jsonl"));
         write_jsonl(&path, &rows)?;
         outputs.push(path);
     }
     let aug_path = config.work_dir().join("data/augmented/train.jsonl");
     let train_and_derived: Vec<&Record> =
-        records.iter().filter(|r| r.split == "train").chain(augmented.records.iter()).collect();
+        records.iter().filter(|r| r.split == Split::Train).chain(augmented.records.iter()).collect();
     write_jsonl(&aug_path, &train_and_derived)?;
     outputs.push(aug_path);
     let errors_path = out_dir.join("errors.jsonl");
@@ -104,23 +106,25 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         .collect();
     write_jsonl(&errors_path, &error_rows)?;
     outputs.push(errors_path);
-    let manifest = json!({
-        "stage": "data",
-        "config": {"path": config.path, "sha256": file_hash(&config.path)},
-        "inputs": [{"path": input, "sha256": file_hash(&input)}],
-        "plugins": set.plugins().iter().map(|p| json!({
-            "id": p.id(), "kind": crate::plugin::kind_name(p.kind()), "sha256": p.hash(), "origin": p.origin(),
-        })).collect::<Vec<_>>(),
-        "records": records.len(),
-        "splits": splits,
-        "input_errors": input_errors.len(),
-        "failed_records": chain.failed_records,
-        "seed": config.data.seed,
-        "augmented": augmented.per_plugin.iter().map(|(id, n, _)| json!({"plugin": id, "records": n})).collect::<Vec<_>>(),
-        "swaps": chain.swaps,
-    });
+    let manifest = DataManifest {
+        stage: "data".into(),
+        config: HashedFile { path: config.path.clone(), sha256: file_sha256(&config.path) },
+        inputs: vec![HashedFile { path: input.clone(), sha256: file_sha256(&input) }],
+        plugins: set
+            .plugins()
+            .iter()
+            .map(|p| PluginRef { id: p.id(), kind: crate::plugin::kind_name(p.kind()).into(), sha256: p.hash().to_owned(), origin: p.origin().to_string() })
+            .collect(),
+        records: records.len(),
+        splits: splits.clone(),
+        input_errors: input_errors.len(),
+        failed_records: chain.failed_records,
+        seed: config.data.seed,
+        augmented: augmented.per_plugin.iter().map(|(id, n, _)| AugmentedCount { plugin: id.clone(), records: *n }).collect(),
+        swaps: chain.swaps.clone(),
+    };
     let manifest_path = out_dir.join("manifest.json");
-    write_bytes(&manifest_path, &serde_json::to_vec_pretty(&manifest).unwrap_or_default())?;
+    artifacts::write(&manifest_path, &manifest).map_err(|e| DataError::Write { path: manifest_path.clone(), source: std::io::Error::other(e) })?;
     outputs.push(manifest_path);
     Ok(DataReport { records: records.len(), splits, input_errors, chain, augmented, outputs, plugins })
 }
@@ -129,7 +133,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
 /// with their training document counts (`concept_counts`) and the answer counts
 /// (`label_counts`).
 fn run_augmenters(set: &mut PluginSet, records: &mut [Record], config: &Config) -> AugmentReport {
-    let train = || records.iter().filter(|r| r.split == "train");
+    let train = || records.iter().filter(|r| r.split == Split::Train);
     let mut concept_docs: HashMap<String, usize> = HashMap::new();
     for r in train() {
         let ids: BTreeSet<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
@@ -168,13 +172,12 @@ fn assign_splits(records: &mut [Record], ground_truth: &Path) -> Result<(), Data
     let dev: BTreeSet<&String> = folds.first().map(|f| f.iter().collect()).unwrap_or_default();
     for r in records.iter_mut() {
         r.split = if test.contains(&r.id) {
-            "test"
+            Split::Test
         } else if dev.contains(&r.id) {
-            "dev"
+            Split::Dev
         } else {
-            "train"
-        }
-        .to_owned();
+            Split::Train
+        };
     }
     Ok(())
 }
@@ -198,12 +201,4 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), DataE
 
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     atomic::write(path, bytes).map_err(|source| DataError::Write { path: path.to_owned(), source })
-}
-
-/// The sha256 of a file, or `unreadable`.
-pub fn file_hash(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(b) => crate::wheel::sha256_hex(&b),
-        Err(_) => "unreadable".into(),
-    }
 }

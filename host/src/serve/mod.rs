@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::engine::Engine;
 use crate::plugin::PluginSet;
-use crate::train::examples::PromptOptions;
+use crate::prompt::PromptOptions;
 
 pub use error::ApiError;
 pub use metrics::Metrics;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::lora::LoraSet;
 use super::optim::AdamW;
+use crate::artifacts::{self, TrainerState};
 
 /// A checkpoint on disk.
 #[derive(Debug, Clone)]
@@ -27,8 +28,8 @@ pub fn save(root: &Path, step: usize, lora: &LoraSet, opt: &AdamW, fingerprint: 
     }
     lora.save_peft(&tmp)?;
     candle_core::safetensors::save(&opt.state(), tmp.join("optimizer.safetensors")).map_err(std::io::Error::other)?;
-    let state = serde_json::json!({"step": step, "fingerprint": fingerprint});
-    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_vec_pretty(&state).unwrap_or_default())?;
+    let state = TrainerState { step, fingerprint: fingerprint.to_owned() };
+    artifacts::write(&tmp.join("trainer_state.json"), &state).map_err(std::io::Error::other)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -49,12 +50,15 @@ pub fn latest(root: &Path) -> Option<Checkpoint> {
         .max_by_key(|c| c.step)
 }
 
+/// The trainer state a checkpoint was written with.
+pub fn state(ckpt: &Checkpoint) -> Result<TrainerState, artifacts::ArtifactError> {
+    artifacts::read(&ckpt.dir.join("trainer_state.json"))
+}
+
 /// Loads `ckpt` into `lora` and `opt`; refuses one written under another config.
 pub fn restore(ckpt: &Checkpoint, lora: &mut LoraSet, opt: &mut AdamW, fingerprint: &str) -> Result<(), String> {
-    let state_path = ckpt.dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
-    let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", state_path.display()))?;
-    let theirs = state["fingerprint"].as_str().unwrap_or_default();
+    let state = self::state(ckpt).map_err(|e| e.to_string())?;
+    let theirs = state.fingerprint;
     if theirs != fingerprint {
         return Err(format!(
             "{} was written under another training config (fingerprint {theirs}, now {fingerprint}); \

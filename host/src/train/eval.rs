@@ -7,27 +7,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use candle_core::{Result, Tensor};
 
+use crate::artifacts::ScoredQuestion;
 use crate::data::Record;
 use crate::model::{Adapters, Llama};
 use crate::plugin::types::{Prediction, Reference};
 use crate::plugin::PluginSet;
 
-use super::examples::{Example, LABELS};
-
-/// One scored question.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Scored {
-    /// The record id.
-    pub id: String,
-    /// The gold answer.
-    pub label: String,
-    /// The predicted answer.
-    pub predicted: String,
-    /// Probabilities of yes, no, maybe (renormalized over the three).
-    pub probabilities: [f64; 3],
-    /// Whether the question is about a rare concept.
-    pub rare_concept: bool,
-}
+use super::examples::Example;
+use crate::prompt::LABELS;
 
 /// The answer probabilities of `examples`, `batch` at a time.
 pub fn score(model: &Llama, adapters: Option<&dyn Adapters>, examples: &[Example], label_tokens: &[u32; 3], batch: usize, pad: u32) -> Result<Vec<[f64; 3]>> {
@@ -64,21 +51,21 @@ pub fn is_rare(record: &Record, counts: &HashMap<String, usize>, max: usize) -> 
 }
 
 /// Predictions from probabilities (argmax; ties go to the earlier label).
-pub fn predictions(examples: &[Example], probs: &[[f64; 3]], rare: &[bool]) -> Vec<Scored> {
+pub fn predictions(examples: &[Example], probs: &[[f64; 3]], rare: &[bool]) -> Vec<ScoredQuestion> {
     examples
         .iter()
         .zip(probs)
         .zip(rare)
         .map(|((e, p), &rare_concept)| {
             let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            Scored { id: e.id.clone(), label: LABELS[e.label].into(), predicted: LABELS[best].into(), probabilities: *p, rare_concept }
+            ScoredQuestion { id: e.id.clone(), label: LABELS[e.label].into(), predicted: LABELS[best].into(), probabilities: *p, rare_concept }
         })
         .collect()
 }
 
 /// Runs every metric plugin of `set` over `scored`; scores keyed `plugin-name/score`, plus the
 /// plain score name for the first metric plugin.
-pub fn metrics(set: &mut PluginSet, scored: &[Scored]) -> std::result::Result<BTreeMap<String, f64>, String> {
+pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::Result<BTreeMap<String, f64>, String> {
     let predictions: Vec<Prediction> = scored.iter().map(|s| Prediction { id: s.id.clone(), label: s.predicted.clone() }).collect();
     let references: Vec<Reference> = scored
         .iter()

@@ -1,13 +1,14 @@
-//! `runs/<name>/manifest.json`: the audit trail of a training run — the config (text and
-//! hash), the data files' hashes, the plugins that made the data (ids, versions, hashes), the
-//! seeds, the model, the medtune commit and the versions of the crates that did the math.
+//! `runs/<name>/manifest.json` (`artifacts::RunManifest`): the audit trail of a training run
+//! — the config (text and hash), the data files' hashes, the plugins that made the data (ids,
+//! versions, hashes), the seeds, the model, the medtune commit and the versions of the crates
+//! that did the math — and what the training did.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
+use crate::artifacts::{self, ArtifactError, BuildRecord, ConfigRecord, DataManifest, FileIdentity, RunManifest, Seeds, TrainDataRecord, TrainRecord};
 use crate::config::Config;
-use crate::data::file_hash;
+use crate::hash::file_sha256;
 
 /// Crate versions from Cargo.lock at build time.
 const CRATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/crate_versions.rs"));
@@ -25,44 +26,32 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// A file's hash, skipping files over 2 GiB (size and name instead: hashing a 13 GB checkpoint
-/// on every run is not worth it).
-fn hash_or_size(path: &Path) -> Value {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() && m.len() < 2 << 30 => json!({"path": path, "sha256": file_hash(path)}),
-        Ok(m) => json!({"path": path, "bytes": m.len()}),
-        Err(_) => json!({"path": path, "missing": true}),
-    }
-}
-
-/// The manifest of a run; `extra` is merged in (steps, timings, device).
-pub fn manifest(config: &Config, data: &Path, model: &Path, extra: Value) -> Value {
+/// The manifest of a run that trained on `data` from `model` and did `outcome`.
+pub fn manifest(config: &Config, data: &Path, model: &Path, outcome: TrainRecord) -> RunManifest {
     let text = std::fs::read_to_string(&config.path).unwrap_or_default();
-    let stage: Value = std::fs::read_to_string(config.work_dir().join("data/processed/manifest.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
-    let mut m = json!({
-        "name": config.name,
-        "config": {"path": config.path, "sha256": file_hash(&config.path), "text": text},
-        "data": {"train": hash_or_size(data), "input": stage["inputs"], "stage_config_sha256": stage["config"]["sha256"]},
-        "plugins": stage["plugins"],
-        "seeds": {"train": config.train.as_ref().map(|t| t.seed), "data": config.data.seed},
-        "model": hash_or_size(model),
-        "model_settings": config.model,
-        "train": config.train,
-        "medtune": {"version": env!("CARGO_PKG_VERSION"), "commit": git_commit()},
-        "crates": CRATES.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-    });
-    if let (Some(obj), Value::Object(more)) = (m.as_object_mut(), extra) {
-        obj.extend(more);
+    let stage: Option<DataManifest> = artifacts::read_if_any(&config.work_dir().join("data/processed/manifest.json"));
+    RunManifest {
+        name: config.name.clone(),
+        config: ConfigRecord { path: config.path.clone(), sha256: file_sha256(&config.path), text },
+        data: TrainDataRecord {
+            train: FileIdentity::of(data),
+            input: stage.as_ref().map(|s| s.inputs.clone()),
+            stage_config_sha256: stage.as_ref().map(|s| s.config.sha256.clone()),
+        },
+        plugins: stage.map(|s| s.plugins),
+        seeds: Seeds { train: config.train.as_ref().map(|t| t.seed), data: config.data.seed },
+        model: FileIdentity::of(model),
+        model_settings: config.model.clone(),
+        train: config.train.clone(),
+        medtune: BuildRecord { version: env!("CARGO_PKG_VERSION").into(), commit: git_commit() },
+        crates: CRATES.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        outcome,
     }
-    m
 }
 
 /// Writes `manifest.json` into `dir` atomically.
-pub fn write(dir: &Path, manifest: &Value) -> std::io::Result<PathBuf> {
+pub fn write(dir: &Path, manifest: &RunManifest) -> Result<PathBuf, ArtifactError> {
     let path = dir.join("manifest.json");
-    crate::atomic::write(&path, serde_json::to_string_pretty(manifest).unwrap_or_default().as_bytes())?;
+    artifacts::write(&path, manifest)?;
     Ok(path)
 }

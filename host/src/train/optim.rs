@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{Result, Tensor, Var};
 
+use crate::config::Schedule;
+
 /// AdamW over a fixed list of variables.
 pub struct AdamW {
     vars: Vec<Var>,
@@ -80,16 +82,16 @@ impl AdamW {
 
 /// The learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps to
 /// `peak`, then `cosine`, `linear` (to 0 at `total`) or `constant`.
-pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, schedule: &str) -> f64 {
+pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, schedule: Schedule) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }
     let span = total.saturating_sub(warmup).max(1) as f64;
     let progress = ((step - warmup) as f64 / span).min(1.0);
     match schedule {
-        "cosine" => peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        "linear" => peak * (1.0 - progress),
-        _ => peak,
+        Schedule::Cosine => peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        Schedule::Linear => peak * (1.0 - progress),
+        Schedule::Constant => peak,
     }
 }
 
@@ -163,11 +165,11 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        assert!((learning_rate(0, 10, 2, 1.0, "cosine") - 0.5).abs() < 1e-12);
-        assert!((learning_rate(1, 10, 2, 1.0, "cosine") - 1.0).abs() < 1e-12);
-        assert!((learning_rate(6, 10, 2, 1.0, "cosine") - 0.5).abs() < 1e-12);
-        assert!((learning_rate(6, 10, 2, 1.0, "linear") - 0.5).abs() < 1e-12);
-        assert!((learning_rate(9, 10, 0, 1.0, "constant") - 1.0).abs() < 1e-12);
+        assert!((learning_rate(0, 10, 2, 1.0, Schedule::Cosine) - 0.5).abs() < 1e-12);
+        assert!((learning_rate(1, 10, 2, 1.0, Schedule::Cosine) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(6, 10, 2, 1.0, Schedule::Cosine) - 0.5).abs() < 1e-12);
+        assert!((learning_rate(6, 10, 2, 1.0, Schedule::Linear) - 0.5).abs() < 1e-12);
+        assert!((learning_rate(9, 10, 0, 1.0, Schedule::Constant) - 1.0).abs() < 1e-12);
     }
 
     #[test]

@@ -10,13 +10,14 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::config::{Config, TrainConfig};
+use crate::config::{AnswerLoss, Balance, Config, Select, TrainConfig};
 use crate::data::{pyrandom::PyRandom, read_jsonl};
 use crate::model::{LoadedModel, ModelError};
 
 use super::batch::{sequence_len, Batch, LossOptions};
 use super::checkpoint;
-use super::examples::{conclusion_ids, example, label_tokens, with_conclusion, Example, PromptOptions, LABELS};
+use super::examples::{conclusion_ids, example, with_conclusion, Example};
+use crate::prompt::{label_tokens, PromptOptions, LABELS};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{clip, learning_rate, AdamW};
 use super::parallel::DataParallel;
@@ -173,7 +174,7 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
 pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::ModelConfig) -> String {
     let t = TrainConfig { gpus: None, ..t.clone() };
     let text = format!("{}|{data_hash}|{}", serde_json::to_string(&t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
-    crate::wheel::sha256_hex(text.as_bytes())[..16].to_owned()
+    crate::hash::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
 /// Trains the adapters of `config` on `m`; writes `runs/<name>/` (metrics.jsonl,
@@ -188,8 +189,8 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
     let (data_path, examples, skipped) = training_examples(config, t, m)?;
     let tokens = label_tokens(&m.tokenizer)?;
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
-    let class_weights = class_weights(&examples, &t.balance);
-    let loss_opts = LossOptions { choice: t.loss == "choice", conclusion_weight: t.conclusion_weight };
+    let class_weights = class_weights(&examples, t.balance);
+    let loss_opts = LossOptions { choice: t.loss == AnswerLoss::Choice, conclusion_weight: t.conclusion_weight };
     let dev = if t.eval_every > 0 && leads { dev_examples(config, t, m)? } else { Vec::new() };
     let run = config.run_dir();
     let ckpt_root = run.join("checkpoints");
@@ -197,7 +198,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
     let lora_config = LoraConfig { r: t.lora.r, alpha: t.lora.alpha, dropout: t.lora.dropout, targets: t.lora.targets.clone() };
     let mut lora = LoraSet::new(lora_config, m.llama.config(), t.seed, &device).map_err(other("creating the LoRA adapters"))?;
     let mut opt = AdamW::new(lora.vars(), t.weight_decay).map_err(other("creating the optimizer"))?;
-    let print = fingerprint(t, &crate::data::file_hash(&data_path), &config.model);
+    let print = fingerprint(t, &crate::hash::file_sha256(&data_path), &config.model);
 
     let mut start = 0;
     let mut resumed_from = None;
@@ -276,7 +277,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
             (loss_sum, step_tokens) = (totals[0], totals[1].round() as usize);
         }
         let norm = clip(&mut grads, t.max_grad_norm).map_err(other("clipping gradients"))?;
-        let lr = learning_rate(step, total, t.warmup_steps, t.lr, &t.schedule);
+        let lr = learning_rate(step, total, t.warmup_steps, t.lr, t.schedule);
         opt.update(&grads, lr).map_err(other("optimizer step"))?;
         step += 1;
         let secs = t0.elapsed().as_secs_f64();
@@ -304,7 +305,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
         if t.eval_every > 0 && (step % t.eval_every == 0 || step == total) {
             let (acc, f1) = dev_scores(&dev, t, m, &mut lora, &tokens, pad)?;
             (row.eval_accuracy, row.eval_macro_f1) = (Some(acc), Some(f1));
-            if t.select == "best-dev" && best.as_ref().is_none_or(|b| (f1, acc) > (b.macro_f1, b.accuracy)) {
+            if t.select == Select::BestDev && best.as_ref().is_none_or(|b| (f1, acc) > (b.macro_f1, b.accuracy)) {
                 let b = Best { step, macro_f1: f1, accuracy: acc };
                 save_best(&run, &lora, &b)?;
                 best = Some(b);
@@ -327,7 +328,7 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
     let adapter = if step >= total && leads {
         let dir = run.join("adapter");
         let tmp = run.join(".adapter.tmp");
-        if let Some(b) = best.as_ref().filter(|_| t.select == "best-dev") {
+        if let Some(b) = best.as_ref().filter(|_| t.select == Select::BestDev) {
             lora.load_peft(&run.join("best")).map_err(other("loading the best dev adapter"))?;
             selected_step = b.step;
         }
@@ -390,9 +391,7 @@ pub fn resumable(config: &Config) -> bool {
     let Some(t) = config.train.as_ref() else { return false };
     let Some(ckpt) = checkpoint::latest(&config.run_dir().join("checkpoints")) else { return false };
     let data = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
-    let state: serde_json::Value =
-        std::fs::read_to_string(ckpt.dir.join("trainer_state.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-    state["fingerprint"].as_str() == Some(fingerprint(t, &crate::data::file_hash(&data), &config.model).as_str())
+    checkpoint::state(&ckpt).is_ok_and(|s| s.fingerprint == fingerprint(t, &crate::hash::file_sha256(&data), &config.model))
 }
 
 /// The data order: epoch `e` is a shuffle of the examples seeded by `seed + e`.
@@ -421,8 +420,8 @@ impl Order {
 }
 
 /// Inverse class frequency (`n / (3 · count)`) for `weights`, else 1.
-fn class_weights(examples: &[Example], balance: &str) -> [f64; 3] {
-    if balance != "weights" {
+fn class_weights(examples: &[Example], balance: Balance) -> [f64; 3] {
+    if balance != Balance::Weights {
         return [1.0; 3];
     }
     let mut counts = [0usize; 3];
