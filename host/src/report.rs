@@ -4,7 +4,7 @@
 //! what the normalizer and disambiguator found, and the audit trail.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::artifacts::{self, EvalScores, RunManifest, ScoredQuestion};
 use crate::config::Config;

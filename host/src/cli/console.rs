@@ -14,10 +14,15 @@ use medtune::train::StepRow;
 pub struct Console {
     bar: Option<ProgressBar>,
     /// Inside `medtune run`: a data stage with errors says that the run goes on.
-    pub in_run: bool,
+    in_run: bool,
 }
 
 impl Console {
+    /// The console of `medtune run`.
+    pub fn for_run() -> Self {
+        Console { bar: None, in_run: true }
+    }
+
     fn bar(&mut self, make: impl FnOnce() -> ProgressBar) -> &ProgressBar {
         self.bar.get_or_insert_with(make)
     }

@@ -10,7 +10,7 @@ use medtune::pipeline::{self, StageStatus};
 
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let mut console = Console { in_run: true, ..Console::default() };
+    let mut console = Console::for_run();
     let summary = pipeline::run(&config, &mut console)?;
     println!("run {}:", config.name);
     for line in &summary.stages {

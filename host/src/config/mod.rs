@@ -332,7 +332,8 @@ fn parse(text: &str) -> Result<Config, (Option<String>, String)> {
     serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { "(top level)".to_owned() } else { with_slot_name(field, &table) };
-        (Some(field), e.into_inner().to_string())
+        // the message alone: toml appends the key, which `field` already names
+        (Some(field), e.into_inner().message().to_owned())
     })
 }
 
@@ -404,7 +405,8 @@ mod tests {
         assert!(message.contains("`cosine`, `linear`, `constant`"), "{message}");
         let (field, message) = err("[train]\nselect = \"best\"\n");
         assert_eq!(field.as_deref(), Some("train.select"));
-        assert!(message.contains("`last`, `best-dev`"), "{message}");
+        assert!(message.contains("`last` or `best-dev`"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
         let (field, message) = err("[export]\nprecision = \"int4\"\n");
         assert_eq!(field.as_deref(), Some("export.precision"));
         assert!(message.contains("`f32`, `f16`, `int8`"), "{message}");
@@ -412,7 +414,7 @@ mod tests {
         assert_eq!(field.as_deref(), Some("plugins.chain[0] (x).kind"));
         assert!(message.contains("unknown kind \"scorer\""), "{message}");
         let (field, message) = err("[train]\nlearning_rate = 0.1\n");
-        assert_eq!(field.as_deref(), Some("train"));
+        assert_eq!(field.as_deref(), Some("train.learning_rate"));
         assert!(message.contains("unknown field `learning_rate`"), "{message}");
         let (field, message) = err("[train]\nepochs = \"two\"\n");
         assert_eq!(field.as_deref(), Some("train.epochs"));
