@@ -41,8 +41,8 @@ fn main() {
     std::fs::write(out_dir.join("builtins.rs"), table).expect("write builtins.rs");
     crate_versions(&root.join("Cargo.lock"), &out_dir);
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        ptx(&manifest_dir.join("src/quant/nf4.cu"), &out_dir.join("nf4.ptx"));
-        ptx(&manifest_dir.join("src/model/fused.cu"), &out_dir.join("fused.ptx"));
+        ptx(&manifest_dir.join("src/cuda/nf4.cu"), &out_dir.join("nf4.ptx"));
+        ptx(&manifest_dir.join("src/cuda/fused.cu"), &out_dir.join("fused.ptx"));
     }
 }
 

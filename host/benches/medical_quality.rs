@@ -13,9 +13,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use medtext::abbrev::{definitions, normalize_long_form, Inventory};
+use medtext::abbrev::{Inventory, definitions, normalize_long_form};
 use medtune::plugin::types::{Annotated, Document};
-use medtune::plugin::{builtin, Grant, PluginEngine, Sandbox};
+use medtune::plugin::{Grant, PluginEngine, Sandbox, builtin};
 
 struct Rec {
     id: String,
@@ -35,7 +35,12 @@ fn contains_words(text: &str, needle: &str) -> bool {
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let vocab = std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|a| repo.join(a)).unwrap_or_else(|| repo.join("work/vocab"));
-    assert!(vocab.join("concepts.tsv").is_file(), "no vocabulary at {}: run `medtune vocab build --out {}`", vocab.display(), vocab.display());
+    assert!(
+        vocab.join("concepts.tsv").is_file(),
+        "no vocabulary at {}: run `medtune vocab build --out {}`",
+        vocab.display(),
+        vocab.display()
+    );
     let data: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(repo.join("examples/data/pubmedqa/ori_pqal.json")).expect("PQA-L")).expect("JSON");
     let recs: Vec<Rec> = data
@@ -45,7 +50,10 @@ fn main() {
             Rec {
                 id: id.clone(),
                 text: format!("{}\n\n{}", v["QUESTION"].as_str().expect("QUESTION"), contexts.join("\n\n")),
-                meshes: v["MESHES"].as_array().map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+                meshes: v["MESHES"]
+                    .as_array()
+                    .map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -81,12 +89,10 @@ fn main() {
     println!("| concepts found per record | {:.1} |\n", n_pred as f64 / recs.len() as f64);
 
     // --- abbreviation disambiguation, self-supervised
-    let inventory = Inventory::parse(&std::fs::read_to_string(vocab.join("abbreviations.tsv")).expect("abbreviations.tsv"))
-        .expect("inventory");
+    let inventory =
+        Inventory::parse(&std::fs::read_to_string(vocab.join("abbreviations.tsv")).expect("abbreviations.tsv")).expect("inventory");
     let mut supplemented = inventory.clone();
-    supplemented
-        .add_supplement(include_str!("../../plugins/abbreviation-disambiguator/senses.tsv"))
-        .expect("senses.tsv");
+    supplemented.add_supplement(include_str!("../../plugins/abbreviation-disambiguator/senses.tsv")).expect("senses.tsv");
     // every definition in the corpus: (record, short, long)
     let defs: Vec<(usize, String, String)> = recs
         .iter()

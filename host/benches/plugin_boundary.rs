@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use medtext::{parse_concepts, Matcher, Options};
+use medtext::{Matcher, Options, parse_concepts};
 use medtune::plugin::types::{Concept, Document, Mention, Span};
-use medtune::plugin::{builtin, Grant, PluginEngine, Sandbox};
+use medtune::plugin::{Grant, PluginEngine, Sandbox, builtin};
 
 /// Rounds per figure. Native and plugin alternate within a round, so a round's ratio is taken
 /// under the same machine conditions; the ratio reported is the median of the rounds' ratios,
@@ -131,8 +131,7 @@ fn main() {
     // failures here are 300 ms apart, time enough to make the next spare. Without one, the
     // call waits while an instance is made and configured.
     for spare in [true, false] {
-        let mut plugin =
-            engine.load(wasm, "builtin:terminology-normalizer", None, Sandbox { spare, ..sandbox.clone() }).expect("load");
+        let mut plugin = engine.load(wasm, "builtin:terminology-normalizer", None, Sandbox { spare, ..sandbox.clone() }).expect("load");
         let mut waited = Vec::new();
         for _ in 0..ROUNDS {
             std::thread::sleep(Duration::from_millis(300));

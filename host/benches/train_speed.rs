@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use medtune::model;
-use medtune::train::{ranks, AdamW, DataParallel, LoraConfig, LoraSet, NCCL_ID_ENV};
+use medtune::train::{AdamW, DataParallel, LoraConfig, LoraSet, NCCL_ID_ENV, ranks};
 
 fn device(gpu: usize) -> Device {
     #[cfg(feature = "cuda")]
@@ -64,10 +64,8 @@ fn main() {
     let dp_rank = this_rank();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let shape = args.first().cloned().unwrap_or_else(|| "smollm2".into());
-    let sizes: Vec<(usize, usize)> = args[1..]
-        .iter()
-        .filter_map(|a| a.split_once('x').and_then(|(b, s)| Some((b.parse().ok()?, s.parse().ok()?))))
-        .collect();
+    let sizes: Vec<(usize, usize)> =
+        args[1..].iter().filter_map(|a| a.split_once('x').and_then(|(b, s)| Some((b.parse().ok()?, s.parse().ok()?)))).collect();
     let rest: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
     let (steps, warmup) = (rest.first().copied().unwrap_or(20), rest.get(1).copied().unwrap_or(3));
     let tf32 = std::env::args().any(|a| a == "--tf32");
@@ -75,7 +73,9 @@ fn main() {
     let compute = if std::env::args().any(|a| a == "--bf16") { DType::BF16 } else { DType::F32 };
     candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
     let device = device(dp_rank.map_or(0, |(rank, _)| rank));
-    let dp = dp_rank.map(|(rank, world)| DataParallel::join(&device, rank, world, &std::env::var(NCCL_ID_ENV).unwrap_or_default()).expect("join the ranks"));
+    let dp = dp_rank.map(|(rank, world)| {
+        DataParallel::join(&device, rank, world, &std::env::var(NCCL_ID_ENV).unwrap_or_default()).expect("join the ranks")
+    });
     let world = dp.as_ref().map_or(1, |d| d.world);
     let t0 = Instant::now();
     let mut llama = model::random(&shape, &device).expect("random model");
@@ -101,8 +101,11 @@ fn main() {
         };
         match run() {
             Ok(v) => println!("{v}"),
-            Err(e) => println!("{}", serde_json::json!({"engine": "medtune", "shape": shape, "batch": batch, "seq": seq,
-                "error": e.to_string().lines().next().unwrap_or_default()})),
+            Err(e) => println!(
+                "{}",
+                serde_json::json!({"engine": "medtune", "shape": shape, "batch": batch, "seq": seq,
+                "error": e.to_string().lines().next().unwrap_or_default()})
+            ),
         }
     }
 }
@@ -110,7 +113,16 @@ fn main() {
 /// Times `steps` training steps after `warmup`: (tokens/s of every GPU, peak MiB, seconds,
 /// first loss, last loss).
 #[allow(clippy::too_many_arguments)]
-fn measure(llama: &model::Llama, device: &Device, dp: Option<&DataParallel>, batch: usize, seq: usize, steps: usize, warmup: usize, recompute: bool) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
+fn measure(
+    llama: &model::Llama,
+    device: &Device,
+    dp: Option<&DataParallel>,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+    recompute: bool,
+) -> candle_core::Result<(f64, f64, f64, f32, f32)> {
     let lora = LoraSet::new(LoraConfig::all_linear(16, 32.0, 0.0), llama.config(), 0, device)?;
     let mut opt = AdamW::new(lora.vars(), 0.0)?;
     let vocab = llama.config().vocab_size as u32;
@@ -134,7 +146,8 @@ fn measure(llama: &model::Llama, device: &Device, dp: Option<&DataParallel>, bat
         // next-token loss on every position, as transformers computes it with labels = input,
         // through the output layer in chunks (the whole logits are never made)
         let target = x.narrow(1, 1, seq - 1).and_then(|t| t.flatten_all())?;
-        let loss_of = |h: &Tensor| llama.next_token_loss(&h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?, &target);
+        let loss_of =
+            |h: &Tensor| llama.next_token_loss(&h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?, &target);
         let (loss, grads) = if recompute {
             llama.backward_recomputed(&x, &lora, &lora.vars(), loss_of)?
         } else {
@@ -142,7 +155,11 @@ fn measure(llama: &model::Llama, device: &Device, dp: Option<&DataParallel>, bat
             let grads = loss.backward()?;
             (loss, grads)
         };
-        let mut g: Vec<Tensor> = lora.vars().iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
+        let mut g: Vec<Tensor> = lora
+            .vars()
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
         if let Some(d) = dp {
             d.sum(&mut g, &mut [])?;
         }

@@ -71,7 +71,9 @@ impl FileIdentity {
     pub fn of(path: &Path) -> Self {
         let path_buf = path.to_owned();
         match std::fs::metadata(path) {
-            Ok(m) if m.is_file() && m.len() < 2 << 30 => Self { path: path_buf, sha256: Some(crate::hash::file_sha256(path)), ..Self::default() },
+            Ok(m) if m.is_file() && m.len() < 2 << 30 => {
+                Self { path: path_buf, sha256: Some(crate::hash::file_sha256(path)), ..Self::default() }
+            }
             Ok(m) => Self { path: path_buf, bytes: Some(m.len()), ..Self::default() },
             Err(_) => Self { path: path_buf, missing: Some(true), ..Self::default() },
         }

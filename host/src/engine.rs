@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::export::{OrtCache, OrtModel};
-use crate::model::{generate, generate_with, Config, GenerateOptions, Generation, LoadedModel, ModelError, Tokenizer};
+use crate::model::{Config, GenerateOptions, Generation, LoadedModel, ModelError, Tokenizer, generate, generate_with};
 
 /// Which engine a command runs (`--engine`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -40,7 +40,8 @@ impl Engine {
     pub fn ort(dir: &Path, library: &Path, threads: usize) -> Result<Self, String> {
         let config = Config::from_hf_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
-        let model = OrtModel::load(library, &dir.join("model.onnx"), &config, threads).map_err(|e| format!("{}: {e}", dir.join("model.onnx").display()))?;
+        let model = OrtModel::load(library, &dir.join("model.onnx"), &config, threads)
+            .map_err(|e| format!("{}: {e}", dir.join("model.onnx").display()))?;
         Ok(Engine::Ort { model, tokenizer, config })
     }
 
@@ -104,7 +105,8 @@ impl Engine {
                 let mut cache = OrtCache::default();
                 let step = |ids: &[u32]| -> Result<Tensor, ModelError> {
                     let last = model.forward(ids, &mut cache).map_err(ort_error)?;
-                    Tensor::from_slice(&last, last.len(), &Device::Cpu).map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
+                    Tensor::from_slice(&last, last.len(), &Device::Cpu)
+                        .map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
                 };
                 generate_with(tokenizer, prompt, opts, config.max_position_embeddings, step, on_text)
             }

@@ -4,6 +4,8 @@
 pub mod artifacts;
 pub mod atomic;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod data;
 pub mod engine;
 pub mod export;

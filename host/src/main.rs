@@ -10,8 +10,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MEDTUNE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("MEDTUNE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .without_time()
         .with_target(false)

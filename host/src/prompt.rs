@@ -88,7 +88,14 @@ pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len:
 }
 
 /// [`prompt_ids`] with an optional conclusion between the context and the question.
-pub(crate) fn prompt_parts(tokenizer: &Tokenizer, question: &str, context: &str, conclusion: Option<&str>, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
+pub(crate) fn prompt_parts(
+    tokenizer: &Tokenizer,
+    question: &str,
+    context: &str,
+    conclusion: Option<&str>,
+    max_len: usize,
+    keep_end: bool,
+) -> Result<Vec<u32>, ModelError> {
     let head = tokenizer.encode("Context: ")?;
     let mut middle = match conclusion {
         Some(c) => tokenizer.encode(&conclusion_text(c))?,
@@ -126,10 +133,27 @@ mod tests {
 
     #[test]
     fn expansions_are_written_after_their_first_abbreviation() {
-        let mut r = Record::new("1".into(), "Does MI raise risk?".into(), "In MI patients, MI recurs.".into(), Some("yes".into()), vec![], "t".into());
+        let mut r = Record::new(
+            "1".into(),
+            "Does MI raise risk?".into(),
+            "In MI patients, MI recurs.".into(),
+            Some("yes".into()),
+            vec![],
+            "t".into(),
+        );
         r.expansions = vec![
-            Expansion { span: Span { start: 5, end: 7 }, abbreviation: "MI".into(), long_form: "Myocardial infarction".into(), confidence: 0.9 },
-            Expansion { span: Span { start: 24, end: 26 }, abbreviation: "MI".into(), long_form: "Myocardial infarction".into(), confidence: 0.9 },
+            Expansion {
+                span: Span { start: 5, end: 7 },
+                abbreviation: "MI".into(),
+                long_form: "Myocardial infarction".into(),
+                confidence: 0.9,
+            },
+            Expansion {
+                span: Span { start: 24, end: 26 },
+                abbreviation: "MI".into(),
+                long_form: "Myocardial infarction".into(),
+                confidence: 0.9,
+            },
         ];
         let (q, c) = expanded(&r);
         assert_eq!(q, "Does MI (myocardial infarction) raise risk?");

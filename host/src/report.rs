@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::artifacts::{self, EvalScores, RunManifest, ScoredQuestion};
 use crate::config::Config;
-use crate::data::{read_jsonl, Record};
+use crate::data::{Record, read_jsonl};
 use crate::prompt::LABELS;
 use crate::train::plot::{escape, loss_chart};
 
@@ -64,7 +64,12 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     // loss curve
     let loss: Vec<(usize, f64)> = rows.iter().map(|r| (r.step, r.loss)).collect();
     let acc: Vec<(usize, f64)> = rows.iter().filter_map(|r| r.eval_accuracy.map(|a| (r.step, a))).collect();
-    let _ = write!(h, "<section id=\"loss\"><h2>Training loss</h2>{}<p>{} steps; dashed: dev accuracy where evaluated.</p></section>", loss_chart("training loss and dev accuracy", &loss, &acc), rows.len());
+    let _ = write!(
+        h,
+        "<section id=\"loss\"><h2>Training loss</h2>{}<p>{} steps; dashed: dev accuracy where evaluated.</p></section>",
+        loss_chart("training loss and dev accuracy", &loss, &acc),
+        rows.len()
+    );
 
     // scores against the baseline
     let bars: Vec<(String, f64, Option<f64>)> = ["accuracy", "macro_f1"]
@@ -79,7 +84,10 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     h.push_str("</table><p>Baseline: the figures in the config's <code>[eval] baseline</code> (the Hugging Face transformers + peft fine-tune of the same model).</p></section>");
 
     // per-class
-    let _ = write!(h, "<section id=\"per-class\"><h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+    let _ = write!(
+        h,
+        "<section id=\"per-class\"><h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+    );
     for l in LABELS {
         let _ = write!(
             h,
@@ -132,8 +140,19 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
         let pred = preds.iter().find(|p| p.id == r.id);
         let _ = write!(h, "<article><h3>PMID {}</h3><p class=\"q\">{}</p>", escape(&r.id), highlight(&r.question, r));
         let mut seen = std::collections::HashSet::new();
-        let concepts: Vec<String> = r.mentions.iter().filter(|m| seen.insert(m.concept.id.clone())).take(12).map(|m| format!("{} <small>{}</small>", escape(&m.concept.preferred_name), escape(&m.concept.id))).collect();
-        let exps: Vec<String> = r.expansions.iter().filter(|e| seen.insert(e.abbreviation.clone())).map(|e| format!("<b>{}</b> → {} <small>{:.2}</small>", escape(&e.abbreviation), escape(&e.long_form), e.confidence)).collect();
+        let concepts: Vec<String> = r
+            .mentions
+            .iter()
+            .filter(|m| seen.insert(m.concept.id.clone()))
+            .take(12)
+            .map(|m| format!("{} <small>{}</small>", escape(&m.concept.preferred_name), escape(&m.concept.id)))
+            .collect();
+        let exps: Vec<String> = r
+            .expansions
+            .iter()
+            .filter(|e| seen.insert(e.abbreviation.clone()))
+            .map(|e| format!("<b>{}</b> → {} <small>{:.2}</small>", escape(&e.abbreviation), escape(&e.long_form), e.confidence))
+            .collect();
         let _ = write!(h, "<p><b>Concepts:</b> {}</p><p><b>Abbreviations:</b> {}</p>", concepts.join(", "), exps.join(", "));
         if let Some(p) = pred {
             let _ = write!(
@@ -153,9 +172,21 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     // audit trail
     h.push_str("<section id=\"audit\"><h2>Audit trail</h2><table>");
     if let Some(m) = &manifest {
-        line(&mut h, "config", format!("{} <small>sha256 {}</small>", escape(&m.config.path.display().to_string()), escape(&m.config.sha256)));
+        line(
+            &mut h,
+            "config",
+            format!("{} <small>sha256 {}</small>", escape(&m.config.path.display().to_string()), escape(&m.config.sha256)),
+        );
         let train = &m.data.train;
-        line(&mut h, "training data", format!("{} <small>sha256 {}</small>", escape(&train.path.display().to_string()), escape(train.sha256.as_deref().unwrap_or(""))));
+        line(
+            &mut h,
+            "training data",
+            format!(
+                "{} <small>sha256 {}</small>",
+                escape(&train.path.display().to_string()),
+                escape(train.sha256.as_deref().unwrap_or(""))
+            ),
+        );
         for p in m.plugins.iter().flatten() {
             line(&mut h, "plugin", format!("{} <small>{} sha256 {}</small>", escape(&p.id), escape(&p.kind), escape(&p.sha256)));
         }
@@ -205,14 +236,34 @@ fn highlight(question: &str, r: &Record) -> String {
 
 /// Horizontal bars: this run's value and the baseline's, per figure (0..1).
 fn bar_chart(bars: &[(String, f64, Option<f64>)]) -> String {
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 520 {}\" width=\"520\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\" role=\"img\" aria-label=\"scores against the baseline\">", 40 + bars.len() * 50, 40 + bars.len() * 50);
-    let _ = write!(s, "<rect x=\"110\" y=\"6\" width=\"10\" height=\"10\" fill=\"#1f77b4\"/><text x=\"124\" y=\"15\">this run</text><rect x=\"200\" y=\"6\" width=\"10\" height=\"10\" fill=\"#aaa\"/><text x=\"214\" y=\"15\">baseline</text>");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 520 {}\" width=\"520\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\" role=\"img\" aria-label=\"scores against the baseline\">",
+        40 + bars.len() * 50,
+        40 + bars.len() * 50
+    );
+    let _ = write!(
+        s,
+        "<rect x=\"110\" y=\"6\" width=\"10\" height=\"10\" fill=\"#1f77b4\"/><text x=\"124\" y=\"15\">this run</text><rect x=\"200\" y=\"6\" width=\"10\" height=\"10\" fill=\"#aaa\"/><text x=\"214\" y=\"15\">baseline</text>"
+    );
     for (i, (name, v, b)) in bars.iter().enumerate() {
         let y = 30 + i * 50;
         let _ = write!(s, "<text x=\"0\" y=\"{}\">{}</text>", y + 18, escape(name));
-        let _ = write!(s, "<rect x=\"110\" y=\"{y}\" width=\"{:.1}\" height=\"16\" fill=\"#1f77b4\"/><text x=\"{:.1}\" y=\"{}\">{v:.3}</text>", v.clamp(0.0, 1.0) * 360.0, 114.0 + v.clamp(0.0, 1.0) * 360.0, y + 12);
+        let _ = write!(
+            s,
+            "<rect x=\"110\" y=\"{y}\" width=\"{:.1}\" height=\"16\" fill=\"#1f77b4\"/><text x=\"{:.1}\" y=\"{}\">{v:.3}</text>",
+            v.clamp(0.0, 1.0) * 360.0,
+            114.0 + v.clamp(0.0, 1.0) * 360.0,
+            y + 12
+        );
         if let Some(b) = b {
-            let _ = write!(s, "<rect x=\"110\" y=\"{}\" width=\"{:.1}\" height=\"16\" fill=\"#aaa\"/><text x=\"{:.1}\" y=\"{}\">{b:.3}</text>", y + 20, b.clamp(0.0, 1.0) * 360.0, 114.0 + b.clamp(0.0, 1.0) * 360.0, y + 32);
+            let _ = write!(
+                s,
+                "<rect x=\"110\" y=\"{}\" width=\"{:.1}\" height=\"16\" fill=\"#aaa\"/><text x=\"{:.1}\" y=\"{}\">{b:.3}</text>",
+                y + 20,
+                b.clamp(0.0, 1.0) * 360.0,
+                114.0 + b.clamp(0.0, 1.0) * 360.0,
+                y + 32
+            );
         }
     }
     s.push_str("</svg>");

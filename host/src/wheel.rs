@@ -86,7 +86,9 @@ fn fetch_with(source: &Wheel, dir: &Path, download: bool, python: &str) -> Resul
 /// unreachable, or pip's own last error) and how to go on without it.
 fn pip_failure(source: &Wheel, dir: &Path, python: &str, stderr: &str) -> String {
     let cause = if stderr.contains("No module named pip") {
-        format!("pip is not installed for {python} (install it: `apt-get install python3-pip` or `{python} -m ensurepip`; or set PYTHON to a Python with pip)")
+        format!(
+            "pip is not installed for {python} (install it: `apt-get install python3-pip` or `{python} -m ensurepip`; or set PYTHON to a Python with pip)"
+        )
     } else if stderr.contains("No such file or directory") && !stderr.contains("ERROR") {
         format!("{python} is not on PATH (install Python 3 with pip, or set PYTHON to one)")
     } else if ["NewConnectionError", "Temporary failure in name resolution", "Network is unreachable", "ProxyError", "ConnectTimeout"]

@@ -1,7 +1,7 @@
 //! `medtune data`: failures kept on their records, bad input reported by file, line and
 //! field, outputs written whole.
 
-use crate::harness::{guest, jsonl, read_jsonl, repo, Env};
+use crate::harness::{Env, guest, jsonl, read_jsonl, repo};
 
 #[test]
 fn a_trap_in_the_middle_of_a_batch_keeps_and_reports_its_record() {
@@ -40,7 +40,10 @@ fn bad_input_is_reported_by_line_and_field_and_good_records_go_through() {
     bytes.extend_from_slice(b"{\"id\": \"latin1\", \"question\": \"caf\xe9\"}\n");
     bytes.extend_from_slice(jsonl(&[("good2", "also fine")]).as_bytes());
     let input = env.write("in.jsonl", bytes);
-    let config = env.config(&input, "[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = { \"/vocab\" = \"VOCAB\" }\n");
+    let config = env.config(
+        &input,
+        "[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = { \"/vocab\" = \"VOCAB\" }\n",
+    );
     let vocab = repo().join("tests/fixtures/vocab");
     let text = std::fs::read_to_string(&config).expect("config").replace("VOCAB", &vocab.display().to_string());
     std::fs::write(&config, text).expect("config");

@@ -3,10 +3,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use crate::harness::{guest, jsonl, Env};
+use crate::harness::{Env, guest, jsonl};
 
 /// Waits for a stdout line containing `needle`; returns the lines seen up to it.
 fn wait_for(lines: &Receiver<String>, needle: &str) -> Vec<String> {

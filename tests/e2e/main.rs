@@ -2,8 +2,8 @@
 //! (Declared as a test target of host/ so that cargo builds the binary first.)
 
 mod contract;
-mod harness;
 mod data_stage;
+mod harness;
 mod hot_swap;
 mod medical;
 mod model;

@@ -1,7 +1,7 @@
 //! The default medical plugins through the real binary: abbreviation senses by context and
 //! by definition, and augmenters that are repeatable for a seed whatever the batch size.
 
-use crate::harness::{read_jsonl, repo, Env};
+use crate::harness::{Env, read_jsonl, repo};
 
 #[test]
 fn mi_is_expanded_by_its_context_or_its_definition() {

@@ -23,10 +23,8 @@ fn ask_answers_and_gives_pubmedqa_probabilities() {
     ]);
     run.expect_code(0).stderr_has("prompt tokens in").stderr_has("tokens/s");
     let line = run.stdout.lines().find(|l| l.starts_with("answer: ")).expect("an answer line");
-    let probs: Vec<f64> = line
-        .split(['(', ')', ','])
-        .filter_map(|part| part.split_whitespace().nth(1).and_then(|p| p.parse().ok()))
-        .collect();
+    let probs: Vec<f64> =
+        line.split(['(', ')', ',']).filter_map(|part| part.split_whitespace().nth(1).and_then(|p| p.parse().ok())).collect();
     assert_eq!(probs.len(), 3, "{line}");
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 0.01, "{line}");
 }
@@ -35,9 +33,7 @@ fn ask_answers_and_gives_pubmedqa_probabilities() {
 fn a_broken_model_file_is_named() {
     let env = Env::new();
     let bad = env.write("broken.gguf", b"GGUF\x03\0\0\0 not really");
-    env.run(&["ask", "Hello?", "--model", bad.to_str().expect("utf-8")])
-        .expect_code(1)
-        .stderr_has("broken.gguf: not a readable GGUF file");
+    env.run(&["ask", "Hello?", "--model", bad.to_str().expect("utf-8")]).expect_code(1).stderr_has("broken.gguf: not a readable GGUF file");
     env.run(&["ask", "Hello?", "--model", "missing.gguf"]).expect_code(1).stderr_has("cannot read missing.gguf");
 }
 

@@ -2,7 +2,7 @@
 //! interrupted run resumed, failures that stop with a clear message and leave earlier stages'
 //! outputs intact, `runs list` / `runs compare`.
 
-use crate::harness::{read_jsonl, repo, Env};
+use crate::harness::{Env, read_jsonl, repo};
 
 #[test]
 fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
@@ -10,14 +10,22 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
     let text = std::fs::read_to_string(repo().join("configs/pubmedqa-smollm2.toml")).expect("default config");
     let configs = repo().join("configs");
     // the default config, with its outputs in the temp folder
-    let text = text
-        .replace("\"../work", &format!("\"{}", env.path("work").display()))
-        .replace("\"../", &format!("\"{}/../", configs.display()));
+    let text =
+        text.replace("\"../work", &format!("\"{}", env.path("work").display())).replace("\"../", &format!("\"{}/../", configs.display()));
     let config = env.write("default.toml", text);
     let run = env.run(&["run", config.to_str().expect("utf-8")]);
-    run.expect_code(0).stdout_has("data    ran").stdout_has("train   ran").stdout_has("eval    ran").stdout_has("export  ran").stdout_has("train: 6/6 steps");
+    run.expect_code(0)
+        .stdout_has("data    ran")
+        .stdout_has("train   ran")
+        .stdout_has("eval    ran")
+        .stdout_has("export  ran")
+        .stdout_has("train: 6/6 steps");
     run.stdout_has("checked on ONNX Runtime");
-    run.stdout_has("eval on test (40 questions").stdout_has("data stage: 1000 records").stdout_has("test: 500 records").stdout_has("dev: 50 records").stdout_has("train: 450 records");
+    run.stdout_has("eval on test (40 questions")
+        .stdout_has("data stage: 1000 records")
+        .stdout_has("test: 500 records")
+        .stdout_has("dev: 50 records")
+        .stdout_has("train: 450 records");
     run.stdout_has("vocabulary").stdout_has("30532 concepts");
     let test = read_jsonl(&env.path("work/data/processed/test.jsonl"));
     assert_eq!(test.len(), 500);
@@ -51,10 +59,24 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
 
     // the run folder: adapter, metrics, plot, manifest, evaluation through the metric plugin, report
     let run_dir = env.path("work/runs/pubmedqa-smollm2");
-    for f in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "metrics.jsonl", "loss.svg", "manifest.json", "eval/scores.json", "eval/predictions.jsonl", "report.html", "stages.json", "onnx/model.onnx", "onnx/config.json", "onnx/tokenizer.json"] {
+    for f in [
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "manifest.json",
+        "eval/scores.json",
+        "eval/predictions.jsonl",
+        "report.html",
+        "stages.json",
+        "onnx/model.onnx",
+        "onnx/config.json",
+        "onnx/tokenizer.json",
+    ] {
         assert!(run_dir.join(f).is_file(), "the run lacks {f}");
     }
-    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("eval/scores.json")).expect("scores")).expect("json");
+    let scores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("eval/scores.json")).expect("scores")).expect("json");
     assert_eq!(scores["questions"], 40);
     assert!(scores["scores"]["rare_concept_count"].as_f64().is_some_and(|n| n > 0.0), "no rare-concept question tagged: {scores}");
     assert_eq!(scores["baseline"]["accuracy"], 0.548);
@@ -62,12 +84,23 @@ fn the_default_job_runs_the_whole_pipeline_and_skips_unchanged_stages() {
 
     // nothing changed: every stage is skipped
     let again = env.run(&["run", config.to_str().expect("utf-8")]);
-    again.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   unchanged, skipped").stdout_has("eval    unchanged, skipped").stdout_has("export  unchanged, skipped");
+    again
+        .expect_code(0)
+        .stdout_has("data    unchanged, skipped")
+        .stdout_has("train   unchanged, skipped")
+        .stdout_has("eval    unchanged, skipped")
+        .stdout_has("export  unchanged, skipped");
     // a changed training setting re-runs training and evaluation, not the data stage
     let changed = std::fs::read_to_string(&config).expect("config").replace("max_steps = 6", "max_steps = 2");
     std::fs::write(&config, changed).expect("write");
     let third = env.run(&["run", config.to_str().expect("utf-8")]);
-    third.expect_code(0).stdout_has("data    unchanged, skipped").stdout_has("train   ran").stdout_has("train: 2/2 steps").stdout_has("eval    ran").stdout_has("export  ran");
+    third
+        .expect_code(0)
+        .stdout_has("data    unchanged, skipped")
+        .stdout_has("train   ran")
+        .stdout_has("train: 2/2 steps")
+        .stdout_has("eval    ran")
+        .stdout_has("export  ran");
 
     // the export answers on ONNX Runtime, from the command line and from the server
     let onnx = run_dir.join("onnx");

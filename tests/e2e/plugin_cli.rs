@@ -1,16 +1,13 @@
 //! `medtune plugin new|build|test|list`: the plugin author's loop, on real components.
 
-use crate::harness::{guest, Env};
+use crate::harness::{Env, guest};
 
 #[test]
 fn scaffolded_plugins_of_every_kind_build_and_run() {
     let env = Env::new();
-    for (kind, shows) in [
-        ("normalizer", "\"cell death\""),
-        ("disambiguator", "expansion(s)"),
-        ("augmenter", "new record(s)"),
-        ("metric", "accuracy = "),
-    ] {
+    for (kind, shows) in
+        [("normalizer", "\"cell death\""), ("disambiguator", "expansion(s)"), ("augmenter", "new record(s)"), ("metric", "accuracy = ")]
+    {
         let name = format!("my-{kind}");
         env.run(&["plugin", "new", &name, "--kind", kind]).expect_code(0).stdout_has("created");
         env.run(&["plugin", "test", &name])
@@ -62,7 +59,5 @@ fn the_walkthrough_plugin_reads_its_granted_table() {
         .stdout_has("\"Metformin\" [80..89] -> A10BA Biguanides")
         .stdout_has("\"ketamine\" [3..11] -> N01AX");
     // without the grant it has no way to read its table, and says so
-    env.run(&["plugin", "test", &dir])
-        .expect_code(1)
-        .stderr_has("configure refused its settings: missing resource: /vocab/drugs.tsv");
+    env.run(&["plugin", "test", &dir]).expect_code(1).stderr_has("configure refused its settings: missing resource: /vocab/drugs.tsv");
 }

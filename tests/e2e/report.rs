@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
 
 /// Renders `report` headless: the DOM after rendering has every section, two charts, the
@@ -32,7 +34,13 @@ pub fn renders_in_a_browser(report: &Path) {
     assert!(dom.contains("<mark class=\"concept\">"), "no example shows what the normalizer found");
     assert!(!dom.contains("src=\"http") && !dom.contains("href=\"http"), "the report loads something from elsewhere");
     let shot = profile.path().join("report.png");
-    let out = Command::new(browser).args(flags).arg(&user).arg(format!("--screenshot={}", shot.display())).arg(&url).output().expect("run chromium");
+    let out = Command::new(browser)
+        .args(flags)
+        .arg(&user)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
     assert!(out.status.success(), "chromium screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "the screenshot is {} bytes: the page did not render", png.len());

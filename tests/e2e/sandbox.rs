@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::harness::{guest, jsonl, Env};
+use crate::harness::{Env, guest, jsonl};
 
 fn test_hostile(env: &Env, records: &[(&str, &str)], extra: &[&str]) -> crate::harness::Run {
     let input = env.write("in.jsonl", jsonl(records));
@@ -17,7 +17,8 @@ fn test_hostile(env: &Env, records: &[(&str, &str)], extra: &[&str]) -> crate::h
 fn an_infinite_loop_is_stopped_at_the_time_limit_and_the_host_goes_on() {
     let env = Env::new();
     let t = Instant::now();
-    let run = test_hostile(&env, &[("a", "fine"), ("b", "LOOP forever"), ("c", "fine again")], &["--batch-size", "1", "--timeout-ms", "200"]);
+    let run =
+        test_hostile(&env, &[("a", "fine"), ("b", "LOOP forever"), ("c", "fine again")], &["--batch-size", "1", "--timeout-ms", "200"]);
     let secs = t.elapsed().as_secs_f64();
     run.expect_code(2).stdout_has("plugin hostile@0.1.0 timed out after 200 ms");
     // the record after the runaway one is processed by a fresh instance
@@ -58,11 +59,7 @@ fn a_plugin_error_fails_its_record_only() {
 #[test]
 fn spans_out_of_range_or_inside_a_character_are_refused() {
     let env = Env::new();
-    let run = test_hostile(
-        &env,
-        &[("range", "RANGE"), ("cut", "CUT cafe\u{301}"), ("noid", "NOID"), ("ok", "fine")],
-        &[],
-    );
+    let run = test_hostile(&env, &[("range", "RANGE"), ("cut", "CUT cafe\u{301}"), ("noid", "NOID"), ("ok", "fine")], &[]);
     run.expect_code(2)
         .stdout_has("range: FAILED: invalid output: mention 0: span 0..12 is outside the text (7 characters)")
         .stdout_has("cut: FAILED: invalid output: mention 0: span 0..8 cuts a character at offset 8")

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{guest, Env};
+use crate::harness::{Env, guest};
 
 /// One HTTP/1.1 exchange (`Connection: close`): status and body (chunked bodies decoded).
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -116,7 +116,10 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
     assert!((p - 1.0).abs() < 1e-4, "{a}");
     assert!(a["plugins"].as_array().is_some_and(|p| p.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("tagger@1.0.0")))), "{a}");
     assert!(a["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 10), "{a}");
-    assert!(a["expansions"].as_array().is_some_and(|e| e.iter().any(|x| x["abbreviation"] == "MI")), "the disambiguator's expansion is missing: {a}");
+    assert!(
+        a["expansions"].as_array().is_some_and(|e| e.iter().any(|x| x["abbreviation"] == "MI")),
+        "the disambiguator's expansion is missing: {a}"
+    );
     let chat = r#"{"model": "test", "messages": [{"role": "user", "content": "What is aspirin?"}], "max_tokens": 8}"#;
     let (code, body) = http(addr, "POST", "/v1/chat/completions", Some(chat));
     assert_eq!(code, 200, "{body}");
@@ -130,7 +133,8 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
     assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
     let last = json(events[events.len() - 2]);
     assert!(last["usage"]["total_tokens"].as_u64().is_some(), "no usage in the last chunk: {body}");
-    let text: String = events[..events.len() - 1].iter().filter_map(|e| json(e)["choices"][0]["delta"]["content"].as_str().map(String::from)).collect();
+    let text: String =
+        events[..events.len() - 1].iter().filter_map(|e| json(e)["choices"][0]["delta"]["content"].as_str().map(String::from)).collect();
     assert_eq!(text, c["choices"][0]["message"]["content"].as_str().expect("content"), "the stream and the plain answer differ");
 
     // bad input: the right 4xx, a JSON error, and the server keeps serving
@@ -140,9 +144,27 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
         ("POST", "/v1/answer", r#"{"question": 42}"#.into(), 422, "question"),
         ("POST", "/v1/answer", r#"{"question": "  "}"#.into(), 400, "question is empty"),
         ("POST", "/v1/chat/completions", r#"{"model": "test", "messages": []}"#.into(), 400, "messages is empty"),
-        ("POST", "/v1/chat/completions", r#"{"model": "test", "messages": [{"role": "user", "content": ""}]}"#.into(), 400, "messages[0].content is empty"),
-        ("POST", "/v1/chat/completions", r#"{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}"#.into(), 404, "unknown model"),
-        ("POST", "/v1/chat/completions", r#"{"model": "test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}"#.into(), 400, "max_tokens 1000"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model": "test", "messages": [{"role": "user", "content": ""}]}"#.into(),
+            400,
+            "messages[0].content is empty",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}"#.into(),
+            404,
+            "unknown model",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model": "test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}"#.into(),
+            400,
+            "max_tokens 1000",
+        ),
         ("POST", "/v1/answer", big, 413, "length limit"),
         ("GET", "/v2/nothing", String::new(), 404, "no endpoint"),
     ];
@@ -207,7 +229,13 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
     // metrics
     let (code, m) = http(addr, "GET", "/metrics", None);
     assert_eq!(code, 200);
-    for needle in ["medtune_requests_total{endpoint=\"answer\",status=\"200\"}", "medtune_request_seconds_bucket{endpoint=\"answer\"", "medtune_tokens_total{kind=\"completion\"}", "medtune_errors_total{endpoint=\"chat\"}", "medtune_plugin_seconds_total{plugin=\"tagger@"] {
+    for needle in [
+        "medtune_requests_total{endpoint=\"answer\",status=\"200\"}",
+        "medtune_request_seconds_bucket{endpoint=\"answer\"",
+        "medtune_tokens_total{kind=\"completion\"}",
+        "medtune_errors_total{endpoint=\"chat\"}",
+        "medtune_plugin_seconds_total{plugin=\"tagger@",
+    ] {
         assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
     }
 
@@ -269,7 +297,9 @@ fn the_ort_engine_serves_what_candle_serves() {
     let config = env.config(&input, "");
     let config = config.to_str().expect("utf-8");
     let onnx = env.path("onnx");
-    env.run(&["export", "-c", config, "--base", "--out", onnx.to_str().expect("utf-8")]).expect_code(0).stdout_has("checked on ONNX Runtime");
+    env.run(&["export", "-c", config, "--base", "--out", onnx.to_str().expect("utf-8")])
+        .expect_code(0)
+        .stdout_has("checked on ONNX Runtime");
     let ask = r#"{"question": "Does aspirin reduce the risk of heart attack?", "context": "Aspirin reduced myocardial infarction rates in the trial."}"#;
     let mut probs = Vec::new();
     for engine in [vec!["--engine", "candle"], vec!["--engine", "ort", "--onnx", onnx.to_str().expect("utf-8")]] {

@@ -2,7 +2,7 @@
 //! settings so they run in seconds on 2 cores): exact resume, the run folder, the metric
 //! plugins, the merged checkpoint, and configs refused before any work.
 
-use crate::harness::{repo, Env};
+use crate::harness::{Env, repo};
 
 /// A config over the bundled PubMedQA (official split, no annotating plugins) with a tiny
 /// training run; `extra` is appended.
@@ -70,7 +70,9 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
 
     let run = env.run(&["train", "-c", whole.to_str().expect("utf-8")]);
     // one question alone is longer than max_len: that record is named and skipped, the rest train
-    run.expect_code(2).stdout_has("train: 4/4 steps").stderr_has("skipped: record 27405146: tokenizer: the question alone is 70 tokens, over max_len 64");
+    run.expect_code(2)
+        .stdout_has("train: 4/4 steps")
+        .stderr_has("skipped: record 27405146: tokenizer: the question alone is 70 tokens, over max_len 64");
     env.run(&["train", "-c", parts.to_str().expect("utf-8"), "--stop-after", "2"]).stdout_has("stopped at step 2");
     assert!(!env.path("work/runs/parts/adapter").exists(), "an interrupted run has no final adapter");
     assert!(env.path("work/runs/parts/checkpoints/step-000002/optimizer.safetensors").is_file());
@@ -88,7 +90,8 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
     }
     // the memory mode (`[train] recompute`: blocks run again in backward) trains alike: the
     // same loss at every step, to float rounding (gradients summed in another order)
-    let text = std::fs::read_to_string(config(&env, "recomputed", "")).expect("config").replacen("seed = 7\n", "seed = 7\nrecompute = true\n", 1);
+    let text =
+        std::fs::read_to_string(config(&env, "recomputed", "")).expect("config").replacen("seed = 7\n", "seed = 7\nrecompute = true\n", 1);
     let recomputed = env.write("recomputed.toml", text);
     env.run(&["train", "-c", recomputed.to_str().expect("utf-8")]).expect_code(2).stdout_has("train: 4/4 steps");
     let mr = jsonl(&env.path("work/runs/recomputed/metrics.jsonl"));
@@ -144,7 +147,9 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does_and_evaluates_and_merges()
 
     // merge: a Hugging Face folder that, loaded as the model, scores as base + adapter does
     let merged = env.path("merged");
-    env.run(&["merge", "-c", whole.to_str().expect("utf-8"), "--out", merged.to_str().expect("utf-8")]).expect_code(0).stdout_has("merged 210 modules");
+    env.run(&["merge", "-c", whole.to_str().expect("utf-8"), "--out", merged.to_str().expect("utf-8")])
+        .expect_code(0)
+        .stdout_has("merged 210 modules");
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(merged.join(f).is_file(), "merged checkpoint lacks {f}");
     }
@@ -180,7 +185,7 @@ fn bad_training_configs_stop_before_any_work() {
         let (head, key) = section.split_once('\n').expect("section");
         let key_name = key.split('=').next().expect("key").trim();
         let text = if text.contains(&format!("{head}\n")) && !key_name.is_empty() {
-            let mut t = text.replacen(&format!("{head}\n"), &format!("{section}"), 1);
+            let mut t = text.replacen(&format!("{head}\n"), section, 1);
             // drop the original line of that key, if any, after the inserted one
             if let Some(at) = t.find(section) {
                 let rest = t[at + section.len()..].to_owned();
@@ -262,7 +267,9 @@ fn ranks_sum_their_gradients_over_nccl_and_a_failed_rank_stops_the_run() {
     let half = env.write("half.toml", text);
     env.run(&["train", "-c", half.to_str().expect("utf-8"), "--gpus", "1", "--stop-after", "2"]).stdout_has("stopped at step 2");
     env.run(&["train", "-c", half.to_str().expect("utf-8"), "--resume", "--stop-after", "3"]).stdout_has("stopped at step 3");
-    env.run(&["train", "-c", half.to_str().expect("utf-8"), "--resume", "--gpus", "1"]).expect_code(2).stdout_has("train: 4/4 steps (resumed at 3)");
+    env.run(&["train", "-c", half.to_str().expect("utf-8"), "--resume", "--gpus", "1"])
+        .expect_code(2)
+        .stdout_has("train: 4/4 steps (resumed at 3)");
     assert_eq!(adapter(&env, "half"), adapter(&env, "plain"), "a run resumed across NCCL and plain differs from a plain run");
 
     let gpus = gpu_count();

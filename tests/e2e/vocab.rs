@@ -1,7 +1,7 @@
 //! `medtune vocab build`: MeSH + HPO + abbreviations from the pinned wheels (sha256-checked),
 //! or concepts from a UMLS MRCONSO.RRF; bad sources are named.
 
-use crate::harness::{repo, Env};
+use crate::harness::{Env, repo};
 
 #[test]
 fn the_default_vocabulary_is_built_from_the_pinned_wheels() {

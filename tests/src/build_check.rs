@@ -68,7 +68,10 @@ fn a_present_target_is_left_alone() {
 fn a_missing_target_is_added_for_the_active_toolchain() {
     let s = Scratch::new("added", "elsewhere/sysroot");
     let rustup = s.dir.join("rustup");
-    script(&rustup, &format!("echo \"$@\" > {}/args; mkdir -p {lib}; touch {lib}/libcore-1.rlib", s.dir.display(), lib = s.libdir().display()));
+    script(
+        &rustup,
+        &format!("echo \"$@\" > {}/args; mkdir -p {lib}; touch {lib}/libcore-1.rlib", s.dir.display(), lib = s.libdir().display()),
+    );
     assert_eq!(s.check(&rustup, Some("stable-x")), Ok(WasmTarget::Added { toolchain: "stable-x".into() }));
     let args = std::fs::read_to_string(s.dir.join("args")).expect("rustup ran");
     assert_eq!(args.trim(), "target add wasm32-wasip2 --toolchain stable-x");
@@ -78,7 +81,10 @@ fn a_missing_target_is_added_for_the_active_toolchain() {
 fn the_toolchain_is_read_from_a_rustup_sysroot_when_the_variable_is_unset() {
     let s = Scratch::new("inferred", "toolchains/1.95.0-x86_64-unknown-linux-gnu");
     let rustup = s.dir.join("rustup");
-    script(&rustup, &format!("echo \"$@\" > {}/args; mkdir -p {lib}; touch {lib}/libcore-1.rlib", s.dir.display(), lib = s.libdir().display()));
+    script(
+        &rustup,
+        &format!("echo \"$@\" > {}/args; mkdir -p {lib}; touch {lib}/libcore-1.rlib", s.dir.display(), lib = s.libdir().display()),
+    );
     let added = s.check(&rustup, None);
     assert_eq!(added, Ok(WasmTarget::Added { toolchain: "1.95.0-x86_64-unknown-linux-gnu".into() }));
 }

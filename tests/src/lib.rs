@@ -20,6 +20,5 @@ pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
-
 #[cfg(test)]
 mod build_check;

@@ -54,7 +54,10 @@ impl Progress for Console {
         bar.set_position(row.step as u64);
         bar.set_message(format!("loss {:.4}  {:.0} tokens/s", row.loss, row.tokens_per_s));
         if bar.is_hidden() {
-            eprintln!("step {}/{total}: loss {:.4}, lr {:.2e}, {:.0} tokens/s, {:.0} MiB", row.step, row.loss, row.lr, row.tokens_per_s, row.memory_mib);
+            eprintln!(
+                "step {}/{total}: loss {:.4}, lr {:.2e}, {:.0} tokens/s, {:.0} MiB",
+                row.step, row.loss, row.lr, row.tokens_per_s, row.memory_mib
+            );
         }
     }
 
@@ -156,7 +159,13 @@ pub fn print_scores(r: &EvalScores) {
     }
     println!("  {:<8} {:>9} {:>7} {:>7} {:>8}", "class", "precision", "recall", "F1", "support");
     for l in LABELS {
-        println!("  {l:<8} {:>9} {:>7} {:>7} {:>8}", f(&format!("precision/{l}")), f(&format!("recall/{l}")), f(&format!("f1/{l}")), f(&format!("support/{l}")));
+        println!(
+            "  {l:<8} {:>9} {:>7} {:>7} {:>8}",
+            f(&format!("precision/{l}")),
+            f(&format!("recall/{l}")),
+            f(&format!("f1/{l}")),
+            f(&format!("support/{l}"))
+        );
     }
     println!("  confusion (rows true, columns predicted: yes no maybe)");
     for t in LABELS {

@@ -106,7 +106,8 @@ fn load(path: &Path) -> anyhow::Result<LoadedModel> {
 fn yes_no_question(q: &str) -> bool {
     let first = q.split_whitespace().next().unwrap_or("").to_lowercase();
     q.trim_end().ends_with('?')
-        && ["is", "are", "does", "do", "did", "can", "could", "should", "was", "were", "will", "has", "have", "may"].contains(&first.as_str())
+        && ["is", "are", "does", "do", "did", "can", "could", "should", "was", "were", "will", "has", "have", "may"]
+            .contains(&first.as_str())
 }
 
 pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
@@ -145,10 +146,9 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
         g.generated_tokens as f64 / g.generate_secs.max(1e-9)
     );
     if yes_no_question(&args.question) {
-        let prompt = engine.tokenizer().chat_prompt(&[ChatMessage {
-            role: "user".into(),
-            content: format!("{user}\n\nAnswer with yes, no or maybe."),
-        }]);
+        let prompt = engine
+            .tokenizer()
+            .chat_prompt(&[ChatMessage { role: "user".into(), content: format!("{user}\n\nAnswer with yes, no or maybe.") }]);
         let p = engine.ask(&prompt)?;
         let best = p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(l, _)| l.clone()).unwrap_or_default();
         println!("answer: {best} (yes {:.3}, no {:.3}, maybe {:.3})", p[0].1, p[1].1, p[2].1);

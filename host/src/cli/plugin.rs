@@ -4,15 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use medtune::config::Config;
 use medtune::data::{self, Record};
 use medtune::plugin::types::{Annotated, PluginKind, Prediction, Reference};
-use medtune::plugin::{builtin, builtins, kind_name, parse_kind, wasm_files, Grant, Plugin, PluginEngine, PluginSet, Sandbox};
+use medtune::plugin::{Grant, Plugin, PluginEngine, PluginSet, Sandbox, builtin, builtins, kind_name, parse_kind, wasm_files};
 
-use super::{scaffold, EXIT_PARTIAL};
+use super::{EXIT_PARTIAL, scaffold};
 
 /// The sample documents `plugin test` uses when no `--input` is given (PubMedQA, MIT).
 const SAMPLE: &str = include_str!("../../../examples/data/pubmedqa/sample.jsonl");
@@ -155,11 +155,9 @@ fn input_records(input: Option<&Path>) -> anyhow::Result<Vec<Record>> {
             }
             records
         }
-        None => SAMPLE
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| sample_record(&v))
-            .collect(),
+        None => {
+            SAMPLE.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| sample_record(&v)).collect()
+        }
     };
     if records.is_empty() {
         bail!("no input records");
@@ -182,11 +180,20 @@ fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyh
         for r in &batch {
             let ids: Vec<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
             let failures: Vec<String> = r.failures.iter().map(|f| f.reason.clone()).collect();
-            println!("  {}: [{}]{}", r.id, ids.join(", "), if failures.is_empty() { String::new() } else { format!(" FAILED: {}", failures.join("; ")) });
+            println!(
+                "  {}: [{}]{}",
+                r.id,
+                ids.join(", "),
+                if failures.is_empty() { String::new() } else { format!(" FAILED: {}", failures.join("; ")) }
+            );
         }
     };
     let ids: Vec<String> = set.plugins().iter().map(|p| p.id()).collect();
-    println!("watching {} with chain {}", config.plugin_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "), ids.join(" -> "));
+    println!(
+        "watching {} with chain {}",
+        config.plugin_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        ids.join(" -> ")
+    );
     show(&mut set);
     let mut events = 0;
     while max_events.is_none_or(|m| events < m) {
@@ -241,7 +248,10 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
                                     .iter()
                                     .map(|m| {
                                         let s: String = chars[m.span.start as usize..m.span.end as usize].iter().collect();
-                                        format!("{s:?} [{}..{}] -> {} {} ({:.2})", m.span.start, m.span.end, m.concept.id, m.concept.preferred_name, m.score)
+                                        format!(
+                                            "{s:?} [{}..{}] -> {} {} ({:.2})",
+                                            m.span.start, m.span.end, m.concept.id, m.concept.preferred_name, m.score
+                                        )
                                     })
                                     .collect();
                                 format!("{}: {} mention(s)\n    {}", d.id, ms.len(), shown.join("\n    "))
@@ -255,10 +265,8 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
                 })
             }
             PluginKind::Disambiguator => {
-                let docs: Vec<_> = batch
-                    .iter()
-                    .map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() })
-                    .collect();
+                let docs: Vec<_> =
+                    batch.iter().map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() }).collect();
                 plugin.disambiguate(&docs).map_err(|e| e.to_string()).map(|out| {
                     out.into_iter()
                         .zip(&docs)
@@ -266,7 +274,12 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
                             Ok(xs) => {
                                 let shown: Vec<String> = xs
                                     .iter()
-                                    .map(|x| format!("{} [{}..{}] -> {} ({:.2})", x.abbreviation, x.span.start, x.span.end, x.long_form, x.confidence))
+                                    .map(|x| {
+                                        format!(
+                                            "{} [{}..{}] -> {} ({:.2})",
+                                            x.abbreviation, x.span.start, x.span.end, x.long_form, x.confidence
+                                        )
+                                    })
                                     .collect();
                                 format!("{}: {} expansion(s)\n    {}", d.document.id, xs.len(), shown.join("\n    "))
                             }
@@ -279,10 +292,8 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
                 })
             }
             PluginKind::Augmenter => {
-                let docs: Vec<_> = batch
-                    .iter()
-                    .map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() })
-                    .collect();
+                let docs: Vec<_> =
+                    batch.iter().map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() }).collect();
                 plugin.augment(&docs, seed).map_err(|e| e.to_string()).map(|out| {
                     out.into_iter()
                         .zip(&docs)

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use medtune::artifacts::{read_if_any, EvalScores, RunManifest};
+use medtune::artifacts::{EvalScores, RunManifest, read_if_any};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -40,7 +40,13 @@ fn figures(dir: &Path) -> BTreeMap<String, f64> {
         }
     }
     if let Some(o) = manifest.map(|m| m.outcome) {
-        let figures = [("steps", o.steps as f64), ("tokens_per_s", o.tokens_per_s), ("peak_memory_mib", o.peak_memory_mib), ("seconds", o.seconds), ("examples", o.examples as f64)];
+        let figures = [
+            ("steps", o.steps as f64),
+            ("tokens_per_s", o.tokens_per_s),
+            ("peak_memory_mib", o.peak_memory_mib),
+            ("seconds", o.seconds),
+            ("examples", o.examples as f64),
+        ];
         out.extend(figures.map(|(k, v)| (k.to_owned(), v)));
     }
     if let Some(last) = medtune::train::read_rows(&dir.join("metrics.jsonl")).last() {
@@ -65,7 +71,9 @@ fn flat_config(dir: &Path) -> BTreeMap<String, String> {
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
-        toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)),
+        toml::Value::Table(t) => {
+            t.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out))
+        }
         toml::Value::Array(a) if a.iter().all(toml::Value::is_table) && !a.is_empty() => {
             a.iter().enumerate().for_each(|(i, v)| flatten(&format!("{prefix}[{i}]"), v, out))
         }
@@ -78,7 +86,12 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
 fn run_dir(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let p = PathBuf::from(name);
     let dir = if p.join("manifest.json").is_file() { p } else { work.join("runs").join(name) };
-    anyhow::ensure!(dir.join("manifest.json").is_file(), "{}: no run there (no manifest.json); `medtune runs list --work {}` shows the runs", dir.display(), work.display());
+    anyhow::ensure!(
+        dir.join("manifest.json").is_file(),
+        "{}: no run there (no manifest.json); `medtune runs list --work {}` shows the runs",
+        dir.display(),
+        work.display()
+    );
     Ok(dir)
 }
 
@@ -98,7 +111,13 @@ pub fn run(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 let dir = root.join(n);
                 let f = figures(&dir);
                 let adapter = if dir.join("adapter/adapter_model.safetensors").is_file() { "yes" } else { "no (unfinished)" };
-                println!("{n:<28} {:>7} {:>9} {:>9} {:>10}  {adapter}", fmt(f.get("steps")), fmt(f.get("accuracy")), fmt(f.get("macro_f1")), fmt(f.get("tokens_per_s").map(|t| t.round()).as_ref()));
+                println!(
+                    "{n:<28} {:>7} {:>9} {:>9} {:>10}  {adapter}",
+                    fmt(f.get("steps")),
+                    fmt(f.get("accuracy")),
+                    fmt(f.get("macro_f1")),
+                    fmt(f.get("tokens_per_s").map(|t| t.round()).as_ref())
+                );
             }
             if names.is_empty() {
                 println!("(no runs in {})", root.display());

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
-use medtune::plugin::types::PluginKind;
 use medtune::plugin::kind_name;
+use medtune::plugin::types::PluginKind;
 
 /// The SDK this binary was built beside.
 const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
@@ -22,9 +22,7 @@ pub fn create(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) -> a
         Some(p) => p.to_path_buf(),
         None => PathBuf::from(BUILT_SDK),
     };
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("medtune-plugin-sdk not found at {} (pass --sdk PATH)", sdk.display()))?;
+    let sdk = sdk.canonicalize().with_context(|| format!("medtune-plugin-sdk not found at {} (pass --sdk PATH)", sdk.display()))?;
     let root = dir.join(name);
     if root.exists() {
         bail!("{} already exists", root.display());

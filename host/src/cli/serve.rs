@@ -17,8 +17,8 @@ use medtune::engine::EngineKind;
 use medtune::pipeline;
 use medtune::plugin::types::PluginKind;
 use medtune::plugin::{PluginEngine, PluginSet};
-use medtune::serve::{serve, AppState, ServeOptions};
 use medtune::prompt::PromptOptions;
+use medtune::serve::{AppState, ServeOptions, serve};
 
 /// `medtune serve`.
 #[derive(Debug, Args)]

@@ -5,9 +5,9 @@
 mod train;
 mod values;
 
-pub use train::{BaseFormat, EvalConfig, ExportConfig, LoraSection, ModelConfig, TrainConfig, LORA_TARGETS};
-pub use values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TrainData};
+pub use train::{BaseFormat, EvalConfig, ExportConfig, LORA_TARGETS, LoraSection, ModelConfig, TrainConfig};
 pub(crate) use values::display_as_value_name;
+pub use values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TrainData};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::plugin::types::PluginKind;
-use crate::plugin::{parse_kind, Grant, Sandbox, SlotSpec};
+use crate::plugin::{Grant, Sandbox, SlotSpec, parse_kind};
 
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +217,11 @@ impl Config {
 
     /// The config with `train.gpus` set to `n` (the command line's `--gpus`), checked again.
     pub fn with_gpus(mut self, n: usize) -> Result<Self, ConfigError> {
-        let t = self.train.as_mut().ok_or_else(|| ConfigError::Invalid { path: self.path.clone(), field: "train".into(), message: "--gpus needs a [train] section".into() })?;
+        let t = self.train.as_mut().ok_or_else(|| ConfigError::Invalid {
+            path: self.path.clone(),
+            field: "train".into(),
+            message: "--gpus needs a [train] section".into(),
+        })?;
         t.gpus = Some(n);
         self.check()?;
         Ok(self)
@@ -279,24 +283,18 @@ impl Config {
         self.plugins
             .chain
             .iter()
-            .map(|s| {
-                SlotSpec {
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    path: s.path.as_ref().map(|p| self.resolve(p)),
-                    version: s.version.clone(),
-                    sandbox: Sandbox {
-                        memory_cap: s.memory_mib << 20,
-                        timeout: Duration::from_millis(s.timeout_ms),
-                        grants: s
-                            .grants
-                            .iter()
-                            .map(|(guest, host)| Grant { host: self.resolve(host), guest: guest.clone() })
-                            .collect(),
-                        settings: s.settings.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
-                        spare: s.spare,
-                    },
-                }
+            .map(|s| SlotSpec {
+                name: s.name.clone(),
+                kind: s.kind,
+                path: s.path.as_ref().map(|p| self.resolve(p)),
+                version: s.version.clone(),
+                sandbox: Sandbox {
+                    memory_cap: s.memory_mib << 20,
+                    timeout: Duration::from_millis(s.timeout_ms),
+                    grants: s.grants.iter().map(|(guest, host)| Grant { host: self.resolve(host), guest: guest.clone() }).collect(),
+                    settings: s.settings.iter().map(|(k, v)| (k.clone(), setting_text(v))).collect(),
+                    spare: s.spare,
+                },
             })
             .collect()
     }

@@ -271,7 +271,9 @@ fn test() -> Split {
 pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Option<&EvalConfig>) -> Result<(), (String, String)> {
     let bad = |f: &str, m: String| Err((f.to_owned(), m));
     if let Some(t) = train {
-        for (field, v) in [("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.lora.r", t.lora.r)] {
+        for (field, v) in
+            [("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.lora.r", t.lora.r)]
+        {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
@@ -282,7 +284,7 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return bad("train.lr", format!("{} must be positive", t.lr));
         }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) || !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0 && t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
             return bad("train.weight_decay/max_grad_norm", "must be zero or positive".into());
         }
         if !(t.lora.alpha.is_finite() && t.lora.alpha > 0.0) {
@@ -304,7 +306,10 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
             if t.grad_accum % n != 0 {
                 return bad(
                     "train.gpus",
-                    format!("train.grad_accum = {} is not a multiple of {n}: each GPU takes grad_accum / gpus of a step's micro-batches, so that the step is the one a single GPU takes", t.grad_accum),
+                    format!(
+                        "train.grad_accum = {} is not a multiple of {n}: each GPU takes grad_accum / gpus of a step's micro-batches, so that the step is the one a single GPU takes",
+                        t.grad_accum
+                    ),
                 );
             }
         }
@@ -318,10 +323,10 @@ pub(super) fn check(model: &ModelConfig, train: Option<&TrainConfig>, eval: Opti
             return bad("train.lora.targets", format!("unknown module {bad_t:?} (known: {})", LORA_TARGETS.join(", ")));
         }
     }
-    if let Some(e) = eval {
-        if e.split == Split::Train {
-            return bad("eval.split", "\"train\" is not held out: use \"test\" or \"dev\"".into());
-        }
+    if let Some(e) = eval
+        && e.split == Split::Train
+    {
+        return bad("eval.split", "\"train\" is not held out: use \"test\" or \"dev\"".into());
     }
     Ok(())
 }

@@ -33,8 +33,8 @@ pub fn annotate(
     stop_on_error: bool,
     mut on_batch: impl FnMut(usize, &[String]),
 ) -> ChainReport {
-    let mut report = ChainReport::default();
-    report.plugin_time = set.plugins().iter().map(|p| (p.id(), Duration::ZERO)).collect();
+    let mut report =
+        ChainReport { plugin_time: set.plugins().iter().map(|p| (p.id(), Duration::ZERO)).collect(), ..ChainReport::default() };
     let mut done = 0;
     for batch in records.chunks_mut(batch_size.max(1)) {
         let swaps = set.apply_swaps();

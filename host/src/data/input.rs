@@ -29,11 +29,7 @@ pub fn read(path: &Path) -> (Vec<Record>, Vec<InputError>) {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return (Vec::new(), vec![err("file", "the file is empty".into())]);
     }
-    if path.extension().is_some_and(|e| e == "jsonl") {
-        read_jsonl(path, &bytes)
-    } else {
-        read_pubmedqa(path, &bytes)
-    }
+    if path.extension().is_some_and(|e| e == "jsonl") { read_jsonl(path, &bytes) } else { read_pubmedqa(path, &bytes) }
 }
 
 fn read_pubmedqa(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<InputError>) {
@@ -70,9 +66,7 @@ fn string(obj: &Map<String, Value>, name: &str) -> Result<String, String> {
 
 fn strings(obj: &Map<String, Value>, name: &str) -> Result<Vec<String>, String> {
     let arr = field(obj, name)?.as_array().ok_or_else(|| format!("field {name} must be a list of strings"))?;
-    arr.iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("field {name} must be a list of strings")))
-        .collect()
+    arr.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("field {name} must be a list of strings"))).collect()
 }
 
 /// A string field that may be absent or null; an empty one counts as absent.

@@ -7,8 +7,8 @@ mod record;
 mod split;
 mod stage;
 
-pub use chain::{annotate, augment, AugmentReport, ChainReport};
-pub use input::{read, InputError};
-pub use record::{read_jsonl, Augmentation, Provenance, Record, Split};
+pub use chain::{AugmentReport, ChainReport, annotate, augment};
+pub use input::{InputError, read};
+pub use record::{Augmentation, Provenance, Record, Split, read_jsonl};
 pub use split::official_folds;
-pub use stage::{run, DataError, DataReport};
+pub use stage::{DataError, DataReport, run};

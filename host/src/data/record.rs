@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::types::{Document, Expansion, Mention};
 use crate::plugin::RecordFailure;
+use crate::plugin::types::{Document, Expansion, Mention};
 
 /// One question with its context, annotations and provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

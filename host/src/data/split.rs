@@ -55,24 +55,19 @@ mod tests {
     #[test]
     fn reproduces_the_official_split() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let data: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-            &std::fs::read_to_string(root.join("examples/data/pubmedqa/ori_pqal.json")).expect("PQA-L"),
-        )
-        .expect("JSON");
-        let records: Vec<(String, String)> = data
-            .iter()
-            .map(|(id, v)| (id.clone(), v["final_decision"].as_str().expect("label").to_owned()))
-            .collect();
-        let golden: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/pubmedqa_folds.json")).expect("golden"))
+        let data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(root.join("examples/data/pubmedqa/ori_pqal.json")).expect("PQA-L"))
                 .expect("JSON");
+        let records: Vec<(String, String)> =
+            data.iter().map(|(id, v)| (id.clone(), v["final_decision"].as_str().expect("label").to_owned())).collect();
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/pubmedqa_folds.json")).expect("golden")).expect("JSON");
         let (test, folds) = official_folds(&records);
         assert_eq!(serde_json::json!(test), golden["test"]);
         assert_eq!(serde_json::json!(folds), golden["folds"]);
-        let truth: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-            &std::fs::read_to_string(root.join("examples/data/pubmedqa/test_ground_truth.json")).expect("truth"),
-        )
-        .expect("JSON");
+        let truth: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(root.join("examples/data/pubmedqa/test_ground_truth.json")).expect("truth"))
+                .expect("JSON");
         let mut a: Vec<&String> = test.iter().collect();
         let mut b: Vec<&String> = truth.keys().collect();
         a.sort();

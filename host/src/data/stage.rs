@@ -8,12 +8,12 @@ use serde_json::json;
 
 use crate::artifacts::{self, AugmentedCount, DataManifest, HashedFile, PluginRef};
 use crate::atomic;
-use crate::hash::file_sha256;
 use crate::config::{Config, OnError, SplitKind};
+use crate::hash::file_sha256;
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
-use super::chain::{annotate, augment, AugmentReport, ChainReport};
-use super::input::{read, InputError};
+use super::chain::{AugmentReport, ChainReport, annotate, augment};
+use super::input::{InputError, read};
 use super::record::{Record, Split};
 use super::split::official_folds;
 
@@ -53,10 +53,7 @@ pub struct DataReport {
 impl DataReport {
     /// Whether anything was lost or failed (the CLI exits non-zero then).
     pub fn has_errors(&self) -> bool {
-        !self.input_errors.is_empty()
-            || self.chain.failed_records > 0
-            || self.chain.stopped
-            || !self.augmented.failures.is_empty()
+        !self.input_errors.is_empty() || self.chain.failed_records > 0 || self.chain.stopped || !self.augmented.failures.is_empty()
     }
 }
 
@@ -74,11 +71,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
     }
     let plugins: Vec<String> = set.plugins().iter().map(|p| format!("{} {}", p.id(), p.hash())).collect();
     let chain = annotate(&mut set, &mut records, config.data.batch_size, config.data.on_error == OnError::Stop, on_batch);
-    let augmented = if chain.stopped {
-        AugmentReport::default()
-    } else {
-        run_augmenters(&mut set, &mut records, config)
-    };
+    let augmented = if chain.stopped { AugmentReport::default() } else { run_augmenters(&mut set, &mut records, config) };
 
     let out_dir = config.work_dir().join("data/processed");
     let mut outputs = Vec::new();
@@ -91,8 +84,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         outputs.push(path);
     }
     let aug_path = config.work_dir().join("data/augmented/train.jsonl");
-    let train_and_derived: Vec<&Record> =
-        records.iter().filter(|r| r.split == Split::Train).chain(augmented.records.iter()).collect();
+    let train_and_derived: Vec<&Record> = records.iter().filter(|r| r.split == Split::Train).chain(augmented.records.iter()).collect();
     write_jsonl(&aug_path, &train_and_derived)?;
     outputs.push(aug_path);
     let errors_path = out_dir.join("errors.jsonl");
@@ -100,7 +92,10 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         .iter()
         .map(|e| json!({"file": e.file, "place": e.place, "error": e.message}))
         .chain(
-            chain.failures.iter().chain(&augmented.failures)
+            chain
+                .failures
+                .iter()
+                .chain(&augmented.failures)
                 .map(|f: &RecordFailure| json!({"plugin": f.plugin, "record": f.record, "error": f.reason})),
         )
         .collect();
@@ -113,7 +108,12 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         plugins: set
             .plugins()
             .iter()
-            .map(|p| PluginRef { id: p.id(), kind: crate::plugin::kind_name(p.kind()).into(), sha256: p.hash().to_owned(), origin: p.origin().to_string() })
+            .map(|p| PluginRef {
+                id: p.id(),
+                kind: crate::plugin::kind_name(p.kind()).into(),
+                sha256: p.hash().to_owned(),
+                origin: p.origin().to_string(),
+            })
             .collect(),
         records: records.len(),
         splits: splits.clone(),
@@ -124,7 +124,8 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         swaps: chain.swaps.clone(),
     };
     let manifest_path = out_dir.join("manifest.json");
-    artifacts::write(&manifest_path, &manifest).map_err(|e| DataError::Write { path: manifest_path.clone(), source: std::io::Error::other(e) })?;
+    artifacts::write(&manifest_path, &manifest)
+        .map_err(|e| DataError::Write { path: manifest_path.clone(), source: std::io::Error::other(e) })?;
     outputs.push(manifest_path);
     Ok(DataReport { records: records.len(), splits, input_errors, chain, augmented, outputs, plugins })
 }
@@ -165,8 +166,7 @@ fn run_augmenters(set: &mut PluginSet, records: &mut [Record], config: &Config) 
 
 /// `test`: the ground-truth ids; `dev`: fold 0 of the official 10 folds; `train`: the rest.
 fn assign_splits(records: &mut [Record], ground_truth: &Path) -> Result<(), DataError> {
-    let labelled: Vec<(String, String)> =
-        records.iter().filter_map(|r| r.answer.clone().map(|a| (r.id.clone(), a))).collect();
+    let labelled: Vec<(String, String)> = records.iter().filter_map(|r| r.answer.clone().map(|a| (r.id.clone(), a))).collect();
     let (_, folds) = official_folds(&labelled);
     let test = read_test_ids(ground_truth)?;
     let dev: BTreeSet<&String> = folds.first().map(|f| f.iter().collect()).unwrap_or_default();

@@ -16,11 +16,11 @@ use candle_core::{DType, Tensor};
 
 use crate::model::Llama;
 
-pub use runtime::{ort_library, ort_warnings, OrtCache, OrtModel, ONNXRUNTIME};
+pub use runtime::{ONNXRUNTIME, OrtCache, OrtModel, ort_library, ort_warnings};
 
 pub use graph::Precision;
 
-use graph::{Dim, Graph, FLOAT, INT64};
+use graph::{Dim, FLOAT, Graph, INT64};
 
 /// Export failures.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,11 @@ fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Pat
     g.input("position_ids", INT64, &[Dim::Named("batch"), Dim::Named("sequence")]);
     for i in 0..c.num_hidden_layers {
         for kind in ["key", "value"] {
-            g.input(&format!("past_key_values.{i}.{kind}"), FLOAT, &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("past_sequence"), Dim::Fixed(hd)]);
+            g.input(
+                &format!("past_key_values.{i}.{kind}"),
+                FLOAT,
+                &[Dim::Named("batch"), Dim::Fixed(nkv), Dim::Named("past_sequence"), Dim::Fixed(hd)],
+            );
         }
     }
 
@@ -177,7 +181,11 @@ fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Pat
         let ctx = g.reshape(&ctx, &[0, 0, (nh * hd) as i64]);
         let o = linear(&mut g, &ctx, &format!("{pre}.self_attn.o_proj"))?;
         x = g.node("Add", &[&x, &o], vec![]);
-        let w_post = g.weight(&format!("{pre}.post_attention_layernorm.weight"), &[h], &values(get(&format!("{pre}.post_attention_layernorm.weight"))?)?);
+        let w_post = g.weight(
+            &format!("{pre}.post_attention_layernorm.weight"),
+            &[h],
+            &values(get(&format!("{pre}.post_attention_layernorm.weight"))?)?,
+        );
         let y = g.rms_norm(&x, &w_post, eps);
         let gate = linear(&mut g, &y, &format!("{pre}.mlp.gate_proj"))?;
         let sig = g.node("Sigmoid", &[&gate], vec![]);
@@ -205,7 +213,11 @@ fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Pat
         g.node_to("MatMul", &[&y, &wt], "logits", vec![]);
     }
     g.output("logits", FLOAT, &[Dim::Named("batch"), Dim::Fixed(1), Dim::Fixed(c.vocab_size)]);
-    let doc = format!("LLaMA-family model exported by medtune {}: {} layers, hidden {h}, {nh} heads ({nkv} key/value)", env!("CARGO_PKG_VERSION"), c.num_hidden_layers);
+    let doc = format!(
+        "LLaMA-family model exported by medtune {}: {} layers, hidden {h}, {nh} heads ({nkv} key/value)",
+        env!("CARGO_PKG_VERSION"),
+        c.num_hidden_layers
+    );
     let bytes = g.model(&doc);
     crate::atomic::write(path, &bytes).map_err(|source| ExportError::Write { path: path.to_owned(), source })?;
     Ok(Exported { bytes: bytes.len(), layers: c.num_hidden_layers })
@@ -241,10 +253,19 @@ mod tests {
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
         let ort = OrtModel::load(&lib, &onnx, m.llama.config(), 2).expect("ORT session");
         assert_eq!(ort_warnings(), Vec::<String>::new(), "ONNX Runtime warned about the graph");
-        for prompt in ["Context: Aspirin inhibits platelets.\nQuestion: Is aspirin an antiplatelet drug?\nAnswer:", "<|im_start|>user\nWhat is MI?<|im_end|>\n"] {
+        for prompt in [
+            "Context: Aspirin inhibits platelets.\nQuestion: Is aspirin an antiplatelet drug?\nAnswer:",
+            "<|im_start|>user\nWhat is MI?<|im_end|>\n",
+        ] {
             let ids = m.tokenizer.encode(prompt).expect("ids");
             let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-            let want = m.llama.forward(&input, &mut Cache::new(&m.llama)).and_then(|l| l.squeeze(0)).and_then(|l| l.get(ids.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("candle");
+            let want = m
+                .llama
+                .forward(&input, &mut Cache::new(&m.llama))
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.get(ids.len() - 1))
+                .and_then(|l| l.to_vec1::<f32>())
+                .expect("candle");
             let got = ort.forward(&ids, &mut runtime::OrtCache::default()).expect("ort");
             assert_eq!(got.len(), m.llama.config().vocab_size, "the last position's logits only");
             let d = max_diff(&want, &got);
@@ -256,7 +277,13 @@ mod tests {
         let mut step_ids = ids.clone();
         for _ in 0..4 {
             let input = Tensor::new(step_ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-            let want = m.llama.forward(&input, &mut cc).and_then(|l| l.squeeze(0)).and_then(|l| l.get(step_ids.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("candle");
+            let want = m
+                .llama
+                .forward(&input, &mut cc)
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.get(step_ids.len() - 1))
+                .and_then(|l| l.to_vec1::<f32>())
+                .expect("candle");
             let got = ort.forward(&step_ids, &mut oc).expect("ort");
             let d = max_diff(&want, &got);
             assert!(d < 2e-3, "decode step at {} cached positions: logits differ by {d}", oc.len());
@@ -296,13 +323,21 @@ mod tests {
             .iter()
             .map(|i| {
                 let input = Tensor::new(i.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-                m.llama.forward(&input, &mut Cache::new(&m.llama)).and_then(|l| l.squeeze(0)).and_then(|l| l.get(i.len() - 1)).and_then(|l| l.to_vec1::<f32>()).expect("candle")
+                m.llama
+                    .forward(&input, &mut Cache::new(&m.llama))
+                    .and_then(|l| l.squeeze(0))
+                    .and_then(|l| l.get(i.len() - 1))
+                    .and_then(|l| l.to_vec1::<f32>())
+                    .expect("candle")
             })
             .collect();
         let dir = tempfile::tempdir().expect("tmp");
         let smoothed = smooth::smoothed(&m.llama, &ids[..2], smooth::ALPHA).expect("smoothing");
         let plain: HashMap<String, Tensor> = m.llama.tensors().expect("tensors").into_iter().collect();
-        let changed = plain.iter().filter(|(n, t)| t.sub(&smoothed[n.as_str()]).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).expect("diff") > 0.0).count();
+        let changed = plain
+            .iter()
+            .filter(|(n, t)| t.sub(&smoothed[n.as_str()]).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).expect("diff") > 0.0)
+            .count();
         assert_eq!(changed, 30 * 9, "every layer's two norms and seven projections are rescaled");
         let f32_path = dir.path().join("smoothed.onnx");
         write(m.llama.config(), &smoothed, &f32_path, Precision::F32).expect("export");

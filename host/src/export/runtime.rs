@@ -53,10 +53,10 @@ fn environment(library: &Path) -> Result<&'static ort::environment::Environment,
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let logger = |level: ort::logging::LogLevel, _category: &str, _id: &str, place: &str, message: &str| {
-            if matches!(level, ort::logging::LogLevel::Warning | ort::logging::LogLevel::Error | ort::logging::LogLevel::Fatal) {
-                if let Ok(mut w) = WARNINGS.lock() {
-                    w.push(format!("{level:?} {place}: {message}"));
-                }
+            if matches!(level, ort::logging::LogLevel::Warning | ort::logging::LogLevel::Error | ort::logging::LogLevel::Fatal)
+                && let Ok(mut w) = WARNINGS.lock()
+            {
+                w.push(format!("{level:?} {place}: {message}"));
             }
         };
         ort::init_from(library)
@@ -116,7 +116,13 @@ impl OrtModel {
             .map_err(ort_err)?
             .commit_from_file(onnx)
             .map_err(ort_err)?;
-        Ok(Self { session: Mutex::new(session), layers: config.num_hidden_layers, kv_heads: config.num_key_value_heads, head_dim: config.head_dim(), vocab: config.vocab_size })
+        Ok(Self {
+            session: Mutex::new(session),
+            layers: config.num_hidden_layers,
+            kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim(),
+            vocab: config.vocab_size,
+        })
     }
 
     /// Logits (vocab) at the last of `ids`, following what `cache` holds; the cache grows by
@@ -127,9 +133,15 @@ impl OrtModel {
             cache.kv = vec![(Vec::new(), Vec::new()); self.layers];
         }
         let mut inputs: Vec<(String, SessionInputValue)> = vec![
-            ("input_ids".into(), Tensor::from_array(([1usize, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>())).map_err(ort_err)?.into()),
+            (
+                "input_ids".into(),
+                Tensor::from_array(([1usize, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>())).map_err(ort_err)?.into(),
+            ),
             ("attention_mask".into(), Tensor::from_array(([1usize, past + n], vec![1i64; past + n])).map_err(ort_err)?.into()),
-            ("position_ids".into(), Tensor::from_array(([1usize, n], (past..past + n).map(|p| p as i64).collect::<Vec<_>>())).map_err(ort_err)?.into()),
+            (
+                "position_ids".into(),
+                Tensor::from_array(([1usize, n], (past..past + n).map(|p| p as i64).collect::<Vec<_>>())).map_err(ort_err)?.into(),
+            ),
         ];
         for (i, (k, v)) in cache.kv.iter().enumerate() {
             let shape = [1usize, self.kv_heads, past, self.head_dim];
@@ -147,7 +159,11 @@ impl OrtModel {
         }
         cache.len = past + n;
         if logits.len() != self.vocab {
-            return Err(ExportError::Ort(format!("the graph gave {} logits, not one position's {} (an export older than this medtune?)", logits.len(), self.vocab)));
+            return Err(ExportError::Ort(format!(
+                "the graph gave {} logits, not one position's {} (an export older than this medtune?)",
+                logits.len(),
+                self.vocab
+            )));
         }
         Ok(logits)
     }

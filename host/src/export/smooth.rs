@@ -80,7 +80,8 @@ pub fn smoothed(model: &Llama, prompts: &[Vec<u32>], alpha: f32) -> Result<HashM
     let mut t: HashMap<String, Tensor> = model.tensors()?.into_iter().collect();
     let c = model.config();
     let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-    let get = |t: &HashMap<String, Tensor>, n: &str| t.get(n).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing weight {n}")));
+    let get =
+        |t: &HashMap<String, Tensor>, n: &str| t.get(n).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing weight {n}")));
     let tensor = |s: &[f32]| Tensor::new(s, &Device::Cpu);
     let recorded = |m: &str| act.get(m).ok_or_else(|| candle_core::Error::Msg(format!("calibration never reached {m}")));
     for i in 0..c.num_hidden_layers {

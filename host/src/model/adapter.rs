@@ -7,8 +7,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::linear::Linear;
 use super::ModelError;
+use super::linear::Linear;
 
 #[derive(Debug, Deserialize)]
 struct AdapterConfig {
@@ -36,7 +36,11 @@ impl Adapter {
             serde_json::from_str(&text).map_err(|e| ModelError::Format { path: cfg_path.clone(), message: e.to_string() })?;
         let bad = |message: String| ModelError::Format { path: cfg_path.clone(), message };
         if cfg.peft_type.as_deref().is_some_and(|t| t != "LORA") || cfg.use_dora {
-            return Err(bad(format!("peft_type {:?}{}: medtune merges plain LoRA adapters", cfg.peft_type, if cfg.use_dora { " with DoRA" } else { "" })));
+            return Err(bad(format!(
+                "peft_type {:?}{}: medtune merges plain LoRA adapters",
+                cfg.peft_type,
+                if cfg.use_dora { " with DoRA" } else { "" }
+            )));
         }
         if cfg.r == 0 {
             return Err(bad("r is 0".into()));
@@ -56,7 +60,9 @@ impl Adapter {
                 return Err(ModelError::Format { path: weights.clone(), message: format!("tensor {name} is not a LoRA A or B weight") });
             };
             let entry = parts.entry(module.to_owned()).or_default();
-            let t = t.to_dtype(candle_core::DType::F32).map_err(|e| ModelError::Format { path: weights.clone(), message: format!("{name}: {e}") })?;
+            let t = t
+                .to_dtype(candle_core::DType::F32)
+                .map_err(|e| ModelError::Format { path: weights.clone(), message: format!("{name}: {e}") })?;
             if which == 0 { entry.0 = Some(t) } else { entry.1 = Some(t) }
         }
         let mut layers = HashMap::new();
@@ -65,7 +71,12 @@ impl Adapter {
                 (Some(a), Some(b)) => {
                     layers.insert(module, (a, b));
                 }
-                _ => return Err(ModelError::Format { path: weights.clone(), message: format!("{module} has only one of lora_A and lora_B") }),
+                _ => {
+                    return Err(ModelError::Format {
+                        path: weights.clone(),
+                        message: format!("{module} has only one of lora_A and lora_B"),
+                    });
+                }
             }
         }
         Ok(Adapter { layers, scale })

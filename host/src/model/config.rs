@@ -87,7 +87,8 @@ impl Config {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_file(path: &std::path::Path) -> Result<Self, super::ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| super::ModelError::Read { path: path.to_owned(), source })?;
-        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| super::ModelError::Format { path: path.to_owned(), message: e.to_string() })?;
+        let hf: HfConfig =
+            serde_json::from_str(&text).map_err(|e| super::ModelError::Format { path: path.to_owned(), message: e.to_string() })?;
         Ok(hf.into())
     }
 }

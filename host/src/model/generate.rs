@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Tensor, D};
+use candle_core::{D, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::llama::{Cache, Llama};
@@ -136,11 +136,7 @@ pub fn answer_probabilities_from(logits: &Tensor, tokenizer: &Tokenizer) -> Resu
     let mut out = [("yes".to_owned(), 0.0), ("no".to_owned(), 0.0), ("maybe".to_owned(), 0.0)];
     for (label, p) in out.iter_mut() {
         let forms = [label.clone(), capitalize(label), format!(" {label}"), format!(" {}", capitalize(label))];
-        *p = forms
-            .iter()
-            .filter_map(|f| tokenizer.token_id(&f.replace(' ', "Ġ")))
-            .map(|id| f64::from(probs[id as usize]))
-            .sum();
+        *p = forms.iter().filter_map(|f| tokenizer.token_id(&f.replace(' ', "Ġ"))).map(|id| f64::from(probs[id as usize])).sum();
     }
     let total: f64 = out.iter().map(|(_, p)| p).sum();
     if total > 0.0 {

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor, ggml_file::qtensor_from_ggml, gguf_file};
 use candle_core::{Device, Tensor};
 
 use super::config::Config;
@@ -48,9 +48,7 @@ fn config(c: &gguf_file::Content, path: &Path) -> Result<Config, ModelError> {
     let int = |key: &str| -> Result<usize, ModelError> {
         get(key)?.to_u32().map(|v| v as usize).map_err(|e| ModelError::Format { path: path.to_owned(), message: format!("{key}: {e}") })
     };
-    let float = |key: &str, default: f64| -> f64 {
-        c.metadata.get(key).and_then(|v| v.to_f32().ok()).map_or(default, f64::from)
-    };
+    let float = |key: &str, default: f64| -> f64 { c.metadata.get(key).and_then(|v| v.to_f32().ok()).map_or(default, f64::from) };
     let vocab_size = c
         .tensor_infos
         .get("token_embd.weight")
@@ -160,7 +158,7 @@ fn unpermute_rows(q: &QTensor, n_head: usize, device: &Device) -> candle_core::R
     let dtype = q.dtype();
     let row_bytes = cols / dtype.block_size() * dtype.type_size();
     let data = q.data()?;
-    if rows % n_head != 0 || (rows / n_head) % 2 != 0 || data.len() != rows * row_bytes {
+    if rows % n_head != 0 || !(rows / n_head).is_multiple_of(2) || data.len() != rows * row_bytes {
         candle_core::bail!("shape {dims:?} does not split into {n_head} heads");
     }
     let d = rows / n_head;

@@ -135,8 +135,14 @@ mod tests {
         let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (16, 64), &dev).expect("w")).expect("var");
         let kinds = [
             ("dense", Linear::Dense(w.as_tensor().clone())),
-            ("q8_0", Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q8_0).expect("q8")).expect("qmatmul"))),
-            ("q4_1", Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q4_1).expect("q4")).expect("qmatmul"))),
+            (
+                "q8_0",
+                Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q8_0).expect("q8")).expect("qmatmul")),
+            ),
+            (
+                "q4_1",
+                Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q4_1).expect("q4")).expect("qmatmul")),
+            ),
             ("nf4", Linear::Nf4(Nf4Weight::quantize(w.as_tensor(), DType::F32).expect("nf4"))),
         ];
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 64), &dev).expect("x")).expect("var");
@@ -144,7 +150,12 @@ mod tests {
         for (name, l) in kinds {
             let y = l.forward_frozen(x.as_tensor()).expect("forward");
             let want = x.as_tensor().broadcast_matmul(&l.weight().expect("w").t().expect("t")).expect("want");
-            let diff = (&y - &want).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+            let diff = (&y - &want)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.flatten_all())
+                .and_then(|d| d.max(0))
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
             assert!(diff < 1e-5, "{name}: product off by {diff}");
             let grads = y.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
             assert!(grads.get(w.as_tensor()).is_none(), "{name}: the frozen weight got a gradient");
@@ -157,14 +168,24 @@ mod tests {
             };
             let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
             let analytic = g.flatten_all().and_then(|t| t.get(70)).and_then(|t| t.to_scalar::<f32>()).expect("g");
-            assert!((numeric - analytic).abs() < 1e-2 * numeric.abs().max(1.0), "{name}: gradient {analytic} vs finite difference {numeric}");
+            assert!(
+                (numeric - analytic).abs() < 1e-2 * numeric.abs().max(1.0),
+                "{name}: gradient {analytic} vs finite difference {numeric}"
+            );
             // the gradient-only product: zeros of the product's shape, the same input gradient
             let z = l.frozen_gradient_only(x.as_tensor()).expect("gradient only");
             assert_eq!(z.dims(), y.dims(), "{name}: gradient-only shape");
             let zmax = z.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
             assert!(zmax == 0.0, "{name}: the gradient-only value is not zeros");
             let zg = z.mul(&probe).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
-            let same = zg.get(x.as_tensor()).map(|d| (d - g).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff"));
+            let same = zg.get(x.as_tensor()).map(|d| {
+                (d - g)
+                    .and_then(|d| d.abs())
+                    .and_then(|d| d.flatten_all())
+                    .and_then(|d| d.max(0))
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("diff")
+            });
             assert!(same == Some(0.0), "{name}: the gradient-only input gradient differs ({same:?})");
         }
     }

@@ -93,11 +93,7 @@ struct RmsNorm {
 impl RmsNorm {
     fn forward(&self, x: &Tensor, pass: Pass<'_>) -> Result<Tensor> {
         let weight = self.weight.to_dtype(x.dtype())?;
-        if pass.training() {
-            super::ops::rms_norm(x, &weight, f64::from(self.eps))
-        } else {
-            candle_nn::ops::rms_norm(x, &weight, self.eps)
-        }
+        if pass.training() { super::ops::rms_norm(x, &weight, f64::from(self.eps)) } else { candle_nn::ops::rms_norm(x, &weight, self.eps) }
     }
 }
 
@@ -223,14 +219,32 @@ impl Attention {
 impl Block {
     /// `x` through block `i`: attention and MLP, each after its norm and added back.
     #[allow(clippy::too_many_arguments)]
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, kv: &mut Option<(Tensor, Tensor)>, pass: Pass<'_>, i: usize) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        kv: &mut Option<(Tensor, Tensor)>,
+        pass: Pass<'_>,
+        i: usize,
+    ) -> Result<Tensor> {
         let x = self.attention_half(x, cos, sin, mask, kv, pass, i)?;
         self.mlp_half(&x, pass, i)
     }
 
     /// The block's first half: `x` plus attention after the input norm.
     #[allow(clippy::too_many_arguments)]
-    fn attention_half(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>, kv: &mut Option<(Tensor, Tensor)>, pass: Pass<'_>, i: usize) -> Result<Tensor> {
+    fn attention_half(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        kv: &mut Option<(Tensor, Tensor)>,
+        pass: Pass<'_>,
+        i: usize,
+    ) -> Result<Tensor> {
         x + self.attn.forward(&self.input_norm.forward(x, pass)?, cos, sin, mask, kv, pass, &format!("model.layers.{i}"))?
     }
 
@@ -281,14 +295,20 @@ impl Llama {
                 },
             });
         }
-        let lm_head = if w.has("lm_head") && !config.tie_word_embeddings {
-            w.linear("lm_head")?
-        } else {
-            w.linear("model.embed_tokens")?
-        };
+        let lm_head = if w.has("lm_head") && !config.tie_word_embeddings { w.linear("lm_head")? } else { w.linear("model.embed_tokens")? };
         let embed = w.dense("model.embed_tokens.weight")?;
         let (cos, sin) = rope_tables(&config, device).ctx(|| "RoPE tables".into())?;
-        Ok(Llama { norm: norm(w, "model.norm.weight")?, config, embed, blocks, lm_head, cos, sin, device: device.clone(), compute: DType::F32 })
+        Ok(Llama {
+            norm: norm(w, "model.norm.weight")?,
+            config,
+            embed,
+            blocks,
+            lm_head,
+            cos,
+            sin,
+            device: device.clone(),
+            compute: DType::F32,
+        })
     }
 
     /// Merges a LoRA adapter into the weights it targets; returns how many modules changed.
@@ -316,15 +336,26 @@ impl Llama {
         if merged != adapter.len() {
             let known: Vec<String> = (0..self.blocks.len())
                 .flat_map(|i| {
-                    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-                        .map(|n| format!("model.layers.{i}.{n}"))
+                    [
+                        "self_attn.q_proj",
+                        "self_attn.k_proj",
+                        "self_attn.v_proj",
+                        "self_attn.o_proj",
+                        "mlp.gate_proj",
+                        "mlp.up_proj",
+                        "mlp.down_proj",
+                    ]
+                    .map(|n| format!("model.layers.{i}.{n}"))
                 })
                 .collect();
             let mut unknown: Vec<&String> = adapter.modules().filter(|m| !known.contains(m)).collect();
             unknown.sort();
             return Err(super::ModelError::Format {
                 path: "adapter".into(),
-                message: format!("the adapter targets modules this model does not have: {}", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                message: format!(
+                    "the adapter targets modules this model does not have: {}",
+                    unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         Ok(merged)
@@ -334,7 +365,10 @@ impl Llama {
     /// not tied to the embeddings).
     pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
-        let mut out = vec![("model.embed_tokens.weight".to_owned(), f32(self.embed.clone())?), ("model.norm.weight".to_owned(), f32(self.norm.weight.clone())?)];
+        let mut out = vec![
+            ("model.embed_tokens.weight".to_owned(), f32(self.embed.clone())?),
+            ("model.norm.weight".to_owned(), f32(self.norm.weight.clone())?),
+        ];
         for (i, b) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((format!("{p}.input_layernorm.weight"), f32(b.input_norm.weight.clone())?));
@@ -501,7 +535,13 @@ impl Llama {
     /// the same values, with one half's intermediates alive at a time instead of every
     /// block's. The adapters must give the same values when a half runs twice (dropout masks
     /// drawn from a seed, not a device generator).
-    pub fn backward_recomputed(&self, ids: &Tensor, adapters: &dyn Adapters, vars: &[candle_core::Var], loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+    pub fn backward_recomputed(
+        &self,
+        ids: &Tensor,
+        adapters: &dyn Adapters,
+        vars: &[candle_core::Var],
+        loss: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
         let (x, cos, sin, mask) = self.block_inputs(ids, 0)?;
         // half s: block s / 2, attention when s is even, the MLP when odd
         let run = |s: usize, x: &Tensor, pass: Pass<'_>| match s % 2 {
@@ -519,7 +559,8 @@ impl Llama {
         let last = candle_core::Var::from_tensor(&x)?;
         let value = loss(&self.norm.forward(last.as_tensor(), Pass::Train(adapters))?)?;
         let mut store = value.backward()?;
-        let mut grad = store.remove(last.as_tensor()).ok_or_else(|| candle_core::Error::Msg("no gradient reaches the last block".into()))?;
+        let mut grad =
+            store.remove(last.as_tensor()).ok_or_else(|| candle_core::Error::Msg("no gradient reaches the last block".into()))?;
         for (s, input) in inputs.into_iter().enumerate().rev() {
             let input = candle_core::Var::from_tensor(&input)?;
             let y = run(s, input.as_tensor(), Pass::Recompute(adapters))?;
@@ -535,7 +576,13 @@ impl Llama {
                     store.insert(v.as_tensor(), sum);
                 }
             }
-            grad = inner.remove(input.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("no gradient reaches block {}'s {} input", s / 2, if s % 2 == 0 { "attention" } else { "MLP" })))?;
+            grad = inner.remove(input.as_tensor()).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "no gradient reaches block {}'s {} input",
+                    s / 2,
+                    if s % 2 == 0 { "attention" } else { "MLP" }
+                ))
+            })?;
         }
         Ok((value, store))
     }
@@ -545,15 +592,14 @@ fn rope_tables(c: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
     let inv: Vec<f32> = (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / c.head_dim() as f32)).collect();
     let inv = Tensor::from_vec(inv, (1, half), device)?;
-    let t = Tensor::arange(0u32, c.max_position_embeddings as u32, device)?.to_dtype(DType::F32)?.reshape((c.max_position_embeddings, 1))?;
+    let t =
+        Tensor::arange(0u32, c.max_position_embeddings as u32, device)?.to_dtype(DType::F32)?.reshape((c.max_position_embeddings, 1))?;
     let freqs = t.matmul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }
 
 /// Additive mask (t, pos + t): 0 where a query may look, -inf after it.
 fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..pos + t).map(move |j| if j > i + pos { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let mask: Vec<f32> = (0..t).flat_map(|i| (0..pos + t).map(move |j| if j > i + pos { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(mask, (1, 1, t, pos + t), device)
 }

@@ -6,10 +6,8 @@
 mod adapter;
 mod config;
 mod fetch;
-#[cfg(feature = "cuda")]
-pub(crate) mod fused;
-mod gguf;
 mod generate;
+mod gguf;
 mod linear;
 mod llama;
 pub mod ops;
@@ -25,12 +23,12 @@ use std::path::PathBuf;
 
 pub use adapter::Adapter;
 pub use config::Config;
-pub use fetch::{fetch_smollm2, SMOLLM2};
-pub use generate::{answer_probabilities, answer_probabilities_from, generate, generate_with, Generation, GenerateOptions};
+pub use fetch::{SMOLLM2, fetch_smollm2};
+pub use generate::{GenerateOptions, Generation, answer_probabilities, answer_probabilities_from, generate, generate_with};
 pub use linear::Linear;
+pub use llama::{Adapters, Cache, Llama, Pass};
 pub use random::{random, shape, uniform};
 pub use save::{save_checkpoint, write_config};
-pub use llama::{Adapters, Cache, Llama, Pass};
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 /// A model that cannot be loaded or run; names the file and what is wrong.
@@ -92,9 +90,5 @@ pub fn load(path: &std::path::Path, device: &candle_core::Device) -> Result<Load
 
 /// [`load`] with options.
 pub fn load_with(path: &std::path::Path, device: &candle_core::Device, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
-    if path.is_dir() {
-        safetensors::load(path, device)
-    } else {
-        gguf::load(path, device, opts)
-    }
+    if path.is_dir() { safetensors::load(path, device) } else { gguf::load(path, device, opts) }
 }

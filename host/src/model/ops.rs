@@ -6,12 +6,12 @@
 //! causal one on CUDA keeps its probabilities instead); [`cross_entropy`] never holds more
 //! than one chunk of the logits. On CUDA, RMSNorm's backward, causal attention, SwiGLU, RoPE
 //! with the heads' transpose, the heads' swap, the cross-entropy's rows and [`add_matmul`]
-//! run medtune's kernels (`fused.rs`); the CPU runs candle's ops, the reference they are
+//! run medtune's kernels (`cuda/fused.rs`); the CPU runs candle's ops, the reference they are
 //! tested to.
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, D, DType, Layout, Result, Shape, Storage, Tensor};
 
 type Backward = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
 
@@ -94,7 +94,12 @@ impl candle_core::CustomOp1 for Attached {
 type Backward2 = dyn Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor)> + Send + Sync;
 
 /// [`attach`] for a value of two inputs: `backward(y, grad_y)` gives both input gradients.
-pub fn attach2(a: &Tensor, b: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
+pub fn attach2(
+    a: &Tensor,
+    b: &Tensor,
+    y: Tensor,
+    backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor)> + Send + Sync + 'static,
+) -> Result<Tensor> {
     a.apply_op2(b, Attached2 { value: Held::new(y), backward: Arc::new(backward) })
 }
 
@@ -113,7 +118,13 @@ impl candle_core::CustomOp2 for Attached2 {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         cuda_result(self.value.take()?)
     }
 
@@ -127,13 +138,25 @@ type Backward3 = dyn Fn(&Tensor, &Tensor) -> Result<(Option<Tensor>, Tensor, Ten
 
 /// [`attach`] for a value of three inputs: `backward(y, grad_y)` gives the three input
 /// gradients. The graph keeps the inputs and `y`, nothing in between.
-pub fn attach3(a: &Tensor, b: &Tensor, c: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
+pub fn attach3(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    y: Tensor,
+    backward: impl Fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync + 'static,
+) -> Result<Tensor> {
     attach3_partial(a, b, c, y, move |y, g| backward(y, g).map(|(a, b, c)| (Some(a), b, c)))
 }
 
 /// [`attach3`] where backward may pass no gradient to the first input (`None`: another op
 /// passes it, see `train::lora`'s shared input gradient).
-pub fn attach3_partial(a: &Tensor, b: &Tensor, c: &Tensor, y: Tensor, backward: impl Fn(&Tensor, &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> + Send + Sync + 'static) -> Result<Tensor> {
+pub fn attach3_partial(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    y: Tensor,
+    backward: impl Fn(&Tensor, &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> + Send + Sync + 'static,
+) -> Result<Tensor> {
     a.apply_op3(b, c, Attached3 { value: Held::new(y), backward: Arc::new(backward) })
 }
 
@@ -152,11 +175,26 @@ impl candle_core::CustomOp3 for Attached3 {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         cuda_result(self.value.take()?)
     }
 
-    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (a, b, c) = (self.backward)(y, grad)?;
         Ok((a, Some(b), Some(c)))
     }
@@ -213,12 +251,12 @@ pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale
         let (b, _, t, d) = q.dims4()?;
         let grouped = (b, kv, h / kv * t, d);
         let (qd, kd, vd) = (q.detach().reshape(grouped)?, k.detach().contiguous()?, v.detach().contiguous()?);
-        let p = super::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
+        let p = crate::cuda::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
         let y = p.matmul(&vd)?.reshape((b, h, t, d))?;
         return attach3(q, k, v, y, move |_, dy| {
             let dy = dy.contiguous()?.reshape(grouped)?;
             let dv = p.t()?.matmul(&dy)?;
-            let ds = super::fused::attention_ds(&p, &dy.matmul(&vd.t()?)?, scale)?;
+            let ds = crate::cuda::fused::attention_ds(&p, &dy.matmul(&vd.t()?)?, scale)?;
             Ok((ds.matmul(&kd)?.reshape((b, h, t, d))?, ds.t()?.matmul(&qd)?, dv))
         });
     }
@@ -243,7 +281,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
         let w = weight.to_dtype(x.dtype())?.detach();
-        return attach(x, y, move |_, g| super::fused::rms_norm_bwd(&input, &w, g, eps));
+        return attach(x, y, move |_, g| crate::cuda::fused::rms_norm_bwd(&input, &w, g, eps));
     }
     let (w, dtype) = (weight.to_dtype(DType::F32)?, x.dtype());
     attach(x, y, move |_, g| {
@@ -273,8 +311,8 @@ pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
         let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
-        let y = super::fused::rope_heads(&x.detach(), &cos, &sin)?;
-        return attach(x, y, move |_, g| super::fused::rope_heads_bwd(g, &cos, &sin));
+        let y = crate::cuda::fused::rope_heads(&x.detach(), &cos, &sin)?;
+        return attach(x, y, move |_, g| crate::cuda::fused::rope_heads_bwd(g, &cos, &sin));
     }
     rope(&swap_heads(x)?, cos, sin)
 }
@@ -285,8 +323,8 @@ pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 pub fn swap_heads(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
-        let y = super::fused::swap12(&x.detach())?;
-        return attach(x, y, move |_, g| super::fused::swap12(g));
+        let y = crate::cuda::fused::swap12(&x.detach())?;
+        return attach(x, y, move |_, g| crate::cuda::fused::swap12(g));
     }
     x.transpose(1, 2)?.contiguous()
 }
@@ -297,8 +335,8 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     let (gd, ud) = (g.detach(), u.detach());
     #[cfg(feature = "cuda")]
     if g.device().is_cuda() {
-        let y = super::fused::swiglu(&gd, &ud)?;
-        return attach2(g, u, y, move |_, dh| super::fused::swiglu_bwd(&gd, &ud, dh));
+        let y = crate::cuda::fused::swiglu(&gd, &ud)?;
+        return attach2(g, u, y, move |_, dh| crate::cuda::fused::swiglu_bwd(&gd, &ud, dh));
     }
     let y = (candle_nn::ops::silu(&gd)? * &ud)?;
     attach2(g, u, y, move |_, dh| {
@@ -314,7 +352,7 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
 pub fn add_matmul(c: Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if c.device().is_cuda() && c.is_contiguous() {
-        return super::fused::matmul_add(c, a, b);
+        return crate::cuda::fused::matmul_add(c, a, b);
     }
     c + a.matmul(b)?
 }
@@ -364,8 +402,8 @@ pub fn cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor, chunk: usize) -> 
 }
 
 /// [`cross_entropy`] on CUDA: each chunk's logits stay in `h`'s dtype and one kernel per pass
-/// reads them (`fused::xent_rows`: log-sum-exp and loss per row; backward
-/// `fused::xent_grad`, the gradient written over the recomputed logits), instead of candle's
+/// reads them (`cuda::fused::xent_rows`: log-sum-exp and loss per row; backward
+/// `cuda::fused::xent_grad`, the gradient written over the recomputed logits), instead of candle's
 /// f32 casts, max, exp, sums, gather and onehot product (over 5% of a 7B step).
 #[cfg(feature = "cuda")]
 fn cross_entropy_cuda(h: &Tensor, hd: Tensor, w: Tensor, targets: Tensor, chunk: usize) -> Result<Tensor> {
@@ -376,7 +414,7 @@ fn cross_entropy_cuda(h: &Tensor, hd: Tensor, w: Tensor, targets: Tensor, chunk:
     for &start in &starts {
         let len = chunk.min(n - start);
         let l = hd.narrow(0, start, len)?.matmul(&w.t()?)?;
-        let (lse, loss) = super::fused::xent_rows(&l, &targets.narrow(0, start, len)?)?;
+        let (lse, loss) = crate::cuda::fused::xent_rows(&l, &targets.narrow(0, start, len)?)?;
         total = (total + loss.sum_all()?)?;
         lses.push(lse);
     }
@@ -386,7 +424,7 @@ fn cross_entropy_cuda(h: &Tensor, hd: Tensor, w: Tensor, targets: Tensor, chunk:
         for (&start, lse) in starts.iter().zip(&lses) {
             let len = chunk.min(n - start);
             let l = hd.narrow(0, start, len)?.matmul(&w.t()?)?;
-            let dl = super::fused::xent_grad(l, &targets.narrow(0, start, len)?, lse, grad, n)?;
+            let dl = crate::cuda::fused::xent_grad(l, &targets.narrow(0, start, len)?, lse, grad, n)?;
             parts.push(dl.matmul(&w)?);
         }
         Tensor::cat(&parts, 0)
@@ -412,12 +450,21 @@ mod tests {
         let w = Tensor::randn(1f32, 0.1, 8, &dev).expect("w");
         let cos = Tensor::randn(0f32, 1., (5, 4), &dev).expect("cos");
         let sin = Tensor::randn(0f32, 1., (5, 4), &dev).expect("sin");
-        let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> Result<Tensor>>, Box<dyn Fn(&Tensor) -> Result<Tensor>>)> = vec![
-            ("rms_norm", Box::new(|t: &Tensor| rms_norm(t, &w, 1e-5)), Box::new(|t: &Tensor| {
-                let norm = (t.sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?.sqrt()?;
-                t.broadcast_div(&norm)?.broadcast_mul(&w)
-            })),
-            ("rope", Box::new(|t: &Tensor| rope(t, &cos, &sin)), Box::new(|t: &Tensor| candle_nn::rotary_emb::rope(&t.contiguous()?, &cos, &sin))),
+        type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+        let cases: Vec<(&str, Op, Op)> = vec![
+            (
+                "rms_norm",
+                Box::new(|t: &Tensor| rms_norm(t, &w, 1e-5)),
+                Box::new(|t: &Tensor| {
+                    let norm = (t.sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?.sqrt()?;
+                    t.broadcast_div(&norm)?.broadcast_mul(&w)
+                }),
+            ),
+            (
+                "rope",
+                Box::new(|t: &Tensor| rope(t, &cos, &sin)),
+                Box::new(|t: &Tensor| candle_nn::rotary_emb::rope(&t.contiguous()?, &cos, &sin)),
+            ),
         ];
         let probe = Tensor::randn(0f32, 1., (1, 2, 5, 8), &dev).expect("probe");
         for (name, ours, fused) in cases {
@@ -430,13 +477,16 @@ mod tests {
             let eps = 1e-2f32;
             let at = |delta: f32| -> f32 {
                 let mut v = x.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec");
-                v[((1 * 5 + 2) * 8) + 3] += delta;
+                v[((5 + 2) * 8) + 3] += delta;
                 let t = Tensor::from_vec(v, (1, 2, 5, 8), &dev).expect("t");
                 ours(&t).and_then(|y| y.mul(&probe)).and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).expect("f")
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            let analytic = g.flatten_all().and_then(|t| t.get(((1 * 5 + 2) * 8) + 3)).and_then(|t| t.to_scalar::<f32>()).expect("g");
-            assert!((numeric - analytic).abs() < 2e-2 * numeric.abs().max(1.0), "{name}: gradient {analytic} vs finite difference {numeric}");
+            let analytic = g.flatten_all().and_then(|t| t.get(((5 + 2) * 8) + 3)).and_then(|t| t.to_scalar::<f32>()).expect("g");
+            assert!(
+                (numeric - analytic).abs() < 2e-2 * numeric.abs().max(1.0),
+                "{name}: gradient {analytic} vs finite difference {numeric}"
+            );
         }
     }
 
@@ -447,7 +497,8 @@ mod tests {
     fn attention_matches_the_plain_composition_in_value_and_gradients() {
         let dev = Device::Cpu;
         let (b, h, t, d) = (2, 3, 6, 8);
-        let vars: Vec<Var> = (0..3).map(|_| Var::from_tensor(&Tensor::randn(0f32, 1., (b, h, t, d), &dev).expect("x")).expect("var")).collect();
+        let vars: Vec<Var> =
+            (0..3).map(|_| Var::from_tensor(&Tensor::randn(0f32, 1., (b, h, t, d), &dev).expect("x")).expect("var")).collect();
         let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (t, t), &dev).expect("mask");
         let probe = Tensor::randn(0f32, 1., (b, h, t, d), &dev).expect("probe");
@@ -507,31 +558,55 @@ mod tests {
         let mask2 = mask.clone();
         let on = |x: &Tensor, d: &Device, dt: DType| x.to_device(d).and_then(|x| x.to_dtype(dt)).expect("to device");
         let cases: Vec<(&str, Vec<Tensor>, Op)> = vec![
-            ("rms_norm", vec![r(&[2, 300, 64])], Box::new(move |x: &[Tensor]| rms_norm(&x[0], &w.to_device(x[0].device())?.to_dtype(x[0].dtype())?, 1e-5))),
-            ("rope", vec![r(&[2, 3, 300, 16])], Box::new(move |x: &[Tensor]| {
-                let (d, dt) = (x[0].device(), x[0].dtype());
-                rope(&x[0], &cos.to_device(d)?.to_dtype(dt)?, &sin.to_device(d)?.to_dtype(dt)?)
-            })),
-            ("rope_heads", vec![r(&[2, 300, 3, 16])], Box::new(move |x: &[Tensor]| {
-                let (d, dt) = (x[0].device(), x[0].dtype());
-                rope_heads(&x[0], &cos2.to_device(d)?.to_dtype(dt)?, &sin2.to_device(d)?.to_dtype(dt)?)
-            })),
-            ("attention_causal", vec![r(&[2, 3, t, 16]), r(&[2, 3, t, 16]), r(&[2, 3, t, 16])], Box::new(move |x: &[Tensor]| {
-                let m = mask.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
-                attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
-            })),
-            ("attention_causal grouped", vec![r(&[2, 6, t, 16]), r(&[2, 2, t, 16]), r(&[2, 2, t, 16])], Box::new(move |x: &[Tensor]| {
-                let m = mask2.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
-                attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
-            })),
+            (
+                "rms_norm",
+                vec![r(&[2, 300, 64])],
+                Box::new(move |x: &[Tensor]| rms_norm(&x[0], &w.to_device(x[0].device())?.to_dtype(x[0].dtype())?, 1e-5)),
+            ),
+            (
+                "rope",
+                vec![r(&[2, 3, 300, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let (d, dt) = (x[0].device(), x[0].dtype());
+                    rope(&x[0], &cos.to_device(d)?.to_dtype(dt)?, &sin.to_device(d)?.to_dtype(dt)?)
+                }),
+            ),
+            (
+                "rope_heads",
+                vec![r(&[2, 300, 3, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let (d, dt) = (x[0].device(), x[0].dtype());
+                    rope_heads(&x[0], &cos2.to_device(d)?.to_dtype(dt)?, &sin2.to_device(d)?.to_dtype(dt)?)
+                }),
+            ),
+            (
+                "attention_causal",
+                vec![r(&[2, 3, t, 16]), r(&[2, 3, t, 16]), r(&[2, 3, t, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let m = mask.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
+                    attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
+                }),
+            ),
+            (
+                "attention_causal grouped",
+                vec![r(&[2, 6, t, 16]), r(&[2, 2, t, 16]), r(&[2, 2, t, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let m = mask2.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
+                    attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
+                }),
+            ),
             ("swap_heads", vec![r(&[2, 300, 3, 16])], Box::new(|x: &[Tensor]| swap_heads(&x[0]))),
             ("swap_heads, odd rows", vec![r(&[2, 7, 3, 5])], Box::new(|x: &[Tensor]| swap_heads(&x[0]))),
             ("swiglu", vec![r(&[2, 300, 64]), r(&[2, 300, 64])], Box::new(|x: &[Tensor]| swiglu(&x[0], &x[1]))),
             // 50 rows in chunks of 16 (the last one short), a 1,000-word vocabulary
-            ("cross_entropy", vec![r(&[50, 16])], Box::new(move |x: &[Tensor]| {
-                let (d, dt) = (x[0].device(), x[0].dtype());
-                cross_entropy(&x[0], &head.to_device(d)?.to_dtype(dt)?, &targets.to_device(d)?, 16)?.reshape(1)
-            })),
+            (
+                "cross_entropy",
+                vec![r(&[50, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let (d, dt) = (x[0].device(), x[0].dtype());
+                    cross_entropy(&x[0], &head.to_device(d)?.to_dtype(dt)?, &targets.to_device(d)?, 16)?.reshape(1)
+                }),
+            ),
         ];
         for (name, inputs, op) in cases {
             let run = |d: &Device, dt: DType| -> Vec<Vec<f32>> {
@@ -550,7 +625,11 @@ mod tests {
                 for (i, (a, e)) in run(&gpu, dt).iter().zip(&want).enumerate() {
                     let scale = e.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
                     let diff = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-                    assert!(diff <= tol * scale, "{name} {dt:?}: {} differs by {diff} (largest {scale})", if i == 0 { "the value".to_owned() } else { format!("gradient {i}") });
+                    assert!(
+                        diff <= tol * scale,
+                        "{name} {dt:?}: {} differs by {diff} (largest {scale})",
+                        if i == 0 { "the value".to_owned() } else { format!("gradient {i}") }
+                    );
                 }
             }
         }
@@ -569,8 +648,12 @@ mod tests {
             let want = add_matmul(c.clone(), &a, &b).expect("cpu");
             for (dt, tol) in [(DType::F32, 1e-4f32), (DType::BF16, 3e-2)] {
                 let on = |x: &Tensor| x.to_device(&gpu).and_then(|x| x.to_dtype(dt)).expect("to gpu");
-                let got = add_matmul(on(&c).copy().expect("fresh"), &on(&a), &on(&b)).and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_device(&cpu)).expect("gpu");
-                let scale = want.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
+                let got = add_matmul(on(&c).copy().expect("fresh"), &on(&a), &on(&b))
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.to_device(&cpu))
+                    .expect("gpu");
+                let scale =
+                    want.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
                 assert!(close(&got, &want) <= tol * scale, "{name} {dt:?}: differs by {} (largest {scale})", close(&got, &want));
             }
         }

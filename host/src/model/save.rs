@@ -15,7 +15,8 @@ pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Resu
         move |source: std::io::Error| ModelError::Write { path, source }
     };
     std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> = model.tensors().ctx(|| "collecting the weights".into())?.into_iter().collect();
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        model.tensors().ctx(|| "collecting the weights".into())?.into_iter().collect();
     let weights = dir.join("model.safetensors");
     let tmp = dir.join(".model.safetensors.tmp");
     candle_core::safetensors::save(&tensors, &tmp).ctx(|| format!("writing {}", tmp.display()))?;

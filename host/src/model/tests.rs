@@ -72,7 +72,8 @@ fn logits_equal_hugging_face_with_f32_weights() {
             }
         }
         let prompt = case["prompt"].as_str().expect("prompt");
-        let g = generate(&m.llama, &m.tokenizer, prompt, &GenerateOptions { max_new_tokens: 16, ..Default::default() }, |_| {}).expect("generate");
+        let g = generate(&m.llama, &m.tokenizer, prompt, &GenerateOptions { max_new_tokens: 16, ..Default::default() }, |_| {})
+            .expect("generate");
         let want = ids_of(&case["greedy"]);
         let ours = m.tokenizer.encode(&g.text).expect("ids");
         assert_eq!(ours[..], want[..ours.len().min(want.len())], "greedy continuation");
@@ -122,11 +123,13 @@ fn greedy_generation_answers_and_stops() {
     let m = load(&smollm2(), &Device::Cpu).expect("load");
     let prompt = m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]);
     let mut streamed = String::new();
-    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s| streamed.push_str(s))
-        .expect("generate");
+    let g =
+        generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s| streamed.push_str(s))
+            .expect("generate");
     assert!(g.text.contains("Paris"), "{:?}", g.text);
     assert_eq!(streamed, g.text, "streamed pieces add up to the text");
-    let again = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |_| {}).expect("again");
+    let again =
+        generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |_| {}).expect("again");
     assert_eq!(again.text, g.text, "greedy decoding is deterministic");
     let p = answer_probabilities(&m.llama, &m.tokenizer, &prompt).expect("probabilities");
     let total: f64 = p.iter().map(|(_, x)| x).sum();
@@ -176,7 +179,7 @@ fn cuda_matches_cpu() {
 /// the same weights compute in f32.
 #[test]
 fn other_gguf_dtypes_and_hugging_face_folders_load() {
-    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
     let cpu = Device::Cpu;
     let src = smollm2();
     let mut file = std::fs::File::open(&src).expect("open");
@@ -236,7 +239,11 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     let write_variant = |name: &str, arch: &str, skip: &str| {
         let md: Vec<(String, gguf_file::Value)> = metadata
             .iter()
-            .map(|(k, v)| if k == "general.architecture" { (k.clone(), gguf_file::Value::String(arch.into())) } else { (k.clone(), v.clone()) })
+            .map(
+                |(k, v)| {
+                    if k == "general.architecture" { (k.clone(), gguf_file::Value::String(arch.into())) } else { (k.clone(), v.clone()) }
+                },
+            )
             .collect();
         let tensors: Vec<(String, QTensor)> = names
             .iter()
@@ -258,21 +265,28 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     assert!(err.contains("holed.gguf: missing tensor blk.1.attn_q.weight (model.layers.1.self_attn.q_proj)"), "{err}");
 
     // the F32 two-block model as a sharded Hugging Face folder
-    let (config, tokenizer, mut w) =
-        super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
+    let (config, tokenizer, mut w) = super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
     let hf = dir.path().join("hf");
     std::fs::create_dir_all(&hf).expect("mkdir");
     let mut shards: [std::collections::HashMap<String, Tensor>; 2] = Default::default();
     use super::llama::Weights;
-    for i in 0..2 {
-        for part in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] {
+    for (i, shard) in shards.iter_mut().enumerate() {
+        for part in [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
             let name = format!("model.layers.{i}.{part}");
             let Linear::Dense(t) = w.linear(&name).expect("linear") else { panic!("dense") };
-            shards[i].insert(format!("{name}.weight"), t);
+            shard.insert(format!("{name}.weight"), t);
         }
         for norm in ["input_layernorm", "post_attention_layernorm"] {
             let name = format!("model.layers.{i}.{norm}.weight");
-            shards[i].insert(name.clone(), w.dense(&name).expect("norm"));
+            shard.insert(name.clone(), w.dense(&name).expect("norm"));
         }
     }
     shards[1].insert("model.embed_tokens.weight".into(), w.dense("model.embed_tokens.weight").expect("embed"));
@@ -295,9 +309,16 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     });
     std::fs::write(hf.join("config.json"), cfg.to_string()).expect("config");
     tokenizer.save(&hf.join("tokenizer.json")).expect("tokenizer");
-    std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "<|im_start|>"}"#).expect("tokenizer config");
+    std::fs::write(
+        hf.join("tokenizer_config.json"),
+        r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "<|im_start|>"}"#,
+    )
+    .expect("tokenizer config");
     let m = load(&hf, &cpu).expect("Hugging Face folder");
-    assert_eq!(m.tokenizer.encode("Does metformin help with weight loss?").expect("ids"), [14748, 1278, 584, 254, 724, 351, 2613, 2184, 47]);
+    assert_eq!(
+        m.tokenizer.encode("Does metformin help with weight loss?").expect("ids"),
+        [14748, 1278, 584, 254, 724, 351, 2613, 2184, 47]
+    );
     assert_eq!(m.tokenizer.stop_ids, [2]);
     let ours = last_logits(&m, &ids);
     let want = reference.expect("F32 reference");
@@ -322,7 +343,11 @@ fn a_peft_adapter_gives_pefts_logits() {
 #[test]
 fn an_adapter_medtune_trained_gives_the_logits_peft_computes_from_it() {
     let want = adapter_matches_peft("tests/fixtures/medtune_adapter");
-    let moved = want["probe_values"].as_array().expect("values").iter().zip(want["base_probe_values"].as_array().expect("base"))
+    let moved = want["probe_values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .zip(want["base_probe_values"].as_array().expect("base"))
         .map(|(a, b)| (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)).abs())
         .fold(0.0f64, f64::max);
     assert!(moved > 1.0, "the adapter barely changes the logits ({moved})");

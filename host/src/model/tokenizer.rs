@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
-use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -86,7 +86,8 @@ impl Tokenizer {
 
     /// From a Hugging Face `tokenizer.json` (and `tokenizer_config.json` beside it, if any).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Format { path: path.to_owned(), message: e.to_string() })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Format { path: path.to_owned(), message: e.to_string() })?;
         let cfg: serde_json::Value = path
             .parent()
             .map(|d| d.join("tokenizer_config.json"))

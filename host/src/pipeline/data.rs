@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{ensure_vocab, Context, Progress, Result, StageResult};
+use super::{Context, Progress, Result, StageResult, ensure_vocab};
 use crate::config::Config;
 use crate::data::DataReport;
 use crate::plugin::PluginEngine;

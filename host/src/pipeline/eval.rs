@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{load_model, merge_adapter, Context, PipelineError, Progress, Result, StageResult};
+use super::{Context, PipelineError, Progress, Result, StageResult, load_model, merge_adapter};
 use crate::artifacts::{self, EvalScores, MetricPluginRef};
 use crate::config::Config;
 use crate::data::read_jsonl;
@@ -25,14 +25,14 @@ pub struct EvalRequest {
 /// scores.
 pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progress) -> Result<EvalScores> {
     let adapter = if request.base { None } else { Some(request.adapter.clone().unwrap_or_else(|| config.run_dir().join("adapter"))) };
-    if let Some(a) = &adapter {
-        if !a.join("adapter_config.json").is_file() {
-            return Err(PipelineError::Stopped(format!(
-                "{}: no adapter there; train first (`medtune train --config {}`) or pass --base",
-                a.display(),
-                config.path.display()
-            )));
-        }
+    if let Some(a) = &adapter
+        && !a.join("adapter_config.json").is_file()
+    {
+        return Err(PipelineError::Stopped(format!(
+            "{}: no adapter there; train first (`medtune train --config {}`) or pass --base",
+            a.display(),
+            config.path.display()
+        )));
     }
     let e = config.eval.clone().unwrap_or_default();
     let t = config.train.clone();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{default_adapter, load_model, merge_adapter, ort_engine, Context, PipelineError, Progress, Result, StageResult};
+use super::{Context, PipelineError, Progress, Result, StageResult, default_adapter, load_model, merge_adapter, ort_engine};
 use crate::config::{Config, Device};
 use crate::engine::Engine;
 use crate::export::Precision;
@@ -74,7 +74,8 @@ pub fn export(config: &Config, request: &ExportRequest, progress: &mut dyn Progr
     let started = Instant::now();
     let calibration = if request.precision == Precision::Int8 { calibration_prompts(&config, &m.tokenizer)? } else { Vec::new() };
     let path = out.join("model.onnx");
-    let e = crate::export::export(&m.llama, &path, request.precision, &calibration).context(|| format!("exporting to {}", out.display()))?;
+    let e =
+        crate::export::export(&m.llama, &path, request.precision, &calibration).context(|| format!("exporting to {}", out.display()))?;
     crate::model::write_config(m.llama.config(), &out.join("config.json")).context(|| format!("writing {}", out.display()))?;
     m.tokenizer.save(&out.join("tokenizer.json")).context(|| format!("writing {}", out.display()))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -101,7 +102,8 @@ pub fn export(config: &Config, request: &ExportRequest, progress: &mut dyn Progr
             b[0], b[1], b[2], a[0], a[1], a[2]
         )));
     }
-    let exported = ExportOutcome { path, layers: e.layers, bytes: e.bytes, adapter, seconds, check: OrtCheck { ort: b, candle: a, max_difference } };
+    let exported =
+        ExportOutcome { path, layers: e.layers, bytes: e.bytes, adapter, seconds, check: OrtCheck { ort: b, candle: a, max_difference } };
     progress.finished(StageResult::Export(&exported));
     Ok(exported)
 }
@@ -117,8 +119,12 @@ fn calibration_prompts(config: &Config, tokenizer: &Tokenizer) -> Result<Vec<Vec
         )
     })?;
     let opts = crate::prompt::PromptOptions::of(config.train.as_ref());
-    let prompts: Vec<Vec<u32>> =
-        records.iter().filter_map(|r| crate::train::examples::example(r, tokenizer, opts).ok()).map(|e| e.prompt).take(CALIBRATION_PROMPTS).collect();
+    let prompts: Vec<Vec<u32>> = records
+        .iter()
+        .filter_map(|r| crate::train::examples::example(r, tokenizer, opts).ok())
+        .map(|e| e.prompt)
+        .take(CALIBRATION_PROMPTS)
+        .collect();
     if prompts.is_empty() {
         return Err(PipelineError::Stopped(format!("{}: no record makes a prompt to calibrate the int8 export on", path.display())));
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::Stage;
 use crate::config::Config;
 use crate::hash::{file_sha256, sha256_hex, short_digest};
 
@@ -37,14 +38,14 @@ impl Stages {
     }
 
     /// Records a stage's state and writes the file atomically.
-    pub fn set(&mut self, config: &Config, stage: &str, fingerprint: &str, done: bool) -> std::io::Result<()> {
-        self.0.insert(stage.to_owned(), StageRecord { fingerprint: fingerprint.to_owned(), done });
+    pub fn set(&mut self, config: &Config, stage: Stage, fingerprint: &str, done: bool) -> std::io::Result<()> {
+        self.0.insert(stage.to_string(), StageRecord { fingerprint: fingerprint.to_owned(), done });
         crate::atomic::write(&Self::path(config), serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())
     }
 
     /// Whether `stage` finished with this fingerprint.
-    pub fn done_with(&self, stage: &str, fingerprint: &str) -> bool {
-        self.0.get(stage).is_some_and(|r| r.done && r.fingerprint == fingerprint)
+    pub fn done_with(&self, stage: Stage, fingerprint: &str) -> bool {
+        self.0.get(&stage.to_string()).is_some_and(|r| r.done && r.fingerprint == fingerprint)
     }
 }
 
@@ -52,7 +53,8 @@ impl Stages {
 /// folder's: its files' identities, by name.
 fn identity(path: &Path) -> String {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(path).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
         files.sort();
         return short_digest(&files.iter().map(|f| format!("{}={}", f.display(), identity(f))).collect::<Vec<_>>());
     }

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub use data::data;
-pub use eval::{evaluate, EvalRequest};
-pub use export::{export, ExportRequest, ExportOutcome, OrtCheck};
-pub use fingerprint::{data_fingerprint, eval_fingerprint, export_fingerprint, train_fingerprint, StageRecord, Stages};
+pub use eval::{EvalRequest, evaluate};
+pub use export::{ExportOutcome, ExportRequest, OrtCheck, export};
+pub use fingerprint::{StageRecord, Stages, data_fingerprint, eval_fingerprint, export_fingerprint, train_fingerprint};
 pub use model::{default_adapter, device, load_model, load_model_on, merge_adapter, model_path, ort_engine};
-pub use train::{train, Trained, TrainRequest, EXIT_PARTIAL};
+pub use train::{EXIT_PARTIAL, TrainRequest, Trained, train};
 pub use vocab::{build_vocab, ensure_vocab};
 
 use crate::artifacts::{ArtifactError, EvalScores};
@@ -30,7 +30,8 @@ use crate::plugin::LoadError;
 use crate::train::{StepRow, TrainError};
 use crate::vocab::{VocabError, VocabReport};
 
-/// A stage that could not run, with what it was doing and the typed cause.
+/// A stage that could not run, with what it was doing and the typed cause (boxed: the
+/// causes are large, the error travels up every stage).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// The config cannot be used.
@@ -38,31 +39,31 @@ pub enum PipelineError {
     Config(#[from] ConfigError),
     /// Loading, resolving or running the model failed.
     #[error("{what}")]
-    Model { what: String, source: ModelError },
+    Model { what: String, source: Box<ModelError> },
     /// The device cannot be used, or a tensor operation failed.
     #[error("{what}")]
-    Tensor { what: String, source: candle_core::Error },
+    Tensor { what: String, source: Box<candle_core::Error> },
     /// The vocabulary cannot be built.
     #[error("{what}")]
-    Vocab { what: String, source: VocabError },
+    Vocab { what: String, source: Box<VocabError> },
     /// The plugin chain cannot be loaded.
     #[error("{what}")]
-    Plugins { what: String, source: LoadError },
+    Plugins { what: String, source: Box<LoadError> },
     /// The data stage failed.
     #[error("{what}")]
-    Data { what: String, source: DataError },
+    Data { what: String, source: Box<DataError> },
     /// Training failed.
     #[error("{what}")]
-    Train { what: String, source: TrainError },
+    Train { what: String, source: Box<TrainError> },
     /// The export failed.
     #[error("{what}")]
-    Export { what: String, source: ExportError },
+    Export { what: String, source: Box<ExportError> },
     /// A run output cannot be read or written.
     #[error("{what}")]
-    Artifact { what: String, source: ArtifactError },
+    Artifact { what: String, source: Box<ArtifactError> },
     /// A file or process failed.
     #[error("{what}")]
-    Io { what: String, source: std::io::Error },
+    Io { what: String, source: Box<std::io::Error> },
     /// A stage cannot go on; the message says why and what to do.
     #[error("{0}")]
     Stopped(String),
@@ -81,7 +82,7 @@ macro_rules! context_for {
     ($($error:ty => $variant:ident),*) => {$(
         impl<T> Context<T> for std::result::Result<T, $error> {
             fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-                self.map_err(|source| PipelineError::$variant { what: what(), source })
+                self.map_err(|source| PipelineError::$variant { what: what(), source: Box::new(source) })
             }
         }
     )*};
@@ -89,11 +90,9 @@ macro_rules! context_for {
 context_for!(ModelError => Model, candle_core::Error => Tensor, VocabError => Vocab, LoadError => Plugins, DataError => Data,
     TrainError => Train, ExportError => Export, ArtifactError => Artifact, std::io::Error => Io);
 
-/// A stage of [`run`].
+/// A stage of [`run`] (the vocabulary is built inside the data stage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// The vocabulary folder.
-    Vocab,
     /// The data stage.
     Data,
     /// Training.
@@ -109,7 +108,6 @@ pub enum Stage {
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stage::Vocab => "vocab",
             Stage::Data => "data",
             Stage::Train => "train",
             Stage::Eval => "eval",
@@ -146,11 +144,6 @@ pub trait Progress {
     /// A stage finished with this result.
     fn finished(&mut self, _result: StageResult<'_>) {}
 }
-
-/// Progress that shows nothing.
-pub struct Quiet;
-
-impl Progress for Quiet {}
 
 /// How a stage of [`run`] went.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,7 +185,7 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
     let mut stages = Stages::load(config);
     let mut summary = RunSummary::default();
     let save = |stages: &mut Stages, stage: Stage, fp: &str, done: bool| {
-        stages.set(config, &stage.to_string(), fp, done).context(|| format!("writing {}", config.run_dir().join("stages.json").display()))
+        stages.set(config, stage, fp, done).context(|| format!("writing {}", config.run_dir().join("stages.json").display()))
     };
     let line = |summary: &mut RunSummary, stage: Stage, status: StageStatus, t: Instant| {
         let seconds = if status == StageStatus::Skipped { 0.0 } else { t.elapsed().as_secs_f64() };
@@ -201,7 +194,7 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
 
     let t = Instant::now();
     let data_fp = data_fingerprint(config);
-    if stages.done_with("data", &data_fp) && config.work_dir().join("data/processed/train.jsonl").is_file() {
+    if stages.done_with(Stage::Data, &data_fp) && config.work_dir().join("data/processed/train.jsonl").is_file() {
         line(&mut summary, Stage::Data, StageStatus::Skipped, t);
     } else {
         let report = data(config, progress)?;
@@ -224,7 +217,7 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
     let t = Instant::now();
     let model = model_path(config)?;
     let train_fp = train_fingerprint(config, &data_fp, &model);
-    if stages.done_with("train", &train_fp) && config.run_dir().join("adapter/adapter_model.safetensors").is_file() {
+    if stages.done_with(Stage::Train, &train_fp) && config.run_dir().join("adapter/adapter_model.safetensors").is_file() {
         line(&mut summary, Stage::Train, StageStatus::Skipped, t);
     } else {
         // an interrupted training (same config, data and model) continues from its checkpoint
@@ -238,7 +231,7 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
     if config.eval.is_some() {
         let t = Instant::now();
         let eval_fp = eval_fingerprint(config, &train_fp);
-        if stages.done_with("eval", &eval_fp) && config.run_dir().join("eval/scores.json").is_file() {
+        if stages.done_with(Stage::Eval, &eval_fp) && config.run_dir().join("eval/scores.json").is_file() {
             line(&mut summary, Stage::Eval, StageStatus::Skipped, t);
         } else {
             let scores = evaluate(config, &EvalRequest::default(), progress)?;
@@ -250,7 +243,7 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
     if let Some(e) = &config.export {
         let t = Instant::now();
         let export_fp = export_fingerprint(config, &train_fp);
-        if stages.done_with("export", &export_fp) && config.run_dir().join("onnx/model.onnx").is_file() {
+        if stages.done_with(Stage::Export, &export_fp) && config.run_dir().join("onnx/model.onnx").is_file() {
             line(&mut summary, Stage::Export, StageStatus::Skipped, t);
         } else {
             export(config, &ExportRequest { precision: e.precision, ..ExportRequest::default() }, progress)?;

@@ -8,10 +8,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{load_model_on, Context, PipelineError, Progress, Result, StageResult};
+use super::{Context, PipelineError, Progress, Result, StageResult, load_model_on};
 use crate::artifacts::TrainRecord;
 use crate::config::Config;
-use crate::train::{self, ranks, DataParallel, TrainOptions, TrainOutcome, NCCL_ID_ENV};
+use crate::train::{self, DataParallel, NCCL_ID_ENV, TrainOptions, TrainOutcome, ranks};
 
 /// The exit status of a `medtune` process that ran but had records fail or skipped (a rank
 /// process reports that way too).
@@ -133,10 +133,13 @@ fn launch_ranks(config: &Config, request: &TrainRequest, world: usize) -> Result
             cmd.args(["--stop-after", &n.to_string()]);
         }
         // rank 0 prints the run's summary; every rank's stderr comes through here
-        cmd.env(NCCL_ID_ENV, &id).stdin(Stdio::null()).stdout(if rank == 0 { Stdio::inherit() } else { Stdio::null() }).stderr(Stdio::piped());
+        cmd.env(NCCL_ID_ENV, &id)
+            .stdin(Stdio::null())
+            .stdout(if rank == 0 { Stdio::inherit() } else { Stdio::null() })
+            .stderr(Stdio::piped());
         cmd
     })
-    .map_err(|(rank, e)| PipelineError::Io { what: format!("starting rank {rank} of {world} ({})", exe.display()), source: e })?;
+    .map_err(|(rank, e)| PipelineError::Io { what: format!("starting rank {rank} of {world} ({})", exe.display()), source: Box::new(e) })?;
     let mut last_lines = Vec::with_capacity(world);
     let mut forwarders = Vec::with_capacity(world);
     for (rank, child) in children.iter_mut().enumerate() {
@@ -145,7 +148,11 @@ fn launch_ranks(config: &Config, request: &TrainRequest, world: usize) -> Result
             let keep = Arc::clone(&last);
             forwarders.push(std::thread::spawn(move || {
                 for line in std::io::BufReader::new(err).lines().map_while(std::result::Result::ok) {
-                    if rank == 0 { eprintln!("{line}") } else { eprintln!("[rank {rank}] {line}") }
+                    if rank == 0 {
+                        eprintln!("{line}")
+                    } else {
+                        eprintln!("[rank {rank}] {line}")
+                    }
                     if let (false, Ok(mut l)) = (line.trim().is_empty(), keep.lock()) {
                         *l = line;
                     }

@@ -32,10 +32,9 @@ mod tests {
     #[test]
     fn classification_metrics_equal_sklearn() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let golden: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join("tests/fixtures/metrics_golden.json")).expect("golden file"),
-        )
-        .expect("golden JSON");
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/metrics_golden.json")).expect("golden file"))
+                .expect("golden JSON");
         let engine = PluginEngine::new(None).expect("engine");
         let b = builtin("classification-metrics").expect("built in");
         let mut plugin = engine.load(b.wasm, "builtin:classification-metrics", None, Sandbox::default()).expect("load");
@@ -44,8 +43,7 @@ mod tests {
                 case[k].as_array().expect("array").iter().map(|v| v.as_str().expect("string").to_owned()).collect()
             };
             let (truth, pred) = (strings("y_true"), strings("y_pred"));
-            let preds: Vec<Prediction> =
-                pred.iter().enumerate().map(|(i, l)| Prediction { id: i.to_string(), label: l.clone() }).collect();
+            let preds: Vec<Prediction> = pred.iter().enumerate().map(|(i, l)| Prediction { id: i.to_string(), label: l.clone() }).collect();
             let refs: Vec<Reference> = truth
                 .iter()
                 .enumerate()

@@ -64,16 +64,16 @@ pub fn check(engine: &Engine, component: &Component, expected: Option<PluginKind
         .strip_suffix("-api")
         .and_then(parse_kind)
         .ok_or_else(|| format!("exports unknown interface {PACKAGE}/{iface}@{version}; expected {want_text}"))?;
-    if let Some(expected) = expected {
-        if expected != kind {
-            return Err(format!(
-                "is a {} plugin (exports {}), but the config expects a {} (export {})",
-                kind_name(kind),
-                export_name(kind),
-                kind_name(expected),
-                export_name(expected)
-            ));
-        }
+    if let Some(expected) = expected
+        && expected != kind
+    {
+        return Err(format!(
+            "is a {} plugin (exports {}), but the config expects a {} (export {})",
+            kind_name(kind),
+            export_name(kind),
+            kind_name(expected),
+            export_name(expected)
+        ));
     }
     let foreign: Vec<String> = ty
         .imports(engine)

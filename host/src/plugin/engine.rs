@@ -43,15 +43,10 @@ impl PluginEngine {
         if std::env::var_os("MEDTUNE_WASM_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| LoadError::Compile {
-            origin: "engine".into(),
-            reason: format!("{e:#}"),
-        })?;
+        let engine = Engine::new(&config).map_err(|e| LoadError::Compile { origin: "engine".into(), reason: format!("{e:#}") })?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Compile {
-            origin: "engine".into(),
-            reason: format!("cannot link WASI: {e:#}"),
-        })?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Compile { origin: "engine".into(), reason: format!("cannot link WASI: {e:#}") })?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("medtune-epoch".into())
@@ -63,9 +58,7 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| LoadError::Compile { origin: "engine".into(), reason: e.to_string() })?;
-        Ok(Self {
-            inner: Arc::new(Inner { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()) }),
-        })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()) }) })
     }
 
     /// Loads a component file (see [`PluginEngine::load`]).
@@ -87,15 +80,23 @@ impl PluginEngine {
         Ok((p.info().clone(), p.hash().to_owned()))
     }
 
-    fn start(&self, bytes: &[u8], origin: &str, expected: Option<PluginKind>, sandbox: Sandbox, configure: bool) -> Result<Plugin, LoadError> {
+    fn start(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        expected: Option<PluginKind>,
+        sandbox: Sandbox,
+        configure: bool,
+    ) -> Result<Plugin, LoadError> {
         let hash = sha256_hex(bytes);
         let component = self.compile(bytes, &hash, origin)?;
         let kind = contract::check(&self.inner.engine, &component, expected)
             .map_err(|detail| LoadError::Contract { origin: origin.to_owned(), detail })?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Instantiate {
-            origin: origin.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Instantiate { origin: origin.to_owned(), reason: format!("{e:#}") })?;
         Plugin::start(self.inner.engine.clone(), pre, kind, hash, origin.to_owned(), sandbox, configure)
     }
 

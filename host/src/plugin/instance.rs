@@ -15,8 +15,7 @@ use super::engine::TICK;
 use super::error::{CallError, LoadError, RecordFailure};
 use super::sandbox::{Ctx, Sandbox};
 use super::types::{
-    Annotated, Derived, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind,
-    Prediction, Reference, Score, Setting,
+    Annotated, Derived, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind, Prediction, Reference, Score, Setting,
 };
 use super::validate;
 
@@ -103,8 +102,7 @@ impl Recipe {
     }
 
     fn configure(&self, live: &mut Live) -> Result<(), String> {
-        let settings: Vec<Setting> =
-            self.sandbox.settings.iter().map(|(k, v)| Setting { key: k.clone(), value: v.clone() }).collect();
+        let settings: Vec<Setting> = self.sandbox.settings.iter().map(|(k, v)| Setting { key: k.clone(), value: v.clone() }).collect();
         live.store.set_epoch_deadline(self.deadline_ticks());
         let s = &mut live.store;
         let r = match &live.inst {
@@ -164,8 +162,7 @@ impl Plugin {
         };
         let recipe = Recipe { id: origin.clone(), origin: origin.clone(), engine, pre, sandbox };
         let mut live = recipe.instantiate().map_err(|reason| LoadError::Instantiate { origin: origin.clone(), reason })?;
-        let mut plugin =
-            Plugin { info: placeholder, hash, recipe, live: None, spare: None, restarts: 0, last_restart: Restart::default() };
+        let mut plugin = Plugin { info: placeholder, hash, recipe, live: None, spare: None, restarts: 0, last_restart: Restart::default() };
         let info = match &live.inst {
             Inst::Normalizer(i) => i.medtune_plugin_normalizer_api().call_describe(&mut live.store),
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_describe(&mut live.store),
@@ -356,9 +353,7 @@ impl Plugin {
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_disambiguate(s, batch),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| {
-            validate::expansions(&batch[i].document.text, x)
-        })
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::expansions(&batch[i].document.text, x))
     }
 
     /// New records made from each document.
@@ -370,9 +365,7 @@ impl Plugin {
             Inst::Augmenter(i) => i.medtune_plugin_augmenter_api().call_augment(s, batch, seed),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| {
-            validate::derived(&batch[i].document.text, x)
-        })
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::derived(&batch[i].document.text, x))
     }
 
     /// The figures of a metric.
@@ -409,7 +402,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use crate::plugin::types::Document;
-    use crate::plugin::{builtin, Grant, PluginEngine, Sandbox};
+    use crate::plugin::{Grant, PluginEngine, Sandbox, builtin};
 
     fn doc(id: &str, text: &str) -> Document {
         Document { id: id.into(), text: text.into(), metadata: Vec::new() }

@@ -15,11 +15,11 @@ pub mod types;
 mod validate;
 mod watch;
 
-pub use builtin::{builtin, builtins, Builtin};
-pub use contract::{export_name, kind_name, parse_kind, CONTRACT_VERSION};
+pub use builtin::{Builtin, builtin, builtins};
+pub use contract::{CONTRACT_VERSION, export_name, kind_name, parse_kind};
 pub use engine::PluginEngine;
 pub use error::{CallError, LoadError, RecordFailure};
 pub use instance::{Outcomes, Plugin, Restart};
 pub use sandbox::{Grant, Sandbox};
-pub use set::{wasm_files, PluginSet, SlotSpec, SwapEvent};
+pub use set::{PluginSet, SlotSpec, SwapEvent, wasm_files};
 pub use watch::Watcher;

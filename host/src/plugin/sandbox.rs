@@ -7,9 +7,7 @@ use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{
-    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::error::LoadError;
 
@@ -43,13 +41,7 @@ pub struct Sandbox {
 
 impl Default for Sandbox {
     fn default() -> Self {
-        Self {
-            memory_cap: 512 << 20,
-            timeout: Duration::from_secs(10),
-            grants: Vec::new(),
-            settings: Vec::new(),
-            spare: true,
-        }
+        Self { memory_cap: 512 << 20, timeout: Duration::from_secs(10), grants: Vec::new(), settings: Vec::new(), spare: true }
     }
 }
 
@@ -122,21 +114,14 @@ impl Ctx {
             .monotonic_clock(FrozenClock)
             .insecure_random_seed(0);
         for g in &sandbox.grants {
-            b.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly).map_err(|e| {
-                LoadError::Grant {
-                    origin: origin.to_owned(),
-                    host: g.host.clone(),
-                    guest: g.guest.clone(),
-                    reason: format!("{e:#}"),
-                }
+            b.preopened_dir(&g.host, &g.guest, FsPerms::ReadOnly).map_err(|e| LoadError::Grant {
+                origin: origin.to_owned(),
+                host: g.host.clone(),
+                guest: g.guest.clone(),
+                reason: format!("{e:#}"),
             })?;
         }
-        Ok(Self {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter { cap: sandbox.memory_cap, refused: None },
-            stderr,
-        })
+        Ok(Self { wasi: b.build(), table: ResourceTable::new(), limiter: Limiter { cap: sandbox.memory_cap, refused: None }, stderr })
     }
 
     /// The guest's stderr so far, as text (for error messages).

@@ -32,7 +32,8 @@ impl SlotSpec {
     /// Why `plugin` cannot fill this slot because of its version, if it cannot.
     pub fn version_mismatch(&self, plugin: &Plugin) -> Option<String> {
         let want = self.version.as_deref()?;
-        (plugin.info().version != want).then(|| format!("{} is version {}, but the config pins {} to {want}", plugin.origin(), plugin.info().version, self.name))
+        (plugin.info().version != want)
+            .then(|| format!("{} is version {}, but the config pins {} to {want}", plugin.origin(), plugin.info().version, self.name))
     }
 }
 
@@ -111,13 +112,7 @@ impl PluginSet {
                         continue;
                     }
                     let Some(old) = self.slots.get_mut(slot) else { continue };
-                    log.push(format!(
-                        "swapped {} -> {} (sha256 {}) from {}",
-                        old.id(),
-                        plugin.id(),
-                        &plugin.hash()[..12],
-                        path.display()
-                    ));
+                    log.push(format!("swapped {} -> {} (sha256 {}) from {}", old.id(), plugin.id(), &plugin.hash()[..12], path.display()));
                     *old = *plugin;
                 }
                 SwapEvent::Refused { path, error } => {
@@ -147,11 +142,8 @@ impl PluginSet {
 /// The `.wasm` files of a folder, sorted by name.
 pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.to_owned(), source })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file()).collect();
     files.sort();
     Ok(files)
 }

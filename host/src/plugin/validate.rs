@@ -3,7 +3,7 @@
 
 use unicode_segmentation::GraphemeCursor;
 
-use super::contract::{kind_name, CONTRACT_VERSION};
+use super::contract::{CONTRACT_VERSION, kind_name};
 use super::types::{Derived, Expansion, Mention, PluginInfo, PluginKind, Score, Span};
 
 /// The most annotations one document may get from one plugin.
@@ -68,10 +68,7 @@ impl<'a> Text<'a> {
 
     fn check(&self, span: &Span) -> Result<(usize, usize), String> {
         if span.start > span.end || span.end as usize > self.chars {
-            return Err(format!(
-                "span {}..{} is outside the text ({} characters)",
-                span.start, span.end, self.chars
-            ));
+            return Err(format!("span {}..{} is outside the text ({} characters)", span.start, span.end, self.chars));
         }
         if span.start == span.end {
             return Err(format!("span {}..{} is empty", span.start, span.end));
@@ -79,10 +76,7 @@ impl<'a> Text<'a> {
         let (a, b) = (self.byte(span.start as usize), self.byte(span.end as usize));
         for (ch, byte) in [(span.start, a), (span.end, b)] {
             if !grapheme_boundary(self.text, byte) {
-                return Err(format!(
-                    "span {}..{} cuts a character at offset {ch} (inside a grapheme cluster)",
-                    span.start, span.end
-                ));
+                return Err(format!("span {}..{} cuts a character at offset {ch} (inside a grapheme cluster)", span.start, span.end));
             }
         }
         Ok((a, b))
@@ -136,17 +130,10 @@ pub fn info(info: &PluginInfo, world: PluginKind) -> Result<(), String> {
     field("name", &info.name)?;
     field("version", &info.version)?;
     if info.kind != world {
-        return Err(format!(
-            "says it is a {} but its component is a {}",
-            kind_name(info.kind),
-            kind_name(world)
-        ));
+        return Err(format!("says it is a {} but its component is a {}", kind_name(info.kind), kind_name(world)));
     }
     if info.contract_version != CONTRACT_VERSION {
-        return Err(format!(
-            "says it was built for contract {} but exports {CONTRACT_VERSION}",
-            info.contract_version
-        ));
+        return Err(format!("says it was built for contract {} but exports {CONTRACT_VERSION}", info.contract_version));
     }
     Ok(())
 }
@@ -173,11 +160,7 @@ pub fn expansions(text: &str, expansions: &[Expansion]) -> Result<(), String> {
         let at = |e: String| format!("expansion {i}: {e}");
         let (a, b) = t.check(&x.span).map_err(at)?;
         if text[a..b] != x.abbreviation {
-            return Err(at(format!(
-                "abbreviation {:?} is not the text of its span ({:?})",
-                x.abbreviation,
-                &text[a..b]
-            )));
+            return Err(at(format!("abbreviation {:?} is not the text of its span ({:?})", x.abbreviation, &text[a..b])));
         }
         field("long form", &x.long_form).map_err(at)?;
         unit("confidence", x.confidence).map_err(at)?;
@@ -223,11 +206,7 @@ mod tests {
     use crate::plugin::types::Concept;
 
     fn mention(start: u32, end: u32) -> Mention {
-        Mention {
-            span: Span { start, end },
-            concept: Concept { id: "D1".into(), preferred_name: "x".into() },
-            score: 1.0,
-        }
+        Mention { span: Span { start, end }, concept: Concept { id: "D1".into(), preferred_name: "x".into() }, score: 1.0 }
     }
 
     #[test]
@@ -255,7 +234,13 @@ mod tests {
 
     #[test]
     fn the_ascii_shortcut_agrees_with_the_unicode_rules() {
-        let texts = ["a\r\nb\r\r\n\n", "cafe\u{301}\r\n\u{301}x", "\u{1F469}\u{200D}\u{1F52C} \u{1F1EB}\u{1F1F7}!", "\u{915}\u{94D}\u{937} a\u{903}b", "\u{600}1 \u{1100}\u{1161}\u{11A8}."];
+        let texts = [
+            "a\r\nb\r\r\n\n",
+            "cafe\u{301}\r\n\u{301}x",
+            "\u{1F469}\u{200D}\u{1F52C} \u{1F1EB}\u{1F1F7}!",
+            "\u{915}\u{94D}\u{937} a\u{903}b",
+            "\u{600}1 \u{1100}\u{1161}\u{11A8}.",
+        ];
         for text in texts {
             for (at, _) in text.char_indices().chain([(text.len(), ' ')]) {
                 let unicode = GraphemeCursor::new(at, text.len(), true).is_boundary(text, 0);
@@ -304,7 +289,7 @@ mod tests {
             long_form: "myocardial infarction".into(),
             confidence: 0.9,
         };
-        assert!(expansions("Old MI.", &[ok.clone()]).is_ok());
+        assert!(expansions("Old MI.", std::slice::from_ref(&ok)).is_ok());
         let bad = Expansion { span: Span { start: 3, end: 5 }, ..ok };
         assert!(expansions("Old MI.", &[bad]).unwrap_err().contains("is not the text of its span"));
     }

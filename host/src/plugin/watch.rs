@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 
 use super::engine::PluginEngine;
 use super::error::LoadError;
-use super::set::{wasm_files, SlotSpec, SwapEvent};
+use super::set::{SlotSpec, SwapEvent, wasm_files};
 
 /// Files that keep changing are picked up once they have been quiet this long.
 const DEBOUNCE: Duration = Duration::from_millis(50);

@@ -6,6 +6,7 @@
 use super::dynamic::dynamic_map;
 
 /// The 16 NF4 values.
+#[allow(clippy::excessive_precision)] // bitsandbytes' values, digit for digit
 pub const NF4_CODE: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
@@ -26,6 +27,7 @@ pub const NF4_CODE: [f32; 16] = [
 ];
 
 /// bitsandbytes' decision thresholds between neighbouring NF4 values (`dQuantizeNF4`).
+#[allow(clippy::excessive_precision)] // bitsandbytes' values, digit for digit
 const THRESHOLDS: [f32; 15] = [
     -0.848_096_400_499_343_9,
     -0.610_632_926_225_662_2,
@@ -88,7 +90,7 @@ impl Nf4 {
             for (k, v) in block.iter().enumerate() {
                 let i = b * BLOCK + k;
                 let code = nf4_index(v * scale);
-                packed[i / 2] |= if i % 2 == 0 { code << 4 } else { code };
+                packed[i / 2] |= if i.is_multiple_of(2) { code << 4 } else { code };
             }
         }
         let offset = absmax.iter().map(|&a| f64::from(a)).sum::<f64>() as f32 / absmax.len().max(1) as f32;
@@ -118,7 +120,7 @@ impl Nf4 {
         (0..self.len)
             .map(|i| {
                 let byte = self.packed[i / 2];
-                let code = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+                let code = if i.is_multiple_of(2) { byte >> 4 } else { byte & 0x0f };
                 NF4_CODE[code as usize] * absmax[i / BLOCK]
             })
             .collect()

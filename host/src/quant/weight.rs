@@ -1,12 +1,12 @@
 //! A frozen weight matrix stored in NF4 with double quantization on its device, dequantized
 //! on demand (for one matrix product at a time, so only one layer is ever dense). On the CPU
 //! the codes stay in host memory and dequantize in a loop; on a GPU they live in device memory
-//! and dequantize in one kernel (`cuda.rs`), or with tensor ops for a dtype it does not write.
+//! and dequantize in one kernel (`cuda/nf4.rs`), or with tensor ops for a dtype it does not write.
 
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::dynamic::dynamic_map;
-use super::nf4::{Nf4, BLOCK, BLOCK2, NF4_CODE};
+use super::nf4::{BLOCK, BLOCK2, NF4_CODE, Nf4};
 
 /// An (out, in) weight in NF4.
 #[derive(Debug, Clone)]
@@ -22,7 +22,15 @@ enum Store {
     Host(std::sync::Arc<Nf4>),
     /// `pairs` (256, 2): the two code values a packed byte holds (high nibble first), so one
     /// gather turns the packed bytes into weights.
-    Device { packed: Tensor, absmax_q: Tensor, absmax2: Tensor, offset: f64, pairs: Tensor, code2: Tensor, blocks: usize },
+    Device {
+        packed: Tensor,
+        absmax_q: Tensor,
+        absmax2: Tensor,
+        offset: f64,
+        pairs: Tensor,
+        code2: Tensor,
+        blocks: usize,
+    },
 }
 
 impl Store {
@@ -54,11 +62,7 @@ impl Nf4Weight {
         }
         let device = w.device().clone();
         let q = Nf4::quantize(&w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
-        let store = if device.is_cpu() {
-            Store::Host(std::sync::Arc::new(q))
-        } else {
-            Store::device(q, &device)?
-        };
+        let store = if device.is_cpu() { Store::Host(std::sync::Arc::new(q)) } else { Store::device(q, &device)? };
         Ok(Self { rows, cols, dtype, store })
     }
 
@@ -69,7 +73,14 @@ impl Nf4Weight {
             Store::Device { packed, absmax_q, absmax2, offset, pairs, code2, blocks } => {
                 #[cfg(feature = "cuda")]
                 if packed.device().is_cuda() && matches!(self.dtype, DType::BF16 | DType::F32) {
-                    let op = super::cuda::Dequantize { absmax_q, absmax2, code2, offset: *offset as f32, shape: (self.rows, self.cols), dtype: self.dtype };
+                    let op = crate::cuda::nf4::Dequantize {
+                        absmax_q,
+                        absmax2,
+                        code2,
+                        offset: *offset as f32,
+                        shape: (self.rows, self.cols),
+                        dtype: self.dtype,
+                    };
                     return packed.apply_op1_no_bwd(&op);
                 }
                 // one gather and one multiply: unpacking the nibbles by integer arithmetic was
@@ -134,8 +145,14 @@ mod tests {
             let q = Nf4Weight::quantize(&w.to_device(&gpu).expect("to gpu"), dtype).expect("quantize");
             let got = q.dequantize().expect("kernel");
             assert_eq!(got.dtype(), dtype);
-            let got = got.to_dtype(DType::F32).and_then(|t| t.to_device(&Device::Cpu)).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).expect("back");
-            let want: Vec<f32> = if dtype == DType::BF16 { host.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect() } else { host.clone() };
+            let got = got
+                .to_dtype(DType::F32)
+                .and_then(|t| t.to_device(&Device::Cpu))
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("back");
+            let want: Vec<f32> =
+                if dtype == DType::BF16 { host.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect() } else { host.clone() };
             let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(diff <= 1e-6, "{dtype:?}: kernel and host differ by {diff}");
         }

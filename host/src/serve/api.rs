@@ -5,20 +5,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::JsonRejection;
+use axum::Json;
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::extract::rejection::JsonRejection;
+use axum::http::{StatusCode, Uri, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::data::Record;
 use crate::engine::Engine;
 use crate::model::{ChatMessage, GenerateOptions};
-use crate::prompt::{expanded, label_tokens, prompt_ids, LABELS};
+use crate::prompt::{LABELS, expanded, label_tokens, prompt_ids};
 
 use super::{ApiError, AppState};
 
@@ -53,13 +53,21 @@ pub async fn metrics(State(s): S) -> Response {
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {uri} (see /v1/models, /v1/chat/completions, /v1/answer, /health, /metrics)"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {uri} (see /v1/models, /v1/chat/completions, /v1/answer, /health, /metrics)"),
+    )
 }
 
 /// A place in the queue, or 429.
 fn admit(s: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     s.admitted.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit", format!("the queue is full ({} requests admitted); retry later", s.opts.queue))
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit",
+            format!("the queue is full ({} requests admitted); retry later", s.opts.queue),
+        )
     })
 }
 
@@ -76,7 +84,10 @@ async fn on_engine<T: Send + 'static>(s: &AppState, f: impl FnOnce() -> Result<T
     let engine = s.engine.clone();
     // the time limit covers the wait for the engine too
     let job = async move {
-        let permit = engine.acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
+        let permit = engine
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
         tokio::task::spawn_blocking(move || {
             let out = f();
             drop(permit);
@@ -87,7 +98,11 @@ async fn on_engine<T: Send + 'static>(s: &AppState, f: impl FnOnce() -> Result<T
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
     };
     match tokio::time::timeout(s.opts.timeout, job).await {
-        Err(_) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()),
+        )),
         Ok(r) => r,
     }
 }
@@ -270,7 +285,16 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
 /// Server-sent events: one `chat.completion.chunk` per piece of text, a last chunk with the
 /// finish reason and `usage`, then `data: [DONE]`.
 #[allow(clippy::too_many_arguments)]
-async fn stream(s: Arc<AppState>, m: Arc<Engine>, prompt: String, opts: GenerateOptions, id: String, created: u64, name: String, place: OwnedSemaphorePermit) -> Response {
+async fn stream(
+    s: Arc<AppState>,
+    m: Arc<Engine>,
+    prompt: String,
+    opts: GenerateOptions,
+    id: String,
+    created: u64,
+    name: String,
+    place: OwnedSemaphorePermit,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let chunk = move |delta: Value, finish: Value, usage: Option<Value>| {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,

@@ -1,9 +1,9 @@
 //! API errors: an HTTP status and a JSON body in OpenAI's shape
 //! (`{"error": {"message", "type", "code"}}`) that says what is wrong.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 /// An error answered to the client.
 #[derive(Debug)]

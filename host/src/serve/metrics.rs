@@ -60,7 +60,9 @@ impl Metrics {
             for ((e, s), n) in &m.requests {
                 let _ = writeln!(out, "medtune_requests_total{{endpoint=\"{e}\",status=\"{s}\"}} {n}");
             }
-            out.push_str("# HELP medtune_errors_total Requests answered with an error status, by endpoint.\n# TYPE medtune_errors_total counter\n");
+            out.push_str(
+                "# HELP medtune_errors_total Requests answered with an error status, by endpoint.\n# TYPE medtune_errors_total counter\n",
+            );
             let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
             for ((e, s), n) in &m.requests {
                 if *s >= 400 {

@@ -5,7 +5,7 @@
 //! answers, optionally weighted by class; and, for examples that carry a conclusion, the
 //! mean cross-entropy of its tokens written after the answer.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{D, DType, Device, Result, Tensor};
 
 use crate::model::Llama;
 
@@ -46,7 +46,14 @@ pub struct Batch {
 impl Batch {
     /// Pads `examples`; `label_tokens` maps labels to answer tokens, `class_weights` labels to
     /// loss weights.
-    pub fn new(examples: &[&Example], label_tokens: &[u32; 3], class_weights: &[f64; 3], pad: u32, opts: LossOptions, device: &Device) -> Result<Self> {
+    pub fn new(
+        examples: &[&Example],
+        label_tokens: &[u32; 3],
+        class_weights: &[f64; 3],
+        pad: u32,
+        opts: LossOptions,
+        device: &Device,
+    ) -> Result<Self> {
         let with_conclusion = |e: &Example| opts.conclusion_weight > 0.0 && !e.conclusion.is_empty();
         let len = |e: &Example| sequence_len(e, opts);
         let width = examples.iter().map(|e| len(e)).max().unwrap_or(1);
@@ -93,7 +100,9 @@ impl Batch {
         let flat = h.reshape((b * t, d))?;
         let answer = self.loss(&model.project(&flat.index_select(&self.last, 0)?)?)?;
         match &self.conclusion {
-            Some((at, next)) => answer + (nll(&model.project(&flat.index_select(at, 0)?)?, next)?.mean_all()? * self.opts.conclusion_weight)?,
+            Some((at, next)) => {
+                answer + (nll(&model.project(&flat.index_select(at, 0)?)?, next)?.mean_all()? * self.opts.conclusion_weight)?
+            }
             None => Ok(answer),
         }
     }

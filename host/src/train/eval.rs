@@ -10,14 +10,21 @@ use candle_core::{Result, Tensor};
 use crate::artifacts::ScoredQuestion;
 use crate::data::Record;
 use crate::model::{Adapters, Llama};
-use crate::plugin::types::{Prediction, Reference};
 use crate::plugin::PluginSet;
+use crate::plugin::types::{Prediction, Reference};
 
 use super::examples::Example;
 use crate::prompt::LABELS;
 
 /// The answer probabilities of `examples`, `batch` at a time.
-pub fn score(model: &Llama, adapters: Option<&dyn Adapters>, examples: &[Example], label_tokens: &[u32; 3], batch: usize, pad: u32) -> Result<Vec<[f64; 3]>> {
+pub fn score(
+    model: &Llama,
+    adapters: Option<&dyn Adapters>,
+    examples: &[Example],
+    label_tokens: &[u32; 3],
+    batch: usize,
+    pad: u32,
+) -> Result<Vec<[f64; 3]>> {
     let device = model.device().clone();
     let labels = Tensor::new(label_tokens.as_slice(), &device)?;
     let mut out = Vec::with_capacity(examples.len());
@@ -58,7 +65,13 @@ pub fn predictions(examples: &[Example], probs: &[[f64; 3]], rare: &[bool]) -> V
         .zip(rare)
         .map(|((e, p), &rare_concept)| {
             let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            ScoredQuestion { id: e.id.clone(), label: LABELS[e.label].into(), predicted: LABELS[best].into(), probabilities: *p, rare_concept }
+            ScoredQuestion {
+                id: e.id.clone(),
+                label: LABELS[e.label].into(),
+                predicted: LABELS[best].into(),
+                probabilities: *p,
+                rare_concept,
+            }
         })
         .collect()
 }
@@ -69,7 +82,11 @@ pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::R
     let predictions: Vec<Prediction> = scored.iter().map(|s| Prediction { id: s.id.clone(), label: s.predicted.clone() }).collect();
     let references: Vec<Reference> = scored
         .iter()
-        .map(|s| Reference { id: s.id.clone(), label: s.label.clone(), tags: if s.rare_concept { vec!["rare-concept".into()] } else { vec![] } })
+        .map(|s| Reference {
+            id: s.id.clone(),
+            label: s.label.clone(),
+            tags: if s.rare_concept { vec!["rare-concept".into()] } else { vec![] },
+        })
         .collect();
     let mut out = BTreeMap::new();
     let mut first = true;
@@ -78,7 +95,10 @@ pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::R
             continue;
         }
         let id = plugin.id();
-        let scores = plugin.compute(&predictions, &references).map_err(|e| format!("metric plugin {id}: {e}"))?.map_err(|e| format!("metric plugin {id}: {e}"))?;
+        let scores = plugin
+            .compute(&predictions, &references)
+            .map_err(|e| format!("metric plugin {id}: {e}"))?
+            .map_err(|e| format!("metric plugin {id}: {e}"))?;
         for s in scores {
             if first {
                 out.insert(s.name.clone(), s.value);

@@ -6,7 +6,7 @@
 
 use crate::data::Record;
 use crate::model::Tokenizer;
-use crate::prompt::{conclusion_text, expanded, prompt_parts, PromptOptions, LABELS};
+use crate::prompt::{LABELS, PromptOptions, conclusion_text, expanded, prompt_parts};
 
 /// One tokenized question.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,12 @@ pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> R
 /// answer.
 pub fn with_conclusion(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Option<Result<Example, ExampleError>> {
     let conclusion = record.long_answer.as_deref()?;
-    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example { id: format!("{}#conclusion", record.id), prompt, label, conclusion: Vec::new() }))
+    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example {
+        id: format!("{}#conclusion", record.id),
+        prompt,
+        label,
+        conclusion: Vec::new(),
+    }))
 }
 
 /// The longest conclusion written after an answer, in tokens (PubMedQA's long answers are
@@ -68,7 +73,12 @@ pub fn conclusion_ids(record: &Record, tokenizer: &Tokenizer) -> Option<Result<V
 }
 
 /// The record's prompt and label.
-fn tokenized(record: &Record, conclusion: Option<&str>, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<(Vec<u32>, usize), ExampleError> {
+fn tokenized(
+    record: &Record,
+    conclusion: Option<&str>,
+    tokenizer: &Tokenizer,
+    opts: PromptOptions,
+) -> Result<(Vec<u32>, usize), ExampleError> {
     let PromptOptions { max_len, expand, keep_end } = opts;
     let err = |message: String| ExampleError { id: record.id.clone(), message };
     let answer = record.answer.as_deref().ok_or_else(|| err("has no answer".into()))?;

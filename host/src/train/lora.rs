@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 
-use crate::model::{uniform, Adapters, Config, Linear};
+use crate::model::{Adapters, Config, Linear, uniform};
 
 /// LoRA hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +112,7 @@ impl LoraSet {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             // the same elements as the CPU's stream below
-            return Ok(Some(crate::model::fused::dropout_mask(x, seed, p)?));
+            return Ok(Some(crate::cuda::fused::dropout_mask(x, seed, p)?));
         }
         let mut state = seed;
         let values: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(splitmix(&mut state) >= p)).collect();
@@ -212,7 +212,11 @@ impl LoraSet {
         // input and the output gradient to f32 was a seventh of a 7B step's GPU time
         let (ac, bs) = (a.to_dtype(dtype)?, (&b * s)?.to_dtype(dtype)?);
         let xa = masked(&input, mask.as_ref(), dtype)?.matmul(&ac.t()?)?;
-        let y = if value { crate::model::ops::add_matmul(base.frozen_value(&input)?, &xa, &bs.t()?)? } else { Tensor::zeros((rows, base.out_dim()?), dtype, x.device())? };
+        let y = if value {
+            crate::model::ops::add_matmul(base.frozen_value(&input)?, &xa, &bs.t()?)?
+        } else {
+            Tensor::zeros((rows, base.out_dim()?), dtype, x.device())?
+        };
         let mut out_dims = in_dims.clone();
         if let Some(last) = out_dims.last_mut() {
             *last = y.dim(1)?;
@@ -314,7 +318,12 @@ mod tests {
         let mask = lora.dropout_mask(module, &x.as_tensor().reshape((6, h)).expect("rows")).expect("mask").expect("dropout on");
         let kept = mask.to_dtype(DType::F32).and_then(|m| m.reshape((2, 3, h))).and_then(|m| m * (1.0 / 0.7)).expect("kept");
         let plain = (base.forward_frozen(x.as_tensor()).expect("base")
-            + x.as_tensor().mul(&kept).and_then(|d| d.broadcast_matmul(&a.t()?)).and_then(|d| d.broadcast_matmul(&b.t()?)).and_then(|d| d * lora.scale).expect("update"))
+            + x.as_tensor()
+                .mul(&kept)
+                .and_then(|d| d.broadcast_matmul(&a.t()?))
+                .and_then(|d| d.broadcast_matmul(&b.t()?))
+                .and_then(|d| d * lora.scale)
+                .expect("update"))
         .expect("sum");
         let diff = (&fused - &plain).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar::<f32>()).expect("diff");
         assert!(diff < 1e-4, "values differ by {diff}");
@@ -347,7 +356,10 @@ mod tests {
             }
             let named: Vec<(&str, &Linear)> = modules.iter().copied().zip(&bases).collect();
             let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h), &dev).expect("x")).expect("var");
-            let probes: Vec<Tensor> = bases.iter().map(|b| Tensor::randn(0f32, 1., (2, 3, b.weight().and_then(|w| w.dim(0)).expect("out")), &dev).expect("probe")).collect();
+            let probes: Vec<Tensor> = bases
+                .iter()
+                .map(|b| Tensor::randn(0f32, 1., (2, 3, b.weight().and_then(|w| w.dim(0)).expect("out")), &dev).expect("probe"))
+                .collect();
             let run = |shared: bool| -> Vec<Tensor> {
                 lora.set_dropout_seed(9);
                 let ys: Vec<Tensor> = if shared {
@@ -355,16 +367,25 @@ mod tests {
                 } else {
                     named.iter().map(|(m, b)| lora.linear(m, b, x.as_tensor()).expect("separate")).collect()
                 };
-                let loss = ys.iter().zip(&probes).fold(Tensor::new(0f32, &dev).expect("zero"), |l, (y, p)| (l + y.mul(p).and_then(|t| t.sum_all()).expect("term")).expect("sum"));
+                let loss = ys.iter().zip(&probes).fold(Tensor::new(0f32, &dev).expect("zero"), |l, (y, p)| {
+                    (l + y.mul(p).and_then(|t| t.sum_all()).expect("term")).expect("sum")
+                });
                 let grads = loss.backward().expect("backward");
                 let mut wanted = vec![x.as_tensor().clone()];
-                wanted.extend(modules.iter().flat_map(|m| [lora.layers()[*m].a.as_tensor().clone(), lora.layers()[*m].b.as_tensor().clone()]));
+                wanted.extend(
+                    modules.iter().flat_map(|m| [lora.layers()[*m].a.as_tensor().clone(), lora.layers()[*m].b.as_tensor().clone()]),
+                );
                 wanted.iter().map(|t| grads.get(t).expect("a gradient reaches every input").clone()).collect()
             };
             let (shared, separate) = (run(true), run(false));
             for (i, (a, e)) in shared.iter().zip(&separate).enumerate() {
                 let scale = e.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
-                let diff = (a - e).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+                let diff = (a - e)
+                    .and_then(|d| d.abs())
+                    .and_then(|d| d.flatten_all())
+                    .and_then(|d| d.max(0))
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("diff");
                 assert!(scale > 0.0 && diff <= 1e-5 * scale, "dropout {p}, gradient {i}: differs by {diff} (largest {scale})");
             }
         }
@@ -388,9 +409,20 @@ mod tests {
             let logits = llama.forward_train(&ids, &lora).expect("forward");
             let loss = loss(&logits, &[5, 900, 31, 7, 4000, 12, 99, 3]);
             let grads = loss.backward().expect("backward");
-            let norms: Vec<f32> = lora.layers().values().map(|l| {
-                grads.get(l.b.as_tensor()).expect("gradient reaches B").sqr().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("norm").sqrt()
-            }).collect();
+            let norms: Vec<f32> = lora
+                .layers()
+                .values()
+                .map(|l| {
+                    grads
+                        .get(l.b.as_tensor())
+                        .expect("gradient reaches B")
+                        .sqr()
+                        .and_then(|g| g.sum_all())
+                        .and_then(|g| g.to_scalar::<f32>())
+                        .expect("norm")
+                        .sqrt()
+                })
+                .collect();
             (loss.to_scalar::<f32>().expect("loss"), norms)
         };
         let (loss32, g32) = run(&llama);
@@ -427,9 +459,17 @@ mod tests {
         let (a, b) = (plain.to_scalar::<f32>().expect("loss"), again.to_scalar::<f32>().expect("loss"));
         assert!((a - b).abs() < 1e-6 * a.abs(), "loss {a} vs recomputed {b}");
         for (i, v) in vars.iter().enumerate() {
-            let (e, g) = (plain_grads.get(v.as_tensor()).expect("plain gradient"), grads.get(v.as_tensor()).unwrap_or_else(|| panic!("var {i}: no recomputed gradient")));
+            let (e, g) = (
+                plain_grads.get(v.as_tensor()).expect("plain gradient"),
+                grads.get(v.as_tensor()).unwrap_or_else(|| panic!("var {i}: no recomputed gradient")),
+            );
             let scale = e.abs().and_then(|t| t.flatten_all()).and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<f32>()).expect("max");
-            let diff = (e - g).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).expect("diff");
+            let diff = (e - g)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.flatten_all())
+                .and_then(|d| d.max(0))
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
             assert!(scale > 0.0 && diff <= 1e-4 * scale, "var {i}: gradients differ by {diff} (largest {scale})");
         }
     }
@@ -455,7 +495,16 @@ mod tests {
             let x = Tensor::new(&[ids], dev).expect("ids");
             let loss = loss(&llama.forward_train(&x, &lora).expect("forward"), &ids);
             let grads = loss.backward().expect("backward");
-            let norm = |v: &Var| grads.get(v.as_tensor()).expect("gradient reaches the adapter").sqr().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("norm").sqrt();
+            let norm = |v: &Var| {
+                grads
+                    .get(v.as_tensor())
+                    .expect("gradient reaches the adapter")
+                    .sqr()
+                    .and_then(|g| g.sum_all())
+                    .and_then(|g| g.to_scalar::<f32>())
+                    .expect("norm")
+                    .sqrt()
+            };
             let norms: Vec<(f32, f32)> = lora.layers().values().map(|l| (norm(&l.a), norm(&l.b))).collect();
             (loss.to_scalar::<f32>().expect("loss"), norms)
         };
@@ -472,7 +521,7 @@ mod tests {
         }
     }
 
-    /// CUDA's dropout masks (`fused::dropout_mask`) are the CPU's, element for element, and
+    /// CUDA's dropout masks (`cuda::fused::dropout_mask`) are the CPU's, element for element, and
     /// keep about 1 − p of the elements.
     #[cfg(feature = "cuda")]
     #[test]
@@ -537,7 +586,12 @@ mod tests {
         let mut merged = model::load_with(&smollm2(), &dev, LoadOptions { dequantize: true }).expect("load");
         let adapter = Adapter::load(dir.path(), &dev).expect("load adapter");
         assert_eq!(merged.llama.merge_adapter(&adapter).expect("merge"), 210);
-        let inferred = merged.llama.forward(&input, &mut Cache::new(&merged.llama)).and_then(|l| l.flatten_all()).and_then(|l| l.to_vec1::<f32>()).expect("logits");
+        let inferred = merged
+            .llama
+            .forward(&input, &mut Cache::new(&merged.llama))
+            .and_then(|l| l.flatten_all())
+            .and_then(|l| l.to_vec1::<f32>())
+            .expect("logits");
         let diff = trained.iter().zip(&inferred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff < 2e-3, "merged adapter vs training pass: {diff}");
     }

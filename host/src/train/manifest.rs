@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::artifacts::{self, ArtifactError, BuildRecord, ConfigRecord, DataManifest, FileIdentity, RunManifest, Seeds, TrainDataRecord, TrainRecord};
+use crate::artifacts::{
+    self, ArtifactError, BuildRecord, ConfigRecord, DataManifest, FileIdentity, RunManifest, Seeds, TrainDataRecord, TrainRecord,
+};
 use crate::config::Config;
 use crate::hash::file_sha256;
 

@@ -9,12 +9,15 @@ mod lora;
 pub mod manifest;
 mod optim;
 mod parallel;
-pub mod ranks;
 pub mod plot;
+pub mod ranks;
 mod trainer;
 
 pub use batch::Batch;
 pub use lora::{Lora, LoraConfig, LoraSet};
-pub use optim::{clip, learning_rate, AdamW};
-pub use parallel::{DataParallel, ParallelError, NCCL_ID_ENV};
-pub use trainer::{allocated_peak_mib, fingerprint, keep_freed_memory, memory_mib, read_rows, resumable, train, StepRow, TrainError, TrainOptions, TrainOutcome};
+pub use optim::{AdamW, clip, learning_rate};
+pub use parallel::{DataParallel, NCCL_ID_ENV, ParallelError};
+pub use trainer::{
+    StepRow, TrainError, TrainOptions, TrainOutcome, allocated_peak_mib, fingerprint, keep_freed_memory, memory_mib, read_rows, resumable,
+    train,
+};

@@ -39,7 +39,17 @@ impl AdamW {
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             #[cfg(feature = "cuda")]
             if var.device().is_cuda() && var.dtype() == candle_core::DType::F32 {
-                crate::model::fused::adamw_step(var.as_tensor(), &self.m[i], &self.v[i], g, (self.beta1, self.beta2), 1.0 - lr * self.weight_decay, lr / c1, 1.0 / c2, self.eps)?;
+                crate::cuda::fused::adamw_step(
+                    var.as_tensor(),
+                    &self.m[i],
+                    &self.v[i],
+                    g,
+                    (self.beta1, self.beta2),
+                    1.0 - lr * self.weight_decay,
+                    lr / c1,
+                    1.0 / c2,
+                    self.eps,
+                )?;
                 continue;
             }
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
@@ -153,7 +163,8 @@ mod tests {
                 opt.update(&[g.to_device(dev).expect("g")], 1e-2).expect("step");
             }
             let state = opt.state();
-            [var.as_tensor().clone(), state["m.0"].clone(), state["v.0"].clone()].map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec"))
+            [var.as_tensor().clone(), state["m.0"].clone(), state["v.0"].clone()]
+                .map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec"))
         };
         for (name, (a, e)) in ["parameter", "m", "v"].iter().zip(run(&gpu).iter().zip(run(&cpu).iter())) {
             // float rounding (the kernels contract into fused multiply-adds): relative to the largest value

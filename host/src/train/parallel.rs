@@ -40,7 +40,11 @@ impl DataParallel {
     pub fn new_id() -> Result<String, ParallelError> {
         #[cfg(feature = "cuda")]
         {
-            let id = candle_core::cuda_backend::cudarc::nccl::safe::Id::new().map_err(|e| ParallelError::Nccl { rank: 0, world: 0, message: format!("{e:?}") })?;
+            let id = candle_core::cuda_backend::cudarc::nccl::safe::Id::new().map_err(|e| ParallelError::Nccl {
+                rank: 0,
+                world: 0,
+                message: format!("{e:?}"),
+            })?;
             Ok(id.internal().iter().map(|&c| format!("{:02x}", c as u8)).collect())
         }
         #[cfg(not(feature = "cuda"))]
@@ -54,7 +58,9 @@ impl DataParallel {
         #[cfg(feature = "cuda")]
         {
             use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id};
-            let Device::Cuda(d) = device else { return Err(ParallelError::Nccl { rank, world, message: "the model is not on a GPU".into() }) };
+            let Device::Cuda(d) = device else {
+                return Err(ParallelError::Nccl { rank, world, message: "the model is not on a GPU".into() });
+            };
             let comm = Comm::from_rank(d.cuda_stream(), rank, world, Id::uninit(bytes.map(|b| b as core::ffi::c_char)))
                 .map_err(|e| ParallelError::Nccl { rank, world, message: format!("joining the communicator: {e:?}") })?;
             Ok(Self { rank, world, comm })
@@ -142,11 +148,19 @@ impl candle_core::CustomOp1 for AllReduce<'_> {
         "nccl_all_reduce"
     }
 
-    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         candle_core::bail!("nccl_all_reduce: the gradients are not on a GPU")
     }
 
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &candle_core::Layout) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
         use candle_core::cuda_backend::cudarc::nccl::safe::ReduceOp;
         let dev = s.device.clone();
         let src = s.as_cuda_slice::<f32>()?;

@@ -20,8 +20,20 @@ pub fn loss_chart(title: &str, loss: &[(usize, f64)], accuracy: &[(usize, f64)])
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12" role="img" aria-label="{}">"##,
         escape(title)
     );
-    let _ = write!(svg, r##"<rect width="{W}" height="{H}" fill="#fff"/><text x="{}" y="20" text-anchor="middle" font-size="14">{}</text>"##, W / 2.0, escape(title));
-    let _ = write!(svg, r##"<line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="#444"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{}" stroke="#444"/>"##, H - PAD, W - PAD, H - PAD, H - PAD);
+    let _ = write!(
+        svg,
+        r##"<rect width="{W}" height="{H}" fill="#fff"/><text x="{}" y="20" text-anchor="middle" font-size="14">{}</text>"##,
+        W / 2.0,
+        escape(title)
+    );
+    let _ = write!(
+        svg,
+        r##"<line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="#444"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{}" stroke="#444"/>"##,
+        H - PAD,
+        W - PAD,
+        H - PAD,
+        H - PAD
+    );
     for i in 0..=4 {
         let v = max_loss * f64::from(i) / 4.0;
         let _ = write!(svg, r##"<text x="{}" y="{}" text-anchor="end" fill="#1f77b4">{v:.2}</text>"##, PAD - 4.0, y(v, max_loss) + 4.0);
@@ -29,14 +41,25 @@ pub fn loss_chart(title: &str, loss: &[(usize, f64)], accuracy: &[(usize, f64)])
         let _ = write!(svg, r##"<text x="{}" y="{}" fill="#d62728">{a:.2}</text>"##, W - PAD + 4.0, y(a, 1.0) + 4.0);
     }
     let _ = write!(svg, r##"<text x="{}" y="{}" text-anchor="middle">step (of {max_step})</text>"##, W / 2.0, H - 12.0);
-    let _ = write!(svg, r##"<text x="{PAD}" y="{}" fill="#1f77b4">loss</text><text x="{}" y="{}" text-anchor="end" fill="#d62728">eval accuracy</text>"##, PAD - 8.0, W - PAD, PAD - 8.0);
-    let points: Vec<String> = loss.iter().filter(|(_, l)| l.is_finite()).map(|(s, l)| format!("{:.1},{:.1}", x(*s), y(*l, max_loss))).collect();
+    let _ = write!(
+        svg,
+        r##"<text x="{PAD}" y="{}" fill="#1f77b4">loss</text><text x="{}" y="{}" text-anchor="end" fill="#d62728">eval accuracy</text>"##,
+        PAD - 8.0,
+        W - PAD,
+        PAD - 8.0
+    );
+    let points: Vec<String> =
+        loss.iter().filter(|(_, l)| l.is_finite()).map(|(s, l)| format!("{:.1},{:.1}", x(*s), y(*l, max_loss))).collect();
     if !points.is_empty() {
         let _ = write!(svg, r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"/>"##, points.join(" "));
     }
     let acc: Vec<String> = accuracy.iter().map(|(s, a)| format!("{:.1},{:.1}", x(*s), y(*a, 1.0))).collect();
     if !acc.is_empty() {
-        let _ = write!(svg, r##"<polyline fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3" points="{}"/>"##, acc.join(" "));
+        let _ = write!(
+            svg,
+            r##"<polyline fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3" points="{}"/>"##,
+            acc.join(" ")
+        );
         for (s, a) in accuracy {
             let _ = write!(svg, r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d62728"/>"##, x(*s), y(*a, 1.0));
         }

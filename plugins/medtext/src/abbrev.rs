@@ -49,22 +49,20 @@ pub fn occurrences(text: &str) -> Vec<Occurrence> {
     let mut start = None;
     let mut chars = text.char_indices().peekable();
     while let Some((b, c)) = chars.next() {
-        let inner_hyphen = c == '-'
-            && start.is_some()
-            && chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric());
+        let inner_hyphen = c == '-' && start.is_some() && chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric());
         if c.is_alphanumeric() || inner_hyphen {
             start.get_or_insert(b);
-        } else if let Some(s) = start.take() {
-            if is_abbreviation(&text[s..b]) {
-                out.push(Occurrence { start: s, end: b });
-            }
+        } else if let Some(s) = start.take()
+            && is_abbreviation(&text[s..b])
+        {
+            out.push(Occurrence { start: s, end: b });
         }
         i = b + c.len_utf8();
     }
-    if let Some(s) = start {
-        if is_abbreviation(&text[s..i.min(bytes.len())]) {
-            out.push(Occurrence { start: s, end: i });
-        }
+    if let Some(s) = start
+        && is_abbreviation(&text[s..i.min(bytes.len())])
+    {
+        out.push(Occurrence { start: s, end: i });
     }
     out
 }
@@ -92,12 +90,7 @@ pub fn definitions(text: &str) -> Vec<Definition> {
             let long = candidate[offset..].trim();
             let long_start = sentence_start + w0 + offset;
             if long.chars().count() > inside.chars().count() && !long.contains(inside) {
-                out.push(Definition {
-                    short: inside.to_owned(),
-                    long: long.to_owned(),
-                    long_start,
-                    end: close + 1,
-                });
+                out.push(Definition { short: inside.to_owned(), long: long.to_owned(), long_start, end: close + 1 });
             }
         }
     }
@@ -135,10 +128,7 @@ fn best_long_form(short: &str, long: &str) -> Option<usize> {
             si -= 1;
             continue;
         }
-        while li >= 0
-            && (l[li as usize].1 != c
-                || (si == 0 && li > 0 && l[li as usize - 1].1.is_alphanumeric()))
-        {
+        while li >= 0 && (l[li as usize].1 != c || (si == 0 && li > 0 && l[li as usize - 1].1.is_alphanumeric())) {
             li -= 1;
         }
         if li < 0 {
@@ -148,11 +138,7 @@ fn best_long_form(short: &str, long: &str) -> Option<usize> {
         si -= 1;
     }
     let li = (li + 1) as usize;
-    let start = l[..=li.min(l.len().saturating_sub(1))]
-        .iter()
-        .rev()
-        .find(|(_, c)| c.is_whitespace())
-        .map_or(0, |(i, _)| i + 1);
+    let start = l[..=li.min(l.len().saturating_sub(1))].iter().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, _)| i + 1);
     Some(start)
 }
 
@@ -168,9 +154,7 @@ pub fn normalize_long_form(s: &str) -> String {
 }
 
 /// Words that carry no sense.
-const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with",
-];
+const STOPWORDS: &[&str] = &["a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with"];
 
 /// One sense of an abbreviation, with the words that point to it.
 #[derive(Debug, Clone)]
@@ -188,9 +172,7 @@ pub struct Inventory {
 }
 
 fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
-    tokens(text)
-        .map(|t| normalize_token(&text[t.start..t.end]))
-        .filter(|w| w.len() > 1 && !STOPWORDS.contains(&w.as_str()))
+    tokens(text).map(|t| normalize_token(&text[t.start..t.end])).filter(|w| w.len() > 1 && !STOPWORDS.contains(&w.as_str()))
 }
 
 impl Inventory {
@@ -328,10 +310,10 @@ pub fn disambiguate(inv: &Inventory, text: &str, threshold: f32, w: &Weights) ->
             let (best, score) = scores.iter().enumerate().fold((0, f32::MIN), |a, (i, &s)| if s > a.1 { (i, s) } else { a });
             Some((senses[best].long.clone(), score / total))
         });
-        if let Some((long, confidence)) = pick.clone() {
-            if confidence >= threshold {
-                out.push(Choice { start: o.start, end: o.end, short: short.to_owned(), long, confidence });
-            }
+        if let Some((long, confidence)) = pick.clone()
+            && confidence >= threshold
+        {
+            out.push(Choice { start: o.start, end: o.end, short: short.to_owned(), long, confidence });
         }
     }
     out
@@ -356,11 +338,7 @@ mod tests {
         let pairs: Vec<(&str, &str)> = d.iter().map(|d| (d.short.as_str(), d.long.as_str())).collect();
         assert_eq!(
             pairs,
-            vec![
-                ("MI", "myocardial infarction"),
-                ("COPD", "chronic obstructive pulmonary disease"),
-                ("HRV", "Heart rate variability"),
-            ]
+            vec![("MI", "myocardial infarction"), ("COPD", "chronic obstructive pulmonary disease"), ("HRV", "Heart rate variability"),]
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
     }

@@ -11,5 +11,5 @@ mod vocab;
 mod word;
 
 pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
-pub use token::{normalize_token, normalize_token_into, tokens, Token, Tokens};
-pub use vocab::{parse_concepts, ConceptRow, VocabError};
+pub use token::{Token, Tokens, normalize_token, normalize_token_into, tokens};
+pub use vocab::{ConceptRow, VocabError, parse_concepts};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
 use crate::table::WordTable;
-use crate::token::{ascii_lowercase_into, normalize_lowercase, normalize_token, normalize_token_into, tokens, Token};
+use crate::token::{Token, ascii_lowercase_into, normalize_lowercase, normalize_token, normalize_token_into, tokens};
 use crate::vocab::ConceptRow;
 use crate::word::{load, load_short};
 
@@ -130,9 +130,7 @@ impl Matcher {
 
     fn insert(&mut self, name: &str, concept: u32) {
         let toks: Vec<String> = tokens(name).map(|t| normalize_token(&name[t.start..t.end])).collect();
-        if toks.is_empty()
-            || (toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len)
-        {
+        if toks.is_empty() || (toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len) {
             return;
         }
         let mut node = 0u32;
@@ -155,9 +153,7 @@ impl Matcher {
         if let Some(id) = self.words.get(word) {
             return Some((id, false));
         }
-        if word.len() < self.options.fuzzy_min_len
-            || (!word.is_ascii() && word.chars().count() < self.options.fuzzy_min_len)
-        {
+        if word.len() < self.options.fuzzy_min_len || (!word.is_ascii() && word.chars().count() < self.options.fuzzy_min_len) {
             return None;
         }
         let cached = self.fuzzy_cache.borrow().get(word);
@@ -305,8 +301,7 @@ mod tests {
              D5\tHemorrhage\t\n",
         );
         let text = "Acute myocardial infarctions, heart-attacks and TNF alpha; oesophagus haemorrhage.";
-        let found: Vec<(&str, &str)> =
-            m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(
             found,
             vec![
@@ -323,12 +318,8 @@ mod tests {
     fn a_text_with_other_characters_matches_as_an_ascii_one() {
         let m = matcher("D1\tMyocardial Infarction\t\nD2\tAnemia\t\nD3\tÄrztekammer\t\n");
         let text = "MYOCARDIAL infarction\u{2009}± anaemias; \u{e4}rztekammer, Anemia≥2.";
-        let found: Vec<(&str, &str)> =
-            m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
-        assert_eq!(
-            found,
-            vec![("MYOCARDIAL infarction", "D1"), ("anaemias", "D2"), ("\u{e4}rztekammer", "D3"), ("Anemia", "D2")]
-        );
+        let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(found, vec![("MYOCARDIAL infarction", "D1"), ("anaemias", "D2"), ("\u{e4}rztekammer", "D3"), ("Anemia", "D2")]);
         let chars: Vec<(u32, u32)> = m.find(text).iter().map(|x| (x.char_start, x.char_end)).collect();
         assert_eq!(chars, [(0, 21), (24, 32), (34, 45), (47, 53)]);
     }

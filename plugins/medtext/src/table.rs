@@ -85,10 +85,7 @@ impl WordTable {
         let mut i = (h >> (64 - self.bits)) as usize;
         loop {
             let s = self.slots[i];
-            if s == 0
-                || (s & !0xffff_ffff == tag
-                    && same(self.word(self.entries[(s as u32 - 1) as usize]).as_bytes(), word.as_bytes()))
-            {
+            if s == 0 || (s & !0xffff_ffff == tag && same(self.word(self.entries[(s as u32 - 1) as usize]).as_bytes(), word.as_bytes())) {
                 return i;
             }
             i = (i + 1) & mask;

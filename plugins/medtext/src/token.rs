@@ -360,7 +360,14 @@ mod tests {
     #[test]
     fn british_pairs_are_found_at_every_position() {
         let scan = |w: &[u8]| w.len() > 4 && w.windows(2).any(|p| matches!(p, [b'a' | b'o', b'e']));
-        let words: [&[u8]; 6] = [b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", b"a\xe5e\xc3aoeaooaaxeaeeoa\xffe\x80eoaxe", b"\xe1\xe5\xef\x65\x61\x45\x41", b"oooooooooooooooooooooooooooooooooooo"];
+        let words: [&[u8]; 6] = [
+            b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            b"a\xe5e\xc3aoeaooaaxeaeeoa\xffe\x80eoaxe",
+            b"\xe1\xe5\xef\x65\x61\x45\x41",
+            b"oooooooooooooooooooooooooooooooooooo",
+        ];
         for w in words {
             for a in 0..w.len() {
                 for b in a..=w.len() {

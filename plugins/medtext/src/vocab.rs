@@ -40,19 +40,9 @@ pub fn parse_concepts(text: &str) -> Result<Vec<ConceptRow>, VocabError> {
         let id = cols.next().unwrap_or("").trim();
         let preferred = cols.next().unwrap_or("").trim();
         if id.is_empty() || preferred.is_empty() {
-            return Err(VocabError {
-                line: n + 1,
-                message: "expected `id<TAB>preferred name[<TAB>synonyms]`".into(),
-            });
+            return Err(VocabError { line: n + 1, message: "expected `id<TAB>preferred name[<TAB>synonyms]`".into() });
         }
-        let synonyms = cols
-            .next()
-            .unwrap_or("")
-            .split('|')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let synonyms = cols.next().unwrap_or("").split('|').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
         rows.push(ConceptRow { id: id.to_owned(), preferred: preferred.to_owned(), synonyms });
     }
     Ok(rows)

@@ -3,14 +3,14 @@
 //! replaces ran about nine element-wise kernels and wrote f32 copies in between.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/nf4.ptx"));
+use super::{NF4, grid_stride};
 
 /// The kernel's inputs besides the packed codes (all on the same device).
-pub(super) struct Dequantize<'a> {
+pub(crate) struct Dequantize<'a> {
     pub absmax_q: &'a Tensor,
     pub absmax2: &'a Tensor,
     pub code2: &'a Tensor,
@@ -31,11 +31,17 @@ fn slice<'s, T: CudaDType>(s: &'s Storage, what: &str) -> Result<&'s CudaSlice<T
 
 impl Dequantize<'_> {
     /// Runs `kernel` over `words` packed u32 words, writing the weight as `T`.
-    fn launch<T: CudaDType + DeviceRepr>(&self, dev: &CudaDevice, kernel: &str, (codes, aq, a2, c2): Inputs<'_>, words: usize) -> Result<CudaStorage> {
-        let func = dev.get_or_load_custom_func(kernel, "medtune_nf4", PTX)?;
+    fn launch<T: CudaDType + DeviceRepr>(
+        &self,
+        dev: &CudaDevice,
+        kernel: &str,
+        (codes, aq, a2, c2): Inputs<'_>,
+        words: usize,
+    ) -> Result<CudaStorage> {
+        let func = dev.get_or_load_custom_func(kernel, NF4.name, NF4.code)?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<T>(self.shape.0 * self.shape.1)? };
-        let cfg = LaunchConfig { grid_dim: (words.div_ceil(256).min(65_535 * 8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = grid_stride(words);
         let mut b = func.builder();
         b.arg(codes).arg(aq).arg(a2).arg(c2).arg(&self.offset).arg(&out).arg(&words);
         // SAFETY: the argument list matches the kernel's signature.

@@ -1,4 +1,4 @@
-// Fused kernels of the training pass on CUDA (the `cuda` feature; model/fused.rs launches
+// Fused kernels of the training pass on CUDA (the `cuda` feature; cuda/fused.rs launches
 // them): RMSNorm's backward, attention's causal softmax and its score gradient, SwiGLU forward
 // and backward, RoPE with the heads' transpose, AdamW, dropout masks, the heads' transpose, and
 // the every-position cross-entropy's rows both ways.

@@ -3,28 +3,16 @@
 //! forward and backward, RoPE with the heads' transpose, AdamW's update in place, LoRA
 //! dropout's seeded masks, the heads' transpose as a row copy, the every-position
 //! cross-entropy's rows forward and backward; and a product added into an
-//! existing tensor by cuBLAS (beta = 1). `ops` calls them on CUDA tensors and keeps candle's
-//! composed ops elsewhere; each runs without gradients (its callers attach the backward).
+//! existing tensor by cuBLAS (beta = 1). `model::ops` calls them on CUDA tensors and keeps
+//! candle's composed ops elsewhere, as the trainer does for AdamW and dropout; each runs
+//! without gradients (its callers attach the backward).
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, Result, Shape, Tensor};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
-
-/// Threads per block of every kernel.
-const BLOCK: u32 = 256;
-
-/// A grid-stride launch over `n` elements.
-fn grid_stride(n: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535 * 8) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// `blocks` blocks of [`BLOCK`] threads (one per row for the row kernels).
-fn per_block(blocks: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (blocks.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
-}
+use super::{BLOCK, FUSED, grid_stride, per_block};
 
 /// How a kernel's threads cover its input.
 #[derive(Clone, Copy, PartialEq)]
@@ -75,7 +63,7 @@ impl Kernel {
     fn launch<T: CudaDType + DeviceRepr>(&self, ins: &[(&CudaStorage, &Layout)], n: usize, suffix: &str) -> Result<CudaStorage> {
         let dev = ins[0].0.device().clone();
         let views: Vec<CudaView<'_, T>> = ins.iter().map(|(s, l)| view::<T>(s, l, self.name)).collect::<Result<_>>()?;
-        let func = dev.get_or_load_custom_func(&format!("{}_{suffix}", self.name), "medtune_fused", PTX)?;
+        let func = dev.get_or_load_custom_func(&format!("{}_{suffix}", self.name), FUSED.name, FUSED.code)?;
         let len = n * self.out_factor;
         // SAFETY: every kernel writes all `len` elements.
         let out = unsafe { dev.alloc::<T>(len)? };
@@ -135,7 +123,15 @@ impl candle_core::CustomOp3 for Kernel {
         candle_core::bail!("{}: a CUDA kernel", self.name)
     }
 
-    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
         self.run(&[(s1, l1), (s2, l2), (s3, l3)])
     }
 }
@@ -190,7 +186,15 @@ impl candle_core::CustomOp3 for RopeHeads {
         candle_core::bail!("rope-heads: a CUDA kernel")
     }
 
-    fn cuda_fwd(&self, x: &CudaStorage, lx: &Layout, cos: &CudaStorage, lc: &Layout, sin: &CudaStorage, ls: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        lx: &Layout,
+        cos: &CudaStorage,
+        lc: &Layout,
+        sin: &CudaStorage,
+        ls: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
         let out = match x.dtype() {
             DType::BF16 => self.launch::<half::bf16>([(x, lx), (cos, lc), (sin, ls)], "bf16")?,
             DType::F32 => self.launch::<f32>([(x, lx), (cos, lc), (sin, ls)], "f32")?,
@@ -205,12 +209,13 @@ impl RopeHeads {
     fn launch<T: CudaDType + DeviceRepr>(&self, ins: [(&CudaStorage, &Layout); 3], suffix: &str) -> Result<CudaStorage> {
         let (b, t, h, d) = self.dims;
         let [x, cos, sin] = ins;
-        let (xv, cv, sv) = (view::<T>(x.0, x.1, "rope-heads")?, view::<T>(cos.0, cos.1, "rope-heads")?, view::<T>(sin.0, sin.1, "rope-heads")?);
+        let (xv, cv, sv) =
+            (view::<T>(x.0, x.1, "rope-heads")?, view::<T>(cos.0, cos.1, "rope-heads")?, view::<T>(sin.0, sin.1, "rope-heads")?);
         if xv.len() != b * t * h * d || cv.len() < t * d / 2 || sv.len() < t * d / 2 {
             candle_core::bail!("rope-heads: sizes do not match ({b}, {t}, {h}, {d})");
         }
         let dev = x.0.device().clone();
-        let func = dev.get_or_load_custom_func(&format!("rope_heads_{suffix}"), "medtune_fused", PTX)?;
+        let func = dev.get_or_load_custom_func(&format!("rope_heads_{suffix}"), FUSED.name, FUSED.code)?;
         // SAFETY: the kernel writes every element.
         let out = unsafe { dev.alloc::<T>(b * t * h * d)? };
         let pairs = b * t * h * d / 2;
@@ -264,7 +269,7 @@ where
     T: CudaDType + DeviceRepr + Copy,
     candle_core::cuda_backend::cudarc::cublas::CudaBlas: candle_core::cuda_backend::cudarc::cublas::Gemm<T>,
 {
-    use candle_core::cuda_backend::cudarc::cublas::{sys::cublasOperation_t as Op, Gemm, GemmConfig};
+    use candle_core::cuda_backend::cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t as Op};
     let ((m, n), (m2, k)) = (lc.shape().dims2()?, la.shape().dims2()?);
     let (k2, n2) = lb.shape().dims2()?;
     if m != m2 || k != k2 || n != n2 {
@@ -334,7 +339,7 @@ impl candle_core::InplaceOp3 for AdamwKernel {
             candle_core::bail!("adamw: tensors of different sizes");
         }
         let dev = p.device().clone();
-        let func = dev.get_or_load_custom_func("adamw", "medtune_fused", PTX)?;
+        let func = dev.get_or_load_custom_func("adamw", FUSED.name, FUSED.code)?;
         let mut out = p.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
         let mut builder = func.builder();
         builder.arg(&mut out).arg(&m).arg(&v).arg(&g).arg(&n);
@@ -354,7 +359,17 @@ impl candle_core::InplaceOp3 for AdamwKernel {
 /// else may share) for gradient `g`: one kernel instead of about fifteen element-wise ops.
 /// `decay` = 1 − lr·weight_decay, `lr_c1` = lr / (1 − β₁ᵗ), `inv_c2` = 1 / (1 − β₂ᵗ).
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_step(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, betas: (f64, f64), decay: f64, lr_c1: f64, inv_c2: f64, eps: f64) -> Result<()> {
+pub fn adamw_step(
+    p: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    betas: (f64, f64),
+    decay: f64,
+    lr_c1: f64,
+    inv_c2: f64,
+    eps: f64,
+) -> Result<()> {
     let floats = [betas.0, 1.0 - betas.0, betas.1, 1.0 - betas.1, decay, lr_c1, inv_c2, eps].map(|f| f as f32);
     p.inplace_op3(m, v, &AdamwKernel { g: g.contiguous()?, floats })
 }
@@ -381,7 +396,7 @@ impl candle_core::CustomOp1 for DropoutMask {
         // SAFETY: the kernel writes all `n` elements.
         let out = unsafe { dev.alloc::<u8>(n)? };
         if n > 0 {
-            let func = dev.get_or_load_custom_func("dropout_mask", "medtune_fused", PTX)?;
+            let func = dev.get_or_load_custom_func("dropout_mask", FUSED.name, FUSED.code)?;
             let mut builder = func.builder();
             builder.arg(&out).arg(&n).arg(&self.seed).arg(&self.p);
             // SAFETY: the argument list matches the kernel's signature.
@@ -413,7 +428,7 @@ impl Swap12 {
         let aligned = (l.start_offset() * size) % 16 == 0 && (d * size) % 16 == 0;
         let word = if aligned { 16 } else { size };
         if n > 0 {
-            let func = dev.get_or_load_custom_func(&format!("swap12_{word}"), "medtune_fused", PTX)?;
+            let func = dev.get_or_load_custom_func(&format!("swap12_{word}"), FUSED.name, FUSED.code)?;
             let (words, rows1, rows2, w) = (n * size / word, n1 as i32, n2 as i32, (d * size / word) as i32);
             let mut builder = func.builder();
             builder.arg(&input).arg(&out).arg(&words).arg(&rows1).arg(&rows2).arg(&w);
@@ -462,7 +477,7 @@ impl XentRows {
         // SAFETY: the kernel writes all 2·rows values.
         let out = unsafe { dev.alloc::<f32>(2 * rows)? };
         if rows > 0 {
-            let func = dev.get_or_load_custom_func(&format!("xent_rows_{suffix}"), "medtune_fused", PTX)?;
+            let func = dev.get_or_load_custom_func(&format!("xent_rows_{suffix}"), FUSED.name, FUSED.code)?;
             let (r, c) = (rows as i32, cols as i32);
             let mut builder = func.builder();
             builder.arg(&lv).arg(&tv).arg(&out).arg(&r).arg(&c);
@@ -509,7 +524,16 @@ struct XentGrad {
 }
 
 impl XentGrad {
-    fn launch<T: CudaDType + DeviceRepr>(&self, l: &mut CudaStorage, ll: &Layout, t: &CudaStorage, lt: &Layout, lse: &CudaStorage, ls: &Layout, suffix: &str) -> Result<()> {
+    fn launch<T: CudaDType + DeviceRepr>(
+        &self,
+        l: &mut CudaStorage,
+        ll: &Layout,
+        t: &CudaStorage,
+        lt: &Layout,
+        lse: &CudaStorage,
+        ls: &Layout,
+        suffix: &str,
+    ) -> Result<()> {
         let (rows, cols) = ll.shape().dims2()?;
         let Some((start, end)) = ll.contiguous_offsets() else { candle_core::bail!("xent-grad: logits not contiguous") };
         let (tv, sv) = (view::<u32>(t, lt, "xent-grad")?, view::<f32>(lse, ls, "xent-grad")?);
@@ -523,7 +547,7 @@ impl XentGrad {
             return Ok(());
         }
         let dev = l.device().clone();
-        let func = dev.get_or_load_custom_func(&format!("xent_grad_{suffix}"), "medtune_fused", PTX)?;
+        let func = dev.get_or_load_custom_func(&format!("xent_grad_{suffix}"), FUSED.name, FUSED.code)?;
         let mut lv = l.as_cuda_slice_mut::<T>()?.slice_mut(start..end);
         let c = cols as i32;
         let mut builder = func.builder();
@@ -556,6 +580,10 @@ impl candle_core::InplaceOp3 for XentGrad {
 /// gradient of the mean loss: `(softmax − onehot(target)) · g / n`, with each row's
 /// log-sum-exp `lse` from [`xent_rows`] and `g` the loss's gradient (one f32 on the device).
 pub fn xent_grad(l: Tensor, targets: &Tensor, lse: &Tensor, g: &Tensor, n: usize) -> Result<Tensor> {
-    l.inplace_op3(&targets.contiguous()?, &lse.contiguous()?, &XentGrad { g: g.to_dtype(DType::F32)?.flatten_all()?.contiguous()?, inv_n: 1.0 / n as f32 })?;
+    l.inplace_op3(
+        &targets.contiguous()?,
+        &lse.contiguous()?,
+        &XentGrad { g: g.to_dtype(DType::F32)?.flatten_all()?.contiguous()?, inv_n: 1.0 / n as f32 },
+    )?;
     Ok(l)
 }
