@@ -44,7 +44,7 @@ fn guest_build_ready(root: &Path) -> Option<PathBuf> {
             return None;
         }
     };
-    wasm_target_ready(&dir).then_some(dir)
+    wasm_target_ready().then_some(dir)
 }
 
 /// Stops the build script after a failed guest build: the message on stderr, which cargo

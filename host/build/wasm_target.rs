@@ -1,77 +1,37 @@
-// The wasm32-wasip2 standard library, checked before any guest is built: when it is missing
-// and rustup is there, it is added for the active toolchain (one line says so); otherwise the
-// build stops with one line naming what to run. Shared by host/build.rs and tests/build.rs
-// via include!, and unit-tested from tests/src/lib.rs.
+// The wasm32-wasip2 standard library, checked by the build scripts before any guest is built.
+// The repository's rustc wrapper (host/build/rustc-wrapper.sh, named in .cargo/config.toml)
+// adds it with rustup at the start of every build; this check is for builds that bypass the
+// wrapper: it stops the build with one line naming what to run. Shared by host/build.rs and
+// tests/build.rs via include!, and unit-tested from tests/src/build_check.rs.
 
 /// The target the plugins build for.
 const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// What the check found or did.
-#[derive(Debug, PartialEq, Eq)]
-enum WasmTarget {
-    /// The target's standard library was there already.
-    Present,
-    /// rustup added it for this toolchain.
-    Added { toolchain: String },
-}
-
-/// Makes sure `rustc` has the wasm32-wasip2 standard library, adding it with `rustup` (the
-/// program to run; `None` for the one on PATH) for the toolchain `rustup_toolchain` names
-/// (`RUSTUP_TOOLCHAIN`, which rustup's proxies set) or the sysroot's folder name when the
-/// sysroot is inside rustup's `toolchains/`. `lock` serializes concurrent build scripts. The
-/// error is one line saying what is missing and what to run.
-fn ensure_wasm_target(
-    rustc: &Path,
-    rustup: Option<&Path>,
-    rustup_toolchain: Option<String>,
-    lock: &Path,
-) -> Result<WasmTarget, String> {
+/// Whether `rustc` has the wasm32-wasip2 standard library; the error is one line saying what
+/// is missing and what to run (for the toolchain `rustup_toolchain` names, `RUSTUP_TOOLCHAIN`
+/// as rustup's proxies set it, or the sysroot's folder when it is inside rustup's
+/// `toolchains/`).
+fn check_wasm_target(rustc: &Path, rustup_toolchain: Option<String>) -> Result<(), String> {
     let libdir = wasm_libdir(rustc)?;
     if has_std(&libdir) {
-        return Ok(WasmTarget::Present);
+        return Ok(());
     }
-    // Two build scripts (host and tests) may get here at once: one adds, the other waits.
-    let _guard = lock.parent().and_then(|dir| std::fs::create_dir_all(dir).ok()).and_then(|()| {
-        let file = std::fs::File::create(lock).ok()?;
-        file.lock().ok()?;
-        Some(file)
-    });
-    if has_std(&libdir) {
-        return Ok(WasmTarget::Present);
-    }
-    let manual = format!("`rustup target add {WASM_TARGET}`");
     let sysroot = libdir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_default();
     let toolchain = rustup_toolchain.filter(|t| !t.is_empty()).or_else(|| {
         let in_rustup = sysroot.parent().and_then(Path::file_name).is_some_and(|n| n == "toolchains");
         in_rustup.then(|| sysroot.file_name()?.to_str().map(str::to_owned)).flatten()
     });
-    let rustup_program = rustup.map_or_else(|| PathBuf::from("rustup"), Path::to_path_buf);
-    let Some(toolchain) = toolchain else {
-        return Err(format!(
+    Err(match toolchain {
+        Some(toolchain) => format!(
+            "the plugins build for {WASM_TARGET}, which toolchain {toolchain} lacks: run `rustup target add {WASM_TARGET} --toolchain {toolchain}` \
+             (the repository's rustc wrapper adds it by itself unless RUSTC_WRAPPER replaces it)"
+        ),
+        None => format!(
             "the plugins build for {WASM_TARGET}, whose standard library is not installed for the Rust in {} \
-             (not a rustup toolchain): install it, with rustup {manual}",
+             (not a rustup toolchain): install it, with rustup `rustup target add {WASM_TARGET}`",
             sysroot.display()
-        ));
-    };
-    let output = match Command::new(&rustup_program).args(["target", "add", WASM_TARGET, "--toolchain", &toolchain]).output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "the plugins build for {WASM_TARGET}, which toolchain {toolchain} lacks, and rustup is not on PATH \
-                 to add it: install the target ({manual}, or your distribution's rust-std for {WASM_TARGET})"
-            ));
-        }
-        Err(e) => return Err(format!("cannot run {}: {e}; add the target yourself: {manual}", rustup_program.display())),
-    };
-    if !output.status.success() || !has_std(&libdir) {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim();
-        return Err(format!(
-            "the plugins build for {WASM_TARGET}, which toolchain {toolchain} lacks, and \
-             `rustup target add {WASM_TARGET} --toolchain {toolchain}` failed ({last}): run it again with network access"
-        ));
-    }
-    Ok(WasmTarget::Added { toolchain })
+        ),
+    })
 }
 
 /// Where `rustc` keeps the wasm32-wasip2 standard library (whether or not it is there).
@@ -98,19 +58,13 @@ fn has_std(libdir: &Path) -> bool {
     })
 }
 
-/// The build script's side: checks (and adds) the target, printing one cargo warning when it
-/// was added; on failure prints one cargo error and returns false (the script then stops).
-fn wasm_target_ready(target_dir: &Path) -> bool {
+/// The build script's side: true when the target is there; else one cargo error line and
+/// false (the script then stops).
+fn wasm_target_ready() -> bool {
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
     let rustc = std::env::var_os("RUSTC").map_or_else(|| PathBuf::from("rustc"), PathBuf::from);
-    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
-    match ensure_wasm_target(&rustc, None, toolchain, &target_dir.join(".add-target.lock")) {
-        Ok(WasmTarget::Present) => true,
-        Ok(WasmTarget::Added { toolchain }) => {
-            // cargo shows this again on later builds until the script runs again: past tense
-            println!("cargo::warning=the {WASM_TARGET} target the plugins build for was missing from toolchain {toolchain}: this build added it with rustup");
-            true
-        }
+    match check_wasm_target(&rustc, std::env::var("RUSTUP_TOOLCHAIN").ok()) {
+        Ok(()) => true,
         Err(message) => {
             println!("cargo::error={message}");
             false
