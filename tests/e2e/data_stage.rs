@@ -60,12 +60,37 @@ fn bad_input_is_reported_by_line_and_field_and_good_records_go_through() {
     assert_eq!(ids, ["good1", "good2"]);
 }
 
+/// An input with no readable record (empty, or every line bad) stops the stage (exit 1),
+/// naming the file and the first error, and leaves the last run's outputs as they were.
 #[test]
-fn an_empty_input_file_is_an_error_that_names_it() {
+fn an_empty_input_file_is_an_error_that_names_it_and_keeps_the_last_outputs() {
     let env = Env::new();
-    let input = env.write("empty.jsonl", "");
+    let input = env.write("in.jsonl", jsonl(&[("good1", "one"), ("good2", "two")]));
     let config = env.config(&input, "");
-    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(2).stderr_has("empty.jsonl: file: the file is empty");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(0);
+    let before = std::fs::read(env.path("work/data/processed/train.jsonl")).expect("outputs of the good run");
+    env.write("in.jsonl", "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("in.jsonl: file: the file is empty")
+        .stderr_has("nothing was written");
+    assert_eq!(std::fs::read(env.path("work/data/processed/train.jsonl")).expect("still there"), before, "the good outputs were replaced");
+}
+
+/// A JSONL file in PubMedQA's own upper-case keys says what a line must hold, with the fields
+/// it found, instead of "missing field question" alone.
+#[test]
+fn a_jsonl_file_in_pubmedqa_keys_is_told_the_expected_shape() {
+    let env = Env::new();
+    let line = r#"{"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes"}"#;
+    let input = env.write("pqa.jsonl", format!("{line}\n"));
+    let config = env.config(&input, "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has(
+            "pqa.jsonl: line 1: missing field question: this line has PubMedQA's own keys (fields: QUESTION, CONTEXTS, final_decision)",
+        )
+        .stderr_has(r#"{"id", "question", "context", "answer"}"#);
 }
 
 #[test]
@@ -115,7 +140,8 @@ fn pubmedqa_json_that_is_not_json_names_the_line() {
     let env = Env::new();
     let input = env.write("ori_pqal.json", "{\n  \"111\": {\"QUESTION\": \"q\",\n  oops\n}");
     let config = env.config(&input, "");
+    // a truncated file: no record can be read, so nothing is written and the stage fails
     env.run(&["data", "--config", config.to_str().expect("utf-8")])
-        .expect_code(2)
+        .expect_code(1)
         .stderr_has("ori_pqal.json: line 3: not a PubMedQA JSON object");
 }

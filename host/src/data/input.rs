@@ -101,6 +101,22 @@ fn pubmedqa_record(id: &str, value: &Value, path: &Path) -> Result<Record, Strin
     Ok(record)
 }
 
+/// For a JSONL line written with PubMedQA's own upper-case keys: what a line must hold
+/// instead, and the fields it has.
+fn pubmedqa_keys_hint(obj: &Map<String, Value>) -> Option<String> {
+    let upper = ["QUESTION", "CONTEXTS", "final_decision", "LONG_ANSWER"];
+    if obj.contains_key("question") || !upper.iter().any(|k| obj.contains_key(*k)) {
+        return None;
+    }
+    let found: Vec<&str> = obj.keys().map(String::as_str).collect();
+    Some(format!(
+        "missing field question: this line has PubMedQA's own keys (fields: {}); a .jsonl input takes one \
+         {{\"id\", \"question\", \"context\", \"answer\"}} object per line (\"long_answer\" and \"meshes\" optional), \
+         and PubMedQA's own file (ori_pqal.json, one object keyed by id) is read as it is from a .json file",
+        found.join(", ")
+    ))
+}
+
 fn read_jsonl(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<InputError>) {
     let mut records = Vec::new();
     let mut errors = Vec::new();
@@ -119,6 +135,9 @@ fn read_jsonl(path: &Path, bytes: &[u8]) -> (Vec<Record>, Vec<InputError>) {
         };
         let parsed = serde_json::from_str::<Value>(text).map_err(|e| format!("bad JSON: {e}")).and_then(|v| {
             let obj = v.as_object().ok_or("must be a JSON object")?;
+            if let Some(hint) = pubmedqa_keys_hint(obj) {
+                return Err(hint);
+            }
             let id = match field(obj, "id")? {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),

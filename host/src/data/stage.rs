@@ -29,6 +29,11 @@ pub enum DataError {
     /// The test ground truth cannot be read.
     #[error("{path}: {message}")]
     GroundTruth { path: PathBuf, message: String },
+    /// Not one input record could be read: nothing is written, the last outputs stay.
+    #[error(
+        "{path}: no record could be read ({count} error(s); the first: {first}); nothing was written, the outputs of the last run are as they were"
+    )]
+    NoRecords { path: PathBuf, count: usize, first: String },
 }
 
 /// What the data stage did.
@@ -61,6 +66,10 @@ impl DataReport {
 pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[String])) -> Result<DataReport, DataError> {
     let input = config.resolve(&config.data.input);
     let (mut records, input_errors) = read(&input);
+    if records.is_empty() {
+        let first = input_errors.first().map_or_else(|| "the file holds no record".to_owned(), ToString::to_string);
+        return Err(DataError::NoRecords { path: input, count: input_errors.len(), first });
+    }
     match (config.data.split, &config.data.test_ground_truth) {
         (SplitKind::Official, Some(truth)) => assign_splits(&mut records, &config.resolve(truth))?,
         _ => records.iter_mut().for_each(|r| r.split = Split::Train),
