@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Stage;
+use crate::artifacts::{self, ArtifactError};
 use crate::config::Config;
 use crate::hash::{file_sha256, sha256_hex, short_digest};
 
@@ -34,13 +35,13 @@ impl Stages {
 
     /// The record of `config`'s run (empty when there is none).
     pub fn load(config: &Config) -> Self {
-        std::fs::read_to_string(Self::path(config)).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+        artifacts::read_if_any(&Self::path(config)).unwrap_or_default()
     }
 
     /// Records a stage's state and writes the file atomically.
-    pub fn set(&mut self, config: &Config, stage: Stage, fingerprint: &str, done: bool) -> std::io::Result<()> {
+    pub fn set(&mut self, config: &Config, stage: Stage, fingerprint: &str, done: bool) -> Result<(), ArtifactError> {
         self.0.insert(stage.to_string(), StageRecord { fingerprint: fingerprint.to_owned(), done });
-        crate::atomic::write(&Self::path(config), serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())
+        artifacts::write(&Self::path(config), self)
     }
 
     /// Whether `stage` finished with this fingerprint.

@@ -389,7 +389,7 @@ struct Best {
 fn save_best(run: &Path, lora: &LoraSet, best: &Best) -> Result<(), TrainError> {
     let (dir, tmp) = (run.join("best"), run.join(".best.tmp"));
     lora.save_peft(&tmp).map_err(io(&tmp))?;
-    crate::atomic::write(&tmp.join("best.json"), serde_json::to_string(best).unwrap_or_default().as_bytes()).map_err(io(&tmp))?;
+    crate::artifacts::write(&tmp.join("best.json"), best).map_err(std::io::Error::other).map_err(io(&tmp))?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
@@ -397,7 +397,7 @@ fn save_best(run: &Path, lora: &LoraSet, best: &Best) -> Result<(), TrainError> 
 }
 
 fn read_best(run: &Path) -> Option<Best> {
-    serde_json::from_str(&std::fs::read_to_string(run.join("best/best.json")).ok()?).ok()
+    crate::artifacts::read_if_any(&run.join("best/best.json"))
 }
 
 /// Whether `config`'s run folder holds a checkpoint written under the same training config,
