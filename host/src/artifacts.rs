@@ -127,6 +127,42 @@ pub struct DataManifest {
     pub augmented: Vec<AugmentedCount>,
     /// Plugins swapped while the stage ran.
     pub swaps: Vec<String>,
+    /// The layout the records were read as.
+    #[serde(default)]
+    pub layout: Option<crate::data::Layout>,
+    /// The task's label set, in order (an answer's index is its place here).
+    #[serde(default = "pubmedqa_labels")]
+    pub labels: Vec<String>,
+}
+
+/// The answers of a `choice` task: its label set, and whether its questions come with options
+/// (the labels are then the options' letters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLabels {
+    /// The labels, in order.
+    pub labels: Vec<String>,
+    /// Whether each question comes with options.
+    pub multiple_choice: bool,
+}
+
+impl TaskLabels {
+    /// `config`'s task: the data stage's label set (its manifest), else the config's
+    /// `task.labels`, else PubMedQA's.
+    pub fn of(config: &crate::config::Config) -> Self {
+        let manifest: Option<DataManifest> = read_if_any(&config.work_dir().join("data/processed/manifest.json"));
+        match manifest {
+            Some(m) => Self { multiple_choice: m.layout == Some(crate::data::Layout::MultipleChoice), labels: m.labels },
+            None => Self {
+                labels: config.task.labels.clone().unwrap_or_else(pubmedqa_labels),
+                multiple_choice: config.data.layout == Some(crate::data::Layout::MultipleChoice),
+            },
+        }
+    }
+}
+
+/// The label set of files written before label sets were recorded.
+pub fn pubmedqa_labels() -> Vec<String> {
+    crate::data::PUBMEDQA_LABELS.map(str::to_owned).to_vec()
 }
 
 /// The config of a run, with its text.
@@ -185,6 +221,9 @@ pub struct RunManifest {
     /// The plugins that made the data.
     #[serde(default)]
     pub plugins: Option<Vec<PluginRef>>,
+    /// The task's label set the adapters answer with, in order.
+    #[serde(default = "pubmedqa_labels")]
+    pub labels: Vec<String>,
     /// The seeds.
     pub seeds: Seeds,
     /// The model file or folder.
@@ -261,6 +300,9 @@ pub struct EvalScores {
     pub skipped: Vec<String>,
     /// Wall-clock seconds of the scoring.
     pub seconds: f64,
+    /// The label set the questions were scored under, in order.
+    #[serde(default = "pubmedqa_labels")]
+    pub labels: Vec<String>,
 }
 
 impl EvalScores {
@@ -279,8 +321,9 @@ pub struct ScoredQuestion {
     pub label: String,
     /// The predicted answer.
     pub predicted: String,
-    /// Probabilities of yes, no, maybe (renormalized over the three).
-    pub probabilities: [f64; 3],
+    /// The probability of each label of [`EvalScores::labels`] (renormalized over the answers
+    /// the question offers).
+    pub probabilities: Vec<f64>,
     /// Whether the question is about a rare concept.
     pub rare_concept: bool,
 }
@@ -316,6 +359,7 @@ mod tests {
             metric_plugins: vec![MetricPluginRef { id: "m@0.1.0".into(), sha256: "00".into() }],
             skipped: vec![],
             seconds: 1.5,
+            labels: vec!["A".into(), "B".into()],
         };
         let path = dir.path().join("scores.json");
         write(&path, &scores).expect("write");

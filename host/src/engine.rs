@@ -69,8 +69,8 @@ impl Engine {
         }
     }
 
-    /// Probabilities of the three answer tokens after `ids`, renormalized over them.
-    pub fn answer(&self, ids: &[u32], label_tokens: &[u32; 3]) -> Result<[f64; 3], String> {
+    /// Probabilities of the answer tokens after `ids`, renormalized over them.
+    pub fn answer(&self, ids: &[u32], label_tokens: &[u32]) -> Result<Vec<f64>, String> {
         let logits: Vec<f32> = match self {
             Engine::Candle(m) => return candle_answer(m, ids, label_tokens).map_err(|e| e.to_string()),
             Engine::Ort { model, .. } => model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?,
@@ -79,7 +79,7 @@ impl Engine {
         let max = picked.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let exp: Vec<f64> = picked.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = exp.iter().sum();
-        Ok([exp[0] / sum, exp[1] / sum, exp[2] / sum])
+        Ok(exp.iter().map(|e| e / sum).collect())
     }
 
     /// yes/no/maybe probabilities as the first word after `prompt` (any capitalization, with or
@@ -118,15 +118,15 @@ fn ort_error(e: crate::export::ExportError) -> ModelError {
     ModelError::Format { path: "model.onnx".into(), message: e.to_string() }
 }
 
-/// The answer probabilities after `ids` on candle: the last position's logits of the three
-/// answer tokens, softmaxed (as evaluation scores a batch of one).
-fn candle_answer(m: &LoadedModel, ids: &[u32], label_tokens: &[u32; 3]) -> candle_core::Result<[f64; 3]> {
+/// The answer probabilities after `ids` on candle: the last position's logits of the answer
+/// tokens, softmaxed (as evaluation scores a batch of one).
+fn candle_answer(m: &LoadedModel, ids: &[u32], label_tokens: &[u32]) -> candle_core::Result<Vec<f64>> {
     let Some(last) = ids.len().checked_sub(1) else { candle_core::bail!("an empty prompt has no answer") };
     let device = m.llama.device();
     let input = Tensor::new(ids, device)?.unsqueeze(0)?;
     let at = Tensor::new(&[last as u32], device)?;
-    let labels = Tensor::new(label_tokens.as_slice(), device)?;
+    let labels = Tensor::new(label_tokens, device)?;
     let logits = m.llama.logits_at(&input, &at, None)?.index_select(&labels, 1)?;
     let p = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
-    Ok([f64::from(p[0][0]), f64::from(p[0][1]), f64::from(p[0][2])])
+    Ok(p[0].iter().map(|&x| f64::from(x)).collect())
 }

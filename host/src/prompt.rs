@@ -1,14 +1,13 @@
 //! The prompt every engine and stage shares: PubMedQA's `Context: …\nQuestion: …\nAnswer
-//! yes, no or maybe.\nAnswer:` (the Hugging Face baseline's, so the figures compare), the
-//! answers as label tokens, and the disambiguator's expansions written after each
-//! abbreviation ("MI (myocardial infarction)"), the pipeline's contribution to what the model
-//! reads. Training, evaluation, serving and the export's check all build prompts here.
+//! yes, no or maybe.\nAnswer:` (the Hugging Face baseline's, so the figures compare),
+//! generalised to any label set ([`Choices`]) and to multiple-choice options (listed with their
+//! letters after the question); the answers as label tokens; and the disambiguator's expansions
+//! written after each abbreviation ("MI (myocardial infarction)"), the pipeline's contribution
+//! to what the model reads. Training, evaluation, serving and the export's check all build
+//! prompts here.
 
-use crate::data::Record;
+use crate::data::{PUBMEDQA_LABELS, Record, letter};
 use crate::model::{ModelError, Tokenizer};
-
-/// The answers, in label order.
-pub const LABELS: [&str; 3] = ["yes", "no", "maybe"];
 
 /// How prompts are made.
 #[derive(Debug, Clone, Copy)]
@@ -32,17 +31,76 @@ impl PromptOptions {
     }
 }
 
-/// The token of each answer as it follows `Answer:` (` yes`, ` no`, ` maybe`).
-pub fn label_tokens(tokenizer: &Tokenizer) -> Result<[u32; 3], ModelError> {
-    let mut out = [0; 3];
-    for (slot, label) in out.iter_mut().zip(LABELS) {
-        let ids = tokenizer.encode(&format!(" {label}"))?;
-        match ids.as_slice() {
-            [id] => *slot = *id,
-            _ => return Err(ModelError::Tokenizer(format!("\" {label}\" is not one token ({ids:?})"))),
+/// A choice task's answers as a model reads and writes them: the labels, and the token each
+/// answer starts with after `Answer:`. Labels whose first tokens differ are answered as
+/// themselves (` yes`, ` no`, ` maybe`); labels that share one (`ESI-1`, `ESI-2`) are listed
+/// in the prompt with letters and answered by letter (`lettered`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choices {
+    /// The labels, in order.
+    pub labels: Vec<String>,
+    /// The first token of each answer.
+    pub tokens: Vec<u32>,
+    /// Whether the labels are listed with letters and answered by letter.
+    pub lettered: bool,
+}
+
+impl Choices {
+    /// The answers of `labels` under `tokenizer`.
+    pub fn new(labels: &[String], tokenizer: &Tokenizer) -> Result<Self, ModelError> {
+        let first = |text: &str| -> Result<u32, ModelError> {
+            tokenizer
+                .encode(&format!(" {text}"))?
+                .first()
+                .copied()
+                .ok_or_else(|| ModelError::Tokenizer(format!("\" {text}\" has no token")))
+        };
+        let tokens = labels.iter().map(|l| first(l)).collect::<Result<Vec<_>, _>>()?;
+        let distinct = tokens.iter().collect::<std::collections::HashSet<_>>().len() == tokens.len();
+        if distinct {
+            return Ok(Self { labels: labels.to_vec(), tokens, lettered: false });
+        }
+        if labels.len() > crate::data::MAX_OPTIONS {
+            return Err(ModelError::Tokenizer(format!(
+                "{} labels share first tokens and are too many to answer by letter (at most {})",
+                labels.len(),
+                crate::data::MAX_OPTIONS
+            )));
+        }
+        let letters = (0..labels.len()).map(|i| first(&letter(i))).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { labels: labels.to_vec(), tokens: letters, lettered: true })
+    }
+
+    /// PubMedQA's answers: yes, no, maybe.
+    pub fn pubmedqa(tokenizer: &Tokenizer) -> Result<Self, ModelError> {
+        Self::new(&PUBMEDQA_LABELS.map(str::to_owned), tokenizer)
+    }
+
+    /// `yes, no or maybe`: the answers a question with `n` of them offers (`A, B, C or D`).
+    fn offered(&self, options: usize) -> String {
+        let names: Vec<String> = match (options, self.lettered) {
+            (0, false) => self.labels.clone(),
+            (0, true) => (0..self.labels.len()).map(letter).collect(),
+            (n, _) => (0..n).map(letter).collect(),
+        };
+        match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
         }
     }
-    Ok(out)
+}
+
+/// What a prompt asks: a question, its context (may be empty) and, for a multiple-choice
+/// question, its options.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    /// The question.
+    pub question: &'a str,
+    /// The context (its paragraphs are joined into one).
+    pub context: &'a str,
+    /// The options, in letter order (empty unless multiple-choice).
+    pub options: &'a [String],
 }
 
 /// The record's question and context with each confident expansion written after its
@@ -81,36 +139,51 @@ pub fn expanded(record: &Record) -> (String, String) {
     (out[..at].to_owned(), out[at..].trim_start_matches('\n').to_owned())
 }
 
-/// The prompt's ids for a question and context (its paragraphs joined into one), the context
-/// cut to fit `max_len` (keeping its end with `keep_end`).
-pub fn prompt_ids(tokenizer: &Tokenizer, question: &str, context: &str, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
-    prompt_parts(tokenizer, question, context, None, max_len, keep_end)
+/// The prompt's ids for `q`, the context cut to fit `max_len` (keeping its end with
+/// `keep_end`): `Context: …\nQuestion: …\n[A. option …\n]Answer yes, no or maybe.\nAnswer:`
+/// (no `Context:` line for a question without one).
+pub fn prompt_ids(tokenizer: &Tokenizer, q: &Question, choices: &Choices, max_len: usize, keep_end: bool) -> Result<Vec<u32>, ModelError> {
+    prompt_parts(tokenizer, q, None, choices, max_len, keep_end)
 }
 
 /// [`prompt_ids`] with an optional conclusion between the context and the question.
 pub(crate) fn prompt_parts(
     tokenizer: &Tokenizer,
-    question: &str,
-    context: &str,
+    q: &Question,
     conclusion: Option<&str>,
+    choices: &Choices,
     max_len: usize,
     keep_end: bool,
 ) -> Result<Vec<u32>, ModelError> {
-    let head = tokenizer.encode("Context: ")?;
+    let has_head = !q.context.trim().is_empty() || conclusion.is_some();
+    let head = if has_head { tokenizer.encode("Context: ")? } else { Vec::new() };
     let mut middle = match conclusion {
         Some(c) => tokenizer.encode(&conclusion_text(c))?,
         None => Vec::new(),
     };
     middle.truncate(max_len / 2);
-    let tail = tokenizer.encode(&format!("\nQuestion: {question}\nAnswer yes, no or maybe.\nAnswer:"))?;
+    let listed: String = match (q.options.is_empty(), choices.lettered) {
+        (false, _) => q.options.iter().enumerate().map(|(i, o)| format!("\n{}. {}", letter(i), o.trim())).collect(),
+        (true, true) => choices.labels.iter().enumerate().map(|(i, l)| format!("\n{}. {l}", letter(i))).collect(),
+        (true, false) => String::new(),
+    };
+    let tail = tokenizer.encode(&format!(
+        "{}Question: {}{listed}\nAnswer {}.\nAnswer:",
+        if has_head { "\n" } else { "" },
+        q.question,
+        choices.offered(q.options.len())
+    ))?;
     let room = max_len.saturating_sub(head.len() + middle.len() + tail.len() + 2);
-    if room == 0 {
+    if room == 0 && has_head {
         return Err(ModelError::Tokenizer(match middle.len() {
             0 => format!("the question alone is {} tokens, over max_len {max_len}", tail.len()),
             n => format!("the question and conclusion are {} tokens, over max_len {max_len}", tail.len() + n),
         }));
     }
-    let mut body = tokenizer.encode(&context.replace("\n\n", " "))?;
+    if tail.len() > max_len {
+        return Err(ModelError::Tokenizer(format!("the question and its options are {} tokens, over max_len {max_len}", tail.len())));
+    }
+    let mut body = if has_head { tokenizer.encode(&q.context.replace("\n\n", " "))? } else { Vec::new() };
     if body.len() > room {
         if keep_end {
             body.drain(..body.len() - room);

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use crate::artifacts::{self, EvalScores, RunManifest, ScoredQuestion};
 use crate::config::Config;
 use crate::data::{Record, read_jsonl};
-use crate::prompt::LABELS;
 use crate::train::plot::{escape, loss_chart};
 
 /// Sections every report has, by element id.
@@ -84,11 +83,12 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     h.push_str("</table><p>Baseline: the figures in the config's <code>[eval] baseline</code> (the Hugging Face transformers + peft fine-tune of the same model).</p></section>");
 
     // per-class
+    let labels = eval.as_ref().map_or_else(crate::artifacts::pubmedqa_labels, |e| e.labels.clone());
     let _ = write!(
         h,
         "<section id=\"per-class\"><h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
     );
-    for l in LABELS {
+    for l in &labels {
         let _ = write!(
             h,
             "<tr><th>{l}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -102,13 +102,13 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
 
     // confusion
     let _ = write!(h, "<section id=\"confusion\"><h2>Confusion matrix</h2><table><tr><th>true \\ predicted</th>");
-    for p in LABELS {
+    for p in &labels {
         let _ = write!(h, "<th>{p}</th>");
     }
     h.push_str("</tr>");
-    for t in LABELS {
+    for t in &labels {
         let _ = write!(h, "<tr><th>{t}</th>");
-        for p in LABELS {
+        for p in &labels {
             let _ = write!(h, "<td class=\"{}\">{}</td>", if t == p { "hit" } else { "" }, num(score(&format!("confusion/{t}/{p}"))));
         }
         h.push_str("</tr>");
@@ -157,12 +157,10 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
         if let Some(p) = pred {
             let _ = write!(
                 h,
-                "<p><b>Answer:</b> {} · <b>predicted:</b> {} (yes {}, no {}, maybe {})</p>",
+                "<p><b>Answer:</b> {} · <b>predicted:</b> {} ({})</p>",
                 escape(&p.label),
                 escape(&p.predicted),
-                num(Some(p.probabilities[0])),
-                num(Some(p.probabilities[1])),
-                num(Some(p.probabilities[2]))
+                labels.iter().zip(&p.probabilities).map(|(l, v)| format!("{} {}", escape(l), num(Some(*v)))).collect::<Vec<_>>().join(", ")
             );
         }
         h.push_str("</article>");

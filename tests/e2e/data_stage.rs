@@ -50,9 +50,9 @@ fn bad_input_is_reported_by_line_and_field_and_good_records_go_through() {
     let run = env.run(&["data", "--config", config.to_str().expect("utf-8")]);
     run.expect_code(2)
         .stderr_has("in.jsonl: line 2: bad JSON")
-        .stderr_has("in.jsonl: line 3: missing field question")
-        .stderr_has("in.jsonl: line 4: field question must be a string")
-        .stderr_has("in.jsonl: line 5: field answer must be yes, no or maybe (found \"perhaps\")")
+        .stderr_has("in.jsonl: line 3: missing the question: no field question, QUESTION, stem (fields: id, context)")
+        .stderr_has("in.jsonl: line 4: field question must be a string, found a number")
+        .stderr_has("in.jsonl: line 5: the answer \"perhaps\" is not among the labels (yes, no, maybe); task.labels")
         .stderr_has("in.jsonl: line 6: not UTF-8")
         .stderr_has("5 input error(s)");
     let out = read_jsonl(&env.path("work/data/processed/train.jsonl"));
@@ -77,20 +77,27 @@ fn an_empty_input_file_is_an_error_that_names_it_and_keeps_the_last_outputs() {
     assert_eq!(std::fs::read(env.path("work/data/processed/train.jsonl")).expect("still there"), before, "the good outputs were replaced");
 }
 
-/// A JSONL file in PubMedQA's own upper-case keys says what a line must hold, with the fields
-/// it found, instead of "missing field question" alone.
+/// A JSONL file in PubMedQA's own upper-case keys is read as PubMedQA records: the keys are
+/// among the usual names of each field.
 #[test]
-fn a_jsonl_file_in_pubmedqa_keys_is_told_the_expected_shape() {
+fn a_jsonl_file_in_pubmedqa_keys_is_read_as_pubmedqa() {
     let env = Env::new();
-    let line = r#"{"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes"}"#;
-    let input = env.write("pqa.jsonl", format!("{line}\n"));
+    let lines = [
+        r#"{"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is.", "Really."], "final_decision": "yes", "LONG_ANSWER": "It is."}"#,
+        r#"{"QUESTION": "Is it bad?", "CONTEXTS": ["No."], "final_decision": "no"}"#,
+    ];
+    let input = env.write("pqa.jsonl", lines.join("\n") + "\n");
     let config = env.config(&input, "");
-    env.run(&["data", "--config", config.to_str().expect("utf-8")])
-        .expect_code(1)
-        .stderr_has(
-            "pqa.jsonl: line 1: missing field question: this line has PubMedQA's own keys (fields: QUESTION, CONTEXTS, final_decision)",
-        )
-        .stderr_has(r#"{"id", "question", "context", "answer"}"#);
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(0);
+    let records = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0]["id"].as_str(), records[0]["question"].as_str()), (Some("1"), Some("Is it good?")));
+    assert_eq!(records[0]["context"], "Yes it is.\n\nReally.");
+    assert_eq!((records[0]["answer"].as_str(), records[0]["long_answer"].as_str()), (Some("yes"), Some("It is.")));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("work/data/processed/manifest.json")).expect("manifest")).expect("JSON");
+    assert_eq!(manifest["layout"], "qa");
+    assert_eq!(manifest["labels"], serde_json::json!(["yes", "no", "maybe"]));
 }
 
 #[test]
@@ -113,7 +120,7 @@ fn a_bad_record_in_pubmedqa_json_is_named_and_the_others_go_through() {
         "ori_pqal.json",
         r#"{
   "111": {"QUESTION": "Is it good?", "CONTEXTS": ["Yes it is."], "final_decision": "yes", "MESHES": ["Humans"], "LONG_ANSWER": "It is good."},
-  "222": {"QUESTION": "Is it bad?", "CONTEXTS": "not a list", "final_decision": "no"},
+  "222": {"QUESTION": "Is it bad?", "CONTEXTS": 7, "final_decision": "no"},
   "666": {"QUESTION": "Long?", "CONTEXTS": ["Long."], "final_decision": "no", "LONG_ANSWER": 3},
   "333": {"QUESTION": "Maybe?", "CONTEXTS": ["Unclear."], "final_decision": "perhaps"},
   "444": {"CONTEXTS": ["No question."], "final_decision": "yes"},
@@ -123,9 +130,9 @@ fn a_bad_record_in_pubmedqa_json_is_named_and_the_others_go_through() {
     let config = env.config(&input, "");
     env.run(&["data", "--config", config.to_str().expect("utf-8")])
         .expect_code(2)
-        .stderr_has("ori_pqal.json: record 222: field CONTEXTS must be a list of strings")
-        .stderr_has("ori_pqal.json: record 333: field final_decision must be yes, no or maybe (found \"perhaps\")")
-        .stderr_has("ori_pqal.json: record 444: missing field QUESTION")
+        .stderr_has("ori_pqal.json: record 222: field CONTEXTS must be a string or a list of strings, found a number")
+        .stderr_has("ori_pqal.json: record 333: the answer \"perhaps\" is not among the labels (yes, no, maybe)")
+        .stderr_has("ori_pqal.json: record 444: missing the question")
         .stderr_has("ori_pqal.json: record 666: field LONG_ANSWER must be a string");
     let records = read_jsonl(&env.path("work/data/processed/train.jsonl"));
     let ids: Vec<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
@@ -141,7 +148,5 @@ fn pubmedqa_json_that_is_not_json_names_the_line() {
     let input = env.write("ori_pqal.json", "{\n  \"111\": {\"QUESTION\": \"q\",\n  oops\n}");
     let config = env.config(&input, "");
     // a truncated file: no record can be read, so nothing is written and the stage fails
-    env.run(&["data", "--config", config.to_str().expect("utf-8")])
-        .expect_code(1)
-        .stderr_has("ori_pqal.json: line 3: not a PubMedQA JSON object");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(1).stderr_has("ori_pqal.json: line 3: not a JSON document");
 }

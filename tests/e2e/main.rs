@@ -7,6 +7,7 @@ mod harness;
 mod hot_swap;
 mod medical;
 mod model;
+mod own_data;
 mod pipeline;
 mod plugin_cli;
 mod report;

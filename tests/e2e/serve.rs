@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Env, guest};
 
 /// One HTTP/1.1 exchange (`Connection: close`): status and body (chunked bodies decoded).
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
     let body = body.unwrap_or("");
@@ -42,13 +42,13 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-fn json(body: &str) -> serde_json::Value {
+pub(crate) fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for Server {
@@ -61,14 +61,19 @@ impl Drop for Server {
 fn start(env: &Env, config: &str, extra: &[&str]) -> Server {
     let mut args = vec!["serve", "-c", config, "--addr", "127.0.0.1:0", "--base"];
     args.extend_from_slice(extra);
-    let mut child = env.command(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn medtune serve");
+    spawn(env, &args)
+}
+
+/// `medtune` with `args` (a `serve` command line), once it prints its address.
+pub(crate) fn spawn(env: &Env, args: &[&str]) -> Server {
+    let mut child = env.command(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn medtune serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the address");
     let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
     Server { child, addr }
 }
 
-fn wait_healthy(addr: &str) -> Vec<u16> {
+pub(crate) fn wait_healthy(addr: &str) -> Vec<u16> {
     let mut seen = Vec::new();
     let t = Instant::now();
     loop {

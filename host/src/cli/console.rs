@@ -6,7 +6,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use medtune::artifacts::EvalScores;
 use medtune::pipeline::{ExportOutcome, Progress, StageResult, Trained};
-use medtune::prompt::LABELS;
 use medtune::train::StepRow;
 
 /// The terminal side of a pipeline run.
@@ -157,20 +156,21 @@ pub fn print_scores(r: &EvalScores) {
     if r.score("rare_concept_accuracy").is_some() {
         println!("  rare-concept accuracy {} ({} questions)", f("rare_concept_accuracy"), f("rare_concept_count"));
     }
-    println!("  {:<8} {:>9} {:>7} {:>7} {:>8}", "class", "precision", "recall", "F1", "support");
-    for l in LABELS {
+    let width = r.labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(8);
+    println!("  {:<width$} {:>9} {:>7} {:>7} {:>8}", "class", "precision", "recall", "F1", "support");
+    for l in &r.labels {
         println!(
-            "  {l:<8} {:>9} {:>7} {:>7} {:>8}",
+            "  {l:<width$} {:>9} {:>7} {:>7} {:>8}",
             f(&format!("precision/{l}")),
             f(&format!("recall/{l}")),
             f(&format!("f1/{l}")),
             f(&format!("support/{l}"))
         );
     }
-    println!("  confusion (rows true, columns predicted: yes no maybe)");
-    for t in LABELS {
-        let row: Vec<String> = LABELS.iter().map(|p| format!("{:>5}", r.score(&format!("confusion/{t}/{p}")).unwrap_or(0.0))).collect();
-        println!("  {t:<8}{}", row.join(""));
+    println!("  confusion (rows true, columns predicted: {})", r.labels.join(" "));
+    for t in &r.labels {
+        let row: Vec<String> = r.labels.iter().map(|p| format!("{:>5}", r.score(&format!("confusion/{t}/{p}")).unwrap_or(0.0))).collect();
+        println!("  {t:<width$}{}", row.join(""));
     }
 }
 
@@ -184,7 +184,7 @@ fn print_export(e: &ExportOutcome) {
         e.bytes as f64 / 1e6,
         e.seconds
     );
-    let (a, b) = (e.check.candle, e.check.ort);
+    let (a, b) = (&e.check.candle, &e.check.ort);
     println!(
         "  checked on ONNX Runtime: yes/no/maybe {:.4}/{:.4}/{:.4} (candle {:.4}/{:.4}/{:.4}), max difference {:.1e}",
         b[0], b[1], b[2], a[0], a[1], a[2], e.check.max_difference

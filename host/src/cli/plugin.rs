@@ -149,11 +149,11 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 fn input_records(input: Option<&Path>) -> anyhow::Result<Vec<Record>> {
     let records: Vec<Record> = match input {
         Some(p) => {
-            let (records, errors) = data::read(p);
-            for e in &errors {
+            let input = data::read(p, &data::InputSpec::detected());
+            for e in &input.errors {
                 eprintln!("error: {e}");
             }
-            records
+            input.records
         }
         None => {
             SAMPLE.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| sample_record(&v)).collect()

@@ -70,6 +70,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_millis(args.timeout_ms),
         queue: args.queue,
         prompts: PromptOptions::of(config.train.as_ref()),
+        task: medtune::artifacts::TaskLabels::of(&config),
     };
     let state = AppState::new(opts, chain);
     let loader = state.clone();

@@ -7,14 +7,15 @@ mod values;
 
 pub use train::{BaseFormat, EvalConfig, ExportConfig, LORA_TARGETS, LoraSection, ModelConfig, TrainConfig};
 pub(crate) use values::display_as_value_name;
-pub use values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TrainData};
+pub use values::{AnswerLoss, Balance, ContextKeep, Device, Schedule, Select, TaskKind, TrainData};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::data::{FieldMap, IndexBase, InputFormat, Layout};
 use crate::plugin::types::PluginKind;
 use crate::plugin::{Grant, Sandbox, SlotSpec, parse_kind};
 
@@ -43,6 +44,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// The data stage.
     pub data: DataConfig,
+    /// What the model learns to do with the records (default: a `choice` among the labels).
+    #[serde(default)]
+    pub task: TaskConfig,
     /// The vocabulary folder the plugins read (built by the run when missing).
     pub vocab: Option<VocabConfig>,
     /// The plugin chain.
@@ -85,14 +89,32 @@ pub struct VocabConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// PubMedQA `ori_pqal.json` or a JSONL file of `{id, question, context, answer}`.
+    /// The input file: PubMedQA's `ori_pqal.json`, or JSON, JSONL, CSV, TSV or Parquet records.
     pub input: PathBuf,
+    /// The input's format (default: from the file's extension).
+    pub format: Option<InputFormat>,
+    /// The records' layout (default: detected from the first record).
+    pub layout: Option<Layout>,
+    /// The input's own names for the record's fields.
+    #[serde(default)]
+    pub fields: FieldMap,
+    /// How an integer multiple-choice answer counts the options.
+    #[serde(default)]
+    pub answer_index: IndexBase,
     /// `test_ground_truth.json`: the official test questions, held out as `test`.
     pub test_ground_truth: Option<PathBuf>,
     /// How records are split: `official` (PubMedQA PQA-L: `test` from `test_ground_truth`,
-    /// `dev` fold 0 of the official 10 folds, `train` the rest) or `none` (all `train`).
+    /// `dev` fold 0 of the official 10 folds, `train` the rest), `random` (`dev_fraction` and
+    /// `test_fraction` of the records, drawn by a hash of the seed and the record id), `field`
+    /// (each record names its split) or `none` (all `train`).
     #[serde(default)]
     pub split: SplitKind,
+    /// The share of records `split = "random"` puts in `dev`.
+    #[serde(default = "default_fraction")]
+    pub dev_fraction: f64,
+    /// The share of records `split = "random"` puts in `test`.
+    #[serde(default = "default_fraction")]
+    pub test_fraction: f64,
     /// Records per plugin call.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -108,6 +130,10 @@ fn default_batch_size() -> usize {
     64
 }
 
+fn default_fraction() -> f64 {
+    0.1
+}
+
 /// How the data stage assigns splits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +143,25 @@ pub enum SplitKind {
     None,
     /// The official PubMedQA PQA-L split.
     Official,
+    /// `dev_fraction` and `test_fraction` of the records, by a seeded hash of their ids.
+    Random,
+    /// The split each record names (`split`, or `data.fields.split`).
+    Field,
+}
+
+/// What the model learns to do with the records (`[task]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// `choice`: the answer is one of a label set.
+    #[serde(default)]
+    pub kind: TaskKind,
+    /// The label set, in order (default: the options' letters for multiple-choice records;
+    /// `yes`, `no`, `maybe` where every answer is one of them; else the training answers,
+    /// sorted).
+    pub labels: Option<Vec<String>>,
+    /// The question a labelled record's text is asked under.
+    pub question: Option<String>,
 }
 
 /// Whether a failed record stops the run.
@@ -251,6 +296,29 @@ impl Config {
         if self.data.split == SplitKind::Official && self.data.test_ground_truth.is_none() {
             return Err(self.invalid("data.split", "\"official\" needs data.test_ground_truth"));
         }
+        for (field, f) in [("data.dev_fraction", self.data.dev_fraction), ("data.test_fraction", self.data.test_fraction)] {
+            if !(0.0..1.0).contains(&f) {
+                return Err(self.invalid(field, format!("must be at least 0 and below 1, found {f}")));
+            }
+        }
+        if self.data.dev_fraction + self.data.test_fraction >= 1.0 {
+            return Err(self.invalid("data.dev_fraction", "with data.test_fraction it leaves no record for training"));
+        }
+        if self.task.kind == TaskKind::Generate {
+            return Err(self.invalid(
+                "task.kind",
+                "\"generate\" (fine-tuning on explained answers and chats) is not supported by this version of medtune yet; \"choice\" is",
+            ));
+        }
+        if let Some(labels) = &self.task.labels {
+            let mut seen = std::collections::BTreeSet::new();
+            if labels.len() < 2 {
+                return Err(self.invalid("task.labels", format!("a choice needs at least 2 labels, found {labels:?}")));
+            }
+            if let Some(l) = labels.iter().find(|l| l.trim().is_empty() || l.trim() != l.as_str() || !seen.insert(l.to_lowercase())) {
+                return Err(self.invalid("task.labels", format!("{l:?} is empty, padded with spaces or named twice")));
+            }
+        }
         let input = self.resolve(&self.data.input);
         if !input.is_file() {
             return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
@@ -276,6 +344,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How the data stage reads the input.
+    pub fn input_spec(&self) -> crate::data::InputSpec<'_> {
+        crate::data::InputSpec {
+            format: self.data.format,
+            layout: self.data.layout,
+            reader: crate::data::Reader {
+                fields: &self.data.fields,
+                answer_index: self.data.answer_index,
+                question: self.task.question.as_deref().unwrap_or(crate::data::DEFAULT_QUESTION),
+                split_field: self.data.split == SplitKind::Field,
+            },
+        }
     }
 
     /// The chain as the plugin host takes it.

@@ -27,6 +27,17 @@ pub enum Device {
     Cuda,
 }
 
+/// `task.kind`: what the model learns to do with a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// Pick one of a label set (yes/no/maybe, an option's letter, any labels).
+    #[default]
+    Choice,
+    /// Write an answer (explained answers, chats): refused by this version, by name.
+    Generate,
+}
+
 /// `train.data`: which records train.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -103,7 +114,7 @@ impl AnswerLoss {
     }
 }
 
-display_as_value_name!(Device, TrainData, Schedule, Balance, ContextKeep, Select, AnswerLoss);
+display_as_value_name!(Device, TaskKind, TrainData, Schedule, Balance, ContextKeep, Select, AnswerLoss);
 
 #[cfg(test)]
 mod tests {

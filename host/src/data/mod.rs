@@ -1,14 +1,21 @@
-//! The data stage: PubMedQA in, the plugin chain over it, annotated JSONL out.
+//! The data stage: records in (JSON, JSONL, CSV, Parquet; question-answer, multiple-choice or
+//! labelled), the plugin chain over them, annotated JSONL out.
 
 mod chain;
+mod formats;
 mod input;
+mod labels;
+mod layout;
 pub mod pyrandom;
 mod record;
 mod split;
 mod stage;
 
 pub use chain::{AugmentReport, ChainReport, annotate, augment};
-pub use input::{InputError, read};
+pub use formats::{InputFormat, RawRecord, read_objects};
+pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
+pub use labels::{PUBMEDQA_LABELS, check_answer, label_set};
+pub use layout::{FieldMap, IndexBase, Layout, MAX_OPTIONS, OptionsField, Reader, letter};
 pub use record::{Augmentation, Provenance, Record, Split, read_jsonl};
 pub use split::official_folds;
 pub use stage::{DataError, DataReport, run};

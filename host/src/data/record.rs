@@ -15,8 +15,12 @@ pub struct Record {
     pub question: String,
     /// The abstract (contexts joined by blank lines).
     pub context: String,
-    /// The gold answer (`yes`, `no`, `maybe`), if labelled.
+    /// The gold answer, if labelled: one of the task's labels (`yes`, `no`, `maybe` for
+    /// PubMedQA), or an option's letter for a multiple-choice question.
     pub answer: Option<String>,
+    /// A multiple-choice question's options, in letter order (empty for other records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
     /// MeSH headings of the abstract.
     #[serde(default)]
     pub meshes: Vec<String>,
@@ -97,6 +101,7 @@ impl Record {
             question,
             context,
             answer,
+            options: Vec::new(),
             meshes,
             long_answer: None,
             split: Split::default(),
@@ -123,6 +128,7 @@ impl Record {
             question,
             context,
             answer: self.answer.clone(),
+            options: self.options.clone(),
             meshes: self.meshes.clone(),
             long_answer: self.long_answer.clone(),
             split: self.split,

@@ -13,7 +13,9 @@ use crate::hash::file_sha256;
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
 use super::chain::{AugmentReport, ChainReport, annotate, augment};
-use super::input::{InputError, read};
+use super::input::{Input, InputError, read};
+use super::labels::{check_answer, label_set};
+use super::layout::Layout;
 use super::record::{Record, Split};
 use super::split::official_folds;
 
@@ -34,6 +36,9 @@ pub enum DataError {
         "{path}: no record could be read ({count} error(s); the first: {first}); nothing was written, the outputs of the last run are as they were"
     )]
     NoRecords { path: PathBuf, count: usize, first: String },
+    /// The records give no usable label set.
+    #[error("{path}: {message}; nothing was written, the outputs of the last run are as they were")]
+    Labels { path: PathBuf, message: String },
 }
 
 /// What the data stage did.
@@ -53,6 +58,10 @@ pub struct DataReport {
     pub outputs: Vec<PathBuf>,
     /// The loaded plugins as `name@version sha256`.
     pub plugins: Vec<String>,
+    /// The layout the records were read as.
+    pub layout: Option<Layout>,
+    /// The task's label set.
+    pub labels: Vec<String>,
 }
 
 impl DataReport {
@@ -65,13 +74,40 @@ impl DataReport {
 /// Runs the data stage of `config`. `on_batch` sees progress (records done, swap log).
 pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[String])) -> Result<DataReport, DataError> {
     let input = config.resolve(&config.data.input);
-    let (mut records, input_errors) = read(&input);
+    let Input { mut records, errors: mut input_errors, layout } = read(&input, &config.input_spec());
+    let no_records = |errors: &[InputError]| {
+        let first = errors.first().map_or_else(|| "the file holds no record".to_owned(), ToString::to_string);
+        DataError::NoRecords { path: input.clone(), count: errors.len(), first }
+    };
     if records.is_empty() {
-        let first = input_errors.first().map_or_else(|| "the file holds no record".to_owned(), ToString::to_string);
-        return Err(DataError::NoRecords { path: input, count: input_errors.len(), first });
+        return Err(no_records(&input_errors));
+    }
+    let mut seen: HashMap<String, String> = HashMap::new();
+    records.retain(|r| match seen.get(&r.id) {
+        Some(first) => {
+            input_errors.push(InputError::at(&input, &place_of(r, &input), format!("the id {} is taken by {first}", r.id)));
+            false
+        }
+        None => {
+            seen.insert(r.id.clone(), r.provenance.source.clone());
+            true
+        }
+    });
+    let labels = label_set(config.task.labels.as_deref(), &records).map_err(|e| DataError::Labels { path: input.clone(), message: e.0 })?;
+    records.retain_mut(|r| match check_answer(r, &labels) {
+        Ok(()) => true,
+        Err(message) => {
+            input_errors.push(InputError::at(&input, &place_of(r, &input), message));
+            false
+        }
+    });
+    if records.is_empty() {
+        return Err(no_records(&input_errors));
     }
     match (config.data.split, &config.data.test_ground_truth) {
         (SplitKind::Official, Some(truth)) => assign_splits(&mut records, &config.resolve(truth))?,
+        (SplitKind::Random, _) => random_splits(&mut records, config.data.seed, config.data.dev_fraction, config.data.test_fraction),
+        (SplitKind::Field, _) => {}
         _ => records.iter_mut().for_each(|r| r.split = Split::Train),
     }
     let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
@@ -131,12 +167,14 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         seed: config.data.seed,
         augmented: augmented.per_plugin.iter().map(|(id, n, _)| AugmentedCount { plugin: id.clone(), records: *n }).collect(),
         swaps: chain.swaps.clone(),
+        layout,
+        labels: labels.clone(),
     };
     let manifest_path = out_dir.join("manifest.json");
     artifacts::write(&manifest_path, &manifest)
         .map_err(|e| DataError::Write { path: manifest_path.clone(), source: std::io::Error::other(e) })?;
     outputs.push(manifest_path);
-    Ok(DataReport { records: records.len(), splits, input_errors, chain, augmented, outputs, plugins })
+    Ok(DataReport { records: records.len(), splits, input_errors, chain, augmented, outputs, plugins, layout, labels })
 }
 
 /// Runs the chain's augmenters over the training split, telling them each record's concepts
@@ -189,6 +227,33 @@ fn assign_splits(records: &mut [Record], ground_truth: &Path) -> Result<(), Data
         };
     }
     Ok(())
+}
+
+/// A record's place in its input (`line 7`, `record 12345`), from its provenance.
+fn place_of(r: &Record, input: &Path) -> String {
+    let file = input.display().to_string();
+    let source = &r.provenance.source;
+    match source.strip_prefix(&file) {
+        Some(rest) if rest.starts_with('#') => format!("record {}", &rest[1..]),
+        Some(rest) if rest.starts_with(':') => rest[1..].to_owned(),
+        _ => format!("record {}", r.id),
+    }
+}
+
+/// `dev` and `test` by a hash of the seed and the record id (so a record keeps its split
+/// whatever the order or size of the input), `train` the rest.
+fn random_splits(records: &mut [Record], seed: u64, dev: f64, test: f64) {
+    for r in records.iter_mut() {
+        let digest = crate::hash::sha256_hex(format!("{seed}:{}", r.id).as_bytes());
+        let draw = u64::from_str_radix(&digest[..16], 16).unwrap_or(0) as f64 / u64::MAX as f64;
+        r.split = if draw < dev {
+            Split::Dev
+        } else if draw < dev + test {
+            Split::Test
+        } else {
+            Split::Train
+        };
+    }
 }
 
 fn read_test_ids(path: &Path) -> Result<BTreeSet<String>, DataError> {

@@ -312,7 +312,7 @@ mod tests {
         let path = model::fetch_smollm2(&root.join("target/models"), &root.join("target/wheels")).expect("SmolLM2");
         let m = model::load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
-        let labels = crate::prompt::label_tokens(&m.tokenizer).expect("labels");
+        let labels: [u32; 3] = crate::prompt::Choices::pubmedqa(&m.tokenizer).expect("labels").tokens.try_into().expect("three");
         let prompts = [
             "Context: Statins lower LDL cholesterol and reduce cardiovascular events in adults.\nQuestion: Do statins reduce cardiovascular events?\nAnswer yes, no or maybe.\nAnswer:",
             "Context: The trial of vitamin C in sepsis was stopped early without a difference in mortality.\nQuestion: Does vitamin C reduce sepsis mortality?\nAnswer yes, no or maybe.\nAnswer:",

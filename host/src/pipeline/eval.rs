@@ -48,10 +48,12 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     let train_path = config.work_dir().join("data/processed/train.jsonl");
     let (train_records, _) = read_jsonl(&train_path).context(|| format!("reading {}", train_path.display()))?;
     let counts = eval::concept_counts(&train_records);
+    let labels = crate::artifacts::TaskLabels::of(config).labels;
+    let choices = crate::prompt::Choices::new(&labels, &m.tokenizer).context(|| "the answer tokens".into())?;
     let mut exs = Vec::new();
     let mut rare = Vec::new();
     for r in records.iter().take(if e.limit > 0 { e.limit } else { usize::MAX }) {
-        match examples::example(r, &m.tokenizer, prompts) {
+        match examples::example(r, &m.tokenizer, prompts, &choices) {
             Ok(x) => {
                 rare.push(eval::is_rare(r, &counts, e.rare_max_count));
                 exs.push(x);
@@ -62,17 +64,16 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     if exs.is_empty() {
         return Err(PipelineError::Stopped(format!("{}: no question to evaluate", split_path.display())));
     }
-    let tokens = crate::prompt::label_tokens(&m.tokenizer).context(|| "the answer tokens".into())?;
     let pad = m.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
     let started = std::time::Instant::now();
     let mut probs = Vec::with_capacity(exs.len());
     for chunk in exs.chunks(batch) {
-        probs.extend(eval::score(&m.llama, None, chunk, &tokens, batch, pad).context(|| "scoring".into())?);
+        probs.extend(eval::score(&m.llama, None, chunk, &choices.tokens, batch, pad).context(|| "scoring".into())?);
         progress.eval_progress(probs.len(), exs.len());
     }
     let seconds = started.elapsed().as_secs_f64();
-    let scored = eval::predictions(&exs, &probs, &rare);
-    let mut set = metric_plugins(config)?;
+    let scored = eval::predictions(&exs, &probs, &rare, &labels);
+    let mut set = metric_plugins(config, &labels)?;
     let scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
     let dir = config.run_dir().join(if adapter.is_some() { "eval" } else { "eval-base" });
     let mut rows = String::new();
@@ -92,6 +93,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         metric_plugins: set.plugins().iter().map(|p| MetricPluginRef { id: p.id(), sha256: p.hash().to_owned() }).collect(),
         skipped: problems,
         seconds,
+        labels,
     };
     let path = dir.join("scores.json");
     artifacts::write(&path, &result).context(|| format!("writing {}", path.display()))?;
@@ -99,8 +101,8 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     Ok(result)
 }
 
-/// The metric plugins of the chain (or the built-in classification metrics).
-fn metric_plugins(config: &Config) -> Result<PluginSet> {
+/// The metric plugins of the chain (or the built-in classification metrics over `labels`).
+fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
     let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(|s| s.kind == PluginKind::Metric).collect();
     if specs.is_empty() {
         specs.push(SlotSpec {
@@ -108,7 +110,7 @@ fn metric_plugins(config: &Config) -> Result<PluginSet> {
             kind: PluginKind::Metric,
             path: None,
             version: None,
-            sandbox: Sandbox { settings: vec![("labels".into(), "yes,no,maybe".into())], ..Default::default() },
+            sandbox: Sandbox { settings: vec![("labels".into(), labels.join(","))], ..Default::default() },
         });
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;

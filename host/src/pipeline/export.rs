@@ -28,9 +28,9 @@ pub struct ExportRequest {
 #[derive(Debug, Clone)]
 pub struct OrtCheck {
     /// ONNX Runtime's yes/no/maybe probabilities.
-    pub ort: [f64; 3],
+    pub ort: Vec<f64>,
     /// candle's.
-    pub candle: [f64; 3],
+    pub candle: Vec<f64>,
     /// The largest difference.
     pub max_difference: f64,
 }
@@ -82,7 +82,8 @@ pub fn export(config: &Config, request: &ExportRequest, progress: &mut dyn Progr
     // the check: ONNX Runtime loads it and gives candle's answer probabilities
     let ort = ort_engine(&config.work_dir(), &out)?;
     let ids = m.tokenizer.encode(CHECK_PROMPT).context(|| "tokenizing the check prompt".into())?;
-    let labels = crate::prompt::label_tokens(&m.tokenizer).context(|| "the answer tokens".into())?;
+    // the check prompt is PubMedQA's, whatever the task: the graph is checked, not the task
+    let labels = crate::prompt::Choices::pubmedqa(&m.tokenizer).context(|| "the answer tokens".into())?.tokens;
     let candle = Engine::Candle(m);
     let a = candle.answer(&ids, &labels).map_err(PipelineError::Stopped)?;
     let b = ort.answer(&ids, &labels).map_err(PipelineError::Stopped)?;
@@ -119,9 +120,11 @@ fn calibration_prompts(config: &Config, tokenizer: &Tokenizer) -> Result<Vec<Vec
         )
     })?;
     let opts = crate::prompt::PromptOptions::of(config.train.as_ref());
+    let choices =
+        crate::prompt::Choices::new(&crate::artifacts::TaskLabels::of(config).labels, tokenizer).context(|| "the answer tokens".into())?;
     let prompts: Vec<Vec<u32>> = records
         .iter()
-        .filter_map(|r| crate::train::examples::example(r, tokenizer, opts).ok())
+        .filter_map(|r| crate::train::examples::example(r, tokenizer, opts, &choices).ok())
         .map(|e| e.prompt)
         .take(CALIBRATION_PROMPTS)
         .collect();

@@ -88,6 +88,7 @@ pub fn data_fingerprint(config: &Config) -> String {
     let mut parts = vec![
         env!("CARGO_PKG_VERSION").to_owned(),
         format!("{:?}", config.data),
+        format!("{:?}", config.task),
         format!("{:?}", config.plugins),
         format!("{:?}", config.vocab),
         identity(&config.resolve(&config.data.input)),

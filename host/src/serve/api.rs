@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::data::Record;
 use crate::engine::Engine;
 use crate::model::{ChatMessage, GenerateOptions};
-use crate::prompt::{LABELS, expanded, label_tokens, prompt_ids};
+use crate::prompt::{Choices, Question, expanded, prompt_ids};
 
 use super::{ApiError, AppState};
 
@@ -141,12 +141,39 @@ fn findings(r: &Record) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
     question: String,
     #[serde(default)]
     context: Option<String>,
+    /// A multiple-choice question's options, in letter order.
+    #[serde(default)]
+    options: Option<Vec<String>>,
     #[serde(default)]
     model: Option<String>,
+}
+
+/// The options of a request, checked against the task: a multiple-choice task needs 2 up to
+/// its number of letters; another task takes none.
+fn request_options(s: &AppState, options: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let task = &s.opts.task;
+    match (task.multiple_choice, options) {
+        (true, Some(o)) if (2..=task.labels.len()).contains(&o.len()) && o.iter().all(|o| !o.trim().is_empty()) => Ok(o),
+        (true, Some(o)) => Err(ApiError::bad_request(format!(
+            "options: {} given, some empty or too many; this model answers questions with 2 to {} non-empty options",
+            o.len(),
+            task.labels.len()
+        ))),
+        (true, None) => Err(ApiError::bad_request(format!(
+            "options: this model answers multiple-choice questions; pass their options (2 to {}) as a list",
+            task.labels.len()
+        ))),
+        (false, Some(_)) => Err(ApiError::bad_request(format!(
+            "options: this model answers with its labels ({}), not with a question's options",
+            task.labels.join(", ")
+        ))),
+        (false, None) => Ok(Vec::new()),
+    }
 }
 
 pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection>) -> Response {
@@ -157,29 +184,37 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
             return Err(ApiError::bad_request("question is empty"));
         }
         check_model(&s2, req.model.as_deref())?;
+        let options = request_options(&s2, req.options)?;
         let _place = admit(&s2)?;
         let m = model(&s2)?;
         // one paragraph: the record's text is question, blank line, context
         let record = annotate(&s2, &req.question.replace("\n\n", " "), req.context.as_deref().unwrap_or("")).await?;
         let opts = s2.opts.prompts;
         let (q, c) = if opts.expand { expanded(&record) } else { (record.question.clone(), record.context.clone()) };
-        let m2 = m.clone();
+        let (m2, labels, asked) = (m.clone(), s2.opts.task.labels.clone(), options.clone());
         let (probs, n) = on_engine(&s2, move || {
-            let ids = prompt_ids(m2.tokenizer(), &q, &c, opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
-            let tokens = label_tokens(m2.tokenizer()).map_err(|e| e.to_string())?;
-            Ok((m2.answer(&ids, &tokens)?, ids.len()))
+            let choices = Choices::new(&labels, m2.tokenizer()).map_err(|e| e.to_string())?;
+            let question = Question { question: &q, context: &c, options: &asked };
+            let ids = prompt_ids(m2.tokenizer(), &question, &choices, opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
+            let offered = if asked.is_empty() { choices.tokens.len() } else { asked.len() };
+            Ok((m2.answer(&ids, &choices.tokens[..offered])?, ids.len()))
         })
         .await?;
         s2.metrics.tokens("prompt", n);
-        let best = (0..3).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
+        let best = crate::train::eval::best(&probs);
+        let labels = &s2.opts.task.labels[..probs.len()];
+        let probabilities: serde_json::Map<String, Value> = labels.iter().zip(&probs).map(|(l, p)| (l.clone(), json!(p))).collect();
         let mut body = json!({
             "object": "answer",
             "model": s2.opts.model_name,
             "engine": m.name(),
-            "answer": LABELS[best],
-            "probabilities": {"yes": probs[0], "no": probs[1], "maybe": probs[2]},
+            "answer": labels[best],
+            "probabilities": probabilities,
             "usage": {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n},
         });
+        if let (Some(b), Some(text)) = (body.as_object_mut(), options.get(best)) {
+            b.insert("answer_text".into(), json!(text));
+        }
         if let (Some(b), Value::Object(f)) = (body.as_object_mut(), findings(&record)) {
             b.extend(f);
         }

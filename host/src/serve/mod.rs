@@ -3,7 +3,8 @@
 //!
 //! Endpoints: `/health` (503 while the model loads, then 200), `/v1/models`,
 //! `/v1/chat/completions` (SSE streaming with `data: [DONE]`; `usage` in every response),
-//! `/v1/answer` (yes/no/maybe with probabilities and what the plugins found), `/metrics`
+//! `/v1/answer` (the task's label, or a multiple-choice question's letter, with probabilities
+//! and what the plugins found), `/metrics`
 //! (Prometheus). Limits: request body size, `max_tokens`, a per-request timeout, a bounded
 //! queue (429 when full); SIGTERM or Ctrl-C drains in-flight requests and stops.
 //!
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     pub queue: usize,
     /// How prompts for `/v1/answer` are made (as in training).
     pub prompts: PromptOptions,
+    /// The task's labels (the answers `/v1/answer` picks among).
+    pub task: crate::artifacts::TaskLabels,
 }
 
 /// What the handlers share.

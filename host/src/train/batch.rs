@@ -1,8 +1,9 @@
 //! Micro-batches of examples and their loss: prompts right-padded into one id tensor (causal
 //! attention never lets a real token see the padding after it), the hidden state of each
 //! prompt's last token projected to logits (the full (batch, seq, vocab) logits are never
-//! made), cross-entropy against the answer token over the vocabulary or over the three
-//! answers, optionally weighted by class; and, for examples that carry a conclusion, the
+//! made), cross-entropy against the answer token over the vocabulary or over the label set's
+//! answers (those a question offers: a multiple-choice question with fewer options than the set
+//! has the others masked), optionally weighted by class; and, for examples that carry a conclusion, the
 //! mean cross-entropy of its tokens written after the answer.
 
 use candle_core::{D, DType, Device, Result, Tensor};
@@ -14,8 +15,8 @@ use super::examples::Example;
 /// What a batch's loss counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LossOptions {
-    /// The answer's cross-entropy over the three answer tokens only (the choice evaluation
-    /// reads) instead of over the whole vocabulary.
+    /// The answer's cross-entropy over the answer tokens only (the choice evaluation reads)
+    /// instead of over the whole vocabulary.
     pub choice: bool,
     /// Weight of the conclusion tokens' mean cross-entropy, added to the answer's.
     pub conclusion_weight: f64,
@@ -30,8 +31,11 @@ pub struct Batch {
     pub last: Tensor,
     /// The answer token of each example.
     pub targets: Tensor,
-    /// The answer's index into the three answer tokens, of each example.
+    /// The answer's index into the answer tokens, of each example.
     pub labels: Tensor,
+    /// (batch, labels): 0 for the answers each question offers, a large negative number for
+    /// the others; `None` when every question offers every answer.
+    pub offered: Option<Tensor>,
     /// Each example's loss weight.
     pub weights: Tensor,
     /// Real (unpadded) tokens.
@@ -48,8 +52,8 @@ impl Batch {
     /// loss weights.
     pub fn new(
         examples: &[&Example],
-        label_tokens: &[u32; 3],
-        class_weights: &[f64; 3],
+        label_tokens: &[u32],
+        class_weights: &[f64],
         pad: u32,
         opts: LossOptions,
         device: &Device,
@@ -75,6 +79,14 @@ impl Batch {
         let targets: Vec<u32> = examples.iter().map(|e| label_tokens[e.label]).collect();
         let labels: Vec<u32> = examples.iter().map(|e| e.label as u32).collect();
         let weights: Vec<f32> = examples.iter().map(|e| class_weights[e.label] as f32).collect();
+        let n = label_tokens.len();
+        let offered = match examples.iter().all(|e| e.offered >= n) {
+            true => None,
+            false => {
+                let mask: Vec<f32> = examples.iter().flat_map(|e| (0..n).map(move |i| if i < e.offered { 0.0 } else { -1e9 })).collect();
+                Some(Tensor::from_vec(mask, (examples.len(), n), device)?)
+            }
+        };
         let conclusion = match at.is_empty() {
             true => None,
             false => Some((Tensor::new(at.as_slice(), device)?, Tensor::new(next.as_slice(), device)?)),
@@ -84,11 +96,12 @@ impl Batch {
             last: Tensor::new(last.as_slice(), device)?,
             targets: Tensor::new(targets.as_slice(), device)?,
             labels: Tensor::new(labels.as_slice(), device)?,
+            offered,
             weights: Tensor::new(weights.as_slice(), device)?,
             // prompt, answer and conclusion (the answer is in the ids only before a conclusion)
             tokens: examples.iter().map(|e| e.prompt.len() + 1 + if with_conclusion(e) { e.conclusion.len() } else { 0 }).sum(),
             conclusion,
-            label_tokens: Tensor::new(label_tokens.as_slice(), device)?,
+            label_tokens: Tensor::new(label_tokens, device)?,
             opts,
         })
     }
@@ -108,13 +121,25 @@ impl Batch {
     }
 
     /// The weighted mean cross-entropy of the answers from the logits (batch, vocab) at each
-    /// prompt's last token: Σ wᵢ·nllᵢ / Σ wᵢ, over the vocabulary or over the three answers.
+    /// prompt's last token: Σ wᵢ·nllᵢ / Σ wᵢ, over the vocabulary or over the answers offered.
     pub fn loss(&self, logits: &Tensor) -> Result<Tensor> {
         let nll = match self.opts.choice {
-            true => nll(&logits.index_select(&self.label_tokens, 1)?, &self.labels)?,
+            true => nll(&self.answer_logits(logits)?, &self.labels)?,
             false => nll(logits, &self.targets)?,
         };
         (nll * &self.weights)?.sum_all()? / f64::from(self.weights.sum_all()?.to_scalar::<f32>()?)
+    }
+}
+
+impl Batch {
+    /// The answers' logits (batch, labels) from the logits (batch, vocab), in f32, with the
+    /// answers a question does not offer masked.
+    pub fn answer_logits(&self, logits: &Tensor) -> Result<Tensor> {
+        let picked = logits.index_select(&self.label_tokens, 1)?.to_dtype(DType::F32)?;
+        match &self.offered {
+            Some(mask) => picked + mask,
+            None => Ok(picked),
+        }
     }
 }
 
@@ -138,7 +163,7 @@ mod tests {
     use super::*;
 
     fn ex(prompt: &[u32], label: usize, conclusion: &[u32]) -> Example {
-        Example { id: String::new(), prompt: prompt.to_vec(), label, conclusion: conclusion.to_vec() }
+        Example { id: String::new(), prompt: prompt.to_vec(), label, offered: 3, conclusion: conclusion.to_vec() }
     }
 
     /// A conclusion follows its answer token in the ids, and its tokens are the targets of the
@@ -185,5 +210,23 @@ mod tests {
         // token: row 0 -log_softmax([5,1,0,-1,2])[2] = 5.0744759247, row 1 -log_softmax([0,2,2,2,0])[1] = 1.1849950301
         let (t0, t1) = (5.074_475_924_7, 1.184_995_030_1);
         assert!((loss(false, [1.0; 3]) - (t0 + t1) / 2.0).abs() < 1e-5, "{}", loss(false, [1.0; 3]));
+    }
+
+    /// A question offering fewer answers than the set (a 2-option question among 3 labels) has
+    /// the others masked: row 1 is -log_softmax([2, 2])[0] = ln 2, and its mask is pinned.
+    #[test]
+    fn answers_a_question_does_not_offer_are_masked() {
+        let dev = Device::Cpu;
+        let mut short = ex(&[9], 0, &[]);
+        short.offered = 2;
+        let examples = [ex(&[9], 1, &[]), short];
+        let refs: Vec<&Example> = examples.iter().collect();
+        let logits = Tensor::new(&[[5.0f32, 1.0, 0.0, -1.0, 2.0], [0.0, 2.0, 2.0, 2.0, 0.0]], &dev).expect("logits");
+        let b = Batch::new(&refs, &[1, 2, 3], &[1.0; 3], 0, LossOptions { choice: true, conclusion_weight: 0.0 }, &dev).expect("batch");
+        assert_eq!(b.offered.as_ref().expect("mask").to_vec2::<f32>().expect("mask"), [[0.0, 0.0, 0.0], [0.0, 0.0, -1e9]]);
+        let loss = f64::from(b.loss(&logits).expect("loss").to_scalar::<f32>().expect("scalar"));
+        assert!((loss - (1.407_605_964_4 + 2f64.ln()) / 2.0).abs() < 1e-5, "{loss}");
+        let full = Batch::new(&refs[..1], &[1, 2, 3], &[1.0; 3], 0, LossOptions::default(), &dev).expect("batch");
+        assert!(full.offered.is_none());
     }
 }

@@ -1,11 +1,11 @@
-//! Evaluation: each question's answer is the most likely of ` yes`, ` no`, ` maybe` after the
-//! prompt; the predictions go to the chain's metric plugins (accuracy, macro-F1, per-class
+//! Evaluation: each question's answer is the most likely of the answers it offers after the
+//! prompt (` yes`, ` no`, ` maybe` for PubMedQA); the predictions go to the chain's metric plugins (accuracy, macro-F1, per-class
 //! figures, confusion matrix, rare-concept accuracy), with the questions about rare concepts
 //! tagged `rare-concept`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 
 use crate::artifacts::ScoredQuestion;
 use crate::data::Record;
@@ -14,28 +14,33 @@ use crate::plugin::PluginSet;
 use crate::plugin::types::{Prediction, Reference};
 
 use super::examples::Example;
-use crate::prompt::LABELS;
 
-/// The answer probabilities of `examples`, `batch` at a time.
+/// The answer probabilities of `examples` (one per answer token, 0 for answers a question
+/// does not offer), `batch` at a time.
 pub fn score(
     model: &Llama,
     adapters: Option<&dyn Adapters>,
     examples: &[Example],
-    label_tokens: &[u32; 3],
+    label_tokens: &[u32],
     batch: usize,
     pad: u32,
-) -> Result<Vec<[f64; 3]>> {
+) -> Result<Vec<Vec<f64>>> {
     let device = model.device().clone();
-    let labels = Tensor::new(label_tokens.as_slice(), &device)?;
+    let ones = vec![1.0; label_tokens.len()];
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
-        let b = super::batch::Batch::new(&refs, label_tokens, &[1.0; 3], pad, Default::default(), &device)?;
-        let logits = model.logits_at(&b.ids, &b.last, adapters)?.index_select(&labels, 1)?;
+        let b = super::batch::Batch::new(&refs, label_tokens, &ones, pad, Default::default(), &device)?;
+        let logits = b.answer_logits(&model.logits_at(&b.ids, &b.last, adapters)?)?;
         let probs = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
-        out.extend(probs.iter().map(|p| [f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]));
+        out.extend(probs.iter().map(|p| p.iter().map(|&x| f64::from(x)).collect::<Vec<_>>()));
     }
     Ok(out)
+}
+
+/// The index of the most likely answer (ties go to the earlier label).
+pub fn best(probs: &[f64]) -> usize {
+    (0..probs.len()).fold(0, |b, i| if probs[i] > probs[b] { i } else { b })
 }
 
 /// Concepts of the training records and how many records mention each.
@@ -57,21 +62,18 @@ pub fn is_rare(record: &Record, counts: &HashMap<String, usize>, max: usize) -> 
     record.mentions.iter().filter(|m| m.span.end <= question_end).any(|m| counts.get(&m.concept.id).copied().unwrap_or(0) <= max)
 }
 
-/// Predictions from probabilities (argmax; ties go to the earlier label).
-pub fn predictions(examples: &[Example], probs: &[[f64; 3]], rare: &[bool]) -> Vec<ScoredQuestion> {
+/// Predictions from probabilities (argmax; ties go to the earlier label) under `labels`.
+pub fn predictions(examples: &[Example], probs: &[Vec<f64>], rare: &[bool], labels: &[String]) -> Vec<ScoredQuestion> {
     examples
         .iter()
         .zip(probs)
         .zip(rare)
-        .map(|((e, p), &rare_concept)| {
-            let best = (0..3).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-            ScoredQuestion {
-                id: e.id.clone(),
-                label: LABELS[e.label].into(),
-                predicted: LABELS[best].into(),
-                probabilities: *p,
-                rare_concept,
-            }
+        .map(|((e, p), &rare_concept)| ScoredQuestion {
+            id: e.id.clone(),
+            label: labels[e.label].clone(),
+            predicted: labels[best(p)].clone(),
+            probabilities: p.clone(),
+            rare_concept,
         })
         .collect()
 }

@@ -1,12 +1,12 @@
-//! PubMedQA records as training and evaluation examples: the prompt (`crate::prompt`) as
-//! token ids with the context cut to fit, and the answer as one label token. A training
+//! Records as training and evaluation examples of a choice task: the prompt (`crate::prompt`)
+//! as token ids with the context cut to fit, and the answer as its index in the label set. A training
 //! record's twin with its abstract's conclusion ([`with_conclusion`]) is PubMedQA's
 //! reasoning-free setting; the conclusion written after the answer ([`conclusion_ids`]) is a
 //! second training target, the explanation the answer comes with.
 
 use crate::data::Record;
 use crate::model::Tokenizer;
-use crate::prompt::{LABELS, PromptOptions, conclusion_text, expanded, prompt_parts};
+use crate::prompt::{Choices, PromptOptions, Question, conclusion_text, expanded, prompt_parts};
 
 /// One tokenized question.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +15,10 @@ pub struct Example {
     pub id: String,
     /// The prompt's token ids, ending with `Answer:`.
     pub prompt: Vec<u32>,
-    /// Index into [`LABELS`].
+    /// The answer's index in the label set ([`Choices`]).
     pub label: usize,
+    /// How many of the first labels this question offers (its options, or the whole set).
+    pub offered: usize,
     /// Tokens the model also learns to write after the answer (`\nConclusion: …`); empty for
     /// the usual one-token target and always for dev and test.
     pub conclusion: Vec<u32>,
@@ -34,21 +36,32 @@ pub struct ExampleError {
 
 /// Tokenizes a record: `Context: …\nQuestion: …\nAnswer yes, no or maybe.\nAnswer:`, the
 /// context cut so the prompt fits `max_len` tokens.
-pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Result<Example, ExampleError> {
-    let (prompt, label) = tokenized(record, None, tokenizer, opts)?;
-    Ok(Example { id: record.id.clone(), prompt, label, conclusion: Vec::new() })
+pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions, choices: &Choices) -> Result<Example, ExampleError> {
+    let (prompt, label) = tokenized(record, None, tokenizer, opts, choices)?;
+    Ok(Example { id: record.id.clone(), prompt, label, offered: offered(record, choices), conclusion: Vec::new() })
+}
+
+/// How many of the labels `record` offers.
+fn offered(record: &Record, choices: &Choices) -> usize {
+    if record.options.is_empty() { choices.labels.len() } else { record.options.len().min(choices.labels.len()) }
 }
 
 /// The record's twin for training with its conclusion (PubMedQA's long answer) after the
 /// context: `Context: …\nConclusion: …\nQuestion: …`, the context cut to fit (the conclusion
 /// too, where it alone would take over half the prompt). `None` when the record has no long
 /// answer.
-pub fn with_conclusion(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions) -> Option<Result<Example, ExampleError>> {
+pub fn with_conclusion(
+    record: &Record,
+    tokenizer: &Tokenizer,
+    opts: PromptOptions,
+    choices: &Choices,
+) -> Option<Result<Example, ExampleError>> {
     let conclusion = record.long_answer.as_deref()?;
-    Some(tokenized(record, Some(conclusion), tokenizer, opts).map(|(prompt, label)| Example {
+    Some(tokenized(record, Some(conclusion), tokenizer, opts, choices).map(|(prompt, label)| Example {
         id: format!("{}#conclusion", record.id),
         prompt,
         label,
+        offered: offered(record, choices),
         conclusion: Vec::new(),
     }))
 }
@@ -78,16 +91,20 @@ fn tokenized(
     conclusion: Option<&str>,
     tokenizer: &Tokenizer,
     opts: PromptOptions,
+    choices: &Choices,
 ) -> Result<(Vec<u32>, usize), ExampleError> {
     let PromptOptions { max_len, expand, keep_end } = opts;
     let err = |message: String| ExampleError { id: record.id.clone(), message };
     let answer = record.answer.as_deref().ok_or_else(|| err("has no answer".into()))?;
-    let label = LABELS
+    let label = choices
+        .labels
         .iter()
         .position(|l| l.eq_ignore_ascii_case(answer.trim()))
-        .ok_or_else(|| err(format!("answer {answer:?} is not yes, no or maybe")))?;
+        .filter(|&i| i < offered(record, choices))
+        .ok_or_else(|| err(format!("answer {answer:?} is not among the labels ({})", choices.labels.join(", "))))?;
     let (question, context) = if expand { expanded(record) } else { (record.question.clone(), record.context.clone()) };
-    let prompt = prompt_parts(tokenizer, &question, &context, conclusion, max_len, keep_end).map_err(|e| err(e.to_string()))?;
+    let q = Question { question: &question, context: &context, options: &record.options };
+    let prompt = prompt_parts(tokenizer, &q, conclusion, choices, max_len, keep_end).map_err(|e| err(e.to_string()))?;
     Ok((prompt, label))
 }
 
@@ -105,10 +122,11 @@ mod tests {
         let context = "Patients were randomized to metformin or placebo. ".repeat(40);
         let mut r = Record::new("7".into(), "Does metformin reduce weight?".into(), context, Some("yes".into()), vec![], "t".into());
         let opts = PromptOptions { max_len: 128, expand: false, keep_end: false };
-        assert!(with_conclusion(&r, &tokenizer, opts).is_none(), "no long answer, no twin");
+        let choices = Choices::pubmedqa(&tokenizer).expect("choices");
+        assert!(with_conclusion(&r, &tokenizer, opts, &choices).is_none(), "no long answer, no twin");
         r.long_answer = Some("Metformin reduced weight modestly.".into());
-        let plain = example(&r, &tokenizer, opts).expect("plain");
-        let twin = with_conclusion(&r, &tokenizer, opts).expect("twin").expect("tokenized");
+        let plain = example(&r, &tokenizer, opts, &choices).expect("plain");
+        let twin = with_conclusion(&r, &tokenizer, opts, &choices).expect("twin").expect("tokenized");
         assert_eq!((twin.id.as_str(), twin.label), ("7#conclusion", 0));
         assert!(plain.prompt.len() <= 128 && twin.prompt.len() <= 128, "{} / {}", plain.prompt.len(), twin.prompt.len());
         let text = tokenizer.decode(&twin.prompt).expect("decode");
@@ -117,6 +135,6 @@ mod tests {
         assert!(!tokenizer.decode(&plain.prompt).expect("decode").contains("Conclusion"));
         // a record without an answer is an error naming it, for the twin as for the plain prompt
         r.answer = None;
-        assert!(with_conclusion(&r, &tokenizer, opts).expect("twin").is_err_and(|e| e.to_string().contains("record 7")));
+        assert!(with_conclusion(&r, &tokenizer, opts, &choices).expect("twin").is_err_and(|e| e.to_string().contains("record 7")));
     }
 }

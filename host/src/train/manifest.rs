@@ -40,6 +40,7 @@ pub fn manifest(config: &Config, data: &Path, model: &Path, outcome: TrainRecord
             input: stage.as_ref().map(|s| s.inputs.clone()),
             stage_config_sha256: stage.as_ref().map(|s| s.config.sha256.clone()),
         },
+        labels: stage.as_ref().map_or_else(artifacts::pubmedqa_labels, |s| s.labels.clone()),
         plugins: stage.map(|s| s.plugins),
         seeds: Seeds { train: config.train.as_ref().map(|t| t.seed), data: config.data.seed },
         model: FileIdentity::of(model),

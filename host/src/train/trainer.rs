@@ -20,7 +20,7 @@ use super::examples::{Example, conclusion_ids, example, with_conclusion};
 use super::lora::{LoraConfig, LoraSet};
 use super::optim::{AdamW, clip, learning_rate};
 use super::parallel::DataParallel;
-use crate::prompt::{LABELS, PromptOptions, label_tokens};
+use crate::prompt::{Choices, PromptOptions};
 
 /// Why training could not run or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,12 @@ pub struct TrainOutcome {
 }
 
 /// The training file of `config`, its examples and the records skipped (with why).
-fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<(PathBuf, Vec<Example>, Vec<String>), TrainError> {
+fn training_examples(
+    config: &Config,
+    t: &TrainConfig,
+    m: &LoadedModel,
+    choices: &Choices,
+) -> Result<(PathBuf, Vec<Example>, Vec<String>), TrainError> {
     let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {
         path: path.clone(),
@@ -129,7 +134,7 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
     let mut examples = Vec::with_capacity(records.len());
     let mut conclusions = 0;
     for r in &records {
-        let made = example(r, &m.tokenizer, opts).and_then(|mut e| {
+        let made = example(r, &m.tokenizer, opts, choices).and_then(|mut e| {
             if t.conclusion_weight > 0.0
                 && let Some(ids) = conclusion_ids(r, &m.tokenizer)
             {
@@ -144,7 +149,10 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
         }
     }
     if examples.is_empty() {
-        return Err(TrainError::Input { path, message: "no usable training record (each needs a yes/no/maybe answer)".into() });
+        return Err(TrainError::Input {
+            path,
+            message: format!("no usable training record (each needs an answer among the labels: {})", choices.labels.join(", ")),
+        });
     }
     if t.conclusion_weight > 0.0 && conclusions == 0 {
         return Err(TrainError::Input {
@@ -155,7 +163,7 @@ fn training_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Resul
     if t.with_conclusions {
         let before = examples.len();
         for r in &records {
-            match with_conclusion(r, &m.tokenizer, opts) {
+            match with_conclusion(r, &m.tokenizer, opts, choices) {
                 Some(Ok(e)) => examples.push(e),
                 Some(Err(e)) => skipped.push(e.to_string()),
                 None => {}
@@ -196,12 +204,13 @@ pub fn train(
     let leads = dp.is_none_or(DataParallel::leads);
     let device = m.llama.device().clone();
     keep_freed_memory(&device)?;
-    let (data_path, examples, skipped) = training_examples(config, t, m)?;
-    let tokens = label_tokens(&m.tokenizer)?;
+    let choices = Choices::new(&crate::artifacts::TaskLabels::of(config).labels, &m.tokenizer)?;
+    let (data_path, examples, skipped) = training_examples(config, t, m, &choices)?;
+    let tokens = choices.tokens.clone();
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
-    let class_weights = class_weights(&examples, t.balance);
+    let class_weights = class_weights(&examples, t.balance, tokens.len());
     let loss_opts = LossOptions { choice: t.loss == AnswerLoss::Choice, conclusion_weight: t.conclusion_weight };
-    let dev = if t.eval_every > 0 && leads { dev_examples(config, t, m)? } else { Vec::new() };
+    let dev = if t.eval_every > 0 && leads { dev_examples(config, t, m, &choices)? } else { Vec::new() };
     let run = config.run_dir();
     let ckpt_root = run.join("checkpoints");
     let metrics_path = run.join("metrics.jsonl");
@@ -434,14 +443,14 @@ impl Order {
     }
 }
 
-/// Inverse class frequency (`n / (3 · count)`) for `weights`, else 1.
-fn class_weights(examples: &[Example], balance: Balance) -> [f64; 3] {
+/// Inverse class frequency (`n / (labels · count)`) for `weights`, else 1.
+fn class_weights(examples: &[Example], balance: Balance, labels: usize) -> Vec<f64> {
     if balance != Balance::Weights {
-        return [1.0; 3];
+        return vec![1.0; labels];
     }
-    let mut counts = [0usize; 3];
+    let mut counts = vec![0usize; labels];
     examples.iter().for_each(|e| counts[e.label] += 1);
-    counts.map(|c| examples.len() as f64 / (LABELS.len() as f64 * c.max(1) as f64))
+    counts.iter().map(|&c| examples.len() as f64 / (labels as f64 * c.max(1) as f64)).collect()
 }
 
 fn step_error(step: usize, batch: usize, seq: usize, e: candle_core::Error) -> TrainError {
@@ -456,38 +465,40 @@ fn step_error(step: usize, batch: usize, seq: usize, e: candle_core::Error) -> T
 }
 
 /// The dev split's examples (read once, before training, when `eval_every` asks for them).
-fn dev_examples(config: &Config, t: &TrainConfig, m: &LoadedModel) -> Result<Vec<Example>, TrainError> {
+fn dev_examples(config: &Config, t: &TrainConfig, m: &LoadedModel, choices: &Choices) -> Result<Vec<Example>, TrainError> {
     let path = config.work_dir().join("data/processed/dev.jsonl");
     let (records, _) = read_jsonl(&path).map_err(|e| TrainError::Input { path: path.clone(), message: e.to_string() })?;
-    let examples: Vec<Example> = records.iter().filter_map(|r| example(r, &m.tokenizer, PromptOptions::of(Some(t))).ok()).collect();
+    let examples: Vec<Example> =
+        records.iter().filter_map(|r| example(r, &m.tokenizer, PromptOptions::of(Some(t)), choices).ok()).collect();
     if examples.is_empty() {
         return Err(TrainError::Input { path, message: "no dev question to evaluate (train.eval_every needs the dev split)".into() });
     }
     Ok(examples)
 }
 
-/// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`).
+/// Accuracy and macro-F1 on the dev split (the plot's eval curve, and `select = "best-dev"`);
+/// the F1 is averaged over the labels that are gold or predicted (sklearn's default).
 fn dev_scores(
     examples: &[Example],
     t: &TrainConfig,
     m: &LoadedModel,
     lora: &mut LoraSet,
-    tokens: &[u32; 3],
+    tokens: &[u32],
     pad: u32,
 ) -> Result<(f64, f64), TrainError> {
     lora.training = false;
     let probs = super::eval::score(&m.llama, Some(lora as &dyn crate::model::Adapters), examples, tokens, t.batch_size, pad);
     lora.training = true;
     let probs = probs.map_err(other("dev evaluation"))?;
-    let scored = super::eval::predictions(examples, &probs, &vec![false; examples.len()]);
-    let right = scored.iter().filter(|s| s.label == s.predicted).count();
-    let f1 = LABELS.iter().map(|l| {
-        let tp = scored.iter().filter(|s| s.label == *l && s.predicted == *l).count() as f64;
-        let (pred, gold) =
-            (scored.iter().filter(|s| s.predicted == *l).count() as f64, scored.iter().filter(|s| s.label == *l).count() as f64);
+    let pairs: Vec<(usize, usize)> = examples.iter().zip(&probs).map(|(e, p)| (e.label, super::eval::best(p))).collect();
+    let right = pairs.iter().filter(|(g, p)| g == p).count();
+    let present: std::collections::BTreeSet<usize> = pairs.iter().flat_map(|&(g, p)| [g, p]).collect();
+    let f1 = present.iter().map(|&l| {
+        let tp = pairs.iter().filter(|&&(g, p)| g == l && p == l).count() as f64;
+        let (pred, gold) = (pairs.iter().filter(|(_, p)| *p == l).count() as f64, pairs.iter().filter(|(g, _)| *g == l).count() as f64);
         if tp == 0.0 { 0.0 } else { 2.0 * tp / (pred + gold) }
     });
-    Ok((right as f64 / examples.len() as f64, f1.sum::<f64>() / LABELS.len() as f64))
+    Ok((right as f64 / examples.len() as f64, f1.sum::<f64>() / present.len().max(1) as f64))
 }
 
 /// Peak memory so far in MiB: the process's peak RSS on the CPU, device memory in use on a GPU.

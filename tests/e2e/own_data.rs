@@ -1,0 +1,191 @@
+//! A team's own data: multiple-choice questions in MedQA's JSONL layout and labelled notes in a
+//! CSV with its own column names go through the data stage, two training steps, evaluation and
+//! `/v1/answer`; bad records are named in errors.jsonl while the good ones go on; layouts a
+//! choice task cannot train are refused by name.
+
+use crate::harness::{Env, read_jsonl, repo};
+use crate::serve::{http, json, spawn, wait_healthy};
+
+/// A config over `input` with the metric plugin and a two-step run; `extra` goes into `[data]`
+/// and may open further sections.
+fn config(env: &Env, name: &str, input: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+work_dir = {work:?}
+
+[data]
+input = {input:?}
+split = "random"
+dev_fraction = 0.2
+test_fraction = 0.2
+{extra}
+
+[[plugins.chain]]
+name = "classification-metrics"
+kind = "metric"
+
+[train]
+data = "processed"
+max_steps = 2
+batch_size = 2
+grad_accum = 1
+max_len = 160
+lr = 1e-3
+warmup_steps = 1
+loss = "choice"
+seed = 3
+
+[train.lora]
+r = 2
+alpha = 4
+
+[eval]
+split = "test"
+"#,
+        work = env.path("work").display().to_string(),
+        input = input.display().to_string(),
+    );
+    env.write(&format!("{name}.toml"), text)
+}
+
+fn read_json(path: std::path::PathBuf) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
+}
+
+/// MedQA-layout questions: the layout and the letters are found from the data, the options
+/// are in the prompt, training and evaluation work over the letters, and the server answers a
+/// question with its options by letter (and refuses one without them).
+#[test]
+fn multiple_choice_questions_train_evaluate_and_are_served_by_letter() {
+    let env = Env::new();
+    let input = repo().join("examples/data/medqa-style/questions.jsonl");
+    let config = config(&env, "mcq", &input, "");
+    let c = config.to_str().expect("utf-8");
+    env.run(&["data", "--config", c]).expect_code(0);
+    let manifest = read_json(env.path("work/data/processed/manifest.json"));
+    assert_eq!(manifest["layout"], "multiple-choice");
+    assert_eq!(manifest["labels"], serde_json::json!(["A", "B", "C", "D", "E"]));
+    let splits = &manifest["splits"];
+    assert_eq!(splits["train"].as_u64().unwrap_or(0) + splits["dev"].as_u64().unwrap_or(0) + splits["test"].as_u64().unwrap_or(0), 32);
+    assert!(splits["test"].as_u64().is_some_and(|n| n > 0), "{manifest}");
+    let train = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    let first = train.iter().find(|r| r["id"] == "mcq-002").or(train.first()).expect("a training record");
+    assert!(first["options"].as_array().is_some_and(|o| o.len() >= 4), "{first}");
+    assert!(["A", "B", "C", "D", "E"].contains(&first["answer"].as_str().unwrap_or("")), "{first}");
+
+    env.run(&["train", "--config", c]).expect_code(0);
+    let run = read_json(env.path("work/runs/mcq/manifest.json"));
+    assert_eq!(run["labels"], serde_json::json!(["A", "B", "C", "D", "E"]));
+    env.run(&["eval", "--config", c]).expect_code(0).stdout_has("confusion (rows true, columns predicted: A B C D E)");
+    let scores = read_json(env.path("work/runs/mcq/eval/scores.json"));
+    assert_eq!(scores["labels"], serde_json::json!(["A", "B", "C", "D", "E"]));
+    assert!(scores["scores"]["accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{scores}");
+    let predictions = read_jsonl(&env.path("work/runs/mcq/eval/predictions.jsonl"));
+    for p in &predictions {
+        let probs: Vec<f64> = p["probabilities"].as_array().expect("probabilities").iter().filter_map(|v| v.as_f64()).collect();
+        assert_eq!(probs.len(), 5, "{p}");
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{p}");
+        let letter = p["predicted"].as_str().expect("predicted");
+        let record = read_jsonl(&env.path("work/data/processed/test.jsonl")).into_iter().find(|r| r["id"] == p["id"]).expect("its record");
+        let offered = record["options"].as_array().expect("options").len();
+        assert!(usize::from(letter.as_bytes()[0] - b'A') < offered, "a letter beyond the question's options: {p}");
+        assert!(probs[offered..].iter().all(|&x| x == 0.0), "options the question lacks got probability: {p}");
+    }
+
+    let server = spawn(&env, &["serve", "-c", c, "--addr", "127.0.0.1:0"]);
+    wait_healthy(&server.addr);
+    let ask = r#"{"question": "Which vitamin deficiency causes scurvy?", "options": ["Vitamin A", "Vitamin C", "Vitamin D"]}"#;
+    let (code, body) = http(&server.addr, "POST", "/v1/answer", Some(ask));
+    assert_eq!(code, 200, "{body}");
+    let a = json(&body);
+    let letter = a["answer"].as_str().expect("answer");
+    assert!(["A", "B", "C"].contains(&letter), "{a}");
+    let options = ["Vitamin A", "Vitamin C", "Vitamin D"];
+    assert_eq!(a["answer_text"], options[usize::from(letter.as_bytes()[0] - b'A')], "{a}");
+    let keys: Vec<&String> = a["probabilities"].as_object().expect("probabilities").keys().collect();
+    assert_eq!(keys, ["A", "B", "C"], "{a}");
+    let (code, body) = http(&server.addr, "POST", "/v1/answer", Some(r#"{"question": "Which vitamin deficiency causes scurvy?"}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("this model answers multiple-choice questions"), "{body}");
+}
+
+/// Labelled notes in a CSV with its own column names: the fields are mapped in the config, the
+/// label set is the task's, each note is asked the task's question, and evaluation scores the
+/// three labels.
+#[test]
+fn labelled_notes_from_a_csv_with_mapped_columns_train_and_evaluate() {
+    let env = Env::new();
+    let input = repo().join("examples/data/triage-notes/notes.csv");
+    let extra = "[data.fields]\nid = \"note_id\"\ntext = \"note\"\nlabel = \"triage\"\n\n[task]\nlabels = [\"emergent\", \"urgent\", \"routine\"]\nquestion = \"How urgently does this patient need care?\"\n";
+    let config = config(&env, "notes", &input, extra);
+    let c = config.to_str().expect("utf-8");
+    env.run(&["data", "--config", c]).expect_code(0);
+    let manifest = read_json(env.path("work/data/processed/manifest.json"));
+    assert_eq!((manifest["layout"].as_str(), manifest["records"].as_u64()), (Some("labelled"), Some(32)));
+    assert_eq!(manifest["labels"], serde_json::json!(["emergent", "urgent", "routine"]));
+    let all: Vec<serde_json::Value> =
+        ["train", "dev", "test"].iter().flat_map(|s| read_jsonl(&env.path(&format!("work/data/processed/{s}.jsonl")))).collect();
+    let n001 = all.iter().find(|r| r["id"] == "n001").expect("note n001");
+    assert_eq!(n001["question"], "How urgently does this patient need care?");
+    assert_eq!(n001["answer"], "emergent");
+    assert!(n001["context"].as_str().is_some_and(|t| t.starts_with("Crushing chest pain")), "{n001}");
+    env.run(&["train", "--config", c]).expect_code(0);
+    env.run(&["eval", "--config", c]).expect_code(0).stdout_has("confusion (rows true, columns predicted: emergent urgent routine)");
+    let scores = read_json(env.path("work/runs/notes/eval/scores.json"));
+    assert!(scores["scores"].as_object().expect("scores").keys().any(|k| k.starts_with("confusion/emergent/")), "{scores}");
+}
+
+/// Bad records of a team's own data are named by file, line and field, written to
+/// errors.jsonl and counted, and the good ones go through (exit 2); an input a choice task
+/// cannot use stops the stage (exit 1) with the reason and writes nothing.
+#[test]
+fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
+    let env = Env::new();
+    let lines = [
+        r#"{"id": "ok1", "question": "Which drug reverses opioids?", "options": ["Naloxone", "Flumazenil"], "answer": "Naloxone"}"#,
+        r#"{"id": "far", "question": "Which is a statin?", "options": ["Atorvastatin", "Aspirin"], "answer": "C"}"#,
+        r#"{"id": "one", "question": "Only one option?", "options": ["Yes"], "answer": "A"}"#,
+        r#"{"id": "ok1", "question": "A second ok1", "options": ["x", "y"], "answer": 1}"#,
+        r#"{"id": "ok2", "question": "Which ion is low in tetany?", "options": {"A": "Calcium", "B": "Sodium"}, "answer": 0}"#,
+    ];
+    let input = env.write("mcq.jsonl", lines.join("\n") + "\n");
+    let c = config(&env, "bad", &input, "");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")])
+        .expect_code(2)
+        .stderr_has("mcq.jsonl: line 2: field answer: the answer \"C\" is not among the 2 options")
+        .stderr_has("mcq.jsonl: line 3: field options has 1 option(s)")
+        .stderr_has("mcq.jsonl: line 4: the id ok1 is taken by")
+        .stderr_has("3 input error(s)");
+    let mut kept: Vec<String> = ["train", "dev", "test"]
+        .iter()
+        .flat_map(|s| read_jsonl(&env.path(&format!("work/data/processed/{s}.jsonl"))))
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["ok1", "ok2"]);
+    let errors = read_jsonl(&env.path("work/data/processed/errors.jsonl"));
+    assert_eq!(errors.len(), 3);
+    assert_eq!((errors[0]["place"].as_str(), errors[0]["file"].as_str().is_some_and(|f| f.ends_with("mcq.jsonl"))), (Some("line 2"), true));
+
+    // a mapped column the file lacks, on every row: nothing readable, nothing written
+    let csv = env.write("notes.csv", "id,text,label\n1,Chest pain,emergent\n2,Rash,routine\n");
+    let c = config(&env, "nomap", &csv, "[data.fields]\ntext = \"note\"");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("notes.csv: line 2: missing field note (named by data.fields.text)");
+    // one label for every record
+    let csv = env.write("same.csv", "text,label\nChest pain,urgent\nRash,urgent\n");
+    let c = config(&env, "same", &csv, "");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("every answer is \"urgent\": a choice needs at least two labels");
+    // chat records are for a generate task, which is refused by name
+    let chat = env.write(
+        "chat.jsonl",
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#.to_owned() + "\n",
+    );
+    let c = config(&env, "chat", &chat, "");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("chat records train a `generate` task");
+    let c = config(&env, "gen", &chat, "[task]\nkind = \"generate\"");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("task.kind: \"generate\"");
+}
