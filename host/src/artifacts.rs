@@ -133,6 +133,10 @@ pub struct DataManifest {
     /// The task's label set, in order (an answer's index is its place here).
     #[serde(default = "pubmedqa_labels")]
     pub labels: Vec<String>,
+    /// The data stage's fingerprint (`pipeline::data_fingerprint`): configs whose data
+    /// sections, input and plugins agree share the outputs.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// The answers of a `choice` task: its label set, and whether its questions come with options
@@ -149,8 +153,7 @@ impl TaskLabels {
     /// `config`'s task: the data stage's label set (its manifest), else the config's
     /// `task.labels`, else PubMedQA's.
     pub fn of(config: &crate::config::Config) -> Self {
-        let manifest: Option<DataManifest> = read_if_any(&config.work_dir().join("data/processed/manifest.json"));
-        match manifest {
+        match DataManifest::of(config).ok().flatten() {
             Some(m) => Self { multiple_choice: m.layout == Some(crate::data::Layout::MultipleChoice), labels: m.labels },
             None => Self {
                 labels: config.task.labels.clone().unwrap_or_else(pubmedqa_labels),
@@ -163,6 +166,26 @@ impl TaskLabels {
 /// The label set of files written before label sets were recorded.
 pub fn pubmedqa_labels() -> Vec<String> {
     crate::data::PUBMEDQA_LABELS.map(str::to_owned).to_vec()
+}
+
+impl DataManifest {
+    /// The data stage's manifest in `config`'s work folder (`None` when there is none); an
+    /// error naming both configs when it was written for other data (configs sharing a
+    /// `work_dir` share `data/processed/`, so the data there is the last data stage's).
+    pub fn of(config: &crate::config::Config) -> Result<Option<Self>, String> {
+        let path = config.work_dir().join("data/processed/manifest.json");
+        let Some(m) = read_if_any::<Self>(&path) else { return Ok(None) };
+        match m.fingerprint.as_deref().is_none_or(|f| f == crate::pipeline::data_fingerprint(config)) {
+            true => Ok(Some(m)),
+            false => Err(format!(
+                "{} holds the data of {}, not of {}: run the data stage of this config first (`medtune data --config {}`)",
+                path.parent().unwrap_or(&path).display(),
+                m.config.path.display(),
+                config.path.display(),
+                config.path.display()
+            )),
+        }
+    }
 }
 
 /// The config of a run, with its text.

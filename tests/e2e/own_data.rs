@@ -137,7 +137,8 @@ fn labelled_notes_from_a_csv_with_mapped_columns_train_and_evaluate() {
 
 /// Bad records of a team's own data are named by file, line and field, written to
 /// errors.jsonl and counted, and the good ones go through (exit 2); an input a choice task
-/// cannot use stops the stage (exit 1) with the reason and writes nothing.
+/// cannot use stops the stage (exit 1) with the reason and writes nothing, and training on
+/// the data another config's stage wrote is refused.
 #[test]
 fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
     let env = Env::new();
@@ -173,6 +174,9 @@ fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
     env.run(&["data", "--config", c.to_str().expect("utf-8")])
         .expect_code(1)
         .stderr_has("notes.csv: line 2: missing field note (named by data.fields.text)");
+    // configs sharing a work folder share data/processed: another config's data is not trained on
+    let bad_toml = env.path("bad.toml").display().to_string();
+    env.run(&["train", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has(&format!("holds the data of {bad_toml}, not of"));
     // one label for every record
     let csv = env.write("same.csv", "text,label\nChest pain,urgent\nRash,urgent\n");
     let c = config(&env, "same", &csv, "");

@@ -71,8 +71,15 @@ impl DataReport {
     }
 }
 
-/// Runs the data stage of `config`. `on_batch` sees progress (records done, swap log).
-pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[String])) -> Result<DataReport, DataError> {
+/// Runs the data stage of `config`; the manifest records `fingerprint` (what the outputs are a
+/// function of, so that another config with the same data may use them). `on_batch` sees
+/// progress (records done, swap log).
+pub fn run(
+    config: &Config,
+    engine: PluginEngine,
+    fingerprint: &str,
+    on_batch: impl FnMut(usize, &[String]),
+) -> Result<DataReport, DataError> {
     let input = config.resolve(&config.data.input);
     let Input { mut records, errors: mut input_errors, layout } = read(&input, &config.input_spec());
     let no_records = |errors: &[InputError]| {
@@ -169,6 +176,7 @@ pub fn run(config: &Config, engine: PluginEngine, on_batch: impl FnMut(usize, &[
         swaps: chain.swaps.clone(),
         layout,
         labels: labels.clone(),
+        fingerprint: Some(fingerprint.to_owned()),
     };
     let manifest_path = out_dir.join("manifest.json");
     artifacts::write(&manifest_path, &manifest)

@@ -16,7 +16,7 @@ pub fn data(config: &Config, progress: &mut dyn Progress) -> Result<DataReport> 
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;
     let started = Instant::now();
-    let report = crate::data::run(config, engine, |done, swaps| progress.data_batch(done, swaps))
+    let report = crate::data::run(config, engine, &super::data_fingerprint(config), |done, swaps| progress.data_batch(done, swaps))
         .context(|| format!("data stage of {}", config.path.display()))?;
     progress.finished(StageResult::Data(&report, started.elapsed().as_secs_f64()));
     Ok(report)

@@ -43,6 +43,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         merge_adapter(&mut m, dir)?;
     }
     let split_path = config.work_dir().join(format!("data/processed/{}.jsonl", e.split));
+    crate::artifacts::DataManifest::of(config).map_err(PipelineError::Stopped)?;
     let (records, mut problems) = read_jsonl(&split_path)
         .context(|| format!("{}: run the data stage first (`medtune data --config {}`)", split_path.display(), config.path.display()))?;
     let train_path = config.work_dir().join("data/processed/train.jsonl");

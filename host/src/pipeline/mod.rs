@@ -194,7 +194,8 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
 
     let t = Instant::now();
     let data_fp = data_fingerprint(config);
-    if stages.done_with(Stage::Data, &data_fp) && config.work_dir().join("data/processed/train.jsonl").is_file() {
+    let own_data = crate::artifacts::DataManifest::of(config).is_ok_and(|m| m.is_some());
+    if stages.done_with(Stage::Data, &data_fp) && own_data && config.work_dir().join("data/processed/train.jsonl").is_file() {
         line(&mut summary, Stage::Data, StageStatus::Skipped, t);
     } else {
         let report = data(config, progress)?;

@@ -123,6 +123,7 @@ fn training_examples(
     choices: &Choices,
 ) -> Result<(PathBuf, Vec<Example>, Vec<String>), TrainError> {
     let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
+    crate::artifacts::DataManifest::of(config).map_err(|message| TrainError::Input { path: path.clone(), message })?;
     let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {
         path: path.clone(),
         message: format!(
