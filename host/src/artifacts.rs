@@ -130,7 +130,11 @@ pub struct DataManifest {
     /// The layout the records were read as.
     #[serde(default)]
     pub layout: Option<crate::data::Layout>,
-    /// The task's label set, in order (an answer's index is its place here).
+    /// The task the records were read for.
+    #[serde(default)]
+    pub task: crate::config::TaskKind,
+    /// The task's label set, in order (an answer's index is its place here; empty for a
+    /// `generate` task).
     #[serde(default = "pubmedqa_labels")]
     pub labels: Vec<String>,
     /// The data stage's fingerprint (`pipeline::data_fingerprint`): configs whose data
@@ -151,10 +155,11 @@ pub struct TaskLabels {
 
 impl TaskLabels {
     /// `config`'s task: the data stage's label set (its manifest), else the config's
-    /// `task.labels`, else PubMedQA's.
+    /// `task.labels`, else PubMedQA's (none for a `generate` task).
     pub fn of(config: &crate::config::Config) -> Self {
         match DataManifest::of(config).ok().flatten() {
             Some(m) => Self { multiple_choice: m.layout == Some(crate::data::Layout::MultipleChoice), labels: m.labels },
+            None if config.task.kind == crate::config::TaskKind::Generate => Self { labels: Vec::new(), multiple_choice: false },
             None => Self {
                 labels: config.task.labels.clone().unwrap_or_else(pubmedqa_labels),
                 multiple_choice: config.data.layout == Some(crate::data::Layout::MultipleChoice),

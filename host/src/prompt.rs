@@ -7,7 +7,7 @@
 //! prompts here.
 
 use crate::data::{PUBMEDQA_LABELS, Record, letter};
-use crate::model::{ModelError, Tokenizer};
+use crate::model::{ChatMessage, ModelError, Tokenizer};
 
 /// How prompts are made.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +192,72 @@ pub(crate) fn prompt_parts(
         }
     }
     Ok([head, body, middle, tail].concat())
+}
+
+/// The user's turn for a question and its context (`medtune ask` writes it the same way).
+pub fn user_question(question: &str, context: &str) -> String {
+    match context.trim() {
+        "" => question.to_owned(),
+        c => format!("Context: {c}\n\nQuestion: {question}"),
+    }
+}
+
+/// The chat a record teaches in a `generate` task: its own turns, or for a question with an
+/// answer, the question (and context) from the user and the answer from the assistant, with its
+/// explanation after it when the record has one (`Yes. <the abstract's conclusion>`).
+pub fn record_chat(record: &Record) -> Result<Vec<ChatMessage>, String> {
+    if !record.messages.is_empty() {
+        return Ok(record.messages.iter().map(|m| ChatMessage { role: m.role.to_string(), content: m.content.clone() }).collect());
+    }
+    let answer = record.answer.as_deref().map(str::trim).filter(|a| !a.is_empty()).ok_or("has no answer to learn")?;
+    let mut decision: Vec<char> = answer.chars().collect();
+    if let Some(c) = decision.first_mut() {
+        *c = c.to_ascii_uppercase();
+    }
+    let decision: String = decision.into_iter().collect();
+    let content = match record.long_answer.as_deref().map(str::trim) {
+        Some(why) if !why.is_empty() => format!("{decision}. {why}"),
+        _ => format!("{decision}."),
+    };
+    Ok(vec![
+        ChatMessage { role: "user".into(), content: user_question(&record.question, &record.context) },
+        ChatMessage { role: "assistant".into(), content },
+    ])
+}
+
+/// A chat's token ids as the model's template writes it, and which of them are targets: the
+/// assistant turns' tokens, end of turn included (everything else is context the loss never
+/// counts). Cut to `max_len`; a chat whose first answer starts beyond it is an error.
+pub fn chat_sequence(tokenizer: &Tokenizer, messages: &[ChatMessage], max_len: usize) -> Result<(Vec<u32>, Vec<bool>), ModelError> {
+    let (mut ids, mut targets) = (Vec::new(), Vec::new());
+    let mut push = |text: &str, target: bool| -> Result<(), ModelError> {
+        let piece = tokenizer.encode(text)?;
+        targets.extend(std::iter::repeat_n(target, piece.len()));
+        ids.extend(piece);
+        Ok(())
+    };
+    let mut done = String::new();
+    for k in (0..messages.len()).filter(|&k| messages[k].role == "assistant") {
+        let before = tokenizer.render_chat(&messages[..k], true)?;
+        let through = tokenizer.render_chat(&messages[..=k], false)?;
+        let (Some(context), Some(answer)) = (before.strip_prefix(done.as_str()), through.strip_prefix(before.as_str())) else {
+            return Err(ModelError::Tokenizer(
+                "the chat template does not write the start of a chat the same way as the chat grows, so the answers cannot be told apart"
+                    .into(),
+            ));
+        };
+        push(context, false)?;
+        push(answer, true)?;
+        done = through;
+    }
+    if ids.len() > max_len {
+        ids.truncate(max_len);
+        targets.truncate(max_len);
+    }
+    if !targets.iter().any(|&t| t) {
+        return Err(ModelError::Tokenizer(format!("the chat's first answer starts after max_len {max_len} tokens")));
+    }
+    Ok((ids, targets))
 }
 
 /// A conclusion as it is written, in a twin's prompt or after an answer.

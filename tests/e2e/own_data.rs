@@ -137,7 +137,8 @@ fn labelled_notes_from_a_csv_with_mapped_columns_train_and_evaluate() {
 
 /// Bad records of a team's own data are named by file, line and field, written to
 /// errors.jsonl and counted, and the good ones go through (exit 2); an input a choice task
-/// cannot use stops the stage (exit 1) with the reason and writes nothing, and training on
+/// cannot use (chats for a choice task, labels for a generate task) stops the stage (exit 1)
+/// with the reason and writes nothing, and training on
 /// the data another config's stage wrote is refused.
 #[test]
 fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
@@ -190,6 +191,117 @@ fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
     );
     let c = config(&env, "chat", &chat, "");
     env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("chat records train a `generate` task");
-    let c = config(&env, "gen", &chat, "[task]\nkind = \"generate\"");
-    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("task.kind: \"generate\"");
+    let c = config(&env, "gen", &chat, "[task]\nkind = \"generate\"\nlabels = [\"a\", \"b\"]");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("task.labels: a `generate` task has no labels");
+}
+
+/// Chats in OpenAI's format train a `generate` task through the model's own template (the
+/// assistant's turns the only targets), and evaluation writes answers and scores them with the
+/// text-metrics plugin and the references' perplexity.
+#[test]
+fn chats_train_a_generate_task_and_are_scored_on_their_written_answers() {
+    let env = Env::new();
+    let input = repo().join("examples/data/chat/conversations.jsonl");
+    let text = std::fs::read_to_string(config(&env, "chat", &input, "\n[task]\nkind = \"generate\""))
+        .expect("config")
+        .replace("name = \"classification-metrics\"", "name = \"text-metrics\"")
+        .replace("loss = \"choice\"\n", "")
+        .replace("split = \"test\"\n", "split = \"test\"\nlimit = 2\nmax_new_tokens = 8\n");
+    let c = env.write("chat.toml", text);
+    let c = c.to_str().expect("utf-8");
+    env.run(&["data", "--config", c]).expect_code(0);
+    let manifest = read_json(env.path("work/data/processed/manifest.json"));
+    assert_eq!((manifest["layout"].as_str(), manifest["task"].as_str()), (Some("chat"), Some("generate")));
+    let train = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    assert!(train.iter().all(|r| r["messages"].as_array().is_some_and(|m| m.last().is_some_and(|t| t["role"] == "assistant"))));
+    env.run(&["train", "--config", c]).expect_code(0).stdout_has("train: 2/2 steps");
+    env.run(&["eval", "--config", c]).expect_code(0).stdout_has("(2 answers written");
+    let scores = read_json(env.path("work/runs/chat/eval/scores.json"));
+    for k in ["exact_match", "token_f1", "rouge_l", "text-metrics/rouge_l"] {
+        assert!(scores["scores"][k].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{k}: {scores}");
+    }
+    assert!(scores["scores"]["perplexity"].as_f64().is_some_and(|p| p > 1.0 && p.is_finite()), "{scores}");
+    let predictions = read_jsonl(&env.path("work/runs/chat/eval/predictions.jsonl"));
+    assert_eq!(predictions.len(), 2);
+    assert!(predictions.iter().all(|p| p["label"].as_str().is_some_and(|l| !l.is_empty()) && p["predicted"].is_string()));
+
+    // served with its adapter: chats are answered, /v1/answer says where to ask instead
+    let server = spawn(&env, &["serve", "-c", c, "--addr", "127.0.0.1:0"]);
+    wait_healthy(&server.addr);
+    let chat = r#"{"model": "chat", "messages": [{"role": "user", "content": "What is the antidote for paracetamol overdose?"}], "max_tokens": 6}"#;
+    let (code, body) = http(&server.addr, "POST", "/v1/chat/completions", Some(chat));
+    assert_eq!(code, 200, "{body}");
+    assert!(json(&body)["usage"]["completion_tokens"].as_u64().is_some_and(|n| (1..=6).contains(&n)), "{body}");
+    let (code, body) = http(&server.addr, "POST", "/v1/answer", Some(r#"{"question": "Is it safe?"}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("ask it at /v1/chat/completions"), "{body}");
+}
+
+/// PubMedQA as a `generate` task learns the decision and the abstract's conclusion; its
+/// evaluation scores the decision (the first word written) beside the text.
+#[test]
+fn explained_pubmedqa_answers_are_scored_on_their_decision() {
+    let env = Env::new();
+    let data = repo().join("examples/data/pubmedqa");
+    let extra =
+        format!("test_ground_truth = {:?}\n\n[task]\nkind = \"generate\"", data.join("test_ground_truth.json").display().to_string());
+    let text = std::fs::read_to_string(config(&env, "explained", &data.join("ori_pqal.json"), &extra))
+        .expect("config")
+        .replace("split = \"random\"", "split = \"official\"")
+        .replace("name = \"classification-metrics\"", "name = \"text-metrics\"")
+        .replace("loss = \"choice\"\n", "")
+        .replace("max_len = 160", "max_len = 512")
+        .replace("split = \"test\"\n", "split = \"test\"\nlimit = 2\nmax_new_tokens = 4\n");
+    let c = env.write("explained.toml", text);
+    let c = c.to_str().expect("utf-8");
+    env.run(&["data", "--config", c]).expect_code(0);
+    env.run(&["train", "--config", c]).expect_code(0);
+    env.run(&["eval", "--config", c]).expect_code(0);
+    let scores = read_json(env.path("work/runs/explained/eval/scores.json"));
+    assert_eq!(scores["scores"]["decision_count"].as_f64(), Some(2.0), "{scores}");
+    assert!(scores["scores"]["decision_accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{scores}");
+    let predictions = read_jsonl(&env.path("work/runs/explained/eval/predictions.jsonl"));
+    let reference = predictions[0]["label"].as_str().expect("reference");
+    assert!(["Yes. ", "No. ", "Maybe. "].iter().any(|d| reference.starts_with(d)), "the decision, then the conclusion: {reference}");
+}
+
+/// Bad chats are named by line and turn, and the good ones go through; an instruction record
+/// becomes a user and an assistant turn.
+#[test]
+fn bad_chats_are_named_and_instructions_become_chats() {
+    let env = Env::new();
+    let lines = [
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#,
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}]}"#,
+        r#"{"messages": [{"role": "doctor", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#,
+        r#"{"messages": []}"#,
+        r#"{"messages": [{"from": "human", "value": "Dose?"}, {"from": "gpt", "value": "500 mg."}]}"#,
+    ];
+    let input = env.write("chats.jsonl", lines.join("\n") + "\n");
+    let c = config(&env, "chats", &input, "\n[task]\nkind = \"generate\"");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")])
+        .expect_code(2)
+        .stderr_has("chats.jsonl: line 2: field messages ends on a user turn")
+        .stderr_has("chats.jsonl: line 3: messages[1] is an empty assistant turn")
+        .stderr_has("chats.jsonl: line 4: messages[0].role \"doctor\" is not system, user or assistant")
+        .stderr_has("chats.jsonl: line 5: field messages is an empty chat")
+        .stderr_has("4 input error(s)");
+    let kept: usize = ["train", "dev", "test"].iter().map(|s| read_jsonl(&env.path(&format!("work/data/processed/{s}.jsonl"))).len()).sum();
+    assert_eq!(kept, 2);
+
+    let input = env.write(
+        "instructions.jsonl",
+        r#"{"instruction": "Expand the abbreviation.", "input": "MI", "output": "Myocardial infarction."}"#.to_owned() + "\n",
+    );
+    let c = config(&env, "instructions", &input, "\n[task]\nkind = \"generate\"");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(0);
+    let all: Vec<serde_json::Value> =
+        ["train", "dev", "test"].iter().flat_map(|s| read_jsonl(&env.path(&format!("work/data/processed/{s}.jsonl")))).collect();
+    assert_eq!(all[0]["messages"][0]["content"], "Expand the abbreviation.\n\nMI");
+    assert_eq!(all[0]["messages"][1], serde_json::json!({"role": "assistant", "content": "Myocardial infarction."}));
+    // multiple-choice records are for a choice task
+    let mcq = repo().join("examples/data/medqa-style/questions.jsonl");
+    let c = config(&env, "mcqgen", &mcq, "\n[task]\nkind = \"generate\"");
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("multiple-choice records train a `choice` task");
 }

@@ -152,9 +152,30 @@ fn print_trained(trained: &Trained) {
 /// An evaluation's headline figures, per-class table and confusion matrix.
 pub fn print_scores(r: &EvalScores) {
     let f = |k: &str| r.score(k).map_or("-".into(), |v| format!("{v:.3}"));
-    println!("eval on {} ({} questions, {:.1} s): accuracy {}, macro-F1 {}", r.split, r.questions, r.seconds, f("accuracy"), f("macro_f1"));
+    if r.labels.is_empty() {
+        println!("eval on {} ({} answers written, {:.1} s)", r.split, r.questions, r.seconds);
+    } else {
+        println!(
+            "eval on {} ({} questions, {:.1} s): accuracy {}, macro-F1 {}",
+            r.split,
+            r.questions,
+            r.seconds,
+            f("accuracy"),
+            f("macro_f1")
+        );
+    }
     if r.score("rare_concept_accuracy").is_some() {
         println!("  rare-concept accuracy {} ({} questions)", f("rare_concept_accuracy"), f("rare_concept_count"));
+    }
+    if r.labels.is_empty() {
+        // a generate task: the text metrics, the perplexity and, for explained answers, the decisions
+        let named: Vec<String> = ["exact_match", "token_f1", "rouge_l", "perplexity", "decision_accuracy"]
+            .iter()
+            .filter(|k| r.score(k).is_some())
+            .map(|k| format!("{k} {}", f(k)))
+            .collect();
+        println!("  {}", named.join(", "));
+        return;
     }
     let width = r.labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(8);
     println!("  {:<width$} {:>9} {:>7} {:>7} {:>8}", "class", "precision", "recall", "F1", "support");

@@ -123,11 +123,8 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
             medtune::engine::Engine::Candle(m)
         }
     };
-    let user = match &args.context {
-        Some(c) => format!("Context: {c}\n\nQuestion: {}", args.question),
-        None => args.question.clone(),
-    };
-    let prompt = engine.tokenizer().chat_prompt(&[ChatMessage { role: "user".into(), content: user.clone() }]);
+    let user = medtune::prompt::user_question(&args.question, args.context.as_deref().unwrap_or(""));
+    let prompt = engine.tokenizer().chat_prompt(&[ChatMessage { role: "user".into(), content: user.clone() }])?;
     let opts = GenerateOptions { max_new_tokens: args.max_tokens, temperature: args.temperature, top_p: args.top_p, seed: args.seed };
     let mut stdout = std::io::stdout();
     let g = engine.generate(&prompt, &opts, |piece| {
@@ -148,7 +145,7 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     if yes_no_question(&args.question) {
         let prompt = engine
             .tokenizer()
-            .chat_prompt(&[ChatMessage { role: "user".into(), content: format!("{user}\n\nAnswer with yes, no or maybe.") }]);
+            .chat_prompt(&[ChatMessage { role: "user".into(), content: format!("{user}\n\nAnswer with yes, no or maybe.") }])?;
         let p = engine.ask(&prompt)?;
         let best = p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(l, _)| l.clone()).unwrap_or_default();
         println!("answer: {best} (yes {:.3}, no {:.3}, maybe {:.3})", p[0].1, p[1].1, p[2].1);

@@ -305,10 +305,23 @@ impl Config {
             return Err(self.invalid("data.dev_fraction", "with data.test_fraction it leaves no record for training"));
         }
         if self.task.kind == TaskKind::Generate {
-            return Err(self.invalid(
-                "task.kind",
-                "\"generate\" (fine-tuning on explained answers and chats) is not supported by this version of medtune yet; \"choice\" is",
-            ));
+            if self.task.labels.is_some() || self.task.question.is_some() {
+                return Err(self.invalid("task.labels", "a `generate` task has no labels or question: it learns the answers' text"));
+            }
+            if let Some(t) = &self.train {
+                let refused = [
+                    ("train.conclusion_weight", t.conclusion_weight > 0.0),
+                    ("train.with_conclusions", t.with_conclusions),
+                    ("train.eval_every", t.eval_every > 0),
+                    ("train.balance", t.balance != Balance::None),
+                ];
+                if let Some((field, _)) = refused.iter().find(|(_, on)| *on) {
+                    return Err(self.invalid(
+                        field,
+                        "belongs to `choice` tasks; a `generate` task learns every assistant token and is scored by the eval stage",
+                    ));
+                }
+            }
         }
         if let Some(labels) = &self.task.labels {
             let mut seen = std::collections::BTreeSet::new();
@@ -351,6 +364,7 @@ impl Config {
         crate::data::InputSpec {
             format: self.data.format,
             layout: self.data.layout,
+            task: self.task.kind,
             reader: crate::data::Reader {
                 fields: &self.data.fields,
                 answer_index: self.data.answer_index,

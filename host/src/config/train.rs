@@ -208,11 +208,18 @@ pub struct EvalConfig {
     /// Reference figures shown beside ours in the report (e.g. the Hugging Face baseline).
     #[serde(default)]
     pub baseline: std::collections::BTreeMap<String, f64>,
+    /// The longest answer a `generate` task's evaluation writes, in tokens (greedy decoding).
+    #[serde(default = "max_new_tokens")]
+    pub max_new_tokens: usize,
+}
+
+fn max_new_tokens() -> usize {
+    96
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { split: test(), limit: 0, rare_max_count: 1, baseline: Default::default() }
+        Self { split: test(), limit: 0, rare_max_count: 1, baseline: Default::default(), max_new_tokens: max_new_tokens() }
     }
 }
 

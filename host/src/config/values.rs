@@ -34,7 +34,8 @@ pub enum TaskKind {
     /// Pick one of a label set (yes/no/maybe, an option's letter, any labels).
     #[default]
     Choice,
-    /// Write an answer (explained answers, chats): refused by this version, by name.
+    /// Write the answer: supervised fine-tuning on the assistant's turns (chats, instructions,
+    /// explained answers).
     Generate,
 }
 

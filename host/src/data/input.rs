@@ -35,6 +35,8 @@ pub struct InputSpec<'a> {
     pub format: Option<InputFormat>,
     /// The layout (else from the first record).
     pub layout: Option<Layout>,
+    /// The task the records are for.
+    pub task: crate::config::TaskKind,
     /// Field names and answer conventions.
     pub reader: Reader<'a>,
 }
@@ -53,12 +55,31 @@ impl InputSpec<'static> {
             text: None,
             label: None,
             split: None,
+            messages: None,
+            instruction: None,
+            input: None,
+            output: None,
         };
         Self {
             format: None,
             layout: None,
+            task: crate::config::TaskKind::Choice,
             reader: Reader { fields: &USUAL, answer_index: IndexBase::ZeroBased, question: DEFAULT_QUESTION, split_field: false },
         }
+    }
+}
+
+/// Why records of layout `l` cannot train `task`, if they cannot.
+fn unfit(l: Layout, task: crate::config::TaskKind) -> Option<String> {
+    use crate::config::TaskKind;
+    match (task, l) {
+        (TaskKind::Choice, Layout::Chat | Layout::Instruction) => Some(format!(
+            "{l} records train a `generate` task (task.kind = \"generate\"); a `choice` task reads qa, multiple-choice or labelled records"
+        )),
+        (TaskKind::Generate, Layout::MultipleChoice | Layout::Labelled) => Some(format!(
+            "{l} records train a `choice` task; a `generate` task reads chat, instruction or qa records (a question with its answer and explanation)"
+        )),
+        _ => None,
     }
 }
 
@@ -111,16 +132,9 @@ pub fn read(path: &Path, spec: &InputSpec) -> Input {
                 }
             },
         };
-        if !l.is_choice() {
+        if let Some(message) = unfit(l, spec.task) {
             stopped = true;
-            return input.errors.push(InputError::at(
-                path,
-                &raw.place,
-                format!(
-                    "{l} records train a `generate` task, which this version of medtune cannot train yet; a `choice` task reads qa, \
-                     multiple-choice or labelled records (data.layout)"
-                ),
-            ));
+            return input.errors.push(InputError::at(path, &raw.place, message));
         }
         let place = match &raw.key {
             Some(key) => format!("{source}#{key}"),

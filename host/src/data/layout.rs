@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::formats::{RawRecord, kind_of};
-use super::record::{Record, Split};
+use super::record::{Message, Record, Role, Split};
 
 /// The shape of an input's records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -74,6 +74,14 @@ pub struct FieldMap {
     pub label: Option<String>,
     /// The split a record belongs to, for `data.split = "field"` (usual: `split`).
     pub split: Option<String>,
+    /// A chat's turns, a list of `{role, content}` (usual: `messages`, `conversations`).
+    pub messages: Option<String>,
+    /// An instruction record's instruction (usual: `instruction`).
+    pub instruction: Option<String>,
+    /// An instruction record's input (usual: `input`).
+    pub input: Option<String>,
+    /// An instruction record's answer (usual: `output`, `response`).
+    pub output: Option<String>,
 }
 
 /// How an integer answer counts the options.
@@ -99,8 +107,10 @@ const MESHES: &[&str] = &["meshes", "MESHES"];
 const TEXT: &[&str] = &["text", "note", "TEXT"];
 const LABEL: &[&str] = &["label", "LABEL", "class"];
 const SPLIT: &[&str] = &["split"];
-const MESSAGES: &[&str] = &["messages"];
+const MESSAGES: &[&str] = &["messages", "conversations"];
 const INSTRUCTION: &[&str] = &["instruction"];
+const INPUT: &[&str] = &["input"];
+const OUTPUT: &[&str] = &["output", "response"];
 
 /// The most options a multiple-choice record may have (one letter each).
 pub const MAX_OPTIONS: usize = 26;
@@ -177,8 +187,8 @@ impl<'a> Reader<'a> {
         let raw = &first.fields;
         let f = self.fields;
         let has = |mapped: &Option<String>, usual: &[&str]| mapped.is_some() || self.find(raw, None, usual).is_some();
-        let chat = self.find(raw, None, MESSAGES).is_some();
-        let instruction = self.find(raw, None, INSTRUCTION).is_some();
+        let chat = has(&f.messages, MESSAGES);
+        let instruction = has(&f.instruction, INSTRUCTION);
         let question = has(&f.question, QUESTION);
         let options = f.options.is_some() || self.options(raw).ok().flatten().is_some();
         let labelled = has(&f.text, TEXT) && has(&f.label, LABEL);
@@ -246,6 +256,7 @@ impl<'a> Reader<'a> {
                 None => Ok(None),
             }
         };
+        let mut messages = Vec::new();
         let (question, context, options, answer) = match layout {
             Layout::Qa | Layout::MultipleChoice => {
                 let question = required(&f.question, QUESTION, "the question", "data.fields.question", string)?;
@@ -269,7 +280,26 @@ impl<'a> Reader<'a> {
                 let label = optional(&f.label, LABEL, "data.fields.label", scalar)?;
                 (self.question.to_owned(), body, Vec::new(), label)
             }
-            Layout::Instruction | Layout::Chat => return Err(format!("{layout} records are not read into choice records")),
+            Layout::Chat => {
+                let (name, v) = self.find(fields, f.messages.as_ref(), MESSAGES).ok_or_else(|| match &f.messages {
+                    Some(name) => missing(name, Some("data.fields.messages")),
+                    None => format!("missing the chat: no field messages (fields: {})", names(fields)),
+                })?;
+                messages = chat(name, v)?;
+                let last_user = messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
+                (last_user, String::new(), Vec::new(), None)
+            }
+            Layout::Instruction => {
+                let instruction = required(&f.instruction, INSTRUCTION, "the instruction", "data.fields.instruction", string)?;
+                let input = optional(&f.input, INPUT, "data.fields.input", string)?;
+                let output = required(&f.output, OUTPUT, "the answer", "data.fields.output", string)?;
+                let user = match &input {
+                    Some(input) => format!("{instruction}\n\n{input}"),
+                    None => instruction.clone(),
+                };
+                messages = vec![Message { role: Role::User, content: user }, Message { role: Role::Assistant, content: output }];
+                (instruction, input.unwrap_or_default(), Vec::new(), None)
+            }
         };
         let meshes = match self.find(fields, f.meshes.as_ref(), MESHES) {
             Some((name, Value::Array(items))) => items
@@ -282,6 +312,7 @@ impl<'a> Reader<'a> {
         };
         let mut record = Record::new(id, question, context, answer.map(|a| a.trim().to_owned()), meshes, source.to_owned());
         record.options = options;
+        record.messages = messages;
         record.long_answer = optional(&f.long_answer, LONG_ANSWER, "data.fields.long_answer", string)?;
         if self.split_field {
             let (name, v) = self
@@ -393,6 +424,49 @@ fn choice_answer(name: &str, v: &Value, options: &[String], base: IndexBase) -> 
             n - 1 + first
         )
     })
+}
+
+/// A chat: a list of `{role, content}` turns (`from`/`value` as ShareGPT writes them), roles
+/// system (first only), user and assistant, user and assistant alternating, ending on an
+/// assistant turn that is not empty.
+fn chat(name: &str, v: &Value) -> Result<Vec<Message>, String> {
+    let items = v.as_array().ok_or_else(|| format!("field {name} must be a list of turns, found {}", kind_of(v)))?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{name}[{i}]");
+        let turn = item.as_object().ok_or_else(|| format!("{at} must be an object with role and content, found {}", kind_of(item)))?;
+        let get = |keys: [&str; 2]| keys.iter().find_map(|k| turn.get(*k));
+        let role = match get(["role", "from"]).and_then(Value::as_str) {
+            Some("system") => Role::System,
+            Some("user" | "human") => Role::User,
+            Some("assistant" | "gpt") => Role::Assistant,
+            Some(other) => return Err(format!("{at}.role {other:?} is not system, user or assistant")),
+            None => return Err(format!("{at} has no role")),
+        };
+        let content = match get(["content", "value"]) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(format!("{at}.content must be a string, found {}", kind_of(other))),
+            None => return Err(format!("{at} has no content")),
+        };
+        if role == Role::Assistant && content.trim().is_empty() {
+            return Err(format!("{at} is an empty assistant turn"));
+        }
+        if role == Role::System && i > 0 {
+            return Err(format!("{at}: a system turn comes first or not at all"));
+        }
+        if let Some(prev) = out.last().map(|m: &Message| m.role)
+            && prev == role
+        {
+            return Err(format!("{at}: two {role} turns in a row"));
+        }
+        out.push(Message { role, content });
+    }
+    match out.last().map(|m| m.role) {
+        None => Err(format!("field {name} is an empty chat")),
+        Some(Role::Assistant) if out.iter().any(|m| m.role == Role::User) => Ok(out),
+        Some(Role::Assistant) => Err(format!("field {name} has no user turn")),
+        Some(role) => Err(format!("field {name} ends on a {role} turn: a chat ends with the assistant's answer it teaches")),
+    }
 }
 
 fn split_of(name: &str, v: &Value) -> Result<Split, String> {

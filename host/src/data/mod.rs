@@ -16,6 +16,6 @@ pub use formats::{InputFormat, RawRecord, read_objects};
 pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
 pub use labels::{PUBMEDQA_LABELS, check_answer, label_set};
 pub use layout::{FieldMap, IndexBase, Layout, MAX_OPTIONS, OptionsField, Reader, letter};
-pub use record::{Augmentation, Provenance, Record, Split, read_jsonl};
+pub use record::{Augmentation, Message, Provenance, Record, Role, Split, read_jsonl};
 pub use split::official_folds;
 pub use stage::{DataError, DataReport, run};

@@ -21,6 +21,9 @@ pub struct Record {
     /// A multiple-choice question's options, in letter order (empty for other records).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// A chat's turns (chat and instruction records, for `generate` tasks; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Message>,
     /// MeSH headings of the abstract.
     #[serde(default)]
     pub meshes: Vec<String>,
@@ -47,6 +50,29 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augmentation: Option<Augmentation>,
 }
+
+/// One turn of a chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+/// Who speaks in a chat turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Instructions for the assistant.
+    System,
+    /// The person asking.
+    User,
+    /// The model: its turns are what a `generate` task learns to write.
+    Assistant,
+}
+
+crate::config::display_as_value_name!(Role);
 
 /// The split a record belongs to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -102,6 +128,7 @@ impl Record {
             context,
             answer,
             options: Vec::new(),
+            messages: Vec::new(),
             meshes,
             long_answer: None,
             split: Split::default(),
@@ -129,6 +156,7 @@ impl Record {
             context,
             answer: self.answer.clone(),
             options: self.options.clone(),
+            messages: self.messages.clone(),
             meshes: self.meshes.clone(),
             long_answer: self.long_answer.clone(),
             split: self.split,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::artifacts::{self, AugmentedCount, DataManifest, HashedFile, PluginRef};
 use crate::atomic;
-use crate::config::{Config, OnError, SplitKind};
+use crate::config::{Config, OnError, SplitKind, TaskKind};
 use crate::hash::file_sha256;
 use crate::plugin::{LoadError, PluginEngine, PluginSet, RecordFailure};
 
@@ -100,8 +100,14 @@ pub fn run(
             true
         }
     });
-    let labels = label_set(config.task.labels.as_deref(), &records).map_err(|e| DataError::Labels { path: input.clone(), message: e.0 })?;
-    records.retain_mut(|r| match check_answer(r, &labels) {
+    // a generate task learns text: no label set
+    let labels = match config.task.kind {
+        TaskKind::Choice => {
+            label_set(config.task.labels.as_deref(), &records).map_err(|e| DataError::Labels { path: input.clone(), message: e.0 })?
+        }
+        TaskKind::Generate => Vec::new(),
+    };
+    records.retain_mut(|r| match if labels.is_empty() { Ok(()) } else { check_answer(r, &labels) } {
         Ok(()) => true,
         Err(message) => {
             input_errors.push(InputError::at(&input, &place_of(r, &input), message));
@@ -175,6 +181,7 @@ pub fn run(
         augmented: augmented.per_plugin.iter().map(|(id, n, _)| AugmentedCount { plugin: id.clone(), records: *n }).collect(),
         swaps: chain.swaps.clone(),
         layout,
+        task: config.task.kind,
         labels: labels.clone(),
         fingerprint: Some(fingerprint.to_owned()),
     };

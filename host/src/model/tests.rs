@@ -121,7 +121,8 @@ fn the_kv_cache_equals_a_full_pass() {
 #[test]
 fn greedy_generation_answers_and_stops() {
     let m = load(&smollm2(), &Device::Cpu).expect("load");
-    let prompt = m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]);
+    let prompt =
+        m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]).expect("prompt");
     let mut streamed = String::new();
     let g =
         generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s| streamed.push_str(s))

@@ -1,6 +1,7 @@
 //! The tokenizer: a Hugging Face `tokenizer.json`, or a byte-level BPE rebuilt with the
 //! `tokenizers` crate from GGUF metadata (tokens, merges, control tokens, special ids); plus
-//! the chat template (ChatML or Llama-2 `[INST]`, chosen from the model's template).
+//! the chat template: the model's own (Jinja, `model/chat.rs`), else ChatML or Llama-2 `[INST]`
+//! written by hand for a model that ships none.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +34,8 @@ enum Template {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     template: Template,
+    /// The model's own chat template, or why it cannot be used; `None` when it ships none.
+    chat: Option<Result<super::chat::ChatTemplate, String>>,
     /// Tokens that end a turn.
     pub stop_ids: Vec<u32>,
     /// The beginning-of-sequence id, if the model has one.
@@ -115,7 +118,10 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Tokenizer { inner, template, stop_ids, bos_id: bos })
+        let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
+        let chat = (!template_text.trim().is_empty())
+            .then(|| super::chat::ChatTemplate::new(template_text, &text(bos), &text(eos)).map_err(|e| e.to_string()));
+        Ok(Tokenizer { inner, template, chat, stop_ids, bos_id: bos })
     }
 
     /// Token ids of `text` (special tokens written in the text are recognized).
@@ -138,8 +144,30 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The chat as the model's template writes it (`add_generation_prompt`: ending where the
+    /// assistant's answer starts); a model without a template gets ChatML or Llama-2's format.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+        match &self.chat {
+            Some(Ok(t)) => t.render(messages, add_generation_prompt),
+            Some(Err(e)) => Err(ModelError::Tokenizer(e.clone())),
+            None if add_generation_prompt => Ok(self.builtin_prompt(messages)),
+            None => {
+                let mut text = self.builtin_prompt(messages);
+                if self.template == Template::ChatMl {
+                    text.truncate(text.len() - "<|im_start|>assistant\n".len());
+                }
+                Ok(text)
+            }
+        }
+    }
+
     /// The prompt for a chat, ending where the assistant's answer starts.
-    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> String {
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, ModelError> {
+        self.render_chat(messages, true)
+    }
+
+    /// ChatML or Llama-2's format, for a model that ships no template.
+    fn builtin_prompt(&self, messages: &[ChatMessage]) -> String {
         match self.template {
             Template::ChatMl => {
                 let mut s = String::new();

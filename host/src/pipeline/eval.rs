@@ -46,6 +46,21 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     crate::artifacts::DataManifest::of(config).map_err(PipelineError::Stopped)?;
     let (records, mut problems) = read_jsonl(&split_path)
         .context(|| format!("{}: run the data stage first (`medtune data --config {}`)", split_path.display(), config.path.display()))?;
+    if config.task.kind == crate::config::TaskKind::Generate {
+        let limit = if e.limit > 0 { e.limit } else { usize::MAX };
+        let records: Vec<&crate::data::Record> = records.iter().take(limit).collect();
+        let started = std::time::Instant::now();
+        let (scored, native, skipped) = generated(&m, &records, &e, prompts, progress)?;
+        let seconds = started.elapsed().as_secs_f64();
+        problems.extend(skipped);
+        if scored.is_empty() {
+            return Err(PipelineError::Stopped(format!("{}: no question to evaluate", split_path.display())));
+        }
+        let mut set = metric_plugins(config, &[])?;
+        let mut scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
+        scores.extend(native);
+        return finish(config, &e, adapter, model_path, set, scored, scores, problems, seconds, Vec::new(), progress);
+    }
     let train_path = config.work_dir().join("data/processed/train.jsonl");
     let (train_records, _) = read_jsonl(&train_path).context(|| format!("reading {}", train_path.display()))?;
     let counts = eval::concept_counts(&train_records);
@@ -76,6 +91,24 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     let scored = eval::predictions(&exs, &probs, &rare, &labels);
     let mut set = metric_plugins(config, &labels)?;
     let scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
+    finish(config, &e, adapter, model_path, set, scored, scores, problems, seconds, labels, progress)
+}
+
+/// Writes `predictions.jsonl` and `scores.json` into the evaluation folder and reports.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    config: &Config,
+    e: &crate::config::EvalConfig,
+    adapter: Option<PathBuf>,
+    model: PathBuf,
+    set: PluginSet,
+    scored: Vec<crate::artifacts::ScoredQuestion>,
+    scores: std::collections::BTreeMap<String, f64>,
+    skipped: Vec<String>,
+    seconds: f64,
+    labels: Vec<String>,
+    progress: &mut dyn Progress,
+) -> Result<EvalScores> {
     let dir = config.run_dir().join(if adapter.is_some() { "eval" } else { "eval-base" });
     let mut rows = String::new();
     for s in &scored {
@@ -88,11 +121,11 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         split: e.split,
         questions: scored.len(),
         adapter,
-        model: model_path,
+        model,
         scores,
-        baseline: e.baseline,
+        baseline: e.baseline.clone(),
         metric_plugins: set.plugins().iter().map(|p| MetricPluginRef { id: p.id(), sha256: p.hash().to_owned() }).collect(),
-        skipped: problems,
+        skipped,
         seconds,
         labels,
     };
@@ -102,16 +135,99 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     Ok(result)
 }
 
-/// The metric plugins of the chain (or the built-in classification metrics over `labels`).
+/// The answers written and scored, the scores computed by the host, and the records skipped.
+type Generated = (Vec<crate::artifacts::ScoredQuestion>, std::collections::BTreeMap<String, f64>, Vec<String>);
+
+/// A `generate` task's evaluation: each record's last answer written greedily after the
+/// chat before it, scored against the record's; the perplexity of the references' tokens
+/// (every assistant turn, teacher-forced); and for records with a decision (PubMedQA's
+/// explained answers), whether the answer's first word is it (`decision_accuracy`).
+fn generated(
+    m: &crate::model::LoadedModel,
+    records: &[&crate::data::Record],
+    e: &crate::config::EvalConfig,
+    prompts: crate::prompt::PromptOptions,
+    progress: &mut dyn Progress,
+) -> Result<Generated> {
+    use crate::model::{GenerateOptions, generate};
+    let (mut scored, mut skipped) = (Vec::new(), Vec::new());
+    let (mut nll, mut tokens) = (0.0, 0usize);
+    let (mut decided, mut right) = (0usize, 0usize);
+    for (i, r) in records.iter().enumerate() {
+        let messages = match crate::prompt::record_chat(r) {
+            Ok(m) => m,
+            Err(message) => {
+                skipped.push(format!("record {}: {message}", r.id));
+                continue;
+            }
+        };
+        let last = messages.len() - 1;
+        let made = m.tokenizer.render_chat(&messages[..last], true).and_then(|prompt| {
+            let opts = GenerateOptions { max_new_tokens: e.max_new_tokens, ..Default::default() };
+            generate(&m.llama, &m.tokenizer, &prompt, &opts, |_| {})
+        });
+        let text = match made {
+            Ok(g) => g.text.trim().to_owned(),
+            Err(err) => {
+                skipped.push(format!("record {}: {err}", r.id));
+                continue;
+            }
+        };
+        if let Ok(x) = crate::train::examples::chat_example(r, &m.tokenizer, prompts.max_len, prompts.keep_end) {
+            let (sum, n) = teacher_forced(m, &x).context(|| format!("the perplexity of record {}", r.id))?;
+            (nll, tokens) = (nll + sum, tokens + n);
+        }
+        if let Some(answer) = r.answer.as_deref().filter(|_| r.messages.is_empty()) {
+            let first: String = text.split_whitespace().next().unwrap_or("").chars().filter(|c| c.is_alphanumeric()).collect();
+            decided += 1;
+            right += usize::from(first.eq_ignore_ascii_case(answer.trim()));
+        }
+        scored.push(crate::artifacts::ScoredQuestion {
+            id: r.id.clone(),
+            label: messages[last].content.clone(),
+            predicted: text,
+            probabilities: Vec::new(),
+            rare_concept: false,
+        });
+        progress.eval_progress(i + 1, records.len());
+    }
+    let mut native = std::collections::BTreeMap::new();
+    if tokens > 0 {
+        native.insert("perplexity".to_owned(), (nll / tokens as f64).exp());
+    }
+    if decided > 0 {
+        native.insert("decision_accuracy".to_owned(), right as f64 / decided as f64);
+        native.insert("decision_count".to_owned(), decided as f64);
+    }
+    Ok((scored, native, skipped))
+}
+
+/// The summed cross-entropy of a sequence example's target tokens, and their number.
+fn teacher_forced(m: &crate::model::LoadedModel, x: &crate::train::examples::Example) -> candle_core::Result<(f64, usize)> {
+    let device = m.llama.device();
+    let b = crate::train::Batch::new(&[x], &[], &[], 0, Default::default(), device)?;
+    let Some((at, next)) = &b.conclusion else { return Ok((0.0, 0)) };
+    let logits = m.llama.logits_at(&b.ids, at, None)?.to_dtype(candle_core::DType::F32)?;
+    let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+    let picked = logp.gather(&next.unsqueeze(1)?, 1)?.sum_all()?.to_scalar::<f32>()?;
+    Ok((-f64::from(picked), next.dims1()?))
+}
+
+/// The metric plugins of the chain (or the built-in one: classification metrics over
+/// `labels`, or text metrics for a `generate` task, which has none).
 fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
     let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(|s| s.kind == PluginKind::Metric).collect();
     if specs.is_empty() {
+        let (name, settings) = match labels.is_empty() {
+            true => ("text-metrics", vec![]),
+            false => ("classification-metrics", vec![("labels".into(), labels.join(","))]),
+        };
         specs.push(SlotSpec {
-            name: "classification-metrics".into(),
+            name: name.into(),
             kind: PluginKind::Metric,
             path: None,
             version: None,
-            sandbox: Sandbox { settings: vec![("labels".into(), labels.join(","))], ..Default::default() },
+            sandbox: Sandbox { settings, ..Default::default() },
         });
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;

@@ -73,4 +73,42 @@ mod tests {
             }
         }
     }
+
+    /// Golden values: tests/fixtures/text_metrics_golden.json, from SQuAD's official functions
+    /// and rouge-score's ROUGE-L in the reference script tests/fixtures/text_metrics_golden.py;
+    /// one question a call (the scores are means), then all at once.
+    #[test]
+    fn text_metrics_equal_squad_and_rouge_score() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/text_metrics_golden.json")).expect("golden file"))
+                .expect("golden JSON");
+        let engine = PluginEngine::new(None).expect("engine");
+        let b = builtin("text-metrics").expect("built in");
+        let mut plugin = engine.load(b.wasm, "builtin:text-metrics", None, Sandbox::default()).expect("load");
+        let cases = golden["cases"].as_array().expect("cases");
+        let pair = |i: usize, c: &serde_json::Value| {
+            let text = |k: &str| c[k].as_str().expect("string").to_owned();
+            (
+                Prediction { id: i.to_string(), label: text("prediction") },
+                Reference { id: i.to_string(), label: text("reference"), tags: vec![] },
+            )
+        };
+        let mut sums = [0.0; 3];
+        for (i, c) in cases.iter().enumerate() {
+            let (p, r) = pair(i, c);
+            let scores = plugin.compute(&[p], &[r]).expect("call").expect("scores");
+            for (k, name) in ["exact_match", "token_f1", "rouge_l"].iter().enumerate() {
+                let got = scores.iter().find(|s| s.name == *name).map_or(f64::NAN, |s| s.value);
+                let want = c[*name].as_f64().expect("f64");
+                assert!((got - want).abs() < 1e-12, "case {i} {name}: {got} != {want} ({c})");
+                sums[k] += want;
+            }
+        }
+        let (preds, refs): (Vec<Prediction>, Vec<Reference>) = cases.iter().enumerate().map(|(i, c)| pair(i, c)).unzip();
+        let scores = plugin.compute(&preds, &refs).expect("call").expect("scores");
+        let get = |name: &str| scores.iter().find(|s| s.name == name).map_or(f64::NAN, |s| s.value);
+        assert!((get("rouge_l") - sums[2] / cases.len() as f64).abs() < 1e-12);
+        assert_eq!(get("count"), cases.len() as f64);
+    }
 }

@@ -157,6 +157,11 @@ pub struct AnswerRequest {
 /// its number of letters; another task takes none.
 fn request_options(s: &AppState, options: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
     let task = &s.opts.task;
+    if task.labels.is_empty() {
+        return Err(ApiError::bad_request(
+            "this model was fine-tuned to write answers (a generate task), not to pick a label: ask it at /v1/chat/completions",
+        ));
+    }
     match (task.multiple_choice, options) {
         (true, Some(o)) if (2..=task.labels.len()).contains(&o.len()) && o.iter().all(|o| !o.trim().is_empty()) => Ok(o),
         (true, Some(o)) => Err(ApiError::bad_request(format!(
@@ -290,7 +295,7 @@ pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -
             }
             found = findings(&record);
         }
-        let prompt = m.tokenizer().chat_prompt(&messages);
+        let prompt = m.tokenizer().chat_prompt(&messages).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let n = m.tokenizer().encode(&prompt).map_err(|e| ApiError::bad_request(e.to_string()))?.len();
         if n >= m.max_positions() {
             return Err(ApiError::bad_request(format!("the prompt is {n} tokens, over the model's context of {}", m.max_positions())));

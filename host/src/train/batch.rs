@@ -45,6 +45,9 @@ pub struct Batch {
     pub conclusion: Option<(Tensor, Tensor)>,
     label_tokens: Tensor,
     opts: LossOptions,
+    /// A batch of sequences (a `generate` task): the loss is the mean cross-entropy of their
+    /// target tokens alone (`conclusion` holds them).
+    sequence: bool,
 }
 
 impl Batch {
@@ -58,6 +61,9 @@ impl Batch {
         opts: LossOptions,
         device: &Device,
     ) -> Result<Self> {
+        if examples.iter().any(|e| !e.targets.is_empty()) {
+            return Self::sequences(examples, pad, opts, device);
+        }
         let with_conclusion = |e: &Example| opts.conclusion_weight > 0.0 && !e.conclusion.is_empty();
         let len = |e: &Example| sequence_len(e, opts);
         let width = examples.iter().map(|e| len(e)).max().unwrap_or(1);
@@ -103,6 +109,37 @@ impl Batch {
             conclusion,
             label_tokens: Tensor::new(label_tokens, device)?,
             opts,
+            sequence: false,
+        })
+    }
+
+    /// Pads sequence examples (`targets` set): every position whose next token is a target
+    /// carries the loss.
+    fn sequences(examples: &[&Example], pad: u32, opts: LossOptions, device: &Device) -> Result<Self> {
+        let width = examples.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
+        let mut ids = Vec::with_capacity(examples.len() * width);
+        let (mut at, mut next) = (Vec::new(), Vec::new());
+        for (row, e) in examples.iter().enumerate() {
+            ids.extend_from_slice(&e.prompt);
+            ids.extend(std::iter::repeat_n(pad, width - e.prompt.len()));
+            for (i, (&id, _)) in e.prompt.iter().zip(&e.targets).enumerate().skip(1).filter(|(_, (_, t))| **t) {
+                at.push((row * width + i - 1) as u32);
+                next.push(id);
+            }
+        }
+        let none: &[u32] = &[];
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (examples.len(), width), device)?,
+            last: Tensor::new(none, device)?,
+            targets: Tensor::new(none, device)?,
+            labels: Tensor::new(none, device)?,
+            offered: None,
+            weights: Tensor::new(&[] as &[f32], device)?,
+            tokens: examples.iter().map(|e| e.prompt.len()).sum(),
+            conclusion: Some((Tensor::new(at.as_slice(), device)?, Tensor::new(next.as_slice(), device)?)),
+            label_tokens: Tensor::new(none, device)?,
+            opts,
+            sequence: true,
         })
     }
 
@@ -111,6 +148,9 @@ impl Batch {
     pub fn loss_of(&self, model: &Llama, h: &Tensor) -> Result<Tensor> {
         let (b, t, d) = h.dims3()?;
         let flat = h.reshape((b * t, d))?;
+        if let (true, Some((at, next))) = (self.sequence, &self.conclusion) {
+            return nll(&model.project(&flat.index_select(at, 0)?)?, next)?.mean_all();
+        }
         let answer = self.loss(&model.project(&flat.index_select(&self.last, 0)?)?)?;
         match &self.conclusion {
             Some((at, next)) => {
@@ -163,7 +203,7 @@ mod tests {
     use super::*;
 
     fn ex(prompt: &[u32], label: usize, conclusion: &[u32]) -> Example {
-        Example { id: String::new(), prompt: prompt.to_vec(), label, offered: 3, conclusion: conclusion.to_vec() }
+        Example { id: String::new(), prompt: prompt.to_vec(), label, offered: 3, conclusion: conclusion.to_vec(), targets: Vec::new() }
     }
 
     /// A conclusion follows its answer token in the ids, and its tokens are the targets of the
@@ -210,6 +250,22 @@ mod tests {
         // token: row 0 -log_softmax([5,1,0,-1,2])[2] = 5.0744759247, row 1 -log_softmax([0,2,2,2,0])[1] = 1.1849950301
         let (t0, t1) = (5.074_475_924_7, 1.184_995_030_1);
         assert!((loss(false, [1.0; 3]) - (t0 + t1) / 2.0).abs() < 1e-5, "{}", loss(false, [1.0; 3]));
+    }
+
+    /// A sequence example (a `generate` task) puts the loss on the positions whose next token
+    /// is a target, and on no other: tokens 3 and 4 of row 0 (an answer) and token 2 of row 1.
+    #[test]
+    fn sequences_put_the_loss_on_their_target_tokens_only() {
+        let dev = Device::Cpu;
+        let seq = |ids: &[u32], targets: &[bool]| Example { targets: targets.to_vec(), ..ex(ids, 0, &[]) };
+        let examples = [seq(&[1, 2, 3, 4, 5], &[false, false, false, true, true]), seq(&[6, 7, 8], &[false, false, true])];
+        let refs: Vec<&Example> = examples.iter().collect();
+        let b = Batch::new(&refs, &[], &[], 0, LossOptions::default(), &dev).expect("batch");
+        assert_eq!(b.ids.to_vec2::<u32>().expect("ids"), [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]]);
+        let (at, next) = b.conclusion.as_ref().expect("targets");
+        assert_eq!(at.to_vec1::<u32>().expect("at"), [2, 3, 6]);
+        assert_eq!(next.to_vec1::<u32>().expect("next"), [4, 5, 8]);
+        assert_eq!(b.tokens, 8);
     }
 
     /// A question offering fewer answers than the set (a 2-option question among 3 labels) has

@@ -133,6 +133,18 @@ fn training_examples(
     })?;
     let opts = PromptOptions::of(Some(t));
     let mut examples = Vec::with_capacity(records.len());
+    if config.task.kind == crate::config::TaskKind::Generate {
+        for r in &records {
+            match super::examples::chat_example(r, &m.tokenizer, t.max_len, t.context_keep == crate::config::ContextKeep::End) {
+                Ok(e) => examples.push(e),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        if examples.is_empty() {
+            return Err(TrainError::Input { path, message: "no usable training record (each needs an answer to learn)".into() });
+        }
+        return Ok((path, examples, skipped));
+    }
     let mut conclusions = 0;
     for r in &records {
         let made = example(r, &m.tokenizer, opts, choices).and_then(|mut e| {
