@@ -10,10 +10,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A file's sha256 in hex, or `unreadable` when it cannot be read.
+/// A file's sha256 in hex, or `unreadable` when it cannot be read; read a block at a time,
+/// so a large input is never held whole.
 pub fn file_sha256(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(b) => sha256_hex(&b),
+    let hashed = std::fs::File::open(path).and_then(|mut f| {
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(h.finalize())
+    });
+    match hashed {
+        Ok(d) => d.iter().map(|b| format!("{b:02x}")).collect(),
         Err(_) => "unreadable".into(),
     }
 }

@@ -100,15 +100,28 @@ pub struct Input {
 /// Reads `path` as `spec` says.
 pub fn read(path: &Path, spec: &InputSpec) -> Input {
     let mut input = Input::default();
+    input.layout = read_each(path, spec, |item| {
+        match item {
+            Ok(r) => input.records.push(r),
+            Err(e) => input.errors.push(e),
+        }
+        true
+    });
+    input
+}
+
+/// Reads `path` as `spec` says, one record (or the error of one) at a time, in file order,
+/// until `each` returns false; returns the layout the records were read as.
+pub fn read_each(path: &Path, spec: &InputSpec, mut each: impl FnMut(Result<Record, InputError>) -> bool) -> Option<Layout> {
     let format = match spec.format.or_else(|| InputFormat::of_path(path)) {
         Some(f) => f,
         None => {
-            input.errors.push(InputError::at(
+            each(Err(InputError::at(
                 path,
                 "file",
                 "the format is not known from the extension (.json, .jsonl, .csv, .tsv, .parquet); set data.format".into(),
-            ));
-            return input;
+            )));
+            return spec.layout;
         }
     };
     let source = path.display().to_string();
@@ -120,7 +133,10 @@ pub fn read(path: &Path, spec: &InputSpec) -> Input {
         }
         let raw = match raw {
             Ok(raw) => raw,
-            Err(e) => return input.errors.push(e),
+            Err(e) => {
+                stopped = !each(Err(e));
+                return;
+            }
         };
         let l = match layout {
             Some(l) => l,
@@ -128,26 +144,24 @@ pub fn read(path: &Path, spec: &InputSpec) -> Input {
                 Ok(l) => *layout.insert(l),
                 Err(message) => {
                     stopped = true;
-                    return input.errors.push(InputError::at(path, &raw.place, message));
+                    each(Err(InputError::at(path, &raw.place, message)));
+                    return;
                 }
             },
         };
         if let Some(message) = unfit(l, spec.task) {
             stopped = true;
-            return input.errors.push(InputError::at(path, &raw.place, message));
+            each(Err(InputError::at(path, &raw.place, message)));
+            return;
         }
         let place = match &raw.key {
             Some(key) => format!("{source}#{key}"),
             None => format!("{source}:{}", raw.place),
         };
-        match spec.reader.record(l, &raw, &place) {
-            Ok(r) => input.records.push(r),
-            Err(message) => input.errors.push(InputError::at(path, &raw.place, message)),
-        }
+        stopped = !each(spec.reader.record(l, &raw, &place).map_err(|message| InputError::at(path, &raw.place, message)));
     });
     if let Err(e) = outcome {
-        input.errors.push(e);
+        each(Err(e));
     }
-    input.layout = layout;
-    input
+    layout
 }

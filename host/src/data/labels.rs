@@ -18,14 +18,52 @@ pub struct LabelSetError(pub String);
 /// answer is one of them (so a stray `perhaps` is refused, not made a class of its own; yes/no
 /// data names its two in `task.labels`); else the distinct answers, sorted.
 pub fn label_set(configured: Option<&[String]>, records: &[Record]) -> Result<Vec<String>, LabelSetError> {
-    if let Some(labels) = configured {
-        return Ok(labels.to_vec());
+    let mut answers = Answers::default();
+    records.iter().for_each(|r| answers.add(r));
+    answers.label_set(configured)
+}
+
+/// The most distinct answers a label set is found among (more: `task.labels` must name it).
+pub const MAX_DISTINCT_ANSWERS: usize = 1000;
+
+/// What a label set is found from, gathered record by record: the distinct answers (up to
+/// [`MAX_DISTINCT_ANSWERS`] and one) and the most options a record has.
+#[derive(Debug, Default)]
+pub struct Answers {
+    distinct: std::collections::BTreeSet<String>,
+    most_options: usize,
+}
+
+impl Answers {
+    /// Counts `record`'s answer and options.
+    pub fn add(&mut self, record: &Record) {
+        self.most_options = self.most_options.max(record.options.len());
+        if let Some(a) = &record.answer
+            && self.distinct.len() <= MAX_DISTINCT_ANSWERS
+        {
+            self.distinct.insert(a.clone());
+        }
     }
-    let most_options = records.iter().map(|r| r.options.len()).max().unwrap_or(0);
+
+    /// The label set ([`label_set`]).
+    pub fn label_set(&self, configured: Option<&[String]>) -> Result<Vec<String>, LabelSetError> {
+        if let Some(labels) = configured {
+            return Ok(labels.to_vec());
+        }
+        label_set_of(&self.distinct, self.most_options)
+    }
+}
+
+fn label_set_of(distinct: &std::collections::BTreeSet<String>, most_options: usize) -> Result<Vec<String>, LabelSetError> {
+    if most_options == 0 && distinct.len() > MAX_DISTINCT_ANSWERS {
+        return Err(LabelSetError(format!(
+            "the answers take over {MAX_DISTINCT_ANSWERS} values, too many to be a label set found from the data: name it in task.labels, or train a `generate` task"
+        )));
+    }
     let labels: Vec<String> = if most_options > 0 {
         (0..most_options).map(letter).collect()
     } else {
-        let answers: std::collections::BTreeSet<&str> = records.iter().filter_map(|r| r.answer.as_deref()).collect();
+        let answers: std::collections::BTreeSet<&str> = distinct.iter().map(String::as_str).collect();
         let pubmedqa = |a: &&str| PUBMEDQA_LABELS.iter().any(|l| l.eq_ignore_ascii_case(a));
         if answers.iter().any(pubmedqa) {
             PUBMEDQA_LABELS.map(str::to_owned).to_vec()

@@ -13,8 +13,8 @@ mod stage;
 
 pub use chain::{AugmentReport, ChainReport, annotate, augment};
 pub use formats::{InputFormat, RawRecord, read_objects};
-pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
-pub use labels::{PUBMEDQA_LABELS, check_answer, label_set};
+pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read, read_each};
+pub use labels::{Answers, PUBMEDQA_LABELS, check_answer, label_set};
 pub use layout::{FieldMap, IndexBase, Layout, MAX_OPTIONS, OptionsField, Reader, letter};
 pub use record::{Augmentation, Message, Provenance, Record, Role, Split, read_jsonl};
 pub use split::official_folds;
