@@ -142,12 +142,17 @@ impl Record {
     }
 
     /// A record an augmenter made from this one: `text` is split back into question and
-    /// context at the first blank line; annotations are dropped (their spans no longer fit).
+    /// context at the first blank line, and for a chat it becomes the last user turn (the turn
+    /// its text is); annotations are dropped (their spans no longer fit).
     pub fn derive(&self, index: usize, text: String, augmentation: Augmentation) -> Record {
         let (question, context) = match text.split_once("\n\n") {
             Some((q, c)) => (q.to_owned(), c.to_owned()),
             None => (text.clone(), String::new()),
         };
+        let mut messages = self.messages.clone();
+        if let Some(turn) = messages.iter_mut().rev().find(|m| m.role == Role::User) {
+            turn.content = text.trim_end_matches('\n').to_owned();
+        }
         let mut provenance = self.provenance.clone();
         provenance.plugins.push(augmentation.plugin.clone());
         Record {
@@ -156,7 +161,7 @@ impl Record {
             context,
             answer: self.answer.clone(),
             options: self.options.clone(),
-            messages: self.messages.clone(),
+            messages,
             meshes: self.meshes.clone(),
             long_answer: self.long_answer.clone(),
             split: self.split,
@@ -195,4 +200,31 @@ pub fn read_jsonl(path: &std::path::Path) -> Result<(Vec<Record>, Vec<String>), 
         }
     }
     Ok((records, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An augmenter's text replaces a chat's last user turn (the turn the plugins saw) and
+    /// leaves the other turns; a question's text is split back into question and context.
+    #[test]
+    fn a_derived_chat_carries_the_new_text_in_its_last_user_turn() {
+        let turn = |role, content: &str| Message { role, content: content.into() };
+        let mut chat = Record::new("c".into(), "How much?".into(), String::new(), None, vec![], "t".into());
+        chat.messages =
+            vec![turn(Role::User, "Hi"), turn(Role::Assistant, "Hello."), turn(Role::User, "How much?"), turn(Role::Assistant, "2 kg.")];
+        let aug =
+            Augmentation { source: "c".into(), plugin: "synonym-swap@0.1.0#ab".into(), settings: vec![], seed: 1, note: String::new() };
+        let d = chat.derive(0, "How many kilograms?\n\n".into(), aug.clone());
+        let contents: Vec<&str> = d.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["Hi", "Hello.", "How many kilograms?", "2 kg."]);
+        assert_eq!((d.id.as_str(), d.question.as_str()), ("c#synonym-swap#0", "How many kilograms?"));
+        let q = Record::new("q".into(), "Does MI recur?".into(), "In MI patients.".into(), Some("yes".into()), vec![], "t".into());
+        let d = q.derive(1, "Does myocardial infarction recur?\n\nIn MI patients.".into(), aug);
+        assert_eq!(
+            (d.question.as_str(), d.context.as_str(), d.messages.len()),
+            ("Does myocardial infarction recur?", "In MI patients.", 0)
+        );
+    }
 }
