@@ -13,16 +13,6 @@ pub const PUBMEDQA_LABELS: [&str; 3] = ["yes", "no", "maybe"];
 #[error("{0}")]
 pub struct LabelSetError(pub String);
 
-/// The label set of `records`: `configured` if the config names one; the letters of the most
-/// options a record has for multiple-choice records; PubMedQA's `yes`, `no`, `maybe` where any
-/// answer is one of them (so a stray `perhaps` is refused, not made a class of its own; yes/no
-/// data names its two in `task.labels`); else the distinct answers, sorted.
-pub fn label_set(configured: Option<&[String]>, records: &[Record]) -> Result<Vec<String>, LabelSetError> {
-    let mut answers = Answers::default();
-    records.iter().for_each(|r| answers.add(r));
-    answers.label_set(configured)
-}
-
 /// The most distinct answers a label set is found among (more: `task.labels` must name it).
 pub const MAX_DISTINCT_ANSWERS: usize = 1000;
 
@@ -45,7 +35,11 @@ impl Answers {
         }
     }
 
-    /// The label set ([`label_set`]).
+    /// The label set of the records added: `configured` if the config names one; the letters
+    /// of the most options a record has for multiple-choice records; PubMedQA's `yes`, `no`,
+    /// `maybe` where any answer is one of them (so a stray `perhaps` is refused, not made a
+    /// class of its own; yes/no data names its two in `task.labels`); else the distinct
+    /// answers, sorted.
     pub fn label_set(&self, configured: Option<&[String]>) -> Result<Vec<String>, LabelSetError> {
         if let Some(labels) = configured {
             return Ok(labels.to_vec());
@@ -99,6 +93,12 @@ pub fn check_answer(record: &mut Record, labels: &[String]) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn label_set(configured: Option<&[String]>, records: &[Record]) -> Result<Vec<String>, LabelSetError> {
+        let mut answers = Answers::default();
+        records.iter().for_each(|r| answers.add(r));
+        answers.label_set(configured)
+    }
 
     fn rec(answer: Option<&str>, options: usize) -> Record {
         let mut r = Record::new("1".into(), "q".into(), String::new(), answer.map(str::to_owned), vec![], "t".into());

@@ -29,13 +29,6 @@ pub enum Layout {
 
 crate::config::display_as_value_name!(Layout);
 
-impl Layout {
-    /// Whether records of this layout train a `choice` task.
-    pub fn is_choice(self) -> bool {
-        matches!(self, Self::Qa | Self::MultipleChoice | Self::Labelled)
-    }
-}
-
 /// Where the options of a multiple-choice record are: one field (a list or a map from
 /// letters), or one column per option.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! The data stage: records in (JSON, JSONL, CSV, Parquet; question-answer, multiple-choice or
-//! labelled), the plugin chain over them, annotated JSONL out.
+//! The data stage: records in (JSON, JSONL, CSV, Parquet; question-answer, multiple-choice,
+//! labelled, instruction or chat), the plugin chain over them, annotated JSONL out.
 
 mod chain;
 mod formats;
@@ -12,9 +12,9 @@ mod split;
 mod stage;
 
 pub use chain::{AugmentReport, ChainReport, annotate, augment};
-pub use formats::{InputFormat, RawRecord, read_objects};
-pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read, read_each};
-pub use labels::{Answers, PUBMEDQA_LABELS, check_answer, label_set};
+pub use formats::InputFormat;
+pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
+pub use labels::PUBMEDQA_LABELS;
 pub use layout::{FieldMap, IndexBase, Layout, MAX_OPTIONS, OptionsField, Reader, letter};
 pub use record::{Augmentation, Message, Provenance, Record, Role, Split, read_jsonl};
 pub use split::official_folds;
