@@ -1,5 +1,5 @@
 //! Writing output files atomically: a temporary file in the same folder, then a rename; whole
-//! ([`write`]) or streamed ([`Writer`], renamed by `commit`, removed when dropped uncommitted).
+//! ([`write()`]) or streamed ([`Writer`], renamed by `commit`, removed when dropped uncommitted).
 
 use std::io::Write;
 use std::path::Path;
