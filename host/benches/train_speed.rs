@@ -149,9 +149,9 @@ fn measure(
         let loss_of =
             |h: &Tensor| llama.next_token_loss(&h.narrow(1, 0, seq - 1)?.contiguous()?.reshape((batch * (seq - 1), h.dim(2)?))?, &target);
         let (loss, grads) = if recompute {
-            llama.backward_recomputed(&x, &lora, &lora.vars(), loss_of)?
+            llama.backward_recomputed(&x, None, &lora, &lora.vars(), loss_of)?
         } else {
-            let loss = loss_of(&llama.hidden_train(&x, &lora)?)?;
+            let loss = loss_of(&llama.hidden_train(&x, None, &lora)?)?;
             let grads = loss.backward()?;
             (loss, grads)
         };

@@ -193,6 +193,10 @@ fn bad_own_records_are_named_and_unusable_inputs_are_refused() {
     env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("chat records train a `generate` task");
     let c = config(&env, "gen", &chat, "[task]\nkind = \"generate\"\nlabels = [\"a\", \"b\"]");
     env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("task.labels: a `generate` task has no labels");
+    // packing is for a generate task's sequences: a choice task refuses it by name
+    let text = std::fs::read_to_string(config(&env, "packed", &csv, "")).expect("config").replace("[train]\n", "[train]\npacking = true\n");
+    let c = env.write("packed.toml", text);
+    env.run(&["data", "--config", c.to_str().expect("utf-8")]).expect_code(1).stderr_has("train.packing: belongs to `generate` tasks");
 }
 
 /// Chats in OpenAI's format train a `generate` task through the model's own template (the
@@ -214,7 +218,8 @@ fn chats_train_a_generate_task_and_are_scored_on_their_written_answers() {
     assert_eq!((manifest["layout"].as_str(), manifest["task"].as_str()), (Some("chat"), Some("generate")));
     let train = read_jsonl(&env.path("work/data/processed/train.jsonl"));
     assert!(train.iter().all(|r| r["messages"].as_array().is_some_and(|m| m.last().is_some_and(|t| t["role"] == "assistant"))));
-    env.run(&["train", "--config", c]).expect_code(0).stdout_has("train: 2/2 steps");
+    // packed by default: several chats a row of max_len tokens
+    env.run(&["train", "--config", c]).expect_code(0).stdout_has("train: 2/2 steps").stdout_has(" examples packed into ");
     env.run(&["eval", "--config", c]).expect_code(0).stdout_has("(2 answers written");
     let scores = read_json(env.path("work/runs/chat/eval/scores.json"));
     for k in ["exact_match", "token_f1", "rouge_l", "text-metrics/rouge_l"] {

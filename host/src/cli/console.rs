@@ -133,11 +133,12 @@ fn print_trained(trained: &Trained) {
         eprintln!("skipped: {s}");
     }
     println!(
-        "train: {}/{} steps{} on {} examples, last loss {:.4}, {:.0} tokens/s, peak {:.0} MiB",
+        "train: {}/{} steps{} on {} examples{}, last loss {:.4}, {:.0} tokens/s, peak {:.0} MiB",
         outcome.steps,
         outcome.total_steps,
         outcome.resumed_from.map(|s| format!(" (resumed at {s})")).unwrap_or_default(),
         outcome.examples,
+        outcome.packed_rows.map(|r| format!(" packed into {r} rows")).unwrap_or_default(),
         outcome.last_loss,
         outcome.tokens_per_s,
         outcome.memory_mib

@@ -323,6 +323,9 @@ impl Config {
                 }
             }
         }
+        if self.task.kind == TaskKind::Choice && self.train.as_ref().is_some_and(|t| t.packing == Some(true)) {
+            return Err(self.invalid("train.packing", "belongs to `generate` tasks; a `choice` batch holds one question per row"));
+        }
         if let Some(labels) = &self.task.labels {
             let mut seen = std::collections::BTreeSet::new();
             if labels.len() < 2 {

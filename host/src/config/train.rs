@@ -156,6 +156,12 @@ pub struct TrainConfig {
     /// the activations' memory.
     #[serde(default)]
     pub recompute: bool,
+    /// A `generate` task packs its examples into rows of `max_len` tokens (each example with
+    /// its own positions and attending only to itself) instead of padding each to the longest
+    /// of its batch; `batch_size` then counts rows. Unset: on for `generate`; a `choice` task
+    /// (one answer per row) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
     /// Data parallelism: this many GPUs, one process each, every optimizer step's
     /// micro-batches shared among them (`grad_accum` must be a multiple) and the adapters'
     /// gradients summed over NCCL. Unset: one process on GPU 0, no NCCL. Not part of the run's

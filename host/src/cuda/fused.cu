@@ -99,20 +99,21 @@ __device__ __forceinline__ uint4 pack8(const float* x) {
     return v;
 }
 
-// softmax_causal (below) on rows read and written by eight.
-__device__ void softmax_causal8(const __nv_bfloat16* s, __nv_bfloat16* p, size_t row, int lane, int t, float scale) {
-    int i = row % t, last = i / 8;
+// softmax_causal (below) on rows read and written by eight; columns lo..=i are seen.
+__device__ void softmax_causal8(const __nv_bfloat16* s, __nv_bfloat16* p, size_t row, int lane, int t, int lo, float scale) {
+    int i = row % t, first = lo / 8, last = i / 8;
     const uint4* sr = reinterpret_cast<const uint4*>(s + row * t);
     uint4* out = reinterpret_cast<uint4*>(p + row * t);
     float mx = -INFINITY, sum = 0.f, x[8];
-    for (int c = lane; c <= last; c += 32) {
+    for (int c = first + lane; c <= last; c += 32) {
         unpack8(sr[c], x);
         float m = mx;
         for (int k = 0; k < 8; k++) {
-            x[k] = c * 8 + k <= i ? x[k] * scale : -INFINITY;
+            int j = c * 8 + k;
+            x[k] = j >= lo && j <= i ? x[k] * scale : -INFINITY;
             m = fmaxf(m, x[k]);
         }
-        // column c·8 ≤ i, so m is finite
+        // every chunk from lo's to i's holds a seen column, so m is finite
         sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m));
         mx = m;
         for (int k = 0; k < 8; k++) sum += __expf(x[k] - mx);
@@ -120,9 +121,12 @@ __device__ void softmax_causal8(const __nv_bfloat16* s, __nv_bfloat16* p, size_t
     warp_max_sum(mx, sum);
     float inv = 1.f / sum;
     for (int c = lane; c < t / 8; c += 32) {
-        if (c <= last) {
+        if (c >= first && c <= last) {
             unpack8(sr[c], x);
-            for (int k = 0; k < 8; k++) x[k] = c * 8 + k <= i ? __expf(x[k] * scale - mx) * inv : 0.f;
+            for (int k = 0; k < 8; k++) {
+                int j = c * 8 + k;
+                x[k] = j >= lo && j <= i ? __expf(x[k] * scale - mx) * inv : 0.f;
+            }
         } else {
             for (int k = 0; k < 8; k++) x[k] = 0.f;
         }
@@ -158,19 +162,22 @@ __device__ void attention_ds8(const __nv_bfloat16* p, const __nv_bfloat16* dp, _
 // Causal softmax of attention scores, one warp per row of a (…, t) tensor whose rows come in
 // runs of t (one run per t × t matrix, or per query head of a group sharing a key head): row
 // `r` is softmax(s·scale) over its first r mod t + 1 columns and 0 after them. One pass keeps a
-// running maximum and sum (rescaled when the maximum grows), a second writes.
+// running maximum and sum (rescaled when the maximum grows), a second writes. With `pos`
+// (packed sequences: each token's position in its own example, (batch, t), `per_batch` rows
+// of scores a batch row), query i sees only its example's columns, i − pos[i] ..= i.
 template <typename T>
-__device__ void softmax_causal(const T* s, T* p, size_t rows, int t, float scale) {
+__device__ void softmax_causal(const T* s, T* p, size_t rows, int t, float scale, const unsigned int* pos, size_t per_batch) {
     size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;
     int lane = threadIdx.x % 32, i = row % t;
+    int lo = pos ? i - (int)pos[(row / per_batch) * t + i] : 0;
     if constexpr (sizeof(T) == 2) {
-        if (by_eight(s, p, s, t)) return softmax_causal8(s, p, row, lane, t, scale);
+        if (by_eight(s, p, s, t)) return softmax_causal8(s, p, row, lane, t, lo, scale);
     }
     const T* sr = s + row * t;
     T* out = p + row * t;
     float mx = -INFINITY, sum = 0.f;
-    for (int j = lane; j <= i; j += 32) {
+    for (int j = lo + lane; j <= i; j += 32) {
         float x = to_f(sr[j]) * scale;
         if (x > mx) {
             sum = sum * __expf(mx - x) + 1.f;
@@ -181,7 +188,7 @@ __device__ void softmax_causal(const T* s, T* p, size_t rows, int t, float scale
     }
     warp_max_sum(mx, sum);
     float inv = 1.f / sum;
-    for (int j = lane; j < t; j += 32) out[j] = from_f<T>(j <= i ? __expf(to_f(sr[j]) * scale - mx) * inv : 0.f);
+    for (int j = lane; j < t; j += 32) out[j] = from_f<T>(j >= lo && j <= i ? __expf(to_f(sr[j]) * scale - mx) * inv : 0.f);
 }
 
 // The scores' gradient of attention, one warp per row (rows as in softmax_causal):
@@ -229,9 +236,11 @@ __device__ void swiglu_bwd(const T* g, const T* u, const T* dh, T* out, size_t n
 // RoPE (Hugging Face layout) with the heads' transpose, one thread per pair (j, j + d/2) of a
 // row: forward reads x (b, t, h, d) and writes (b, h, t, d) = x·cos + rotate_half(x)·sin;
 // backward reads a gradient (b, h, t, d) and writes (b, t, h, d) with the rotation transposed
-// (sin negated). cos and sin are (t, d/2).
+// (sin negated). cos and sin are (t, d/2), or (b, t, d/2) when `batched` (packed sequences,
+// whose positions differ from row to row).
 template <typename T>
-__device__ void rope_heads(const T* in, const T* cos, const T* sin, T* out, size_t pairs, int t, int h, int d, bool backward) {
+__device__ void rope_heads(const T* in, const T* cos, const T* sin, T* out, size_t pairs, int t, int h, int d, bool backward,
+                           bool batched) {
     int half = d / 2;
     for (size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x; p < pairs; p += (size_t)gridDim.x * blockDim.x) {
         int j = p % half;
@@ -242,7 +251,8 @@ __device__ void rope_heads(const T* in, const T* cos, const T* sin, T* out, size
         size_t bb = rest / t;
         size_t bthd = ((bb * t + tt) * h + hh) * d, bhtd = ((bb * h + hh) * t + tt) * d;
         size_t src = backward ? bhtd : bthd, dst = backward ? bthd : bhtd;
-        float c = to_f(cos[tt * half + j]), s = to_f(sin[tt * half + j]);
+        size_t at = (batched ? bb * t + tt : tt) * half + j;
+        float c = to_f(cos[at]), s = to_f(sin[at]);
         if (backward) s = -s;
         float x1 = to_f(in[src + j]), x2 = to_f(in[src + j + half]);
         out[dst + j] = from_f<T>(x1 * c - x2 * s);
@@ -252,8 +262,8 @@ __device__ void rope_heads(const T* in, const T* cos, const T* sin, T* out, size
 
 #define ROPE(T, S)                                                                                                  \
     extern "C" __global__ void rope_heads_##S(const T* in, const T* cos, const T* sin, T* out, size_t pairs, int t, \
-                                              int h, int d, int backward) {                                         \
-        rope_heads<T>(in, cos, sin, out, pairs, t, h, d, backward != 0);                                            \
+                                              int h, int d, int backward, int batched) {                            \
+        rope_heads<T>(in, cos, sin, out, pairs, t, h, d, backward != 0, batched != 0);                              \
     }
 
 ROPE(float, f32)
@@ -282,7 +292,11 @@ extern "C" __global__ void adamw(float* p, float* m, float* v, const float* g, s
     }                                                                                                             \
     extern "C" __global__ void softmax_causal_##S(const T* s, const T*, const T*, T* out, size_t n, int cols,     \
                                                   float scale) {                                                  \
-        softmax_causal<T>(s, out, n, cols, scale);                                                                   \
+        softmax_causal<T>(s, out, n, cols, scale, nullptr, 1);                                                       \
+    }                                                                                                             \
+    extern "C" __global__ void softmax_packed_##S(const T* s, const unsigned int* pos, T* out, size_t n, int cols, \
+                                                  unsigned long long per_batch, float scale) {                   \
+        softmax_causal<T>(s, out, n, cols, scale, pos, per_batch);                                                   \
     }                                                                                                             \
     extern "C" __global__ void attention_ds_##S(const T* p, const T* dp, const T*, T* out, size_t n, int cols,    \
                                                 float scale) {                                                    \

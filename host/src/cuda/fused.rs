@@ -151,6 +151,71 @@ pub fn softmax_causal(s: &Tensor, scale: f64) -> Result<Tensor> {
     s.contiguous()?.apply_op1_no_bwd(&row_kernel("softmax_causal", Rows::PerWarp, s, scale as f32)?)
 }
 
+/// [`softmax_causal`] of packed rows: `s` (b, …, t, t) with `per_batch` rows of scores per
+/// batch row, `pos` (b, t) u32 each token's position in its own example; query i sees columns
+/// i − pos ..= i only (never another example's).
+pub fn softmax_packed(s: &Tensor, pos: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, t) = pos.dims2()?;
+    let dims = s.dims();
+    if dims.first() != Some(&b) || dims.last() != Some(&t) || pos.dtype() != DType::U32 {
+        candle_core::bail!("softmax-packed: scores {:?} against positions {:?} {:?}", s.shape(), pos.shape(), pos.dtype());
+    }
+    let per_batch = s.elem_count() / (b * t);
+    s.contiguous()?.apply_op2_no_bwd(&pos.contiguous()?, &SoftmaxPacked { t, per_batch, scale: scale as f32 })
+}
+
+/// The launch of `softmax_packed_*` (scores in bf16 or f32, positions in u32).
+struct SoftmaxPacked {
+    t: usize,
+    per_batch: usize,
+    scale: f32,
+}
+
+impl candle_core::CustomOp2 for SoftmaxPacked {
+    fn name(&self) -> &'static str {
+        "softmax-packed"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("softmax-packed: a CUDA kernel")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, ls: &Layout, pos: &CudaStorage, lp: &Layout) -> Result<(CudaStorage, Shape)> {
+        let out = match s.dtype() {
+            DType::BF16 => self.launch::<half::bf16>(s, ls, pos, lp, "bf16")?,
+            DType::F32 => self.launch::<f32>(s, ls, pos, lp, "f32")?,
+            other => candle_core::bail!("softmax-packed: bf16 or f32 only, not {other:?}"),
+        };
+        Ok((out, ls.shape().clone()))
+    }
+}
+
+impl SoftmaxPacked {
+    fn launch<T: CudaDType + DeviceRepr>(
+        &self,
+        s: &CudaStorage,
+        ls: &Layout,
+        pos: &CudaStorage,
+        lp: &Layout,
+        suffix: &str,
+    ) -> Result<CudaStorage> {
+        let (sv, pv) = (view::<T>(s, ls, "softmax-packed")?, view::<u32>(pos, lp, "softmax-packed")?);
+        let dev = s.device().clone();
+        let func = dev.get_or_load_custom_func(&format!("softmax_packed_{suffix}"), FUSED.name, FUSED.code)?;
+        let n = sv.len();
+        // SAFETY: the kernel writes every element.
+        let out = unsafe { dev.alloc::<T>(n)? };
+        let rows = n / self.t;
+        let cfg = per_block(rows.div_ceil(BLOCK as usize / 32));
+        let (cols, per_batch) = (self.t as i32, self.per_batch as u64);
+        let mut builder = func.builder();
+        builder.arg(&sv).arg(&pv).arg(&out).arg(&rows).arg(&cols).arg(&per_batch).arg(&self.scale);
+        // SAFETY: the argument list matches `softmax_packed`'s signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+}
+
 /// Attention's score gradient (scaled by `scale`) from the probabilities `p` and `dp = dy·vᵀ`.
 pub fn attention_ds(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Tensor> {
     p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &row_kernel("attention_ds", Rows::PerWarp, p, scale as f32)?)
@@ -211,7 +276,9 @@ impl RopeHeads {
         let [x, cos, sin] = ins;
         let (xv, cv, sv) =
             (view::<T>(x.0, x.1, "rope-heads")?, view::<T>(cos.0, cos.1, "rope-heads")?, view::<T>(sin.0, sin.1, "rope-heads")?);
-        if xv.len() != b * t * h * d || cv.len() < t * d / 2 || sv.len() < t * d / 2 {
+        // cos and sin per position (t, d/2), or per row and position (b, t, d/2)
+        let batched = b > 1 && cv.len() == b * t * d / 2;
+        if xv.len() != b * t * h * d || cv.len() < t * d / 2 || sv.len() != cv.len() {
             candle_core::bail!("rope-heads: sizes do not match ({b}, {t}, {h}, {d})");
         }
         let dev = x.0.device().clone();
@@ -220,16 +287,17 @@ impl RopeHeads {
         let out = unsafe { dev.alloc::<T>(b * t * h * d)? };
         let pairs = b * t * h * d / 2;
         let cfg = grid_stride(pairs);
-        let (ti, hi, di, back) = (t as i32, h as i32, d as i32, i32::from(self.backward));
+        let (ti, hi, di, back, batched) = (t as i32, h as i32, d as i32, i32::from(self.backward), i32::from(batched));
         let mut builder = func.builder();
-        builder.arg(&xv).arg(&cv).arg(&sv).arg(&out).arg(&pairs).arg(&ti).arg(&hi).arg(&di).arg(&back);
+        builder.arg(&xv).arg(&cv).arg(&sv).arg(&out).arg(&pairs).arg(&ti).arg(&hi).arg(&di).arg(&back).arg(&batched);
         // SAFETY: the argument list matches `rope_heads`'s signature.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
 }
 
-/// RoPE of `x` (b, t, h, d), written as (b, h, t, d); `cos`, `sin` (t, d/2) in `x`'s dtype.
+/// RoPE of `x` (b, t, h, d), written as (b, h, t, d); `cos`, `sin` (t, d/2), or (b, t, d/2)
+/// for packed rows, in `x`'s dtype.
 pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let dims = x.dims4()?;
     x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &RopeHeads { dims, backward: false })

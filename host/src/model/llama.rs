@@ -163,7 +163,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<&Mask>,
         cache: &mut Option<(Tensor, Tensor)>,
         pass: Pass<'_>,
         prefix: &str,
@@ -199,14 +199,17 @@ impl Attention {
             match mask {
                 // a training pass sees its sequence from the start: the mask is causal (and
                 // the key heads are grouped, not repeated)
-                Some(m) if q.dim(2)? == k.dim(2)? => super::ops::attention_causal(&q, &k, &v, m, scale)?,
-                _ => super::ops::attention(&q, &super::ops::repeat_heads(&k, group)?, &super::ops::repeat_heads(&v, group)?, mask, scale)?,
+                Some(m) if q.dim(2)? == k.dim(2)? => super::ops::attention_causal(&q, &k, &v, &m.additive, m.positions.as_ref(), scale)?,
+                _ => {
+                    let (k, v) = (super::ops::repeat_heads(&k, group)?, super::ops::repeat_heads(&v, group)?);
+                    super::ops::attention(&q, &k, &v, mask.map(|m| &m.additive), scale)?
+                }
             }
         } else {
             let (k, v) = (super::ops::repeat_heads(&k, group)?, super::ops::repeat_heads(&v, group)?);
             let att = (q.matmul(&k.t()?)? * scale)?;
             let att = match mask {
-                Some(m) => att.broadcast_add(m)?,
+                Some(m) => att.broadcast_add(&m.additive)?,
                 None => att,
             };
             candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
@@ -224,7 +227,7 @@ impl Block {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<&Mask>,
         kv: &mut Option<(Tensor, Tensor)>,
         pass: Pass<'_>,
         i: usize,
@@ -240,7 +243,7 @@ impl Block {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<&Mask>,
         kv: &mut Option<(Tensor, Tensor)>,
         pass: Pass<'_>,
         i: usize,
@@ -416,20 +419,21 @@ impl Llama {
     /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'
     /// updates: the training forward pass.
     pub fn forward_train(&self, ids: &Tensor, adapters: &dyn Adapters) -> Result<Tensor> {
-        self.project(&self.hidden_train(ids, adapters)?)
+        self.project(&self.hidden_train(ids, None, adapters)?)
     }
 
     /// The final hidden states (after the last norm) of the training pass, (batch, seq,
     /// hidden): pick the positions that carry a loss, then [`Llama::project`] only those.
-    pub fn hidden_train(&self, ids: &Tensor, adapters: &dyn Adapters) -> Result<Tensor> {
-        self.hidden(ids, &mut Cache::new(self), Pass::Train(adapters))
+    /// `positions` packs several examples into a row ([`Llama::backward_recomputed`]).
+    pub fn hidden_train(&self, ids: &Tensor, positions: Option<&Tensor>, adapters: &dyn Adapters) -> Result<Tensor> {
+        self.hidden(ids, positions, &mut Cache::new(self), Pass::Train(adapters))
     }
 
     /// Logits (n, vocab) at the flat positions `last` (row × width + column) of `ids`
     /// (batch, width), without a cache; through `adapters` when given (no gradients needed).
     pub fn logits_at(&self, ids: &Tensor, last: &Tensor, adapters: Option<&dyn Adapters>) -> Result<Tensor> {
         let pass = adapters.map_or(Pass::Infer, Pass::Train);
-        let h = self.hidden(ids, &mut Cache::new(self), pass)?;
+        let h = self.hidden(ids, None, &mut Cache::new(self), pass)?;
         let (b, t, d) = h.dims3()?;
         let picked = h.reshape((b * t, d))?.index_select(last, 0)?;
         // a few rows: quantized kernels would round the activations too; the dense product
@@ -500,23 +504,37 @@ impl Llama {
     }
 
     fn forward_pass(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
-        self.lm_head.forward(&self.hidden(ids, cache, pass)?)?.to_dtype(DType::F32)
+        self.lm_head.forward(&self.hidden(ids, None, cache, pass)?)?.to_dtype(DType::F32)
     }
 
     /// What the blocks take for `ids` at positions from `pos` on: the embeddings, the RoPE
-    /// tables and the causal mask (none for one position), in the compute dtype.
-    fn block_inputs(&self, ids: &Tensor, pos: usize) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+    /// tables and the causal mask (none for one position), in the compute dtype. Packed rows
+    /// (`positions`, (batch, seq) u32: each token's position in its own example; `pos` 0)
+    /// take the tables at those positions, (batch, seq, head_dim / 2), and a block-diagonal
+    /// causal mask.
+    fn block_inputs(&self, ids: &Tensor, pos: usize, positions: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor, Option<Mask>)> {
         let (b, t) = ids.dims2()?;
         let dt = self.compute;
         let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
+        if let Some(p) = positions {
+            if pos != 0 || p.dims2()? != (b, t) {
+                candle_core::bail!("packed positions {:?} for ids ({b}, {t}) after {pos} cached", p.shape());
+            }
+            let at = |table: &Tensor| table.index_select(&p.flatten_all()?, 0)?.reshape((b, t, ()))?.to_dtype(dt);
+            let additive = super::ops::packed_mask(p)?.to_dtype(dt)?;
+            return Ok((x, at(&self.cos)?, at(&self.sin)?, Some(Mask { additive, positions: Some(p.clone()) })));
+        }
         let cos = self.cos.narrow(0, pos, t)?.to_dtype(dt)?;
         let sin = self.sin.narrow(0, pos, t)?.to_dtype(dt)?;
-        let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?.to_dtype(dt)?) } else { None };
+        let mask = match t > 1 {
+            true => Some(Mask { additive: causal_mask(t, pos, &self.device)?.to_dtype(dt)?, positions: None }),
+            false => None,
+        };
         Ok((x, cos, sin, mask))
     }
 
-    fn hidden(&self, ids: &Tensor, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
-        let (mut x, cos, sin, mask) = self.block_inputs(ids, cache.len())?;
+    fn hidden(&self, ids: &Tensor, positions: Option<&Tensor>, cache: &mut Cache, pass: Pass<'_>) -> Result<Tensor> {
+        let (mut x, cos, sin, mask) = self.block_inputs(ids, cache.len(), positions)?;
         for (i, (block, kv)) in self.blocks.iter().zip(cache.kv.iter_mut()).enumerate() {
             x = block.forward(&x, &cos, &sin, mask.as_ref(), kv, pass, i)?;
         }
@@ -535,14 +553,19 @@ impl Llama {
     /// the same values, with one half's intermediates alive at a time instead of every
     /// block's. The adapters must give the same values when a half runs twice (dropout masks
     /// drawn from a seed, not a device generator).
+    ///
+    /// `positions` (batch, seq), u32, packs several examples into each row: every token's
+    /// position in its own example. Each example then gets its own RoPE positions and sees
+    /// only its own tokens, so it computes what it would alone.
     pub fn backward_recomputed(
         &self,
         ids: &Tensor,
+        positions: Option<&Tensor>,
         adapters: &dyn Adapters,
         vars: &[candle_core::Var],
         loss: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
-        let (x, cos, sin, mask) = self.block_inputs(ids, 0)?;
+        let (x, cos, sin, mask) = self.block_inputs(ids, 0, positions)?;
         // half s: block s / 2, attention when s is even, the MLP when odd
         let run = |s: usize, x: &Tensor, pass: Pass<'_>| match s % 2 {
             0 => self.blocks[s / 2].attention_half(x, &cos, &sin, mask.as_ref(), &mut None, pass, s / 2),
@@ -596,6 +619,13 @@ fn rope_tables(c: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
         Tensor::arange(0u32, c.max_position_embeddings as u32, device)?.to_dtype(DType::F32)?.reshape((c.max_position_embeddings, 1))?;
     let freqs = t.matmul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// The attention mask of a pass: additive (0 where a query may look, -inf elsewhere), and for
+/// packed rows the positions it was made from (the CUDA kernel reads those instead).
+struct Mask {
+    additive: Tensor,
+    positions: Option<Tensor>,
 }
 
 /// Additive mask (t, pos + t): 0 where a query may look, -inf after it.

@@ -241,7 +241,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
 /// `P ⊙ (dP − rowsum(P ⊙ dP))` is one kernel (`rowsum(P ⊙ dP) = rowsum(dy ⊙ y)`), with the
 /// scale folded into both. Elsewhere it is [`attention`] with the key heads repeated and
 /// `mask`, that causal mask as an additive tensor.
-pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+///
+/// Packed rows (several examples one after another in a row) pass `positions` (batch, seq),
+/// u32, each token's position in its own example: a query sees only its own example's keys
+/// (the mask is block-diagonal, and `mask` must be that one, (batch, 1, seq, seq)). On CUDA the
+/// softmax kernel reads the positions; the score gradient needs nothing more, as the
+/// probabilities outside a query's example are 0.
+pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, positions: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (h, kv) = (q.dim(1)?, k.dim(1)?);
     if kv == 0 || h % kv != 0 || v.dim(1)? != kv {
         candle_core::bail!("attention: {h} query heads and {kv} key heads do not group");
@@ -251,7 +257,11 @@ pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale
         let (b, _, t, d) = q.dims4()?;
         let grouped = (b, kv, h / kv * t, d);
         let (qd, kd, vd) = (q.detach().reshape(grouped)?, k.detach().contiguous()?, v.detach().contiguous()?);
-        let p = crate::cuda::fused::softmax_causal(&qd.matmul(&kd.t()?)?, scale)?;
+        let scores = qd.matmul(&kd.t()?)?;
+        let p = match positions {
+            Some(pos) => crate::cuda::fused::softmax_packed(&scores, pos, scale)?,
+            None => crate::cuda::fused::softmax_causal(&scores, scale)?,
+        };
         let y = p.matmul(&vd)?.reshape((b, h, t, d))?;
         return attach3(q, k, v, y, move |_, dy| {
             let dy = dy.contiguous()?.reshape(grouped)?;
@@ -260,7 +270,25 @@ pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale
             Ok((ds.matmul(&kd)?.reshape((b, h, t, d))?, ds.t()?.matmul(&qd)?, dv))
         });
     }
+    if positions.is_some() && mask.dims4()?.0 != q.dim(0)? {
+        candle_core::bail!("attention: packed rows need their own block-diagonal mask, not {:?}", mask.shape());
+    }
     attention(q, &repeat_heads(k, h / kv)?, &repeat_heads(v, h / kv)?, Some(mask), scale)
+}
+
+/// The additive block-diagonal causal mask (batch, 1, seq, seq), f32, of packed rows, from each
+/// token's position in its own example (`positions`, (batch, seq) u32): query i sees keys
+/// i − positions[i] ..= i, 0 there and -inf elsewhere.
+pub fn packed_mask(positions: &Tensor) -> Result<Tensor> {
+    let (b, t) = positions.dims2()?;
+    let dev = positions.device();
+    let col = Tensor::arange(0u32, t as u32, dev)?;
+    let (i, j) = (col.reshape((1, t, 1))?, col.reshape((1, 1, t))?);
+    let start = i.broadcast_sub(&positions.reshape((b, t, 1))?)?;
+    let seen = j.broadcast_ge(&start)?.minimum(&j.broadcast_le(&i)?.broadcast_as((b, t, t))?)?;
+    let zero = Tensor::zeros((b, t, t), DType::F32, dev)?;
+    let never = Tensor::full(f32::NEG_INFINITY, (b, t, t), dev)?;
+    seen.where_cond(&zero, &never)?.unsqueeze(1)
 }
 
 /// `x` (batch, heads, seq, head_dim) with each head repeated `n` times in a row, contiguous.
@@ -550,6 +578,10 @@ mod tests {
         let r = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &cpu).expect("randn");
         let (w, cos, sin) = (r(&[64]), r(&[300, 8]), r(&[300, 8]));
         let (cos2, sin2) = (cos.clone(), sin.clone());
+        let (cos3, sin3) = (cos.clone(), sin.clone());
+        let segments = |lens: &[u32]| lens.iter().flat_map(|&n| 0..n).collect::<Vec<u32>>();
+        let packed = Tensor::from_vec([segments(&[120, 100, 80]), segments(&[7, 293])].concat(), (2, 300), &cpu).expect("positions");
+        let packed2 = packed.clone();
         let head = (r(&[1000, 16]) * 0.5).expect("head");
         let targets = Tensor::from_vec((0..50u32).map(|i| i * 37 % 1000).collect::<Vec<_>>(), 50, &cpu).expect("targets");
         let t = 300;
@@ -584,7 +616,7 @@ mod tests {
                 vec![r(&[2, 3, t, 16]), r(&[2, 3, t, 16]), r(&[2, 3, t, 16])],
                 Box::new(move |x: &[Tensor]| {
                     let m = mask.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
-                    attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
+                    attention_causal(&x[0], &x[1], &x[2], &m, None, 0.25)
                 }),
             ),
             (
@@ -592,7 +624,26 @@ mod tests {
                 vec![r(&[2, 6, t, 16]), r(&[2, 2, t, 16]), r(&[2, 2, t, 16])],
                 Box::new(move |x: &[Tensor]| {
                     let m = mask2.to_device(x[0].device())?.to_dtype(x[0].dtype())?;
-                    attention_causal(&x[0], &x[1], &x[2], &m, 0.25)
+                    attention_causal(&x[0], &x[1], &x[2], &m, None, 0.25)
+                }),
+            ),
+            (
+                // two rows of three and two examples (the second row's lengths odd)
+                "attention_causal packed",
+                vec![r(&[2, 6, t, 16]), r(&[2, 2, t, 16]), r(&[2, 2, t, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let p = packed.to_device(x[0].device())?;
+                    attention_causal(&x[0], &x[1], &x[2], &packed_mask(&p)?.to_dtype(x[0].dtype())?, Some(&p), 0.25)
+                }),
+            ),
+            (
+                "rope_heads packed",
+                vec![r(&[2, 300, 3, 16])],
+                Box::new(move |x: &[Tensor]| {
+                    let (d, dt) = (x[0].device(), x[0].dtype());
+                    let p = packed2.to_device(d)?.flatten_all()?;
+                    let at = |table: &Tensor| table.to_device(d)?.index_select(&p, 0)?.reshape((2, 300, 8))?.to_dtype(dt);
+                    rope_heads(&x[0], &at(&cos3)?, &at(&sin3)?)
                 }),
             ),
             ("swap_heads", vec![r(&[2, 300, 3, 16])], Box::new(|x: &[Tensor]| swap_heads(&x[0]))),

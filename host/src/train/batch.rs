@@ -27,6 +27,10 @@ pub struct Batch {
     /// (batch, longest sequence) token ids: each prompt, then, for an example with a
     /// conclusion, its answer token and the conclusion.
     pub ids: Tensor,
+    /// For packed rows: (batch, longest sequence) u32, each token's position in its own
+    /// example (the padding after a row's last example goes on counting). `None` when no row
+    /// is packed.
+    pub positions: Option<Tensor>,
     /// The flat index (row × width + last position) of each prompt's last token.
     pub last: Tensor,
     /// The answer token of each example.
@@ -99,6 +103,7 @@ impl Batch {
         };
         Ok(Self {
             ids: Tensor::from_vec(ids, (examples.len(), width), device)?,
+            positions: None,
             last: Tensor::new(last.as_slice(), device)?,
             targets: Tensor::new(targets.as_slice(), device)?,
             labels: Tensor::new(labels.as_slice(), device)?,
@@ -114,22 +119,41 @@ impl Batch {
     }
 
     /// Pads sequence examples (`targets` set): every position whose next token is a target
-    /// carries the loss.
+    /// carries the loss, except an example's first (no token of the example before it
+    /// predicts it). Packed rows get their positions.
     fn sequences(examples: &[&Example], pad: u32, opts: LossOptions, device: &Device) -> Result<Self> {
         let width = examples.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(examples.len() * width);
+        let mut positions: Vec<u32> = Vec::with_capacity(examples.len() * width);
         let (mut at, mut next) = (Vec::new(), Vec::new());
         for (row, e) in examples.iter().enumerate() {
             ids.extend_from_slice(&e.prompt);
             ids.extend(std::iter::repeat_n(pad, width - e.prompt.len()));
-            for (i, (&id, _)) in e.prompt.iter().zip(&e.targets).enumerate().skip(1).filter(|(_, (_, t))| **t) {
-                at.push((row * width + i - 1) as u32);
-                next.push(id);
+            let whole = [e.prompt.len()];
+            let segments = if e.segments.is_empty() { &whole[..] } else { &e.segments };
+            let mut start = 0;
+            for &len in segments {
+                positions.extend(0..len as u32);
+                for i in start + 1..start + len {
+                    if e.targets.get(i).copied().unwrap_or(false) {
+                        at.push((row * width + i - 1) as u32);
+                        next.push(e.prompt[i]);
+                    }
+                }
+                start += len;
             }
+            // the padding continues the last example's positions (it comes after every real token)
+            let last = segments.last().map_or(0, |&l| l as u32);
+            positions.extend((0..(width - start) as u32).map(|k| last + k));
         }
         let none: &[u32] = &[];
+        let packed = examples.iter().any(|e| e.segments.len() > 1);
         Ok(Self {
             ids: Tensor::from_vec(ids, (examples.len(), width), device)?,
+            positions: match packed {
+                true => Some(Tensor::from_vec(positions, (examples.len(), width), device)?),
+                false => None,
+            },
             last: Tensor::new(none, device)?,
             targets: Tensor::new(none, device)?,
             labels: Tensor::new(none, device)?,
@@ -203,7 +227,7 @@ mod tests {
     use super::*;
 
     fn ex(prompt: &[u32], label: usize, conclusion: &[u32]) -> Example {
-        Example { id: String::new(), prompt: prompt.to_vec(), label, offered: 3, conclusion: conclusion.to_vec(), targets: Vec::new() }
+        Example { id: String::new(), prompt: prompt.to_vec(), label, offered: 3, conclusion: conclusion.to_vec(), ..Example::default() }
     }
 
     /// A conclusion follows its answer token in the ids, and its tokens are the targets of the
@@ -266,6 +290,26 @@ mod tests {
         assert_eq!(at.to_vec1::<u32>().expect("at"), [2, 3, 6]);
         assert_eq!(next.to_vec1::<u32>().expect("next"), [4, 5, 8]);
         assert_eq!(b.tokens, 8);
+    }
+
+    /// A packed row (two examples of 3 and 2 tokens) restarts its positions at each example
+    /// and never predicts an example's first token from the one before it: row 0 targets
+    /// tokens 3 (from 2) and 5 (from 4), not 4 (the second example's first, from 3); the
+    /// padding of row 1 goes on counting from its end.
+    #[test]
+    fn packed_rows_restart_their_positions_and_never_predict_across_examples() {
+        let dev = Device::Cpu;
+        let packed =
+            Example { prompt: vec![1, 2, 3, 4, 5], targets: vec![false, true, true, true, true], segments: vec![3, 2], ..ex(&[], 0, &[]) };
+        let plain = Example { prompt: vec![6, 7, 8], targets: vec![false, false, true], ..ex(&[], 0, &[]) };
+        let b = Batch::new(&[&packed, &plain], &[], &[], 0, LossOptions::default(), &dev).expect("batch");
+        assert_eq!(b.ids.to_vec2::<u32>().expect("ids"), [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]]);
+        assert_eq!(b.positions.as_ref().expect("positions").to_vec2::<u32>().expect("positions"), [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4]]);
+        let (at, next) = b.conclusion.as_ref().expect("targets");
+        assert_eq!(at.to_vec1::<u32>().expect("at"), [0, 1, 3, 6]);
+        assert_eq!(next.to_vec1::<u32>().expect("next"), [2, 3, 5, 8]);
+        let alone = Batch::new(&[&plain], &[], &[], 0, LossOptions::default(), &dev).expect("batch");
+        assert!(alone.positions.is_none(), "a batch without packed rows keeps the plain causal pass");
     }
 
     /// A question offering fewer answers than the set (a 2-option question among 3 labels) has

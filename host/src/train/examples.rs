@@ -9,7 +9,7 @@ use crate::model::Tokenizer;
 use crate::prompt::{Choices, PromptOptions, Question, conclusion_text, expanded, prompt_parts};
 
 /// One tokenized question.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Example {
     /// The record id.
     pub id: String,
@@ -25,6 +25,9 @@ pub struct Example {
     /// For a `generate` task, which tokens of `prompt` (then the whole chat) are targets: the
     /// assistant's. Empty for a choice task.
     pub targets: Vec<bool>,
+    /// A packed row ([`super::pack`]): the lengths of the examples it holds, one after
+    /// another in `prompt`. Empty for one example.
+    pub segments: Vec<usize>,
 }
 
 /// A record that cannot be an example.
@@ -41,7 +44,15 @@ pub struct ExampleError {
 /// context cut so the prompt fits `max_len` tokens.
 pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions, choices: &Choices) -> Result<Example, ExampleError> {
     let (prompt, label) = tokenized(record, None, tokenizer, opts, choices)?;
-    Ok(Example { id: record.id.clone(), prompt, label, offered: offered(record, choices), conclusion: Vec::new(), targets: Vec::new() })
+    Ok(Example {
+        id: record.id.clone(),
+        prompt,
+        label,
+        offered: offered(record, choices),
+        conclusion: Vec::new(),
+        targets: Vec::new(),
+        segments: Vec::new(),
+    })
 }
 
 /// How many of the labels `record` offers.
@@ -67,6 +78,7 @@ pub fn with_conclusion(
         offered: offered(record, choices),
         conclusion: Vec::new(),
         targets: Vec::new(),
+        segments: Vec::new(),
     }))
 }
 
@@ -85,7 +97,15 @@ pub fn chat_example(record: &Record, tokenizer: &Tokenizer, max_len: usize, keep
         if over == 0 || !record.messages.is_empty() || context.len() <= over {
             // a chat of its own, or nothing left to cut: cut the end, keeping the first answer's start
             let (prompt, targets) = crate::prompt::chat_sequence(tokenizer, &messages, max_len).map_err(|e| err(e.to_string()))?;
-            return Ok(Example { id: record.id.clone(), prompt, label: 0, offered: 0, conclusion: Vec::new(), targets });
+            return Ok(Example {
+                id: record.id.clone(),
+                prompt,
+                label: 0,
+                offered: 0,
+                conclusion: Vec::new(),
+                targets,
+                segments: Vec::new(),
+            });
         }
         // a few tokens more than the excess: decoding and encoding again may merge differently
         let keep = context.len() - over - 2.min(context.len() - over);

@@ -8,6 +8,7 @@ pub mod examples;
 mod lora;
 pub mod manifest;
 mod optim;
+mod pack;
 mod parallel;
 pub mod plot;
 pub mod ranks;

@@ -101,6 +101,8 @@ pub struct TrainOutcome {
     pub resumed_from: Option<usize>,
     /// Training examples used.
     pub examples: usize,
+    /// The rows they were packed into (`train.packing`); `None` when not packed.
+    pub packed_rows: Option<usize>,
     /// Records skipped, with the reason.
     pub skipped: Vec<String>,
     /// The final adapter (PEFT layout), when the run finished.
@@ -219,6 +221,10 @@ pub fn train(
     keep_freed_memory(&device)?;
     let choices = Choices::new(&crate::artifacts::TaskLabels::of(config).labels, &m.tokenizer)?;
     let (data_path, examples, skipped) = training_examples(config, t, m, &choices)?;
+    let example_count = examples.len();
+    // a packed row is one example for the data order and the batches
+    let packing = config.task.kind == crate::config::TaskKind::Generate && t.packing != Some(false);
+    let examples = if packing { super::pack::pack(examples, t.max_len) } else { examples };
     let tokens = choices.tokens.clone();
     let pad = m.tokenizer.token_id("<|endoftext|>").or_else(|| m.tokenizer.token_id("</s>")).unwrap_or(0);
     let class_weights = class_weights(&examples, t.balance, tokens.len());
@@ -280,11 +286,13 @@ pub fn train(
             let batch = Batch::new(&picked, &tokens, &class_weights, pad, loss_opts, &device).map_err(fail)?;
             let scale = t.grad_accum as f64;
             let (loss, store) = if t.recompute {
-                m.llama.backward_recomputed(&batch.ids, &lora, &vars, |h| batch.loss_of(&m.llama, h).and_then(|l| l / scale))
+                m.llama.backward_recomputed(&batch.ids, batch.positions.as_ref(), &lora, &vars, |h| {
+                    batch.loss_of(&m.llama, h).and_then(|l| l / scale)
+                })
             } else {
                 let loss = m
                     .llama
-                    .hidden_train(&batch.ids, &lora)
+                    .hidden_train(&batch.ids, batch.positions.as_ref(), &lora)
                     .and_then(|h| batch.loss_of(&m.llama, &h))
                     .and_then(|l| l / scale)
                     .map_err(fail)?;
@@ -390,7 +398,8 @@ pub fn train(
         steps: step,
         total_steps: total,
         resumed_from,
-        examples: examples.len(),
+        examples: example_count,
+        packed_rows: packing.then_some(examples.len()),
         skipped,
         adapter,
         tokens_per_s: run_tokens as f64 / secs.max(1e-9),
