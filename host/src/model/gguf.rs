@@ -32,6 +32,9 @@ pub(crate) fn open(path: &Path, device: &Device, opts: super::LoadOptions) -> Re
         return Err(ModelError::Architecture { path: path.to_owned(), found: arch });
     }
     let config = config(&content, path)?;
+    if let Some(r) = refused(&content.metadata, content.tensor_infos.keys().map(String::as_str), config.head_dim()) {
+        return Err(ModelError::Unsupported { path: path.to_owned(), field: r.field, value: r.value, why: r.why.into() });
+    }
     let tokenizer = Tokenizer::from_gguf(&content.metadata).map_err(|e| match e {
         ModelError::Tokenizer(m) => ModelError::Format { path: path.to_owned(), message: format!("tokenizer metadata: {m}") },
         other => other,
@@ -66,6 +69,48 @@ fn config(c: &gguf_file::Content, path: &Path) -> Result<Config, ModelError> {
         max_position_embeddings: int("llama.context_length").unwrap_or(4096),
         tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
     })
+}
+
+/// The first metadata key or tensor of a `llama` GGUF file that changes the computation in a
+/// way medtune does not implement: RoPE scaling (`rope.scaling.type`, or Llama 3.1's
+/// `rope_freqs` tensor), a RoPE or key/value width other than the head size (`head_dim`),
+/// sliding-window attention, logit soft-capping, experts, biases.
+fn refused<'a>(
+    metadata: &std::collections::HashMap<String, gguf_file::Value>,
+    mut tensors: impl Iterator<Item = &'a str>,
+    head_dim: usize,
+) -> Option<super::config::Refusal> {
+    use super::config::Refusal;
+    let shown = |v: &gguf_file::Value| v.to_string().map(|s| format!("{s:?}")).unwrap_or_else(|_| format!("{v:?}"));
+    let refusal = |field: &str, value: String, why: &'static str| Some(Refusal { field: field.to_owned(), value, why });
+    if let Some(v) = metadata.get("llama.rope.scaling.type").filter(|v| v.to_string().is_ok_and(|t| t != "none")) {
+        return refusal("llama.rope.scaling.type", shown(v), "RoPE scaling is not implemented");
+    }
+    let number = |v: &gguf_file::Value| v.to_u32().map(u64::from).or_else(|_| v.to_u64()).ok();
+    for key in ["llama.rope.dimension_count", "llama.attention.key_length", "llama.attention.value_length"] {
+        if let Some(v) = metadata.get(key).filter(|v| number(v) != Some(head_dim as u64)) {
+            return refusal(key, format!("{v:?}"), "a head size other than embedding_length / head_count is not implemented");
+        }
+    }
+    for (key, why) in [
+        ("llama.attention.sliding_window", "sliding-window attention is not implemented"),
+        ("llama.attn_logit_softcapping", "logit soft-capping is not implemented"),
+        ("llama.final_logit_softcapping", "logit soft-capping is not implemented"),
+    ] {
+        if let Some(v) = metadata.get(key) {
+            return refusal(key, format!("{v:?}"), why);
+        }
+    }
+    if let Some(v) = metadata.get("llama.expert_count").filter(|v| number(v).is_some_and(|n| n > 0)) {
+        return refusal("llama.expert_count", format!("{v:?}"), "mixtures of experts are not implemented");
+    }
+    let tensor = tensors.find(|t| *t == "rope_freqs.weight" || t.ends_with(".bias"))?;
+    match tensor {
+        "rope_freqs.weight" => {
+            refusal("tensor rope_freqs.weight", "present".into(), "RoPE frequency factors (Llama 3.1 scaling) are not implemented")
+        }
+        bias => refusal(&format!("tensor {bias}"), "present".into(), "biases are not implemented"),
+    }
 }
 
 /// The GGUF name of a Hugging Face tensor name (without `.weight`).
@@ -173,4 +218,45 @@ fn unpermute_rows(q: &QTensor, n_head: usize, device: &Device) -> candle_core::R
         }
     }
     qtensor_from_ggml(dtype, &out, dims, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::quantized::gguf_file::Value;
+
+    use super::refused;
+
+    /// Each metadata key or tensor of a `llama` GGUF that changes the computation and is not
+    /// implemented is refused by name; the same keys at what LLaMA computes load.
+    #[test]
+    fn gguf_keys_that_change_the_computation_are_refused_by_name() {
+        let plain = ["token_embd.weight", "blk.0.attn_q.weight"];
+        let check = |pairs: Vec<(&str, Value)>, tensors: &[&str]| {
+            let meta: HashMap<String, Value> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            refused(&meta, tensors.iter().copied(), 64).map(|r| (r.field, r.value))
+        };
+        let refused_keys = [
+            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.dimension_count", Value::U32(32)),
+            ("llama.attention.key_length", Value::U32(128)),
+            ("llama.attention.sliding_window", Value::U32(4096)),
+            ("llama.final_logit_softcapping", Value::F32(30.0)),
+            ("llama.expert_count", Value::U32(8)),
+        ];
+        for (key, value) in refused_keys {
+            let (field, _) = check(vec![(key, value)], &plain).unwrap_or_else(|| panic!("{key} must be refused"));
+            assert_eq!(field, key);
+        }
+        assert_eq!(check(vec![], &["rope_freqs.weight"]).map(|r| r.0), Some("tensor rope_freqs.weight".to_owned()));
+        assert_eq!(check(vec![], &["blk.0.attn_q.bias"]).map(|r| r.0), Some("tensor blk.0.attn_q.bias".to_owned()));
+        let fine = vec![
+            ("llama.rope.scaling.type", Value::String("none".into())),
+            ("llama.rope.dimension_count", Value::U32(64)),
+            ("llama.attention.key_length", Value::U32(64)),
+            ("llama.expert_count", Value::U32(0)),
+        ];
+        assert_eq!(check(fine, &plain), None);
+    }
 }

@@ -47,6 +47,10 @@ pub enum ModelError {
     /// The model is not of an architecture medtune runs.
     #[error("{path}: unsupported architecture {found:?} (medtune runs llama)")]
     Architecture { path: PathBuf, found: String },
+    /// The model uses something that changes the computation and that medtune does not
+    /// implement: it is refused rather than run as plain LLaMA with other logits.
+    #[error("{path}: {field} = {value}: {why}; medtune refuses the model rather than compute other logits than its authors")]
+    Unsupported { path: PathBuf, field: String, value: String, why: String },
     /// A tensor operation failed.
     #[error("{context}: {source}")]
     Candle { context: String, source: candle_core::Error },

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::config::{Config, HfConfig};
+use super::config::Config;
 use super::linear::Linear;
 use super::llama::{Llama, Weights};
 use super::tokenizer::Tokenizer;
@@ -15,14 +15,7 @@ use super::{LoadedModel, ModelError};
 /// Loads a checkpoint folder (weights as f32).
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| ModelError::Read { path: p, source });
-    let cfg_path = dir.join("config.json");
-    let hf: HfConfig = serde_json::from_str(&read(cfg_path.clone())?)
-        .map_err(|e| ModelError::Format { path: cfg_path.clone(), message: e.to_string() })?;
-    match hf.model_type.as_deref() {
-        Some("llama") | None => {}
-        Some(other) => return Err(ModelError::Architecture { path: cfg_path, found: other.to_owned() }),
-    }
-    let config = Config::from(hf);
+    let config = Config::from_hf_file(&dir.join("config.json"))?;
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.is_file() {
         let map: serde_json::Value =
