@@ -6,7 +6,7 @@
 //! the weight is frozen, so its gradient is never computed (candle's matmul backward would).
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 
 use crate::quant::Nf4Weight;
 
@@ -110,7 +110,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows: usize = x.dims()[..x.rank() - 1].iter().product();
         match self {
-            Linear::Quantized(QMatMul::QTensor(q)) if rows >= DENSE_FROM_ROWS => dense(x, &q.dequantize(x.device())?),
+            Linear::Quantized(QMatMul::QTensor(q)) if rows >= DENSE_FROM_ROWS => dense(x, &q.dequantize(x.device())?.to_dtype(x.dtype())?),
+            // the quantized kernels take f32 activations (a bf16 pass converts around them)
+            Linear::Quantized(q) if x.dtype() != DType::F32 => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
             Linear::Quantized(q) => q.forward(x),
             Linear::Nf4(q) => dense(x, &q.dequantize()?.to_dtype(x.dtype())?),
             Linear::Dense(w) => dense(x, &w.to_dtype(x.dtype())?),

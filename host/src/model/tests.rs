@@ -137,6 +137,26 @@ fn greedy_generation_answers_and_stops() {
     assert!((total - 1.0).abs() < 1e-6, "{p:?}");
 }
 
+/// Inference in bf16 (what a GPU config's `compute_dtype` sets) through the GGUF's quantized
+/// layers, which take f32 activations: the logits stay near the f32 pass's and greedy
+/// generation runs (it stopped on a dtype mismatch before).
+#[test]
+fn bf16_inference_through_quantized_layers_runs_and_stays_close() {
+    let mut m = load(&smollm2(), &Device::Cpu).expect("load");
+    let prompt =
+        m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "Is aspirin an anticoagulant?".into() }]).expect("prompt");
+    let ids = m.tokenizer.encode(&prompt).expect("ids");
+    let f32_logits = last_logits(&m, &ids);
+    m.llama.set_compute_dtype(candle_core::DType::BF16);
+    let bf16_logits = last_logits(&m, &ids);
+    let diff = f32_logits.iter().zip(&bf16_logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = f32_logits.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
+    assert!(diff < 0.05 * scale, "bf16 logits differ by {diff} (largest {scale})");
+    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 6, ..Default::default() }, |_| {})
+        .expect("bf16 generation");
+    assert!(!g.text.trim().is_empty());
+}
+
 #[test]
 fn a_truncated_file_is_an_error_that_names_it() {
     let bytes = std::fs::read(smollm2()).expect("read");

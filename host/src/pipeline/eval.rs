@@ -54,7 +54,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         let seconds = started.elapsed().as_secs_f64();
         problems.extend(skipped);
         if scored.is_empty() {
-            return Err(PipelineError::Stopped(format!("{}: no question to evaluate", split_path.display())));
+            return Err(nothing_to_evaluate(&split_path, &problems));
         }
         let mut set = metric_plugins(config, &[])?;
         let mut scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
@@ -78,7 +78,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         }
     }
     if exs.is_empty() {
-        return Err(PipelineError::Stopped(format!("{}: no question to evaluate", split_path.display())));
+        return Err(nothing_to_evaluate(&split_path, &problems));
     }
     let pad = m.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
     let started = std::time::Instant::now();
@@ -133,6 +133,12 @@ fn finish(
     artifacts::write(&path, &result).context(|| format!("writing {}", path.display()))?;
     progress.finished(StageResult::Eval(&result));
     Ok(result)
+}
+
+/// No record of `path` could be evaluated: the error, with the first record's reason.
+fn nothing_to_evaluate(path: &std::path::Path, problems: &[String]) -> PipelineError {
+    let why = problems.first().map(|p| format!(" (the first: {p})")).unwrap_or_default();
+    PipelineError::Stopped(format!("{}: no question to evaluate{why}", path.display()))
 }
 
 /// The answers written and scored, the scores computed by the host, and the records skipped.
