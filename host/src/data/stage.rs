@@ -101,7 +101,6 @@ fn id_digest(id: &str) -> [u8; 16] {
 struct Outputs {
     splits: Vec<(Split, atomic::Writer)>,
     errors: atomic::Writer,
-    error_count: usize,
 }
 
 impl Outputs {
@@ -110,7 +109,6 @@ impl Outputs {
         Ok(Self {
             splits: Split::ALL.iter().map(|s| Ok((*s, open(out_dir.join(format!("{s}.jsonl")))?))).collect::<Result<_, DataError>>()?,
             errors: open(out_dir.join("errors.jsonl"))?,
-            error_count: 0,
         })
     }
 
@@ -123,7 +121,6 @@ impl Outputs {
     }
 
     fn error(&mut self, row: &serde_json::Value) -> Result<(), DataError> {
-        self.error_count += 1;
         line(&mut self.errors, row)
     }
 }
