@@ -12,11 +12,11 @@
 set -euo pipefail
 BIN=$(realpath "$1"); GGUF=$(realpath "$2"); OUT=$3; STEPS=${4:-40}
 mkdir -p "$OUT" /tmp/mt/models/smollm2
-cp -n "$GGUF" /tmp/mt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -e /tmp/mt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] || cp "$GGUF" /tmp/mt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 export MEDTUNE_MODELS=/tmp/mt/models
 for mode in packing padding; do
   c=configs/bench-$mode.toml
-  sed -e "s/^name = .*/name = \"bench-$mode\"/" -e "s/^epochs = .*/max_steps = $STEPS/" \
+  sed -e "s/^name = \"pubmedqa-explained-smollm2-gpu\"/name = \"bench-$mode\"/" -e "s/^epochs = .*/max_steps = $STEPS/" \
     configs/pubmedqa-explained-smollm2-gpu.toml > "$c"
   [ "$mode" = padding ] && sed -i 's/^\[train\]$/[train]\npacking = false/' "$c"
   "$BIN" data -c "$c" > "$OUT/$mode-data.log" 2>&1

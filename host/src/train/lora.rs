@@ -559,7 +559,7 @@ mod tests {
     }
 
     /// [`packed_rows_compute_what_each_example_computes_alone`] on CUDA (the packed softmax
-    /// kernel, RoPE per row, bf16).
+    /// kernel, RoPE per row).
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_packed_rows_compute_what_each_example_computes_alone() {
@@ -567,14 +567,12 @@ mod tests {
     }
 
     fn packed_matches_alone(dev: &Device) {
-        let mut llama = model::random("smollm2", dev).expect("model");
-        if dev.is_cuda() {
-            llama.set_compute_dtype(DType::BF16);
-        }
-        // the values agree to f32's rounding; this random model's adapter gradients move by up
-        // to 1.5% when only the products' sizes change (an unpacked row with a second example
-        // after the first gives the first's gradients that much off too)
-        let (tol, grad_tol) = if dev.is_cuda() { (3e-2, 1e-1) } else { (1e-4, 3e-2) };
+        // f32: this random model's adapter gradients move by up to 1.5% when only the
+        // products' sizes change (an unpacked row with a second example after the first gives
+        // the first's gradients that much off too), so bf16's rounding would swamp them; the
+        // packed kernels' bf16 path is checked against the CPU in `model::ops`
+        let llama = model::random("smollm2", dev).expect("model");
+        let (tol, grad_tol) = (1e-3, 3e-2);
         let lora = LoraSet::new(LoraConfig::all_linear(4, 8.0, 0.0), llama.config(), 3, dev).expect("lora");
         for (i, l) in lora.layers.values().enumerate() {
             let b = Tensor::from_vec(model::uniform(l.b.elem_count(), 0.035, i as u64), l.b.shape(), dev).expect("b");
