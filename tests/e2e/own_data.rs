@@ -260,6 +260,9 @@ fn explained_pubmedqa_answers_are_scored_on_their_decision() {
     let c = env.write("explained.toml", text);
     let c = c.to_str().expect("utf-8");
     env.run(&["data", "--config", c]).expect_code(0);
+    // the official split, as a choice task has it: folds 1-9 train, fold 0 dev, the 500 test
+    let sizes = ["train", "dev", "test"].map(|s| read_jsonl(&env.path(&format!("work/data/processed/{s}.jsonl"))).len());
+    assert_eq!(sizes, [450, 50, 500]);
     env.run(&["train", "--config", c]).expect_code(0);
     env.run(&["eval", "--config", c]).expect_code(0);
     let scores = read_json(env.path("work/runs/explained/eval/scores.json"));

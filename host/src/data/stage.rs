@@ -197,7 +197,11 @@ pub fn run(
     };
     let official_splits = match (official, &config.data.test_ground_truth) {
         (true, Some(truth)) => {
-            scan.labelled.retain(|(_, a)| labels.iter().any(|l| l.eq_ignore_ascii_case(a.trim())));
+            // the folds are stratified by answer; a generate task (no label set) keeps every
+            // answer, so its dev fold is the choice task's
+            if !labels.is_empty() {
+                scan.labelled.retain(|(_, a)| labels.iter().any(|l| l.eq_ignore_ascii_case(a.trim())));
+            }
             Some(official_splits(&scan.labelled, &config.resolve(truth))?)
         }
         _ => None,
