@@ -267,7 +267,9 @@ fn explained_pubmedqa_answers_are_scored_on_their_decision() {
     env.run(&["eval", "--config", c]).expect_code(0);
     let scores = read_json(env.path("work/runs/explained/eval/scores.json"));
     assert_eq!(scores["scores"]["decision_count"].as_f64(), Some(2.0), "{scores}");
-    assert!(scores["scores"]["decision_accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{scores}");
+    for k in ["decision_accuracy", "decision_macro_f1"] {
+        assert!(scores["scores"][k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{k}: {scores}");
+    }
     let predictions = read_jsonl(&env.path("work/runs/explained/eval/predictions.jsonl"));
     let reference = predictions[0]["label"].as_str().expect("reference");
     assert!(["Yes. ", "No. ", "Maybe. "].iter().any(|d| reference.starts_with(d)), "the decision, then the conclusion: {reference}");

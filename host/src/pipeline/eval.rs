@@ -135,6 +135,21 @@ fn finish(
     Ok(result)
 }
 
+/// Accuracy and macro-F1 of (gold, given) decisions; the F1 is averaged over the gold
+/// decisions present (a decision never given scores 0).
+fn decision_scores(decisions: &[(String, String)]) -> (f64, f64) {
+    let right = decisions.iter().filter(|(g, p)| g == p).count();
+    let golds: std::collections::BTreeSet<&str> = decisions.iter().map(|(g, _)| g.as_str()).collect();
+    let f1 = |class: &str| {
+        let tp = decisions.iter().filter(|(g, p)| g == class && p == class).count() as f64;
+        let given = decisions.iter().filter(|(_, p)| p == class).count() as f64;
+        let gold = decisions.iter().filter(|(g, _)| g == class).count() as f64;
+        if tp == 0.0 { 0.0 } else { 2.0 * tp / (given + gold) }
+    };
+    let macro_f1 = golds.iter().map(|c| f1(c)).sum::<f64>() / golds.len().max(1) as f64;
+    (right as f64 / decisions.len().max(1) as f64, macro_f1)
+}
+
 /// No record of `path` could be evaluated: the error, with the first record's reason.
 fn nothing_to_evaluate(path: &std::path::Path, problems: &[String]) -> PipelineError {
     let why = problems.first().map(|p| format!(" (the first: {p})")).unwrap_or_default();
@@ -158,7 +173,8 @@ fn generated(
     use crate::model::{GenerateOptions, generate};
     let (mut scored, mut skipped) = (Vec::new(), Vec::new());
     let (mut nll, mut tokens) = (0.0, 0usize);
-    let (mut decided, mut right) = (0usize, 0usize);
+    // (gold decision, first word) of each record with a decision
+    let mut decisions: Vec<(String, String)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let messages = match crate::prompt::record_chat(r) {
             Ok(m) => m,
@@ -185,8 +201,7 @@ fn generated(
         }
         if let Some(answer) = r.answer.as_deref().filter(|_| r.messages.is_empty()) {
             let first: String = text.split_whitespace().next().unwrap_or("").chars().filter(|c| c.is_alphanumeric()).collect();
-            decided += 1;
-            right += usize::from(first.eq_ignore_ascii_case(answer.trim()));
+            decisions.push((answer.trim().to_lowercase(), first.to_lowercase()));
         }
         scored.push(crate::artifacts::ScoredQuestion {
             id: r.id.clone(),
@@ -201,9 +216,11 @@ fn generated(
     if tokens > 0 {
         native.insert("perplexity".to_owned(), (nll / tokens as f64).exp());
     }
-    if decided > 0 {
-        native.insert("decision_accuracy".to_owned(), right as f64 / decided as f64);
-        native.insert("decision_count".to_owned(), decided as f64);
+    if !decisions.is_empty() {
+        let (accuracy, macro_f1) = decision_scores(&decisions);
+        native.insert("decision_accuracy".to_owned(), accuracy);
+        native.insert("decision_macro_f1".to_owned(), macro_f1);
+        native.insert("decision_count".to_owned(), decisions.len() as f64);
     }
     Ok((scored, native, skipped))
 }
@@ -238,4 +255,25 @@ fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;
     PluginSet::load(engine, specs, config.plugin_dirs()).context(|| "loading the metric plugins".into())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Accuracy and macro-F1 over the gold decisions present, the figures of the GPU run's
+    /// predictions (243 of 276 yes, 60 of 169 no, 0 of 55 maybe right; 398 yes and 102 no
+    /// given): 0.606 and 0.3879575591 (Python: mean of 2·tp / (given + gold) per class).
+    #[test]
+    fn decision_scores_are_accuracy_and_macro_f1_over_the_gold_decisions() {
+        let mut d: Vec<(String, String)> = Vec::new();
+        let mut add = |gold: &str, given: &str, n: usize| d.extend(std::iter::repeat_n((gold.to_owned(), given.to_owned()), n));
+        add("yes", "yes", 243);
+        add("yes", "no", 33);
+        add("no", "no", 60);
+        add("no", "yes", 109);
+        add("maybe", "yes", 46);
+        add("maybe", "no", 9);
+        let (accuracy, macro_f1) = super::decision_scores(&d);
+        assert!((accuracy - 0.606).abs() < 1e-12, "{accuracy}");
+        assert!((macro_f1 - 0.387_957_559_1).abs() < 1e-9, "{macro_f1}");
+    }
 }
