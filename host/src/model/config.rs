@@ -105,7 +105,7 @@ impl Config {
             value["rope_theta"] = theta;
         }
         let hf: HfConfig = serde_json::from_value(value).map_err(|e| format(e.to_string()))?;
-        if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 {
+        if hf.num_attention_heads == 0 || !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
             return Err(format(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 hf.hidden_size, hf.num_attention_heads
@@ -206,11 +206,10 @@ mod tests {
             let err = read(extra).err().unwrap_or_else(|| panic!("{field} must be refused")).to_string();
             assert!(err.starts_with("m/config.json: ") && err.contains(&format!("{field} = ")) && err.contains(value), "{err}");
         }
-        let err = read(r#", "architectures": ["MistralForCausalLM"]"#).err().expect("refused").to_string();
+        let err = read(r#", "architectures": ["MistralForCausalLM"]"#).expect_err("refused").to_string();
         assert!(err.contains("architectures = [\"MistralForCausalLM\"]"), "{err}");
         let err = Config::from_hf_json(&format!("{{{}}}", LLAMA.replace("\"llama\"", "\"qwen2\"")), std::path::Path::new("m/config.json"))
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("unsupported architecture \"qwen2\""), "{err}");
         // what LLaMA computes anyway

@@ -35,7 +35,7 @@ pub enum Trained {
     /// This process trained (alone, or as rank 0 of several) and wrote the run.
     Run {
         /// The trainer's outcome.
-        outcome: TrainOutcome,
+        outcome: Box<TrainOutcome>,
         /// The run folder.
         run_dir: PathBuf,
         /// Its manifest.
@@ -112,7 +112,7 @@ pub fn train(config: &Config, request: &TrainRequest, progress: &mut dyn Progres
     };
     let manifest = train::manifest::write(&run_dir, &train::manifest::manifest(config, &data, &model_path, record))
         .context(|| format!("writing {}", run_dir.display()))?;
-    let trained = Trained::Run { outcome, run_dir, manifest, config: config.path.clone() };
+    let trained = Trained::Run { outcome: Box::new(outcome), run_dir, manifest, config: config.path.clone() };
     progress.finished(StageResult::Train(&trained));
     Ok(trained)
 }
