@@ -90,7 +90,7 @@ impl Config {
 
     /// A Hugging Face `config.json`'s text (`path` names it in errors): a LLaMA whose every
     /// field that changes the computation medtune implements; anything else is refused by
-    /// name and value ([`refused`]).
+    /// name and value.
     pub fn from_hf_json(text: &str, path: &std::path::Path) -> Result<Self, super::ModelError> {
         let format = |message: String| super::ModelError::Format { path: path.to_owned(), message };
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| format(e.to_string()))?;

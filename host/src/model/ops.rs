@@ -278,7 +278,7 @@ pub fn attention_causal(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, posit
 
 /// The additive block-diagonal causal mask (batch, 1, seq, seq), f32, of packed rows, from each
 /// token's position in its own example (`positions`, (batch, seq) u32): query i sees keys
-/// i − positions[i] ..= i, 0 there and -inf elsewhere.
+/// `i − positions[i] ..= i`, 0 there and -inf elsewhere.
 pub fn packed_mask(positions: &Tensor) -> Result<Tensor> {
     let (b, t) = positions.dims2()?;
     let dev = positions.device();

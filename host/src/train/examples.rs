@@ -25,7 +25,7 @@ pub struct Example {
     /// For a `generate` task, which tokens of `prompt` (then the whole chat) are targets: the
     /// assistant's. Empty for a choice task.
     pub targets: Vec<bool>,
-    /// A packed row ([`super::pack`]): the lengths of the examples it holds, one after
+    /// A packed row (`train::pack`): the lengths of the examples it holds, one after
     /// another in `prompt`. Empty for one example.
     pub segments: Vec<usize>,
 }
