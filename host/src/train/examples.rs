@@ -44,15 +44,7 @@ pub struct ExampleError {
 /// context cut so the prompt fits `max_len` tokens.
 pub fn example(record: &Record, tokenizer: &Tokenizer, opts: PromptOptions, choices: &Choices) -> Result<Example, ExampleError> {
     let (prompt, label) = tokenized(record, None, tokenizer, opts, choices)?;
-    Ok(Example {
-        id: record.id.clone(),
-        prompt,
-        label,
-        offered: offered(record, choices),
-        conclusion: Vec::new(),
-        targets: Vec::new(),
-        segments: Vec::new(),
-    })
+    Ok(Example { id: record.id.clone(), prompt, label, offered: offered(record, choices), ..Example::default() })
 }
 
 /// How many of the labels `record` offers.
@@ -76,9 +68,7 @@ pub fn with_conclusion(
         prompt,
         label,
         offered: offered(record, choices),
-        conclusion: Vec::new(),
-        targets: Vec::new(),
-        segments: Vec::new(),
+        ..Example::default()
     }))
 }
 
