@@ -66,7 +66,8 @@ fn main() {
 
     // --- normalizer vs MeSH headings
     let mut normalizer = load("terminology-normalizer", vec![]);
-    let docs: Vec<Document> = recs.iter().map(|r| Document { id: r.id.clone(), text: r.text.clone(), metadata: vec![] }).collect();
+    let docs: Vec<Document> =
+        recs.iter().map(|r| Document { id: r.id.clone(), text: r.text.clone(), fields: vec![], metadata: vec![] }).collect();
     let found = normalizer.normalize(&docs).expect("normalize");
     let (mut tp, mut n_gold, mut n_pred, mut visible, mut visible_tp) = (0usize, 0usize, 0usize, 0usize, 0usize);
     for (r, out) in recs.iter().zip(found) {
@@ -131,7 +132,7 @@ fn main() {
     let batch: Vec<Annotated> = cases
         .iter()
         .map(|(id, _, _, _, text)| Annotated {
-            document: Document { id: id.clone(), text: text.clone(), metadata: vec![] },
+            document: Document { id: id.clone(), text: text.clone(), fields: vec![], metadata: vec![] },
             mentions: vec![],
             expansions: vec![],
         })

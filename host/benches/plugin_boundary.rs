@@ -29,7 +29,7 @@ fn docs(repo: &Path) -> Vec<Document> {
     map.into_iter()
         .map(|(id, v)| {
             let contexts: Vec<&str> = v["CONTEXTS"].as_array().expect("CONTEXTS").iter().filter_map(|c| c.as_str()).collect();
-            Document { id, text: contexts.join("\n\n"), metadata: Vec::new() }
+            Document { id, text: contexts.join("\n\n"), fields: Vec::new(), metadata: Vec::new() }
         })
         .collect()
 }

@@ -6,7 +6,7 @@
 //! to what the model reads. Training, evaluation, serving and the export's check all build
 //! prompts here.
 
-use crate::data::{PUBMEDQA_LABELS, Record, letter};
+use crate::data::{PUBMEDQA_LABELS, Part, Record, letter};
 use crate::model::{ChatMessage, ModelError, Tokenizer};
 
 /// How prompts are made.
@@ -113,30 +113,29 @@ pub fn expanded(record: &Record) -> (String, String) {
         .iter()
         .filter(|e| e.confidence >= 0.5 && seen.insert(e.abbreviation.clone()))
         .filter(|e| {
-            let start = e.span.start as usize;
-            let before: String = chars[start.saturating_sub(e.long_form.chars().count() + 2)..start.min(chars.len())].iter().collect();
+            let start = (e.span.start as usize).min(chars.len());
+            let before: String = chars[start.saturating_sub(e.long_form.chars().count() + 2)..start].iter().collect();
             !before.to_lowercase().contains(&e.long_form.to_lowercase())
         })
         .map(|e| (e.span.end as usize, format!(" ({})", e.long_form.to_lowercase())))
         .collect();
     inserts.sort_by_key(|(at, _)| *at);
-    // `text` is the question, a blank line, the context: split where the question ends
-    let boundary = record.question.chars().count();
-    let mut out = String::with_capacity(record.text.len() + 64);
-    let mut split = None;
-    let mut next = inserts.iter().peekable();
-    for (i, c) in chars.iter().enumerate() {
-        while let Some((_, s)) = next.next_if(|(at, _)| *at == i) {
-            out.push_str(s);
+    // each part is its own field of `text`: write the inserts that fall inside it
+    let part = |part: Part, plain: &str| {
+        let Some(span) = record.span_of(part) else { return plain.to_owned() };
+        let (a, b) = ((span.start as usize).min(chars.len()), (span.end as usize).min(chars.len()));
+        let mut out = String::with_capacity(plain.len() + 64);
+        let mut next = inserts.iter().filter(|(at, _)| (a..=b).contains(at)).peekable();
+        for (i, c) in chars[a..b].iter().enumerate() {
+            while let Some((_, s)) = next.next_if(|(at, _)| *at == a + i) {
+                out.push_str(s);
+            }
+            out.push(*c);
         }
-        if i == boundary {
-            split = Some(out.len());
-        }
-        out.push(*c);
-    }
-    next.for_each(|(_, s)| out.push_str(s));
-    let at = split.unwrap_or(out.len());
-    (out[..at].to_owned(), out[at..].trim_start_matches('\n').to_owned())
+        next.for_each(|(_, s)| out.push_str(s));
+        out
+    };
+    (part(Part::Question, &record.question), part(Part::Context, &record.context))
 }
 
 /// The prompt's ids for `q`, the context cut to fit `max_len` (keeping its end with

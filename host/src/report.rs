@@ -209,13 +209,14 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
 /// The question with the spans of its mentions and expansions marked.
 fn highlight(question: &str, r: &Record) -> String {
     let chars: Vec<char> = question.chars().collect();
+    let at = r.question_span().map_or(0, |s| s.start);
     let mut marks: Vec<(usize, usize, &str)> = r
         .mentions
         .iter()
         .map(|m| (m.span.start, m.span.end, "concept"))
         .chain(r.expansions.iter().map(|e| (e.span.start, e.span.end, "abbr")))
-        .filter(|(_, e, _)| (*e as usize) <= chars.len())
-        .map(|(s, e, c)| (s as usize, e as usize, c))
+        .filter(|(s, e, _)| *s >= at && ((*e - at) as usize) <= chars.len())
+        .map(|(s, e, c)| ((s - at) as usize, (e - at) as usize, c))
         .collect();
     marks.sort();
     let mut out = String::new();

@@ -47,7 +47,7 @@ fn main() {
     writeln!(out, "/// The contract version this SDK builds plugins for (the WIT package line).").ok();
     writeln!(out, "pub const CONTRACT_VERSION: &str = {version:?};").ok();
     writeln!(out, "/// `normalize`'s argument and result in the canonical ABI (wasm32), as the WIT gives them.").ok();
-    writeln!(out, "pub(crate) const NORMALIZE_ABI: &str = {abi:?};").ok();
+    writeln!(out, "#[allow(dead_code)] // read by lower.rs, which only normalizers build\npub(crate) const NORMALIZE_ABI: &str = {abi:?};").ok();
     writeln!(out, "/// The export name of `normalize`.").ok();
     writeln!(out, "#[doc(hidden)]\n#[macro_export]\nmacro_rules! __normalize_export {{ () => {{ {:?} }} }}", format!("{interface}#normalize")).ok();
     writeln!(out, "/// The export name of `normalize`'s post-return function.").ok();

@@ -127,9 +127,10 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 None => engine.load_file(&path, None, sandbox)?,
             };
             println!(
-                "{} ({} plugin, sha256 {}) loaded in {:.1} ms",
+                "{} ({} plugin, contract {}, sha256 {}) loaded in {:.1} ms",
                 plugin.id(),
                 kind_name(plugin.kind()),
+                plugin.info().contract_version,
                 &plugin.hash()[..12],
                 t.elapsed().as_secs_f64() * 1e3
             );

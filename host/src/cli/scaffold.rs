@@ -193,18 +193,22 @@ impl Augmenter for Plugin {
     }
 
     fn augment(&self, doc: &Annotated, rng: &mut Rng) -> Result<Vec<Derived>, PluginError> {
-        let mut text = doc.document.text.clone();
+        // every field of the record: question, context, options, chat turns
         let mut swapped = Vec::new();
-        for (from, to) in SYNONYMS {
-            if text.contains(from) && rng.next_f64() < self.rate {
-                text = text.replace(from, to);
-                swapped.push(format!("{from}->{to}"));
+        let new = doc.document.map_fields(|field, text| {
+            let mut text = text.to_owned();
+            for (from, to) in SYNONYMS {
+                if text.contains(from) && rng.next_f64() < self.rate {
+                    text = text.replace(from, to);
+                    swapped.push(format!("{from}->{to} in {}", field.name));
+                }
             }
-        }
+            text
+        });
         if swapped.is_empty() {
             return Ok(vec![]);
         }
-        Ok(vec![Derived { text, metadata: vec![], note: format!("synonyms: {}", swapped.join(", ")) }])
+        Ok(vec![new.into_derived(format!("synonyms: {}", swapped.join(", ")))])
     }
 }
 

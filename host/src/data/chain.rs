@@ -184,15 +184,22 @@ pub fn augment(
             for (record, result) in batch.iter_mut().zip(out) {
                 match result {
                     Ok(derived) => {
-                        for (k, d) in derived.into_iter().enumerate() {
+                        for (k, d) in derived.iter().enumerate() {
                             let aug = Augmentation {
                                 source: record.id.clone(),
                                 plugin: stamp.clone(),
                                 settings: settings.clone(),
                                 seed: plugin_seed,
-                                note: d.note,
+                                note: d.note.clone(),
                             };
-                            report.records.push(record.derive(k, d.text, aug));
+                            match record.derive(k, d, aug) {
+                                Ok(new) => report.records.push(new),
+                                Err(reason) => {
+                                    let f = RecordFailure { plugin: plugin.id(), record: record.id.clone(), reason };
+                                    report.failures.push(f.clone());
+                                    record.failures.push(f);
+                                }
+                            }
                         }
                     }
                     Err(f) => {

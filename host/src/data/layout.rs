@@ -307,6 +307,7 @@ impl<'a> Reader<'a> {
         record.options = options;
         record.messages = messages;
         record.long_answer = optional(&f.long_answer, LONG_ANSWER, "data.fields.long_answer", string)?;
+        record.compose();
         if self.split_field {
             let (name, v) = self
                 .find(fields, f.split.as_ref(), SPLIT)

@@ -2,6 +2,7 @@
 //! labelled, instruction or chat), the plugin chain over them, annotated JSONL out.
 
 mod chain;
+mod fields;
 mod formats;
 mod input;
 mod labels;
@@ -12,6 +13,7 @@ mod split;
 mod stage;
 
 pub use chain::{AugmentReport, ChainReport, annotate, augment};
+pub use fields::Part;
 pub use formats::InputFormat;
 pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
 pub use labels::PUBMEDQA_LABELS;

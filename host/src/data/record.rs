@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::plugin::RecordFailure;
-use crate::plugin::types::{Document, Expansion, Mention};
+use crate::plugin::types::{Derived, Document, Expansion, Field, Mention, Span};
+
+use super::fields::{self, Part};
 
 /// One question with its context, annotations and provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,8 +35,13 @@ pub struct Record {
     pub long_answer: Option<String>,
     /// `train`, `dev` or `test`.
     pub split: Split,
-    /// The text the plugins saw: `question`, a blank line, `context`. Spans point into it.
+    /// The text the plugins saw: every text field (`fields`), each after a blank line but the
+    /// first. Spans point into it.
     pub text: String,
+    /// The text fields in `text`: `question`, `context`, `option/A`..., `long-answer`, or a
+    /// chat's `message/N/ROLE` (see [`Part`]).
+    #[serde(default)]
+    pub fields: Vec<Field>,
     /// Concept mentions from the normalizers.
     #[serde(default)]
     pub mentions: Vec<Mention>,
@@ -121,8 +128,7 @@ pub struct Provenance {
 impl Record {
     /// A new record; `text` is built from question and context.
     pub fn new(id: String, question: String, context: String, answer: Option<String>, meshes: Vec<String>, source: String) -> Self {
-        let text = format!("{question}\n\n{context}");
-        Self {
+        let mut record = Self {
             id,
             question,
             context,
@@ -132,46 +138,80 @@ impl Record {
             meshes,
             long_answer: None,
             split: Split::default(),
-            text,
+            text: String::new(),
+            fields: Vec::new(),
             mentions: Vec::new(),
             expansions: Vec::new(),
             provenance: Provenance { source, plugins: Vec::new() },
             failures: Vec::new(),
             augmentation: None,
-        }
+        };
+        record.compose();
+        record
     }
 
-    /// A record an augmenter made from this one: `text` is split back into question and
-    /// context at the first blank line, and for a chat it becomes the last user turn (the turn
-    /// its text is); annotations are dropped (their spans no longer fit).
-    pub fn derive(&self, index: usize, text: String, augmentation: Augmentation) -> Record {
-        let (question, context) = match text.split_once("\n\n") {
-            Some((q, c)) => (q.to_owned(), c.to_owned()),
-            None => (text.clone(), String::new()),
-        };
-        let mut messages = self.messages.clone();
-        if let Some(turn) = messages.iter_mut().rev().find(|m| m.role == Role::User) {
-            turn.content = text.trim_end_matches('\n').to_owned();
+    /// The record's text fields, in the order the plugins see them: a chat's turns, else the
+    /// question, the context, the options and the explained answer.
+    pub fn parts(&self) -> Vec<(Part, &str)> {
+        if !self.messages.is_empty() {
+            return self.messages.iter().enumerate().map(|(i, m)| (Part::Message(i, m.role), m.content.as_str())).collect();
         }
-        let mut provenance = self.provenance.clone();
-        provenance.plugins.push(augmentation.plugin.clone());
-        Record {
-            id: format!("{}#{}#{index}", self.id, augmentation.plugin.split('@').next().unwrap_or("augmenter")),
-            question,
-            context,
-            answer: self.answer.clone(),
-            options: self.options.clone(),
-            messages,
-            meshes: self.meshes.clone(),
-            long_answer: self.long_answer.clone(),
-            split: self.split,
-            text,
-            mentions: Vec::new(),
-            expansions: Vec::new(),
-            provenance,
-            failures: Vec::new(),
-            augmentation: Some(augmentation),
+        let mut parts = vec![(Part::Question, self.question.as_str()), (Part::Context, self.context.as_str())];
+        parts.extend(self.options.iter().enumerate().map(|(i, o)| (Part::Option(i), o.as_str())));
+        parts.extend(self.long_answer.as_deref().map(|a| (Part::LongAnswer, a)));
+        parts
+    }
+
+    /// Writes `text` and `fields` from the record's parts (after they are set or changed;
+    /// annotations made on an earlier text no longer fit and must be dropped).
+    pub fn compose(&mut self) {
+        let (text, fields) = fields::compose(self.parts());
+        self.text = text;
+        self.fields = fields;
+    }
+
+    /// Where `part` is in `text`, if the record has it.
+    pub fn span_of(&self, part: Part) -> Option<Span> {
+        let name = part.name();
+        self.fields.iter().find(|f| f.name == name).map(|f| f.span)
+    }
+
+    /// Where the question is in `text`: the `question` field, or a chat's last user turn.
+    pub fn question_span(&self) -> Option<Span> {
+        self.span_of(Part::Question).or_else(|| {
+            let last = self.messages.iter().rposition(|m| m.role == Role::User)?;
+            self.span_of(Part::Message(last, Role::User))
+        })
+    }
+
+    /// A record an augmenter made from this one: each of its fields (checked by the plugin
+    /// host to be this record's, in order) replaces the part it names; a chat's question
+    /// follows its last user turn. Annotations are dropped (their spans no longer fit).
+    pub fn derive(&self, index: usize, derived: &Derived, augmentation: Augmentation) -> Result<Record, String> {
+        let mut record = self.clone();
+        for f in &derived.fields {
+            let content = fields::slice(&derived.text, f.span);
+            let slot = match Part::parse(&f.name) {
+                Some(Part::Question) => &mut record.question,
+                Some(Part::Context) => &mut record.context,
+                Some(Part::LongAnswer) => record.long_answer.get_or_insert_default(),
+                Some(Part::Option(i)) if i < record.options.len() => &mut record.options[i],
+                Some(Part::Message(i, role)) if record.messages.get(i).is_some_and(|m| m.role == role) => &mut record.messages[i].content,
+                _ => return Err(format!("field {} is not a part of record {}", f.name, self.id)),
+            };
+            *slot = content;
         }
+        if let Some(turn) = record.messages.iter().rev().find(|m| m.role == Role::User) {
+            record.question = turn.content.clone();
+        }
+        record.compose();
+        record.id = format!("{}#{}#{index}", self.id, augmentation.plugin.split('@').next().unwrap_or("augmenter"));
+        record.mentions.clear();
+        record.expansions.clear();
+        record.failures.clear();
+        record.provenance.plugins.push(augmentation.plugin.clone());
+        record.augmentation = Some(augmentation);
+        Ok(record)
     }
 
     /// The record as a plugin sees it.
@@ -183,7 +223,7 @@ impl Record {
         if !self.meshes.is_empty() {
             metadata.push(("meshes".to_owned(), self.meshes.join("|")));
         }
-        Document { id: self.id.clone(), text: self.text.clone(), metadata }
+        Document { id: self.id.clone(), text: self.text.clone(), fields: self.fields.clone(), metadata }
     }
 }
 
@@ -206,25 +246,75 @@ pub fn read_jsonl(path: &std::path::Path) -> Result<(Vec<Record>, Vec<String>), 
 mod tests {
     use super::*;
 
-    /// An augmenter's text replaces a chat's last user turn (the turn the plugins saw) and
-    /// leaves the other turns; a question's text is split back into question and context.
+    fn derived(record: &Record, parts: &[(&str, &str)]) -> Derived {
+        let (mut text, mut fields) = (String::new(), Vec::new());
+        for (name, content) in parts {
+            if !text.is_empty() {
+                text.push_str(" | ");
+            }
+            let start = text.chars().count() as u32;
+            text.push_str(content);
+            fields.push(Field { name: (*name).into(), span: Span { start, end: text.chars().count() as u32 } });
+        }
+        assert_eq!(fields.len(), record.fields.len());
+        Derived { text, fields, metadata: vec![], note: String::new() }
+    }
+
+    /// An augmenter's fields replace the parts they name, whatever it wrote between them;
+    /// the new record's text is composed again from its parts.
     #[test]
-    fn a_derived_chat_carries_the_new_text_in_its_last_user_turn() {
+    fn a_derived_record_takes_each_field_into_its_part() {
+        let aug =
+            Augmentation { source: "c".into(), plugin: "synonym-swap@0.2.0#ab".into(), settings: vec![], seed: 1, note: String::new() };
         let turn = |role, content: &str| Message { role, content: content.into() };
         let mut chat = Record::new("c".into(), "How much?".into(), String::new(), None, vec![], "t".into());
         chat.messages =
             vec![turn(Role::User, "Hi"), turn(Role::Assistant, "Hello."), turn(Role::User, "How much?"), turn(Role::Assistant, "2 kg.")];
-        let aug =
-            Augmentation { source: "c".into(), plugin: "synonym-swap@0.1.0#ab".into(), settings: vec![], seed: 1, note: String::new() };
-        let d = chat.derive(0, "How many kilograms?\n\n".into(), aug.clone());
-        let contents: Vec<&str> = d.messages.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(contents, ["Hi", "Hello.", "How many kilograms?", "2 kg."]);
-        assert_eq!((d.id.as_str(), d.question.as_str()), ("c#synonym-swap#0", "How many kilograms?"));
-        let q = Record::new("q".into(), "Does MI recur?".into(), "In MI patients.".into(), Some("yes".into()), vec![], "t".into());
-        let d = q.derive(1, "Does myocardial infarction recur?\n\nIn MI patients.".into(), aug);
-        assert_eq!(
-            (d.question.as_str(), d.context.as_str(), d.messages.len()),
-            ("Does myocardial infarction recur?", "In MI patients.", 0)
+        chat.compose();
+        assert_eq!(chat.text, "Hi\n\nHello.\n\nHow much?\n\n2 kg.");
+        assert_eq!(chat.question_span(), Some(Span { start: 12, end: 21 }));
+        let d = derived(
+            &chat,
+            &[
+                ("message/0/user", "Hi"),
+                ("message/1/assistant", "Hello."),
+                ("message/2/user", "How many kilograms?"),
+                ("message/3/assistant", "2 kilograms."),
+            ],
         );
+        let d = chat.derive(0, &d, aug.clone()).expect("derived");
+        let contents: Vec<&str> = d.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["Hi", "Hello.", "How many kilograms?", "2 kilograms."]);
+        assert_eq!((d.id.as_str(), d.question.as_str()), ("c#synonym-swap#0", "How many kilograms?"));
+        assert_eq!(d.text, "Hi\n\nHello.\n\nHow many kilograms?\n\n2 kilograms.");
+
+        let mut q = Record::new("q".into(), "Does MI recur?".into(), "In MI patients.".into(), Some("A".into()), vec![], "t".into());
+        q.options = vec!["MI".into(), "never".into()];
+        q.long_answer = Some("MI recurs.".into());
+        q.compose();
+        let names: Vec<&str> = q.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["question", "context", "option/A", "option/B", "long-answer"]);
+        let d = derived(
+            &q,
+            &[
+                ("question", "Does myocardial infarction recur?"),
+                ("context", "In MI patients."),
+                ("option/A", "myocardial infarction"),
+                ("option/B", "never"),
+                ("long-answer", "It recurs."),
+            ],
+        );
+        let d = q.derive(1, &d, aug.clone()).expect("derived");
+        assert_eq!((d.question.as_str(), d.context.as_str()), ("Does myocardial infarction recur?", "In MI patients."));
+        assert_eq!(
+            (d.options[0].as_str(), d.long_answer.as_deref(), d.answer.as_deref()),
+            ("myocardial infarction", Some("It recurs."), Some("A"))
+        );
+
+        let mut stray = derived(&q, &[("question", "a"), ("context", "b"), ("option/A", "c"), ("option/C", "d"), ("long-answer", "e")]);
+        let err = q.derive(2, &stray, aug.clone()).expect_err("no option C");
+        assert_eq!(err, "field option/C is not a part of record q");
+        stray.fields[3].name = "message/0/user".into();
+        assert!(q.derive(2, &stray, aug).is_err());
     }
 }

@@ -11,8 +11,30 @@ pub const CONTRACT_VERSION: &str = env!("MEDTUNE_CONTRACT_VERSION");
 
 const PACKAGE: &str = "medtune:plugin";
 
+/// The contract versions this host loads: the current one, and the frozen ones it adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// [`CONTRACT_VERSION`], the WIT in `wit/`.
+    Current,
+    /// `0.1.0`, frozen in `wit/0.1.0/`: documents without fields (`plugin/v0_1.rs` adapts it).
+    V0_1,
+}
+
+impl Contract {
+    /// Every version this host loads, newest first.
+    pub const ALL: [Contract; 2] = [Contract::Current, Contract::V0_1];
+
+    /// The version, as the WIT package line writes it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::Current => CONTRACT_VERSION,
+            Contract::V0_1 => "0.1.0",
+        }
+    }
+}
+
 /// The name of the interface a plugin of `kind` exports, e.g.
-/// `medtune:plugin/normalizer-api@0.1.0`.
+/// `medtune:plugin/normalizer-api@0.2.0`.
 pub fn export_name(kind: PluginKind) -> String {
     format!("{PACKAGE}/{}-api@{CONTRACT_VERSION}", kind_name(kind))
 }
@@ -34,9 +56,9 @@ pub fn parse_kind(name: &str) -> Option<PluginKind> {
         .find(|k| kind_name(*k) == name)
 }
 
-/// Finds the world of a component from its exports, or says in words why it has none
-/// this host accepts. `expected` narrows the check to one kind.
-pub fn check(engine: &Engine, component: &Component, expected: Option<PluginKind>) -> Result<PluginKind, String> {
+/// Finds the world of a component and its contract version from its exports, or says in
+/// words why it has none this host accepts. `expected` narrows the check to one kind.
+pub fn check(engine: &Engine, component: &Component, expected: Option<PluginKind>) -> Result<(PluginKind, Contract), String> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
     let ours: Vec<(&str, &str)> = exports
@@ -55,11 +77,13 @@ pub fn check(engine: &Engine, component: &Component, expected: Option<PluginKind
     if ours.len() > 1 {
         return Err(format!("exports several plugin interfaces ({}); a plugin is one kind", exports.join(", ")));
     }
-    if version != CONTRACT_VERSION {
+    let Some(contract) = Contract::ALL.into_iter().find(|c| c.version() == version) else {
+        let frozen: Vec<&str> = Contract::ALL[1..].iter().map(|c| c.version()).collect();
         return Err(format!(
-            "built for contract {PACKAGE}@{version} ({PACKAGE}/{iface}@{version}); this host speaks {PACKAGE}@{CONTRACT_VERSION} and expected {want_text}"
+            "built for contract {PACKAGE}@{version} ({PACKAGE}/{iface}@{version}); this host speaks {PACKAGE}@{CONTRACT_VERSION}, still loads {}, and expected {want_text}",
+            frozen.join(", ")
         ));
-    }
+    };
     let kind = iface
         .strip_suffix("-api")
         .and_then(parse_kind)
@@ -83,5 +107,5 @@ pub fn check(engine: &Engine, component: &Component, expected: Option<PluginKind
     if !foreign.is_empty() {
         return Err(format!("imports {} which this host does not provide", foreign.join(", ")));
     }
-    Ok(kind)
+    Ok((kind, contract))
 }

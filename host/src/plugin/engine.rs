@@ -90,14 +90,14 @@ impl PluginEngine {
     ) -> Result<Plugin, LoadError> {
         let hash = sha256_hex(bytes);
         let component = self.compile(bytes, &hash, origin)?;
-        let kind = contract::check(&self.inner.engine, &component, expected)
+        let (kind, contract) = contract::check(&self.inner.engine, &component, expected)
             .map_err(|detail| LoadError::Contract { origin: origin.to_owned(), detail })?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate { origin: origin.to_owned(), reason: format!("{e:#}") })?;
-        Plugin::start(self.inner.engine.clone(), pre, kind, hash, origin.to_owned(), sandbox, configure)
+        Plugin::start(self.inner.engine.clone(), pre, (kind, contract), hash, origin.to_owned(), sandbox, configure)
     }
 
     /// The content hash a file would be cached under (sha256, hex).

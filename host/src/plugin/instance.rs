@@ -10,14 +10,14 @@ use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{augmenter, disambiguator, metric, normalizer};
-use super::contract::{self, CONTRACT_VERSION};
+use super::contract::{self, Contract};
 use super::engine::TICK;
 use super::error::{CallError, LoadError, RecordFailure};
 use super::sandbox::{Ctx, Sandbox};
 use super::types::{
     Annotated, Derived, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind, Prediction, Reference, Score, Setting,
 };
-use super::validate;
+use super::{v0_1, validate};
 
 #[derive(Clone)]
 enum Pre {
@@ -25,6 +25,8 @@ enum Pre {
     Disambiguator(disambiguator::DisambiguatorPre<Ctx>),
     Augmenter(augmenter::AugmenterPre<Ctx>),
     Metric(metric::MetricPre<Ctx>),
+    /// A component built for contract 0.1.0, adapted.
+    V0_1(v0_1::Pre),
 }
 
 enum Inst {
@@ -32,6 +34,7 @@ enum Inst {
     Disambiguator(disambiguator::Disambiguator),
     Augmenter(augmenter::Augmenter),
     Metric(metric::Metric),
+    V0_1(v0_1::Inst),
 }
 
 struct Live {
@@ -96,6 +99,7 @@ impl Recipe {
             Pre::Disambiguator(p) => p.instantiate(&mut store).map(Inst::Disambiguator),
             Pre::Augmenter(p) => p.instantiate(&mut store).map(Inst::Augmenter),
             Pre::Metric(p) => p.instantiate(&mut store).map(Inst::Metric),
+            Pre::V0_1(p) => p.instantiate(&mut store).map(Inst::V0_1),
         }
         .map_err(|e| format!("{e:#}"))?;
         Ok(Live { store, inst })
@@ -110,6 +114,7 @@ impl Recipe {
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_configure(s, &settings),
             Inst::Augmenter(i) => i.medtune_plugin_augmenter_api().call_configure(s, &settings),
             Inst::Metric(i) => i.medtune_plugin_metric_api().call_configure(s, &settings),
+            Inst::V0_1(i) => i.configure(s, &settings),
         };
         match r {
             Ok(Ok(())) => Ok(()),
@@ -140,24 +145,27 @@ impl Plugin {
     pub(crate) fn start(
         engine: Engine,
         pre: InstancePre<Ctx>,
-        kind: PluginKind,
+        (kind, contract): (PluginKind, Contract),
         hash: String,
         origin: String,
         sandbox: Sandbox,
         configure: bool,
     ) -> Result<Self, LoadError> {
         let inst_err = |e: wasmtime::Error| LoadError::Instantiate { origin: origin.clone(), reason: format!("{e:#}") };
-        let pre = match kind {
-            PluginKind::Normalizer => Pre::Normalizer(normalizer::NormalizerPre::new(pre).map_err(inst_err)?),
-            PluginKind::Disambiguator => Pre::Disambiguator(disambiguator::DisambiguatorPre::new(pre).map_err(inst_err)?),
-            PluginKind::Augmenter => Pre::Augmenter(augmenter::AugmenterPre::new(pre).map_err(inst_err)?),
-            PluginKind::Metric => Pre::Metric(metric::MetricPre::new(pre).map_err(inst_err)?),
+        let pre = match (contract, kind) {
+            (Contract::V0_1, kind) => Pre::V0_1(v0_1::Pre::new(kind, pre).map_err(inst_err)?),
+            (Contract::Current, PluginKind::Normalizer) => Pre::Normalizer(normalizer::NormalizerPre::new(pre).map_err(inst_err)?),
+            (Contract::Current, PluginKind::Disambiguator) => {
+                Pre::Disambiguator(disambiguator::DisambiguatorPre::new(pre).map_err(inst_err)?)
+            }
+            (Contract::Current, PluginKind::Augmenter) => Pre::Augmenter(augmenter::AugmenterPre::new(pre).map_err(inst_err)?),
+            (Contract::Current, PluginKind::Metric) => Pre::Metric(metric::MetricPre::new(pre).map_err(inst_err)?),
         };
         let placeholder = PluginInfo {
             name: origin.clone(),
             version: "?".into(),
             kind,
-            contract_version: CONTRACT_VERSION.into(),
+            contract_version: contract.version().into(),
             description: String::new(),
         };
         let recipe = Recipe { id: origin.clone(), origin: origin.clone(), engine, pre, sandbox };
@@ -168,9 +176,10 @@ impl Plugin {
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_describe(&mut live.store),
             Inst::Augmenter(i) => i.medtune_plugin_augmenter_api().call_describe(&mut live.store),
             Inst::Metric(i) => i.medtune_plugin_metric_api().call_describe(&mut live.store),
+            Inst::V0_1(i) => i.describe(&mut live.store),
         }
         .map_err(|e| LoadError::Describe { origin: origin.clone(), reason: format!("{e:#}") })?;
-        validate::info(&info, kind).map_err(|reason| LoadError::Describe { origin: origin.clone(), reason })?;
+        validate::info(&info, kind, contract).map_err(|reason| LoadError::Describe { origin: origin.clone(), reason })?;
         plugin.info = info;
         plugin.recipe.id = plugin.id();
         if !configure {
@@ -339,6 +348,7 @@ impl Plugin {
         }
         let out = self.call(|s, inst| match inst {
             Inst::Normalizer(i) => i.medtune_plugin_normalizer_api().call_normalize(s, batch),
+            Inst::V0_1(i) => i.normalize(s, batch),
             _ => unreachable_kind(),
         })?;
         self.per_record(batch.iter().map(|d| d.id.as_str()), out, |i, m| validate::mentions(&batch[i].text, m))
@@ -351,6 +361,7 @@ impl Plugin {
         }
         let out = self.call(|s, inst| match inst {
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_disambiguate(s, batch),
+            Inst::V0_1(i) => i.disambiguate(s, batch),
             _ => unreachable_kind(),
         })?;
         self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::expansions(&batch[i].document.text, x))
@@ -363,9 +374,10 @@ impl Plugin {
         }
         let out = self.call(|s, inst| match inst {
             Inst::Augmenter(i) => i.medtune_plugin_augmenter_api().call_augment(s, batch, seed),
+            Inst::V0_1(i) => i.augment(s, batch, seed),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::derived(&batch[i].document.text, x))
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::derived(&batch[i].document, x))
     }
 
     /// The figures of a metric.
@@ -375,6 +387,7 @@ impl Plugin {
         }
         let out = self.call(|s, inst| match inst {
             Inst::Metric(i) => i.medtune_plugin_metric_api().call_compute(s, predictions, references),
+            Inst::V0_1(i) => i.compute(s, predictions, references),
             _ => unreachable_kind(),
         })?;
         Ok(match out {
@@ -405,7 +418,7 @@ mod tests {
     use crate::plugin::{Grant, PluginEngine, Sandbox, builtin};
 
     fn doc(id: &str, text: &str) -> Document {
-        Document { id: id.into(), text: text.into(), metadata: Vec::new() }
+        Document { id: id.into(), text: text.into(), fields: Vec::new(), metadata: Vec::new() }
     }
 
     /// Times out on a batch too big for a 1 ms limit, then runs a small one; returns whether

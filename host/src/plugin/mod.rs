@@ -12,11 +12,12 @@ mod instance;
 mod sandbox;
 mod set;
 pub mod types;
+mod v0_1;
 mod validate;
 mod watch;
 
 pub use builtin::{Builtin, builtin, builtins};
-pub use contract::{CONTRACT_VERSION, export_name, kind_name, parse_kind};
+pub use contract::{CONTRACT_VERSION, Contract, export_name, kind_name, parse_kind};
 pub use engine::PluginEngine;
 pub use error::{CallError, LoadError, RecordFailure};
 pub use instance::{Outcomes, Plugin, Restart};

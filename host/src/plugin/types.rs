@@ -2,6 +2,6 @@
 //! medtune: generated from the WIT, with serde derives.
 
 pub use super::bindings::types::{
-    Annotated, Concept, Derived, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind, Prediction, Reference, Score, Setting,
-    Span,
+    Annotated, Concept, Derived, Document, Expansion, Field, Mention, PluginError, PluginInfo, PluginKind, Prediction, Reference, Score,
+    Setting, Span,
 };

@@ -3,8 +3,8 @@
 
 use unicode_segmentation::GraphemeCursor;
 
-use super::contract::{CONTRACT_VERSION, kind_name};
-use super::types::{Derived, Expansion, Mention, PluginInfo, PluginKind, Score, Span};
+use super::contract::{Contract, kind_name};
+use super::types::{Derived, Document, Expansion, Mention, PluginInfo, PluginKind, Score, Span};
 
 /// The most annotations one document may get from one plugin.
 pub const MAX_ITEMS: usize = 10_000;
@@ -125,15 +125,15 @@ fn count(what: &str, n: usize, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A plugin's `describe()` answer.
-pub fn info(info: &PluginInfo, world: PluginKind) -> Result<(), String> {
+/// A plugin's `describe()` answer, from a component exporting `world` of `contract`.
+pub fn info(info: &PluginInfo, world: PluginKind, contract: Contract) -> Result<(), String> {
     field("name", &info.name)?;
     field("version", &info.version)?;
     if info.kind != world {
         return Err(format!("says it is a {} but its component is a {}", kind_name(info.kind), kind_name(world)));
     }
-    if info.contract_version != CONTRACT_VERSION {
-        return Err(format!("says it was built for contract {} but exports {CONTRACT_VERSION}", info.contract_version));
+    if info.contract_version != contract.version() {
+        return Err(format!("says it was built for contract {} but exports {}", info.contract_version, contract.version()));
     }
     Ok(())
 }
@@ -168,14 +168,30 @@ pub fn expansions(text: &str, expansions: &[Expansion]) -> Result<(), String> {
     Ok(())
 }
 
-/// An augmenter's new records made from `text`.
-pub fn derived(text: &str, derived: &[Derived]) -> Result<(), String> {
+/// An augmenter's new records made from `source`: each names the source's fields, in
+/// order, at spans of its own text that do not overlap.
+pub fn derived(source: &Document, derived: &[Derived]) -> Result<(), String> {
     count("derived records", derived.len(), MAX_DERIVED)?;
-    let max_len = text.len() * 8 + 64 * 1024;
+    let max_len = source.text.len() * 8 + 64 * 1024;
     for (i, d) in derived.iter().enumerate() {
         let at = |e: String| format!("derived record {i}: {e}");
         if d.text.len() > max_len {
             return Err(at(format!("text is {} bytes (at most {max_len})", d.text.len())));
+        }
+        let names = |fields: &[super::types::Field]| fields.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(", ");
+        if d.fields.len() != source.fields.len() || d.fields.iter().zip(&source.fields).any(|(a, b)| a.name != b.name) {
+            return Err(at(format!("its fields are [{}], not the source's [{}]", names(&d.fields), names(&source.fields))));
+        }
+        let t = Text::new(&d.text);
+        let mut end = 0;
+        for f in &d.fields {
+            if f.span.start < end || f.span.start > f.span.end || f.span.end as usize > t.chars {
+                return Err(at(format!(
+                    "field {} at {}..{} is outside the text ({} characters) or overlaps the field before it",
+                    f.name, f.span.start, f.span.end, t.chars
+                )));
+            }
+            end = f.span.end;
         }
         count("metadata entries", d.metadata.len(), 256).map_err(at)?;
         for (k, v) in &d.metadata {

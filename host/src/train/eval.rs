@@ -58,8 +58,12 @@ pub fn concept_counts(train: &[Record]) -> HashMap<String, usize> {
 /// Whether the question of `record` (not its abstract) names a concept that at most `max`
 /// training records mention.
 pub fn is_rare(record: &Record, counts: &HashMap<String, usize>, max: usize) -> bool {
-    let question_end = record.question.chars().count() as u32;
-    record.mentions.iter().filter(|m| m.span.end <= question_end).any(|m| counts.get(&m.concept.id).copied().unwrap_or(0) <= max)
+    let Some(q) = record.question_span() else { return false };
+    record
+        .mentions
+        .iter()
+        .filter(|m| q.start <= m.span.start && m.span.end <= q.end)
+        .any(|m| counts.get(&m.concept.id).copied().unwrap_or(0) <= max)
 }
 
 /// Predictions from probabilities (argmax; ties go to the earlier label) under `labels`.

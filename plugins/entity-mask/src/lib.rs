@@ -1,10 +1,11 @@
 //! Entity masking: each concept mention is replaced, with probability `rate`, by a typed
 //! placeholder: `[PHENOTYPE]` for HPO terms, `[UMLS]` for UMLS concepts, `[MESH]` for MeSH
-//! descriptors, `[CONCEPT]` otherwise. Makes one new record when something was masked.
+//! descriptors, `[CONCEPT]` otherwise, in every field of the record (question, context,
+//! options, chat turns). Makes one new record when something was masked.
 //!
 //! Settings: `rate` (default 0.15).
 
-use medtune_plugin_sdk::{register_augmenter, Annotated, Augmenter, Derived, PluginError, Rng, Settings};
+use medtune_plugin_sdk::{register_augmenter, Annotated, Augmenter, Derived, PluginError, Rng, Settings, Span};
 
 struct EntityMask {
     rate: f64,
@@ -33,27 +34,24 @@ impl Augmenter for EntityMask {
     }
 
     fn augment(&self, doc: &Annotated, rng: &mut Rng) -> Result<Vec<Derived>, PluginError> {
-        let chars: Vec<char> = doc.document.text.chars().collect();
+        let chars = doc.document.text.chars().count();
         let mut mentions: Vec<_> = doc.mentions.iter().collect();
         mentions.sort_by_key(|m| m.span.start);
-        let mut text = String::with_capacity(doc.document.text.len());
+        let mut edits: Vec<(Span, String)> = Vec::new();
         let mut at = 0usize;
-        let mut masked = 0;
         for m in mentions {
             let (s, e) = (m.span.start as usize, m.span.end as usize);
-            if s < at || e > chars.len() || rng.next_f64() >= self.rate {
+            if s < at || e > chars || rng.next_f64() >= self.rate {
                 continue;
             }
-            text.extend(&chars[at..s]);
-            text.push_str(placeholder(&m.concept.id));
+            edits.push((m.span, placeholder(&m.concept.id).to_owned()));
             at = e;
-            masked += 1;
         }
-        if masked == 0 {
+        if edits.is_empty() {
             return Ok(vec![]);
         }
-        text.extend(&chars[at..]);
-        Ok(vec![Derived { text, metadata: vec![], note: format!("entity masking: {masked} mention(s) masked") }])
+        let note = format!("entity masking: {} mention(s) masked", edits.len());
+        Ok(vec![doc.document.rewrite(&edits)?.into_derived(note)])
     }
 }
 

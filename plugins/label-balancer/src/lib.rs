@@ -37,11 +37,7 @@ impl Augmenter for LabelBalancer {
         let want = f64::from(majority) / f64::from(mine) - 1.0;
         let copies = (want.floor() as usize + usize::from(rng.next_f64() < want.fract())).min(self.max_copies);
         Ok((0..copies)
-            .map(|k| Derived {
-                text: doc.document.text.clone(),
-                metadata: vec![],
-                note: format!("label balance copy {}/{copies} of a '{answer}' record ({mine} vs {majority})", k + 1),
-            })
+            .map(|k| doc.document.copy(format!("label balance copy {}/{copies} of a '{answer}' record ({mine} vs {majority})", k + 1)))
             .collect())
     }
 }

@@ -1,8 +1,9 @@
-//! Plain-Rust medical text algorithms with no dependencies: dictionary matching and
-//! abbreviation definitions. The default plugins run them inside WebAssembly components,
+//! Plain-Rust medical text algorithms with no dependencies: dictionary matching,
+//! abbreviation definitions and edits of a text made of fields. The default plugins run them inside WebAssembly components,
 //! and the host's benchmarks run the very same code natively.
 
 pub mod abbrev;
+pub mod fields;
 mod fuzzy;
 mod matcher;
 mod table;

@@ -37,11 +37,7 @@ impl Augmenter for RareConcepts {
         }
         let copies = (rare.len() * self.copies).min(self.max_copies);
         Ok((0..copies)
-            .map(|k| Derived {
-                text: doc.document.text.clone(),
-                metadata: vec![],
-                note: format!("rare-concept copy {}/{copies}: {}", k + 1, rare.join(", ")),
-            })
+            .map(|k| doc.document.copy(format!("rare-concept copy {}/{copies}: {}", k + 1, rare.join(", "))))
             .collect())
     }
 }

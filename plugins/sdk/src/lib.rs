@@ -19,6 +19,7 @@
 pub mod bindings;
 mod alloc;
 mod borrowed;
+mod fields;
 #[cfg(all(feature = "normalizer", target_arch = "wasm32"))]
 #[doc(hidden)]
 pub mod lower;
@@ -27,10 +28,11 @@ mod settings;
 mod text;
 
 pub use bindings::medtune::plugin::types::{
-    Annotated, Concept, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind,
-    Prediction, Reference, Score, Setting, Span, Derived,
+    Annotated, Concept, Derived, Document, Expansion, Field, Mention, PluginError, PluginInfo,
+    PluginKind, Prediction, Reference, Score, Setting, Span,
 };
 pub use borrowed::MentionRef;
+pub use fields::Rewritten;
 pub use rng::Rng;
 pub use settings::Settings;
 pub use text::CharOffsets;

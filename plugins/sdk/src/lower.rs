@@ -3,8 +3,9 @@
 //! already are (see [`MentionRef`](crate::MentionRef)) instead of copied per mention.
 //!
 //! The canonical ABI (wasm32) of `normalize: func(batch: list<document>) -> list<result<
-//! list<mention>, plugin-error>>`: the batch comes as (pointer, length) of 24-byte documents
-//! (id, text, metadata: three (pointer, length) pairs; metadata pairs are 16 bytes), written
+//! list<mention>, plugin-error>>`: the batch comes as (pointer, length) of 32-byte documents
+//! (id, text, fields, metadata: four (pointer, length) pairs; a field is 16 bytes, its
+//! name's (pointer, length) and its span's start and end; metadata pairs are 16 bytes), written
 //! by the host into memory it got from `cabi_realloc`, and now owned by the guest. The
 //! result goes back as a pointer to (pointer, length) of 16-byte results: a tag byte at 0
 //! (0 ok, 1 error), then for ok the mentions' (pointer, length) at 4, for an error its case
@@ -25,12 +26,13 @@ use std::alloc::{dealloc, Layout};
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use crate::{Document, MentionRef, PluginError};
+use crate::{Document, Field, MentionRef, PluginError, Span};
 
 /// The layout this file reads and writes: `normalize`'s argument and result in the
 /// canonical ABI on wasm32 (`record{field@offset:type}=size`, `result<ok,err>=size@payload`),
 /// in the notation of the SDK's build.rs.
-const ASSUMED_ABI: &str = "(list<document{id@0:string,text@8:string,metadata@16:list<tuple<@0:string,@8:string>=16>}=24>) -> \
+const ASSUMED_ABI: &str = "(list<document{id@0:string,text@8:string,fields@16:list<field{name@0:string,span@8:span{start@0:u32,end@4:u32}=8}=16>,\
+    metadata@24:list<tuple<@0:string,@8:string>=16>}=32>) -> \
     list<result<list<mention{span@0:span{start@0:u32,end@4:u32}=8,concept@8:concept{id@0:string,preferred-name@8:string}=16,score@24:f32}=28>,\
     plugin-error<config(string)|invalid-input(string)|missing-resource(string)|internal(string)>=12@4>=16@4>";
 
@@ -145,14 +147,22 @@ unsafe fn lift(ptr: *mut u8, len: usize) -> Vec<Document> {
     let mut batch = Vec::with_capacity(len);
     for i in 0..len {
         unsafe {
-            let d = ptr.add(i * 24);
-            let (meta, meta_len) = pair(d.add(16));
+            let d = ptr.add(i * 32);
+            let (fields_at, fields_len) = pair(d.add(16));
+            let fields = (0..fields_len)
+                .map(|j| {
+                    let f = fields_at.add(j * 16);
+                    Field { name: string(f), span: Span { start: *f.add(8).cast::<u32>(), end: *f.add(12).cast::<u32>() } }
+                })
+                .collect();
+            free(fields_at, fields_len * 16);
+            let (meta, meta_len) = pair(d.add(24));
             let metadata = (0..meta_len).map(|j| (string(meta.add(j * 16)), string(meta.add(j * 16 + 8)))).collect();
             free(meta, meta_len * 16);
-            batch.push(Document { id: string(d), text: string(d.add(8)), metadata });
+            batch.push(Document { id: string(d), text: string(d.add(8)), fields, metadata });
         }
     }
-    unsafe { free(ptr, len * 24) };
+    unsafe { free(ptr, len * 32) };
     batch
 }
 

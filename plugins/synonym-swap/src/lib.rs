@@ -1,13 +1,14 @@
 //! Synonym replacement: each concept mention is swapped, with probability `rate`, for another
-//! name of the same concept from the vocabulary (`/vocab/concepts.tsv`). Makes `variants` new
-//! records per source record (only those where at least one mention was swapped).
+//! name of the same concept from the vocabulary (`/vocab/concepts.tsv`), in every field of the
+//! record (question, context, options, chat turns). Makes `variants` new records per source
+//! record (only those where at least one mention was swapped).
 //!
 //! Settings: `rate` (default 0.5), `variants` (default 1), `vocab` (default `/vocab/concepts.tsv`).
 
 use std::collections::HashMap;
 
 use medtext::parse_concepts;
-use medtune_plugin_sdk::{register_augmenter, Annotated, Augmenter, Derived, PluginError, Rng, Settings};
+use medtune_plugin_sdk::{register_augmenter, Annotated, Augmenter, Derived, PluginError, Rng, Settings, Span};
 
 struct SynonymSwap {
     names: HashMap<String, Vec<String>>,
@@ -42,8 +43,8 @@ impl Augmenter for SynonymSwap {
         let chars: Vec<char> = doc.document.text.chars().collect();
         let mut out = Vec::new();
         for _ in 0..self.variants {
-            let mut text = String::with_capacity(doc.document.text.len());
             let mut at = 0usize;
+            let mut edits: Vec<(Span, String)> = Vec::new();
             let mut swaps = Vec::new();
             let mut mentions: Vec<_> = doc.mentions.iter().collect();
             mentions.sort_by_key(|m| m.span.start);
@@ -63,16 +64,14 @@ impl Augmenter for SynonymSwap {
                     continue;
                 }
                 let pick = others[rng.below(others.len())];
-                text.extend(&chars[at..s]);
-                text.push_str(pick);
+                edits.push((m.span, pick.clone()));
                 at = e;
                 swaps.push(format!("{surface} -> {pick}"));
             }
             if swaps.is_empty() {
                 continue;
             }
-            text.extend(&chars[at..]);
-            out.push(Derived { text, metadata: vec![], note: format!("synonym swap: {}", swaps.join("; ")) });
+            out.push(doc.document.rewrite(&edits)?.into_derived(format!("synonym swap: {}", swaps.join("; "))));
         }
         Ok(out)
     }

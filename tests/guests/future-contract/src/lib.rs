@@ -1,5 +1,5 @@
-//! A normalizer built against `medtune:plugin@0.2.0` (a frozen copy of the contract with
-//! only the version changed): the host speaks 0.1.0 and must refuse it by name.
+//! A normalizer built against `medtune:plugin@0.3.0` (a frozen copy of the contract with
+//! only the version changed): the host speaks 0.2.0 and 0.1.0 and must refuse it by name.
 
 wit_bindgen::generate!({ path: "wit", world: "normalizer" });
 
@@ -14,7 +14,7 @@ impl Guest for Future {
             name: "future-contract".into(),
             version: "0.1.0".into(),
             kind: PluginKind::Normalizer,
-            contract_version: "0.2.0".into(),
+            contract_version: "0.3.0".into(),
             description: "built for a future contract".into(),
         }
     }
