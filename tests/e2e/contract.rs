@@ -125,4 +125,19 @@ fn augmenters_change_every_field_of_a_record() {
         options.join("\n\n")
     );
     assert_eq!(new["text"].as_str(), Some(text.as_str()));
+
+    // a chat's turns, the assistant's included
+    let chat = env.write(
+        "chat.jsonl",
+        r#"{"id": "c1", "messages": [{"role": "user", "content": "Is fainting dangerous for adults?"}, {"role": "assistant", "content": "Syncope in adults needs a check."}]}"#.to_owned() + "\n",
+    );
+    let text = std::fs::read_to_string(&config).expect("config").replace(&input.display().to_string(), &chat.display().to_string());
+    let config = env.write("swap-chat.toml", text.replace("[data]", "[task]\nkind = \"generate\"\n[data]"));
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(0);
+    let rows = read_jsonl(&env.path("work-swap/data/augmented/train.jsonl"));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let turns: Vec<&str> = rows[1]["messages"].as_array().expect("messages").iter().filter_map(|m| m["content"].as_str()).collect();
+    assert!(!turns[0].contains("fainting") && !turns[0].contains("adults"), "{turns:?}");
+    assert!(!turns[1].contains("Syncope") && !turns[1].contains("adults"), "{turns:?}");
+    assert_eq!(rows[1]["question"].as_str(), Some(turns[0]));
 }

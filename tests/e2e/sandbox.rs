@@ -61,7 +61,7 @@ fn spans_out_of_range_or_inside_a_character_are_refused() {
     let env = Env::new();
     let run = test_hostile(&env, &[("range", "RANGE"), ("cut", "CUT cafe\u{301}"), ("noid", "NOID"), ("ok", "fine")], &[]);
     run.expect_code(2)
-        .stdout_has("range: FAILED: invalid output: mention 0: span 0..12 is outside the text (7 characters)")
+        .stdout_has("range: FAILED: invalid output: mention 0: span 0..10 is outside the text (5 characters)")
         .stdout_has("cut: FAILED: invalid output: mention 0: span 0..8 cuts a character at offset 8")
         .stdout_has("noid: FAILED: invalid output: mention 0: concept id is empty")
         .stdout_has("ok: 1 mention(s)");
