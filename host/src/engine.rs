@@ -56,8 +56,8 @@ impl Engine {
     /// The longest sequence the model takes.
     pub fn max_positions(&self) -> usize {
         match self {
-            Engine::Candle(m) => m.llama.config().max_position_embeddings,
-            Engine::Ort { config, .. } => config.max_position_embeddings,
+            Engine::Candle(m) => m.llama.config().max_sequence(),
+            Engine::Ort { config, .. } => config.max_sequence(),
         }
     }
 
@@ -108,7 +108,7 @@ impl Engine {
                     Tensor::from_slice(&last, last.len(), &Device::Cpu)
                         .map_err(|e| ModelError::Candle { context: "ORT logits".into(), source: e })
                 };
-                generate_with(tokenizer, prompt, opts, config.max_position_embeddings, step, on_text)
+                generate_with(tokenizer, prompt, opts, config.max_sequence(), step, on_text)
             }
         }
     }

@@ -88,8 +88,9 @@ fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Pat
     let mut x = g.node("Gather", &["model.embed_tokens.weight", "input_ids"], vec![]);
     let half = hd / 2;
     let (mut cos, mut sin) = (Vec::with_capacity(c.max_position_embeddings * hd), Vec::with_capacity(c.max_position_embeddings * hd));
+    let inv_freq = c.inv_freq();
     for pos in 0..c.max_position_embeddings {
-        let row: Vec<f32> = (0..half).map(|i| pos as f32 * (1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / hd as f32))).collect();
+        let row: Vec<f32> = inv_freq[..half].iter().map(|f| pos as f32 * f).collect();
         for _ in 0..2 {
             cos.extend(row.iter().map(|f| f.cos()));
             sin.extend(row.iter().map(|f| f.sin()));

@@ -81,4 +81,15 @@ mod tests {
         let strip = ChatTemplate::new("{% for m in messages %}{{ m['content'].strip() }}|{% endfor %}", "", "").expect("compiles");
         assert_eq!(strip.render(&chat(&[("user", "  a  "), ("assistant", "b ")]), false).expect("renders"), "a|b|");
     }
+
+    /// The default for a model without a template is ChatML, with and without the generation
+    /// prompt.
+    #[test]
+    fn the_default_template_is_chatml() {
+        let t = ChatTemplate::new(crate::model::tokenizer::DEFAULT_CHAT_TEMPLATE, "", "").expect("compiles");
+        let turns = chat(&[("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello.")]);
+        let whole = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n";
+        assert_eq!(t.render(&turns, false).expect("renders"), whole);
+        assert_eq!(t.render(&turns[..2], true).expect("renders"), &whole[..whole.len() - "Hello.<|im_end|>\n".len()]);
+    }
 }

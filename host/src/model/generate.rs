@@ -55,7 +55,7 @@ pub fn generate(
     on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
     let mut cache = Cache::new(model);
-    let limit = model.config().max_position_embeddings;
+    let limit = model.config().max_sequence();
     generate_with(tokenizer, prompt, opts, limit, |ids| last_logits(model, ids, &mut cache), on_text)
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{QMatMul, QTensor, ggml_file::qtensor_from_ggml, gguf_file};
 use candle_core::{Device, Tensor};
 
-use super::config::Config;
+use super::config::{Config, RopeScaling};
 use super::linear::Linear;
 use super::llama::{Llama, Weights};
 use super::tokenizer::Tokenizer;
@@ -31,10 +31,11 @@ pub(crate) fn open(path: &Path, device: &Device, opts: super::LoadOptions) -> Re
     if arch != "llama" {
         return Err(ModelError::Architecture { path: path.to_owned(), found: arch });
     }
-    let config = config(&content, path)?;
+    let mut config = config(&content, path)?;
     if let Some(r) = refused(&content.metadata, content.tensor_infos.keys().map(String::as_str), config.head_dim()) {
         return Err(ModelError::Unsupported { path: path.to_owned(), field: r.field, value: r.value, why: r.why.into() });
     }
+    config.rope_scaling = rope_scaling(&content, &mut file, path, config.head_dim())?;
     let tokenizer = Tokenizer::from_gguf(&content.metadata).map_err(|e| match e {
         ModelError::Tokenizer(m) => ModelError::Format { path: path.to_owned(), message: format!("tokenizer metadata: {m}") },
         other => other,
@@ -68,13 +69,46 @@ fn config(c: &gguf_file::Content, path: &Path) -> Result<Config, ModelError> {
         rope_theta: float("llama.rope.freq_base", 10_000.0),
         max_position_embeddings: int("llama.context_length").unwrap_or(4096),
         tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
+        rope_scaling: None,
+        sliding_window: match c.metadata.get("llama.attention.sliding_window") {
+            Some(_) => Some(int("llama.attention.sliding_window")?).filter(|w| *w > 0),
+            None => None,
+        },
     })
 }
 
+/// The RoPE scaling of a GGUF file: `llama.rope.scaling.type = "linear"` with its factor, or
+/// a `rope_freqs` tensor of one divisor per frequency (how llama.cpp stores Llama 3.1's).
+/// Other scaling types are refused by [`refused`].
+fn rope_scaling(c: &gguf_file::Content, file: &mut File, path: &Path, head_dim: usize) -> Result<Option<RopeScaling>, ModelError> {
+    let format = |message: String| ModelError::Format { path: path.to_owned(), message };
+    if c.metadata.get("llama.rope.scaling.type").and_then(|v| v.to_string().ok()).is_some_and(|t| t == "linear") {
+        let factor = c.metadata.get("llama.rope.scaling.factor").and_then(|v| v.to_f32().ok()).filter(|f| *f > 0.0);
+        let factor = factor.ok_or_else(|| format("llama.rope.scaling.type is linear but llama.rope.scaling.factor is missing".into()))?;
+        return Ok(Some(RopeScaling::Linear { factor }));
+    }
+    if !c.tensor_infos.contains_key("rope_freqs.weight") {
+        return Ok(None);
+    }
+    let divisors = c
+        .tensor(file, "rope_freqs.weight", &Device::Cpu)
+        .and_then(|t| t.dequantize(&Device::Cpu))
+        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        .map_err(|e| format(format!("tensor rope_freqs.weight: {e}")))?;
+    if divisors.len() != head_dim / 2 || divisors.iter().any(|d| !(d.is_finite() && *d > 0.0)) {
+        return Err(format(format!(
+            "tensor rope_freqs.weight has {} values, not head size / 2 = {} positive ones",
+            divisors.len(),
+            head_dim / 2
+        )));
+    }
+    Ok(Some(RopeScaling::Divisors(divisors)))
+}
+
 /// The first metadata key or tensor of a `llama` GGUF file that changes the computation in a
-/// way medtune does not implement: RoPE scaling (`rope.scaling.type`, or Llama 3.1's
-/// `rope_freqs` tensor), a RoPE or key/value width other than the head size (`head_dim`),
-/// sliding-window attention, logit soft-capping, experts, biases.
+/// way medtune does not implement: RoPE scaling other than linear (`rope.scaling.type`; Llama
+/// 3.1's `rope_freqs` tensor is implemented), a RoPE or key/value width other than the head size (`head_dim`),
+/// logit soft-capping, experts, biases.
 fn refused<'a>(
     metadata: &std::collections::HashMap<String, gguf_file::Value>,
     mut tensors: impl Iterator<Item = &'a str>,
@@ -83,8 +117,8 @@ fn refused<'a>(
     use super::config::Refusal;
     let shown = |v: &gguf_file::Value| v.to_string().map(|s| format!("{s:?}")).unwrap_or_else(|_| format!("{v:?}"));
     let refusal = |field: &str, value: String, why: &'static str| Some(Refusal { field: field.to_owned(), value, why });
-    if let Some(v) = metadata.get("llama.rope.scaling.type").filter(|v| v.to_string().is_ok_and(|t| t != "none")) {
-        return refusal("llama.rope.scaling.type", shown(v), "RoPE scaling is not implemented");
+    if let Some(v) = metadata.get("llama.rope.scaling.type").filter(|v| v.to_string().is_ok_and(|t| t != "none" && t != "linear")) {
+        return refusal("llama.rope.scaling.type", shown(v), "RoPE scaling other than linear (yarn, ...) is not implemented");
     }
     let number = |v: &gguf_file::Value| v.to_u32().map(u64::from).or_else(|_| v.to_u64()).ok();
     for key in ["llama.rope.dimension_count", "llama.attention.key_length", "llama.attention.value_length"] {
@@ -93,7 +127,6 @@ fn refused<'a>(
         }
     }
     for (key, why) in [
-        ("llama.attention.sliding_window", "sliding-window attention is not implemented"),
         ("llama.attn_logit_softcapping", "logit soft-capping is not implemented"),
         ("llama.final_logit_softcapping", "logit soft-capping is not implemented"),
     ] {
@@ -104,13 +137,8 @@ fn refused<'a>(
     if let Some(v) = metadata.get("llama.expert_count").filter(|v| number(v).is_some_and(|n| n > 0)) {
         return refusal("llama.expert_count", format!("{v:?}"), "mixtures of experts are not implemented");
     }
-    let tensor = tensors.find(|t| *t == "rope_freqs.weight" || t.ends_with(".bias"))?;
-    match tensor {
-        "rope_freqs.weight" => {
-            refusal("tensor rope_freqs.weight", "present".into(), "RoPE frequency factors (Llama 3.1 scaling) are not implemented")
-        }
-        bias => refusal(&format!("tensor {bias}"), "present".into(), "biases are not implemented"),
-    }
+    let bias = tensors.find(|t| t.ends_with(".bias"))?;
+    refusal(&format!("tensor {bias}"), "present".into(), "biases are not implemented")
 }
 
 /// The GGUF name of a Hugging Face tensor name (without `.weight`).
@@ -238,10 +266,9 @@ mod tests {
             refused(&meta, tensors.iter().copied(), 64).map(|r| (r.field, r.value))
         };
         let refused_keys = [
-            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.scaling.type", Value::String("yarn".into())),
             ("llama.rope.dimension_count", Value::U32(32)),
             ("llama.attention.key_length", Value::U32(128)),
-            ("llama.attention.sliding_window", Value::U32(4096)),
             ("llama.final_logit_softcapping", Value::F32(30.0)),
             ("llama.expert_count", Value::U32(8)),
         ];
@@ -249,8 +276,8 @@ mod tests {
             let (field, _) = check(vec![(key, value)], &plain).unwrap_or_else(|| panic!("{key} must be refused"));
             assert_eq!(field, key);
         }
-        assert_eq!(check(vec![], &["rope_freqs.weight"]).map(|r| r.0), Some("tensor rope_freqs.weight".to_owned()));
         assert_eq!(check(vec![], &["blk.0.attn_q.bias"]).map(|r| r.0), Some("tensor blk.0.attn_q.bias".to_owned()));
+        assert_eq!(check(vec![("llama.rope.scaling.type", Value::String("linear".into()))], &["rope_freqs.weight"]), None);
         let fine = vec![
             ("llama.rope.scaling.type", Value::String("none".into())),
             ("llama.rope.dimension_count", Value::U32(64)),

@@ -514,6 +514,14 @@ impl Llama {
     /// causal mask.
     fn block_inputs(&self, ids: &Tensor, pos: usize, positions: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor, Option<Mask>)> {
         let (b, t) = ids.dims2()?;
+        if let Some(w) = self.config.sliding_window
+            && pos + t > w
+        {
+            candle_core::bail!(
+                "a sequence of {} tokens is longer than the model's sliding window of {w}: attention beyond the window is not implemented",
+                pos + t
+            );
+        }
         let dt = self.compute;
         let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.config.hidden_size))?.to_dtype(dt)?;
         if let Some(p) = positions {
@@ -612,9 +620,8 @@ impl Llama {
 }
 
 fn rope_tables(c: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = c.head_dim() / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / c.head_dim() as f32)).collect();
-    let inv = Tensor::from_vec(inv, (1, half), device)?;
+    let inv = c.inv_freq();
+    let inv = Tensor::from_vec(inv.clone(), (1, inv.len()), device)?;
     let t =
         Tensor::arange(0u32, c.max_position_embeddings as u32, device)?.to_dtype(DType::F32)?.reshape((c.max_position_embeddings, 1))?;
     let freqs = t.matmul(&inv)?;

@@ -23,14 +23,14 @@ mod tests;
 use std::path::PathBuf;
 
 pub use adapter::Adapter;
-pub use config::Config;
+pub use config::{Config, RopeScaling};
 pub use fetch::{SMOLLM2, fetch_smollm2};
 pub use generate::{GenerateOptions, Generation, answer_probabilities, answer_probabilities_from, generate, generate_with};
 pub use linear::Linear;
 pub use llama::{Adapters, Cache, Llama, Pass};
 pub use random::{random, shape, uniform};
 pub use save::{save_checkpoint, write_config};
-pub use tokenizer::{ChatMessage, Tokenizer};
+pub use tokenizer::{ChatMessage, DEFAULT_CHAT_TEMPLATE, Tokenizer};
 
 /// A model that cannot be loaded or run; names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,8 @@ pub fn shape(name: &str) -> Option<Config> {
             rope_theta: 100_000.0,
             max_position_embeddings: 8192,
             tie_word_embeddings: true,
+            rope_scaling: None,
+            sliding_window: None,
         }),
         "llama2-7b" => Some(Config {
             hidden_size: 4096,
@@ -34,6 +36,8 @@ pub fn shape(name: &str) -> Option<Config> {
             rope_theta: 10_000.0,
             max_position_embeddings: 4096,
             tie_word_embeddings: false,
+            rope_scaling: None,
+            sliding_window: None,
         }),
         _ => None,
     }

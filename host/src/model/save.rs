@@ -30,9 +30,14 @@ pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Resu
 
 /// Writes a Hugging Face `config.json` for `c`.
 pub fn write_config(c: &super::Config, path: &Path) -> Result<(), ModelError> {
+    let rope_scaling = c.rope_scaling_json().map_err(|message| ModelError::Format { path: path.to_owned(), message })?;
+    // a sliding window is Mistral's (transformers' LLaMA has none)
+    let (architecture, model_type) =
+        if c.sliding_window.is_some() { ("MistralForCausalLM", "mistral") } else { ("LlamaForCausalLM", "llama") };
     let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture],
+        "model_type": model_type,
+        "sliding_window": c.sliding_window,
         "hidden_size": c.hidden_size,
         "intermediate_size": c.intermediate_size,
         "num_hidden_layers": c.num_hidden_layers,
@@ -41,6 +46,7 @@ pub fn write_config(c: &super::Config, path: &Path) -> Result<(), ModelError> {
         "vocab_size": c.vocab_size,
         "rms_norm_eps": c.rms_norm_eps,
         "rope_theta": c.rope_theta,
+        "rope_scaling": rope_scaling,
         "max_position_embeddings": c.max_position_embeddings,
         "tie_word_embeddings": c.tie_word_embeddings,
         "hidden_act": "silu",

@@ -257,8 +257,8 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     }
 
     // another architecture, and a missing tensor, are named
-    let write_variant = |name: &str, arch: &str, skip: &str| {
-        let md: Vec<(String, gguf_file::Value)> = metadata
+    let write_variant = |name: &str, arch: &str, skip: &str, extra: &[(&str, gguf_file::Value)], extra_tensor: Option<(&str, QTensor)>| {
+        let mut md: Vec<(String, gguf_file::Value)> = metadata
             .iter()
             .map(
                 |(k, v)| {
@@ -266,11 +266,13 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
                 },
             )
             .collect();
-        let tensors: Vec<(String, QTensor)> = names
+        md.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let mut tensors: Vec<(String, QTensor)> = names
             .iter()
             .filter(|n| n.as_str() != skip)
             .map(|n| (n.clone(), content.tensor(&mut std::fs::File::open(&src).expect("open"), n, &cpu).expect("tensor")))
             .collect();
+        tensors.extend(extra_tensor.map(|(n, t)| (n.to_owned(), t)));
         let path = dir.path().join(name);
         let mut out = std::fs::File::create(&path).expect("create");
         let md: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -278,12 +280,26 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
         gguf_file::write(&mut out, &md, &ts).expect("write");
         path
     };
-    let qwen = write_variant("qwen.gguf", "qwen2", "");
+    let qwen = write_variant("qwen.gguf", "qwen2", "", &[], None);
     let err = load(&qwen, &cpu).err().expect("another architecture must be refused").to_string();
     assert!(err.contains("qwen.gguf: unsupported architecture \"qwen2\""), "{err}");
-    let holed = write_variant("holed.gguf", "llama", "blk.1.attn_q.weight");
+    let holed = write_variant("holed.gguf", "llama", "blk.1.attn_q.weight", &[], None);
     let err = load(&holed, &cpu).err().expect("a missing tensor must be refused").to_string();
     assert!(err.contains("holed.gguf: missing tensor blk.1.attn_q.weight (model.layers.1.self_attn.q_proj)"), "{err}");
+
+    // RoPE scaling: linear by 2 from the metadata, and a rope_freqs tensor of 2s, compute the
+    // same logits, not the plain model's
+    let plain = last_logits(&load(&write_variant("plain.gguf", "llama", "", &[], None), &cpu).expect("plain"), &ids);
+    let linear =
+        [("llama.rope.scaling.type", gguf_file::Value::String("linear".into())), ("llama.rope.scaling.factor", gguf_file::Value::F32(2.0))];
+    let linear = load(&write_variant("linear.gguf", "llama", "", &linear, None), &cpu).expect("linear");
+    assert_eq!(linear.llama.config().rope_scaling, Some(super::RopeScaling::Linear { factor: 2.0 }));
+    let twos = QTensor::quantize(&Tensor::full(2f32, 32, &cpu).expect("twos"), GgmlDType::F32).expect("f32");
+    let freqs = load(&write_variant("freqs.gguf", "llama", "", &[], Some(("rope_freqs.weight", twos))), &cpu).expect("rope_freqs");
+    assert_eq!(freqs.llama.config().rope_scaling, Some(super::RopeScaling::Divisors(vec![2.0; 32])));
+    let (linear, freqs) = (last_logits(&linear, &ids), last_logits(&freqs, &ids));
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff(&linear, &freqs) < 1e-5 && diff(&linear, &plain) > 1e-2, "{} {}", diff(&linear, &freqs), diff(&linear, &plain));
 
     // the F32 two-block model as a sharded Hugging Face folder
     let (config, tokenizer, mut w) = super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
@@ -330,12 +346,13 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     });
     std::fs::write(hf.join("config.json"), cfg.to_string()).expect("config");
     tokenizer.save(&hf.join("tokenizer.json")).expect("tokenizer");
-    std::fs::write(
-        hf.join("tokenizer_config.json"),
-        r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "<|im_start|>"}"#,
-    )
-    .expect("tokenizer config");
+    std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}"#)
+        .expect("tokenizer config");
     let m = load(&hf, &cpu).expect("Hugging Face folder");
+    // no chat template: ChatML, medtune's default
+    assert!(m.tokenizer.uses_default_template());
+    let chat = [ChatMessage { role: "user".into(), content: "Hi".into() }];
+    assert_eq!(m.tokenizer.chat_prompt(&chat).expect("prompt"), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     assert_eq!(
         m.tokenizer.encode("Does metformin help with weight loss?").expect("ids"),
         [14748, 1278, 584, 254, 724, 351, 2613, 2184, 47]

@@ -1,7 +1,7 @@
 //! The tokenizer: a Hugging Face `tokenizer.json`, or a byte-level BPE rebuilt with the
 //! `tokenizers` crate from GGUF metadata (tokens, merges, control tokens, special ids); plus
-//! the chat template: the model's own (Jinja, `model/chat.rs`), else ChatML or Llama-2 `[INST]`
-//! written by hand for a model that ships none.
+//! the chat template: the model's own (Jinja, `model/chat.rs`), else ChatML
+//! ([`DEFAULT_CHAT_TEMPLATE`]) for a model that ships none.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,18 +24,21 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Template {
-    ChatMl,
-    Llama2,
-}
+/// The chat template of a model that ships none: ChatML (the format SmolLM2, Qwen2 and
+/// transformers' former default write), as Jinja.
+pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + \
+    '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Said once per process, the first time a model without a template writes a chat.
+static DEFAULT_TEMPLATE_NOTE: std::sync::Once = std::sync::Once::new();
 
 /// Text to token ids and back, with the model's special tokens and chat format.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    template: Template,
-    /// The model's own chat template, or why it cannot be used; `None` when it ships none.
-    chat: Option<Result<super::chat::ChatTemplate, String>>,
+    /// The model's own chat template (else [`DEFAULT_CHAT_TEMPLATE`]), or why it cannot be used.
+    chat: Result<super::chat::ChatTemplate, String>,
+    /// Whether the model ships no template (chats are then written in ChatML).
+    default_template: bool,
     /// Tokens that end a turn.
     pub stop_ids: Vec<u32>,
     /// The beginning-of-sequence id, if the model has one.
@@ -111,17 +114,23 @@ impl Tokenizer {
     }
 
     fn finish(inner: tokenizers::Tokenizer, template_text: &str, bos: Option<u32>, eos: Option<u32>) -> Result<Self, ModelError> {
-        let template = if template_text.contains("[INST]") { Template::Llama2 } else { Template::ChatMl };
+        let default_template = template_text.trim().is_empty();
+        let source = if default_template { DEFAULT_CHAT_TEMPLATE } else { template_text };
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
-        if template == Template::ChatMl {
+        if source.contains("<|im_end|>") {
             stop_ids.extend(inner.token_to_id("<|im_end|>"));
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
-        let chat = (!template_text.trim().is_empty())
-            .then(|| super::chat::ChatTemplate::new(template_text, &text(bos), &text(eos)).map_err(|e| e.to_string()));
-        Ok(Tokenizer { inner, template, chat, stop_ids, bos_id: bos })
+        let chat = super::chat::ChatTemplate::new(source, &text(bos), &text(eos)).map_err(|e| e.to_string());
+        Ok(Tokenizer { inner, chat, default_template, stop_ids, bos_id: bos })
+    }
+
+    /// Whether the model ships no chat template, so chats are written in ChatML
+    /// ([`DEFAULT_CHAT_TEMPLATE`]).
+    pub fn uses_default_template(&self) -> bool {
+        self.default_template
     }
 
     /// Token ids of `text` (special tokens written in the text are recognized).
@@ -145,56 +154,21 @@ impl Tokenizer {
     }
 
     /// The chat as the model's template writes it (`add_generation_prompt`: ending where the
-    /// assistant's answer starts); a model without a template gets ChatML or Llama-2's format.
+    /// assistant's answer starts); a model without a template gets [`DEFAULT_CHAT_TEMPLATE`],
+    /// and the process says so once.
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+        if self.default_template {
+            DEFAULT_TEMPLATE_NOTE
+                .call_once(|| tracing::warn!("the model ships no chat template: chats are written in ChatML, medtune's default"));
+        }
         match &self.chat {
-            Some(Ok(t)) => t.render(messages, add_generation_prompt),
-            Some(Err(e)) => Err(ModelError::Tokenizer(e.clone())),
-            None if add_generation_prompt => Ok(self.builtin_prompt(messages)),
-            None => {
-                let mut text = self.builtin_prompt(messages);
-                if self.template == Template::ChatMl {
-                    text.truncate(text.len() - "<|im_start|>assistant\n".len());
-                }
-                Ok(text)
-            }
+            Ok(t) => t.render(messages, add_generation_prompt),
+            Err(e) => Err(ModelError::Tokenizer(e.clone())),
         }
     }
 
     /// The prompt for a chat, ending where the assistant's answer starts.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, ModelError> {
         self.render_chat(messages, true)
-    }
-
-    /// ChatML or Llama-2's format, for a model that ships no template.
-    fn builtin_prompt(&self, messages: &[ChatMessage]) -> String {
-        match self.template {
-            Template::ChatMl => {
-                let mut s = String::new();
-                for m in messages {
-                    s.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
-                }
-                s.push_str("<|im_start|>assistant\n");
-                s
-            }
-            Template::Llama2 => {
-                let system = messages.iter().find(|m| m.role == "system").map(|m| m.content.as_str());
-                let mut s = String::from("<s>");
-                let mut first = true;
-                for m in messages.iter().filter(|m| m.role != "system") {
-                    if m.role == "user" {
-                        let sys = match (first, system) {
-                            (true, Some(sys)) => format!("<<SYS>>\n{sys}\n<</SYS>>\n\n"),
-                            _ => String::new(),
-                        };
-                        s.push_str(&format!("[INST] {sys}{} [/INST]", m.content.trim()));
-                        first = false;
-                    } else {
-                        s.push_str(&format!(" {} </s><s>", m.content.trim()));
-                    }
-                }
-                s
-            }
-        }
     }
 }

@@ -351,7 +351,7 @@ impl Plugin {
             Inst::V0_1(i) => i.normalize(s, batch),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.id.as_str()), out, |i, m| validate::mentions(&batch[i].text, m))
+        self.per_record(batch.iter().map(|d| d.id.as_str()), out, |i, m| validate::mentions(&batch[i], m))
     }
 
     /// Abbreviation expansions in each document.
@@ -364,7 +364,7 @@ impl Plugin {
             Inst::V0_1(i) => i.disambiguate(s, batch),
             _ => unreachable_kind(),
         })?;
-        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::expansions(&batch[i].document.text, x))
+        self.per_record(batch.iter().map(|d| d.document.id.as_str()), out, |i, x| validate::expansions(&batch[i].document, x))
     }
 
     /// New records made from each document.

@@ -4,7 +4,7 @@
 use unicode_segmentation::GraphemeCursor;
 
 use super::contract::{Contract, kind_name};
-use super::types::{Derived, Document, Expansion, Mention, PluginInfo, PluginKind, Score, Span};
+use super::types::{Derived, Document, Expansion, Field, Mention, PluginInfo, PluginKind, Score, Span};
 
 /// The most annotations one document may get from one plugin.
 pub const MAX_ITEMS: usize = 10_000;
@@ -138,13 +138,26 @@ pub fn info(info: &PluginInfo, world: PluginKind, contract: Contract) -> Result<
     Ok(())
 }
 
-/// A normalizer's mentions for `text`.
-pub fn mentions(text: &str, mentions: &[Mention]) -> Result<(), String> {
+/// A span of a document with fields must lie inside one of them.
+fn in_one_field(fields: &[Field], span: &Span) -> Result<(), String> {
+    if fields.is_empty() || fields.iter().any(|f| f.span.start <= span.start && span.end <= f.span.end) {
+        return Ok(());
+    }
+    let names: Vec<&str> = fields.iter().filter(|f| f.span.start < span.end && span.start < f.span.end).map(|f| f.name.as_str()).collect();
+    Err(match names[..] {
+        [] => format!("span {}..{} lies between fields", span.start, span.end),
+        _ => format!("span {}..{} runs across fields {}", span.start, span.end, names.join(" and ")),
+    })
+}
+
+/// A normalizer's mentions for `doc`.
+pub fn mentions(doc: &Document, mentions: &[Mention]) -> Result<(), String> {
     count("mentions", mentions.len(), MAX_ITEMS)?;
-    let t = Text::new(text);
+    let t = Text::new(&doc.text);
     for (i, m) in mentions.iter().enumerate() {
         let at = |e: String| format!("mention {i}: {e}");
         t.check(&m.span).map_err(at)?;
+        in_one_field(&doc.fields, &m.span).map_err(at)?;
         field("concept id", &m.concept.id).map_err(at)?;
         field("preferred name", &m.concept.preferred_name).map_err(at)?;
         unit("score", m.score).map_err(at)?;
@@ -152,13 +165,14 @@ pub fn mentions(text: &str, mentions: &[Mention]) -> Result<(), String> {
     Ok(())
 }
 
-/// A disambiguator's expansions for `text`; the abbreviation must be the span's text.
-pub fn expansions(text: &str, expansions: &[Expansion]) -> Result<(), String> {
+/// A disambiguator's expansions for `doc`; the abbreviation must be the span's text.
+pub fn expansions(doc: &Document, expansions: &[Expansion]) -> Result<(), String> {
     count("expansions", expansions.len(), MAX_ITEMS)?;
-    let t = Text::new(text);
+    let (text, t) = (&doc.text, Text::new(&doc.text));
     for (i, x) in expansions.iter().enumerate() {
         let at = |e: String| format!("expansion {i}: {e}");
         let (a, b) = t.check(&x.span).map_err(at)?;
+        in_one_field(&doc.fields, &x.span).map_err(at)?;
         if text[a..b] != x.abbreviation {
             return Err(at(format!("abbreviation {:?} is not the text of its span ({:?})", x.abbreviation, &text[a..b])));
         }
@@ -221,30 +235,39 @@ mod tests {
     use super::*;
     use crate::plugin::types::Concept;
 
+    fn doc(text: &str) -> Document {
+        Document { id: "r".into(), text: text.into(), fields: Vec::new(), metadata: Vec::new() }
+    }
+
+    fn with_fields(text: &str, fields: &[(&str, u32, u32)]) -> Document {
+        let fields = fields.iter().map(|&(n, start, end)| Field { name: n.into(), span: Span { start, end } }).collect();
+        Document { fields, ..doc(text) }
+    }
+
     fn mention(start: u32, end: u32) -> Mention {
         Mention { span: Span { start, end }, concept: Concept { id: "D1".into(), preferred_name: "x".into() }, score: 1.0 }
     }
 
     #[test]
     fn spans_must_be_inside_the_text() {
-        assert!(mentions("abc", &[mention(0, 3)]).is_ok());
-        let e = mentions("abc", &[mention(1, 4)]).unwrap_err();
+        assert!(mentions(&doc("abc"), &[mention(0, 3)]).is_ok());
+        let e = mentions(&doc("abc"), &[mention(1, 4)]).unwrap_err();
         assert!(e.contains("outside the text (3 characters)"), "{e}");
     }
 
     #[test]
     fn spans_count_characters_not_bytes() {
         // "Œdème" is 5 characters, 8 bytes.
-        assert!(mentions("Œdème", &[mention(0, 5)]).is_ok());
-        assert!(mentions("Œdème", &[mention(0, 8)]).is_err());
+        assert!(mentions(&doc("Œdème"), &[mention(0, 5)]).is_ok());
+        assert!(mentions(&doc("Œdème"), &[mention(0, 8)]).is_err());
     }
 
     #[test]
     fn spans_must_not_split_a_grapheme() {
         // "e" + COMBINING ACUTE ACCENT is one user-perceived character made of two chars.
         let text = "cafe\u{301} au lait";
-        assert!(mentions(text, &[mention(0, 5)]).is_ok());
-        let e = mentions(text, &[mention(0, 4)]).unwrap_err();
+        assert!(mentions(&doc(text), &[mention(0, 5)]).is_ok());
+        let e = mentions(&doc(text), &[mention(0, 4)]).unwrap_err();
         assert!(e.contains("cuts a character at offset 4"), "{e}");
     }
 
@@ -269,7 +292,7 @@ mod tests {
     fn spans_out_of_order_find_their_bytes() {
         // "Œdème" is 5 characters, 7 bytes; later spans may come before earlier ones.
         let text = "Œdème, œdème";
-        assert!(mentions(text, &[mention(7, 12), mention(0, 5), mention(7, 12)]).is_ok());
+        assert!(mentions(&doc(text), &[mention(7, 12), mention(0, 5), mention(7, 12)]).is_ok());
         let t = Text::new(text);
         assert_eq!([t.byte(12), t.byte(5), t.byte(0), t.byte(7)], [text.len(), 7, 0, 9]);
     }
@@ -305,8 +328,30 @@ mod tests {
             long_form: "myocardial infarction".into(),
             confidence: 0.9,
         };
-        assert!(expansions("Old MI.", std::slice::from_ref(&ok)).is_ok());
+        assert!(expansions(&doc("Old MI."), std::slice::from_ref(&ok)).is_ok());
         let bad = Expansion { span: Span { start: 3, end: 5 }, ..ok };
-        assert!(expansions("Old MI.", &[bad]).unwrap_err().contains("is not the text of its span"));
+        assert!(expansions(&doc("Old MI."), &[bad]).unwrap_err().contains("is not the text of its span"));
+    }
+
+    /// A document's fields are separate texts: a span inside one passes, one across two is
+    /// refused naming both; a derived record names the source's fields, in order, inside its text.
+    #[test]
+    fn spans_stay_inside_one_field_and_derived_records_name_the_fields() {
+        let d = with_fields("Is it MI?\n\nMI patients.", &[("question", 0, 9), ("context", 11, 23)]);
+        assert!(mentions(&d, &[mention(6, 8), mention(11, 13)]).is_ok());
+        let e = mentions(&d, &[mention(6, 13)]).unwrap_err();
+        assert_eq!(e, "mention 0: span 6..13 runs across fields question and context");
+        assert_eq!(mentions(&d, &[mention(9, 11)]).unwrap_err(), "mention 0: span 9..11 lies between fields");
+        let derived = |fields: &[(&str, u32, u32)]| Derived {
+            text: "Is it a heart attack?\n\nMI patients.".into(),
+            fields: with_fields("", fields).fields,
+            metadata: Vec::new(),
+            note: String::new(),
+        };
+        assert!(super::derived(&d, &[derived(&[("question", 0, 21), ("context", 23, 35)])]).is_ok());
+        let e = super::derived(&d, &[derived(&[("context", 23, 35)])]).unwrap_err();
+        assert_eq!(e, "derived record 0: its fields are [context], not the source's [question, context]");
+        let e = super::derived(&d, &[derived(&[("question", 0, 21), ("context", 20, 40)])]).unwrap_err();
+        assert!(e.contains("field context at 20..40 is outside the text (35 characters) or overlaps the field before it"), "{e}");
     }
 }

@@ -124,6 +124,16 @@ fn training_examples(
     m: &LoadedModel,
     choices: &Choices,
 ) -> Result<(PathBuf, Vec<Example>, Vec<String>), TrainError> {
+    let longest = m.llama.config().max_sequence();
+    if t.max_len > longest {
+        return Err(TrainError::Input {
+            path: config.path.clone(),
+            message: format!(
+                "train.max_len = {} is longer than the model takes ({longest} tokens: its positions, or its sliding window)",
+                t.max_len
+            ),
+        });
+    }
     let path = config.work_dir().join(format!("data/{}/train.jsonl", t.data));
     crate::artifacts::DataManifest::of(config).map_err(|message| TrainError::Input { path: path.clone(), message })?;
     let (records, mut skipped) = read_jsonl(&path).map_err(|e| TrainError::Input {

@@ -1,11 +1,12 @@
-//! The default terminology normalizer: finds vocabulary concepts (MeSH by default) in text.
+//! The default terminology normalizer: finds vocabulary concepts (MeSH by default) in text,
+//! field by field (a concept's name never runs from a question into its context).
 //!
 //! Settings: `vocab` (the table inside the read-only folder the host grants; default
 //! `/vocab/concepts.tsv`), `fuzzy_min_len` (default 8), `min_score` (default 0).
 
 use medtext::{parse_concepts, Matcher, Options};
 use medtune_plugin_sdk::{
-    register_normalizer, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
+    register_normalizer, CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
 };
 
 struct TerminologyNormalizer {
@@ -35,18 +36,28 @@ impl Normalizer for TerminologyNormalizer {
 
     /// The concepts' ids and names borrowed from the matcher: no copy per mention.
     fn normalize_borrowed(&self, doc: &Document) -> Result<Vec<MentionRef<'_>>, PluginError> {
-        let found = self.matcher.find(&doc.text);
-        // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
-        let mut mentions = Vec::with_capacity(found.len());
-        mentions.extend(found.into_iter().filter(|m| m.score >= self.min_score).map(|m| {
-            let (id, name) = self.matcher.concept(m.concept);
-            MentionRef {
-                span: Span { start: m.char_start, end: m.char_end },
-                id: id.into(),
-                preferred_name: name.into(),
-                score: m.score,
-            }
-        }));
+        let offsets = CharOffsets::new(&doc.text);
+        let whole = [Span { start: 0, end: offsets.char_at(doc.text.len()) }];
+        let fields: Vec<Span> = match doc.fields.is_empty() {
+            true => whole.to_vec(),
+            false => doc.fields.iter().map(|f| f.span).collect(),
+        };
+        let mut mentions = Vec::new();
+        for field in fields {
+            let text = &doc.text[offsets.byte_at(field.start)..offsets.byte_at(field.end)];
+            let found = self.matcher.find(text);
+            // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
+            mentions.reserve(found.len());
+            mentions.extend(found.into_iter().filter(|m| m.score >= self.min_score).map(|m| {
+                let (id, name) = self.matcher.concept(m.concept);
+                MentionRef {
+                    span: Span { start: field.start + m.char_start, end: field.start + m.char_end },
+                    id: id.into(),
+                    preferred_name: name.into(),
+                    score: m.score,
+                }
+            }));
+        }
         Ok(mentions)
     }
 }
