@@ -373,8 +373,16 @@ impl Config {
                 answer_index: self.data.answer_index,
                 question: self.task.question.as_deref().unwrap_or(crate::data::DEFAULT_QUESTION),
                 split_field: self.data.split == SplitKind::Field,
+                long_answer_field: self.long_answer_is_a_field(),
             },
         }
+    }
+
+    /// Whether a record's explained answer (PubMedQA's long answer) is one of the text fields
+    /// the plugins see: when training reads it (a `generate` task, or a `choice` task with
+    /// conclusions); else the plugins would spend their time on text nothing uses.
+    pub fn long_answer_is_a_field(&self) -> bool {
+        self.task.kind == TaskKind::Generate || self.train.as_ref().is_some_and(|t| t.with_conclusions || t.conclusion_weight > 0.0)
     }
 
     /// The chain as the plugin host takes it.

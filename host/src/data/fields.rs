@@ -75,7 +75,11 @@ pub fn compose<'a>(parts: impl IntoIterator<Item = (Part, &'a str)>) -> (String,
 
 /// The text of `span` (character offsets) in `text`.
 pub fn slice(text: &str, span: Span) -> String {
-    text.chars().skip(span.start as usize).take(span.end.saturating_sub(span.start) as usize).collect()
+    let (a, b) = (span.start as usize, span.end.max(span.start) as usize);
+    if text.is_ascii() {
+        return text.get(a..b.min(text.len())).unwrap_or_default().to_owned();
+    }
+    text.chars().skip(a).take(b - a).collect()
 }
 
 #[cfg(test)]

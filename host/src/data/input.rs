@@ -64,7 +64,13 @@ impl InputSpec<'static> {
             format: None,
             layout: None,
             task: crate::config::TaskKind::Choice,
-            reader: Reader { fields: &USUAL, answer_index: IndexBase::ZeroBased, question: DEFAULT_QUESTION, split_field: false },
+            reader: Reader {
+                fields: &USUAL,
+                answer_index: IndexBase::ZeroBased,
+                question: DEFAULT_QUESTION,
+                split_field: false,
+                long_answer_field: false,
+            },
         }
     }
 }

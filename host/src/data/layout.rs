@@ -125,6 +125,8 @@ pub struct Reader<'a> {
     pub question: &'a str,
     /// Whether each record names its split.
     pub split_field: bool,
+    /// Whether the explained answer is a text field the plugins see (`Record::compose`).
+    pub long_answer_field: bool,
 }
 
 /// A field found in a record: its name and value.
@@ -307,7 +309,7 @@ impl<'a> Reader<'a> {
         record.options = options;
         record.messages = messages;
         record.long_answer = optional(&f.long_answer, LONG_ANSWER, "data.fields.long_answer", string)?;
-        record.compose();
+        record.compose(self.long_answer_field);
         if self.split_field {
             let (name, v) = self
                 .find(fields, f.split.as_ref(), SPLIT)
@@ -494,7 +496,7 @@ mod tests {
     }
 
     fn reader(fields: &FieldMap) -> Reader<'_> {
-        Reader { fields, answer_index: IndexBase::ZeroBased, question: "Which label fits?", split_field: false }
+        Reader { fields, answer_index: IndexBase::ZeroBased, question: "Which label fits?", split_field: false, long_answer_field: false }
     }
 
     /// The layout follows the fields: messages, instruction, question with options, question,

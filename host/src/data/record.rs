@@ -146,26 +146,27 @@ impl Record {
             failures: Vec::new(),
             augmentation: None,
         };
-        record.compose();
+        record.compose(false);
         record
     }
 
     /// The record's text fields, in the order the plugins see them: a chat's turns, else the
-    /// question, the context, the options and the explained answer.
-    pub fn parts(&self) -> Vec<(Part, &str)> {
+    /// question, the context, the options and (with `long_answer`) the explained answer.
+    pub fn parts(&self, long_answer: bool) -> Vec<(Part, &str)> {
         if !self.messages.is_empty() {
             return self.messages.iter().enumerate().map(|(i, m)| (Part::Message(i, m.role), m.content.as_str())).collect();
         }
         let mut parts = vec![(Part::Question, self.question.as_str()), (Part::Context, self.context.as_str())];
         parts.extend(self.options.iter().enumerate().map(|(i, o)| (Part::Option(i), o.as_str())));
-        parts.extend(self.long_answer.as_deref().map(|a| (Part::LongAnswer, a)));
+        parts.extend(self.long_answer.as_deref().filter(|_| long_answer).map(|a| (Part::LongAnswer, a)));
         parts
     }
 
-    /// Writes `text` and `fields` from the record's parts (after they are set or changed;
-    /// annotations made on an earlier text no longer fit and must be dropped).
-    pub fn compose(&mut self) {
-        let (text, fields) = fields::compose(self.parts());
+    /// Writes `text` and `fields` from the record's parts, the explained answer among them
+    /// with `long_answer` (after they are set or changed; annotations made on an earlier text
+    /// no longer fit and must be dropped).
+    pub fn compose(&mut self, long_answer: bool) {
+        let (text, fields) = fields::compose(self.parts(long_answer));
         self.text = text;
         self.fields = fields;
     }
@@ -188,7 +189,25 @@ impl Record {
     /// host to be this record's, in order) replaces the part it names; a chat's question
     /// follows its last user turn. Annotations are dropped (their spans no longer fit).
     pub fn derive(&self, index: usize, derived: &Derived, augmentation: Augmentation) -> Result<Record, String> {
-        let mut record = self.clone();
+        // everything but the annotations, which are dropped (cloning them would be wasted work)
+        let mut record = Record {
+            id: String::new(),
+            question: self.question.clone(),
+            context: self.context.clone(),
+            answer: self.answer.clone(),
+            options: self.options.clone(),
+            messages: self.messages.clone(),
+            meshes: self.meshes.clone(),
+            long_answer: self.long_answer.clone(),
+            split: self.split,
+            text: String::new(),
+            fields: Vec::new(),
+            mentions: Vec::new(),
+            expansions: Vec::new(),
+            provenance: self.provenance.clone(),
+            failures: Vec::new(),
+            augmentation: None,
+        };
         for f in &derived.fields {
             let content = fields::slice(&derived.text, f.span);
             let slot = match Part::parse(&f.name) {
@@ -204,11 +223,8 @@ impl Record {
         if let Some(turn) = record.messages.iter().rev().find(|m| m.role == Role::User) {
             record.question = turn.content.clone();
         }
-        record.compose();
+        record.compose(self.span_of(Part::LongAnswer).is_some());
         record.id = format!("{}#{}#{index}", self.id, augmentation.plugin.split('@').next().unwrap_or("augmenter"));
-        record.mentions.clear();
-        record.expansions.clear();
-        record.failures.clear();
         record.provenance.plugins.push(augmentation.plugin.clone());
         record.augmentation = Some(augmentation);
         Ok(record)
@@ -270,7 +286,7 @@ mod tests {
         let mut chat = Record::new("c".into(), "How much?".into(), String::new(), None, vec![], "t".into());
         chat.messages =
             vec![turn(Role::User, "Hi"), turn(Role::Assistant, "Hello."), turn(Role::User, "How much?"), turn(Role::Assistant, "2 kg.")];
-        chat.compose();
+        chat.compose(false);
         assert_eq!(chat.text, "Hi\n\nHello.\n\nHow much?\n\n2 kg.");
         assert_eq!(chat.question_span(), Some(Span { start: 12, end: 21 }));
         let d = derived(
@@ -291,7 +307,7 @@ mod tests {
         let mut q = Record::new("q".into(), "Does MI recur?".into(), "In MI patients.".into(), Some("A".into()), vec![], "t".into());
         q.options = vec!["MI".into(), "never".into()];
         q.long_answer = Some("MI recurs.".into());
-        q.compose();
+        q.compose(true);
         let names: Vec<&str> = q.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["question", "context", "option/A", "option/B", "long-answer"]);
         let d = derived(

@@ -301,6 +301,16 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(diff(&linear, &freqs) < 1e-5 && diff(&linear, &plain) > 1e-2, "{} {}", diff(&linear, &freqs), diff(&linear, &plain));
 
+    // a sliding window (Mistral's): within it attention is the plain causal one; a longer
+    // sequence is refused, not computed with full attention
+    let window = [("llama.attention.sliding_window", gguf_file::Value::U32(6))];
+    let windowed = load(&write_variant("window.gguf", "llama", "", &window, None), &cpu).expect("windowed");
+    assert_eq!((windowed.llama.config().sliding_window, windowed.llama.config().max_sequence()), (Some(6), 6));
+    assert!(diff(&last_logits(&windowed, &ids), &plain) < 1e-6, "six tokens fit the window");
+    let longer = Tensor::new(&[1u32, 4093, 314, 2233, 28, 1278, 7], &cpu).and_then(|t| t.unsqueeze(0)).expect("ids");
+    let err = windowed.llama.forward(&longer, &mut Cache::new(&windowed.llama)).expect_err("7 tokens > window 6").to_string();
+    assert!(err.contains("a sequence of 7 tokens is longer than the model's sliding window of 6"), "{err}");
+
     // the F32 two-block model as a sharded Hugging Face folder
     let (config, tokenizer, mut w) = super::gguf::open(&dir.path().join("F32.gguf"), &cpu, LoadOptions { dequantize: true }).expect("open");
     let hf = dir.path().join("hf");
@@ -438,5 +448,53 @@ fn nf4_in_bf16_keeps_the_tables_in_bf16_and_the_logits() {
     for (name, got, want) in [("training", train, want_train), ("inference", infer, want_infer)] {
         let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(diff < 1e-3, "{name}: logits differ by {diff}");
+    }
+}
+
+/// Tiny random models of the other families (tests/fixtures/families, made with
+/// transformers by tests/fixtures/families_reference.py): Llama 3.x's `llama3` RoPE scaling,
+/// `linear` scaling and Mistral's sliding window give transformers' logits within 1e-4 and
+/// its greedy tokens; without the scaling the logits are another model's.
+#[test]
+fn other_families_compute_what_transformers_computes() {
+    let dir = repo().join("tests/fixtures/families");
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).expect("golden")).expect("JSON");
+    let ids = ids_of(&golden["ids"]);
+    let floats =
+        |v: &serde_json::Value| -> Vec<f32> { v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f") as f32).collect() };
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    for family in ["llama3", "llama-linear", "mistral"] {
+        let want = &golden["families"][family];
+        let m = load(&dir.join(family), &Device::Cpu).unwrap_or_else(|e| panic!("{family}: {e}"));
+        for (n, last) in [16, 32, 48].into_iter().zip(want["last"].as_array().expect("last")) {
+            let d = diff(&last_logits(&m, &ids[..n]), &floats(last));
+            assert!(d < 1e-4, "{family}, {n} tokens: logits differ from transformers' by {d}");
+        }
+        let mut seq = ids[..8].to_vec();
+        for _ in 0..8 {
+            let logits = last_logits(&m, &seq);
+            let best = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).expect("argmax");
+            seq.push(best);
+        }
+        assert_eq!(seq[8..], ids_of(&want["greedy"])[..], "{family}: greedy tokens");
+        if family != "mistral" {
+            // the same weights without the scaling compute something else
+            let plain = tempfile::tempdir().expect("tmp");
+            for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+                std::fs::copy(dir.join(family).join(f), plain.path().join(f)).expect("copy");
+            }
+            let mut config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(family).join("config.json")).expect("config")).expect("JSON");
+            for key in ["rope_scaling", "rope_parameters"] {
+                if let Some(o) = config.get_mut(key).and_then(|v| v.as_object_mut()) {
+                    o.retain(|k, _| k == "rope_theta");
+                    o.insert("rope_type".into(), "default".into());
+                }
+            }
+            std::fs::write(plain.path().join("config.json"), config.to_string()).expect("write");
+            let m = load(plain.path(), &Device::Cpu).expect("plain");
+            let d = diff(&last_logits(&m, &ids), &floats(&want["last"][2]));
+            assert!(d > 1e-3, "{family}: without its scaling the logits differ by only {d}");
+        }
     }
 }
