@@ -379,10 +379,11 @@ impl Config {
     }
 
     /// Whether a record's explained answer (PubMedQA's long answer) is one of the text fields
-    /// the plugins see: when training reads it (a `generate` task, or a `choice` task with
-    /// conclusions); else the plugins would spend their time on text nothing uses.
+    /// the plugins see: in a `generate` task, where it is what the model learns to write.
+    /// Elsewhere only `train.with_conclusions` reads it, as given, and the plugins would spend
+    /// a fifth of the data stage on it; the data stage stays a function of the data sections.
     pub fn long_answer_is_a_field(&self) -> bool {
-        self.task.kind == TaskKind::Generate || self.train.as_ref().is_some_and(|t| t.with_conclusions || t.conclusion_weight > 0.0)
+        self.task.kind == TaskKind::Generate
     }
 
     /// The chain as the plugin host takes it.

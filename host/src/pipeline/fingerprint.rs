@@ -92,7 +92,6 @@ pub fn data_fingerprint(config: &Config) -> String {
         format!("{:?}", config.plugins),
         format!("{:?}", config.vocab),
         identity(&config.resolve(&config.data.input)),
-        format!("long answer a field: {}", config.long_answer_is_a_field()),
     ];
     if let Some(t) = &config.data.test_ground_truth {
         parts.push(identity(&config.resolve(t)));
