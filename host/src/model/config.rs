@@ -209,18 +209,15 @@ impl Config {
 /// keys; any other type, a missing or extra key, or a factor that is not a positive number is
 /// refused.
 fn rope_scaling(c: &serde_json::Value) -> Result<Option<RopeScaling>, Refusal> {
+    // the first of the two that is set: a `"rope_scaling": null` beside `rope_parameters` says nothing
     let Some((field, v)) = [("rope_scaling", c.get("rope_scaling")), ("rope_parameters", c.get("rope_parameters"))]
         .into_iter()
-        .find_map(|(k, v)| Some((k, v?)))
+        .find_map(|(k, v)| Some((k, v.filter(|v| !v.is_null())?)))
     else {
         return Ok(None);
     };
     let Some(map) = v.as_object() else {
-        return if v.is_null() {
-            Ok(None)
-        } else {
-            Err(Refusal { field: field.into(), value: v.to_string(), why: "RoPE scaling must be an object" })
-        };
+        return Err(Refusal { field: field.into(), value: v.to_string(), why: "RoPE scaling must be an object" });
     };
     let refuse = |why: &'static str| Refusal { field: field.to_owned(), value: v.to_string(), why };
     let kind = map.get("rope_type").or_else(|| map.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
@@ -379,7 +376,9 @@ mod tests {
         assert!(matches!(ok.rope_scaling, Some(RopeScaling::Llama3 { factor: 8.0, .. })));
         let five = read(&llama31.replace("rope_scaling", "rope_parameters").replace("\"factor\"", "\"rope_theta\": 5e5, \"factor\""))
             .expect("transformers 5");
-        assert_eq!((five.rope_theta, five.rope_scaling), (5e5, ok.rope_scaling));
+        assert_eq!((five.rope_theta, five.rope_scaling), (5e5, ok.rope_scaling.clone()));
+        let both = format!(r#", "rope_scaling": null{}"#, llama31.replace("rope_scaling", "rope_parameters"));
+        assert_eq!(read(&both).expect("null beside rope_parameters").rope_scaling, ok.rope_scaling);
     }
 
     /// Llama 3.1 8B's RoPE (theta 500000, head size 128, llama3 scaling by 8 from 8192): the
