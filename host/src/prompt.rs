@@ -68,6 +68,11 @@ impl Choices {
             )));
         }
         let letters = (0..labels.len()).map(|i| first(&letter(i))).collect::<Result<Vec<_>, _>>()?;
+        if letters.iter().collect::<std::collections::HashSet<_>>().len() != letters.len() {
+            return Err(ModelError::Tokenizer(format!(
+                "the answers {labels:?} share first tokens, and so do the letters A, B, ...: this tokenizer cannot tell them apart"
+            )));
+        }
         Ok(Self { labels: labels.to_vec(), tokens: letters, lettered: true })
     }
 

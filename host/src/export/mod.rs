@@ -130,12 +130,21 @@ fn write(c: &crate::model::Config, tensors: &HashMap<String, Tensor>, path: &Pat
         let w = get(&format!("{name}.weight"))?;
         let (o, i) = w.dims2()?;
         let wt = values(&w.t()?.contiguous()?)?;
-        if precision == Precision::Int8 {
+        let y = if precision == Precision::Int8 {
             let per_row = name.ends_with("o_proj") || name.ends_with("down_proj");
-            return Ok(g.matmul_int8(x, &format!("{name}.weight_t"), i, o, &wt, per_row));
-        }
-        let w = g.weight(&format!("{name}.weight_t"), &[i, o], &wt);
-        Ok(g.node("MatMul", &[x, &w], vec![]))
+            g.matmul_int8(x, &format!("{name}.weight_t"), i, o, &wt, per_row)
+        } else {
+            let w = g.weight(&format!("{name}.weight_t"), &[i, o], &wt);
+            g.node("MatMul", &[x, &w], vec![])
+        };
+        // Qwen2's q, k and v biases, stored as the weights are
+        Ok(match tensors.get(&format!("{name}.bias")) {
+            Some(b) => {
+                let b = g.weight(&format!("{name}.bias"), &[o], &values(b)?);
+                g.node("Add", &[&y, &b], vec![])
+            }
+            None => y,
+        })
     };
     let rope = |g: &mut Graph, x: &str| -> String {
         let x1 = g.slice_last(x, 0, half as i64);

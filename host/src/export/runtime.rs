@@ -81,6 +81,8 @@ pub struct OrtModel {
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
+    /// The longest sequence the graph computes as the model does (its sliding window).
+    max_sequence: usize,
 }
 
 /// The keys and values of the positions seen so far (per layer, [1, kv_heads, len, head_dim]).
@@ -122,6 +124,7 @@ impl OrtModel {
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
             vocab: config.vocab_size,
+            max_sequence: config.max_sequence(),
         })
     }
 
@@ -129,6 +132,13 @@ impl OrtModel {
     /// `ids`.
     pub fn forward(&self, ids: &[u32], cache: &mut OrtCache) -> Result<Vec<f32>, ExportError> {
         let (n, past) = (ids.len(), cache.len);
+        if past + n > self.max_sequence {
+            return Err(ExportError::Ort(format!(
+                "a sequence of {} tokens is longer than the model's {} positions (or sliding window)",
+                past + n,
+                self.max_sequence
+            )));
+        }
         if cache.kv.is_empty() {
             cache.kv = vec![(Vec::new(), Vec::new()); self.layers];
         }

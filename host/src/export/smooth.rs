@@ -116,6 +116,11 @@ pub fn smoothed(model: &Llama, prompts: &[Vec<u32>], alpha: f32) -> Result<HashM
         let s_v = scales(&a_v, &w_v, alpha);
         let s_o: Vec<f32> = (0..nh * hd).map(|ch| s_v[row(ch)]).collect();
         t.insert(vn, v.broadcast_div(&tensor(&s_v)?.unsqueeze(1)?)?);
+        // a value bias (Qwen2's) is part of the value row it is added to
+        let bn = format!("{p}.self_attn.v_proj.bias");
+        if let Some(b) = t.get(&bn).cloned() {
+            t.insert(bn, b.div(&tensor(&s_v)?)?);
+        }
         t.insert(on, o.broadcast_mul(&tensor(&s_o)?.unsqueeze(0)?)?);
         // down_proj reads silu(gate) · up: up's rows / s, down's columns · s
         let (un, dn) = (format!("{p}.mlp.up_proj.weight"), format!("{p}.mlp.down_proj.weight"));

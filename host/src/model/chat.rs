@@ -1,7 +1,7 @@
 //! The model's own chat template: the Jinja text a GGUF (`tokenizer.chat_template`) or a
 //! `tokenizer_config.json` (`chat_template`) ships, rendered with minijinja as Hugging Face's
 //! `apply_chat_template` does (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`,
-//! `raise_exception`, Python's string methods).
+//! `raise_exception`, `strftime_now`, Python's string methods).
 
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 
@@ -25,12 +25,23 @@ fn raise_exception(message: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message))
 }
 
+/// transformers' `strftime_now(format)`: the current date in the template (Llama 3.2's writes
+/// "Today Date: 06 Dec 2026" into its system turn), in UTC.
+fn strftime_now(format: String) -> Result<Value, Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", chrono::Utc::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: {format:?} is not a strftime format")))?;
+    Ok(Value::from(out))
+}
+
 impl ChatTemplate {
     /// Compiles `source`; `bos` and `eos` are the texts of the model's special tokens.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, ModelError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
         // Hugging Face renders with trim_blocks and lstrip_blocks
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -78,6 +89,10 @@ mod tests {
         );
         let err = t.render(&chat(&[("tool", "x")]), false).expect_err("unknown role");
         assert!(err.to_string().contains("unknown role tool"), "{err}");
+        let date = ChatTemplate::new("{{ strftime_now('%Y-%m') }}", "", "").expect("compiles");
+        assert_eq!(date.render(&[], false).expect("renders"), chrono::Utc::now().format("%Y-%m").to_string());
+        let bad = ChatTemplate::new("{{ strftime_now('%Q') }}", "", "").expect("compiles");
+        assert!(bad.render(&[], false).expect_err("not a format").to_string().contains("strftime_now"));
         let strip = ChatTemplate::new("{% for m in messages %}{{ m['content'].strip() }}|{% endfor %}", "", "").expect("compiles");
         assert_eq!(strip.render(&chat(&[("user", "  a  "), ("assistant", "b ")]), false).expect("renders"), "a|b|");
     }

@@ -3,9 +3,56 @@
 
 use serde::Deserialize;
 
-/// LLaMA hyperparameters.
+/// The architectures medtune computes: LLaMA and the descendants that differ from it only in
+/// what [`Config`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// LLaMA 2 and 3.x, SmolLM2, and every `LlamaForCausalLM`.
+    Llama,
+    /// Mistral: LLaMA with a sliding window and an explicit head size.
+    Mistral,
+    /// Qwen2 and Qwen2.5: LLaMA with biases on the q, k and v projections.
+    Qwen2,
+}
+
+impl Family {
+    /// Every family, in the order errors list them.
+    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+
+    /// The `model_type` of its `config.json` (and GGUF's `general.architecture`).
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+        }
+    }
+
+    /// The transformers class of its `architectures`.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// Whether q, k and v carry biases (o and the MLP never do).
+    pub fn qkv_bias(self) -> bool {
+        self == Family::Qwen2
+    }
+
+    /// The family of a `model_type`.
+    pub fn of_model_type(t: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.model_type() == t)
+    }
+}
+
+/// LLaMA-family hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Which architecture: what the family adds to LLaMA (q/k/v biases).
+    pub family: Family,
     /// Width of the residual stream.
     pub hidden_size: usize,
     /// Width of the MLP.
@@ -14,6 +61,9 @@ pub struct Config {
     pub num_hidden_layers: usize,
     /// Attention heads.
     pub num_attention_heads: usize,
+    /// Size of one attention head (`hidden_size / num_attention_heads` unless the model says
+    /// otherwise, as Mistral NeMo's 128 with 32 heads of a 5,120-wide stream).
+    pub head_dim: usize,
     /// Key/value heads (grouped-query attention).
     pub num_key_value_heads: usize,
     /// Vocabulary size.
@@ -61,7 +111,7 @@ pub enum RopeScaling {
 impl Config {
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
     }
 
     /// The longest sequence medtune runs the model on: its positions, and its sliding window.
@@ -114,7 +164,7 @@ impl Config {
     }
 }
 
-/// `config.json` of a Hugging Face LLaMA checkpoint (what [`refused`] lets through).
+/// `config.json` of a Hugging Face checkpoint (what [`refused`] lets through).
 #[derive(Debug, Deserialize)]
 struct HfConfig {
     hidden_size: usize,
@@ -122,6 +172,8 @@ struct HfConfig {
     num_hidden_layers: usize,
     num_attention_heads: usize,
     num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
     vocab_size: usize,
     #[serde(default = "default_eps")]
     rms_norm_eps: f64,
@@ -147,26 +199,6 @@ fn default_max_pos() -> usize {
     4096
 }
 
-impl From<HfConfig> for Config {
-    fn from(c: HfConfig) -> Self {
-        Config {
-            hidden_size: c.hidden_size,
-            intermediate_size: c.intermediate_size,
-            num_hidden_layers: c.num_hidden_layers,
-            num_attention_heads: c.num_attention_heads,
-            num_key_value_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
-            vocab_size: c.vocab_size,
-            rms_norm_eps: c.rms_norm_eps,
-            rope_theta: c.rope_theta,
-            max_position_embeddings: c.max_position_embeddings,
-            tie_word_embeddings: c.tie_word_embeddings,
-            rope_scaling: None,
-            // Qwen2 writes a window it does not use unless `use_sliding_window` says so
-            sliding_window: c.sliding_window.filter(|_| c.use_sliding_window != Some(false)),
-        }
-    }
-}
-
 impl Config {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_file(path: &std::path::Path) -> Result<Self, super::ModelError> {
@@ -174,18 +206,26 @@ impl Config {
         Self::from_hf_json(&text, path)
     }
 
-    /// A Hugging Face `config.json`'s text (`path` names it in errors): a LLaMA whose every
-    /// field that changes the computation medtune implements; anything else is refused by
-    /// name and value.
+    /// A Hugging Face `config.json`'s text (`path` names it in errors): a model of a
+    /// [`Family`] whose every field that changes the computation medtune implements; anything
+    /// else, and any key medtune does not know, is refused by name and value.
     pub fn from_hf_json(text: &str, path: &std::path::Path) -> Result<Self, super::ModelError> {
         let format = |message: String| super::ModelError::Format { path: path.to_owned(), message };
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| format(e.to_string()))?;
-        if let Some(t) = value.get("model_type").and_then(|t| t.as_str()).filter(|t| !MODEL_TYPES.contains(t)) {
-            return Err(super::ModelError::Architecture { path: path.to_owned(), found: t.to_owned() });
-        }
+        let family = match value.get("model_type") {
+            Some(t) => t
+                .as_str()
+                .and_then(Family::of_model_type)
+                .ok_or_else(|| super::ModelError::Architecture { path: path.to_owned(), found: t.as_str().unwrap_or_default().to_owned() })?,
+            // a config without model_type: its architecture class, else LLaMA
+            None => value
+                .pointer("/architectures/0")
+                .and_then(|a| Family::ALL.into_iter().find(|f| a == f.architecture()))
+                .unwrap_or(Family::Llama),
+        };
         let unsupported =
             |r: Refusal| super::ModelError::Unsupported { path: path.to_owned(), field: r.field, value: r.value, why: r.why.into() };
-        if let Some(r) = refused(&value) {
+        if let Some(r) = refused(&value, family) {
             return Err(unsupported(r));
         }
         let scaling = rope_scaling(&value).map_err(unsupported)?;
@@ -194,13 +234,43 @@ impl Config {
             value["rope_theta"] = theta;
         }
         let hf: HfConfig = serde_json::from_value(value).map_err(|e| format(e.to_string()))?;
-        if hf.num_attention_heads == 0 || !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
+        let kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
+        if hf.num_attention_heads == 0 || kv_heads == 0 || !hf.num_attention_heads.is_multiple_of(kv_heads) {
             return Err(format(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                hf.hidden_size, hf.num_attention_heads
+                "num_attention_heads {} is not a multiple of num_key_value_heads {kv_heads}",
+                hf.num_attention_heads
             )));
         }
-        Ok(Config { rope_scaling: scaling, ..hf.into() })
+        let head_dim = match hf.head_dim {
+            Some(d) => d,
+            None if hf.hidden_size.is_multiple_of(hf.num_attention_heads) => hf.hidden_size / hf.num_attention_heads,
+            None => {
+                return Err(format(format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {} and no head_dim is given",
+                    hf.hidden_size, hf.num_attention_heads
+                )));
+            }
+        };
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(format(format!("head_dim {head_dim}: RoPE needs an even head size")));
+        }
+        Ok(Config {
+            family,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: hf.num_attention_heads,
+            head_dim,
+            num_key_value_heads: kv_heads,
+            vocab_size: hf.vocab_size,
+            rms_norm_eps: hf.rms_norm_eps,
+            rope_theta: hf.rope_theta,
+            max_position_embeddings: hf.max_position_embeddings,
+            tie_word_embeddings: hf.tie_word_embeddings,
+            rope_scaling: scaling,
+            // Qwen2 writes a window it does not use unless `use_sliding_window` says so
+            sliding_window: hf.sliding_window.filter(|_| hf.use_sliding_window != Some(false)),
+        })
     }
 }
 
@@ -245,13 +315,6 @@ fn rope_scaling(c: &serde_json::Value) -> Result<Option<RopeScaling>, Refusal> {
     })
 }
 
-/// The `model_type`s medtune computes exactly: LLaMA (Llama 2 and 3.x, SmolLM2, ...) and
-/// Mistral (LLaMA with a sliding window).
-const MODEL_TYPES: [&str; 2] = ["llama", "mistral"];
-
-/// The architecture classes of [`MODEL_TYPES`].
-const ARCHITECTURES: [&str; 2] = ["LlamaForCausalLM", "MistralForCausalLM"];
-
 /// A field medtune does not implement, with its value and what it would change.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Refusal {
@@ -260,19 +323,42 @@ pub(crate) struct Refusal {
     pub why: &'static str,
 }
 
-/// The first field of a Hugging Face `config.json` that changes the computation in a way
-/// medtune does not implement: RoPE scaling of a kind other than `linear` and `llama3`
-/// (see [`rope_scaling`]), biases, a head size
-/// other than `hidden_size / num_attention_heads`, another activation, logit soft-capping,
-/// mixtures of experts, another architecture class.
-pub(crate) fn refused(c: &serde_json::Value) -> Option<Refusal> {
+/// The `config.json` keys medtune reads ([`HfConfig`], the RoPE scaling, the refused ones
+/// below) or knows to leave the forward pass alone (metadata, token ids, generation defaults,
+/// initialization); any other key is refused, since it may change the computation.
+const KNOWN_KEYS: &[&str] = &[
+    // read, or checked by `refused`
+    "architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
+    "max_position_embeddings", "tie_word_embeddings", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
+    "hidden_act", "hidden_activation", "attention_bias", "mlp_bias", "attn_logit_softcapping", "final_logit_softcapping",
+    "num_experts", "num_local_experts", "attention_dropout", "quantization_config", "auto_map", "pretraining_tp",
+    // no part of the forward pass
+    "_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "bos_token_id", "eos_token_id",
+    "pad_token_id", "initializer_range", "output_attentions", "output_hidden_states", "return_dict", "use_bfloat16",
+    "torchscript", "_attn_implementation", "_commit_hash", "id2label", "label2id", "tokenizer_class", "finetuning_task",
+    "task_specific_params", "problem_type", "prefix", "max_length", "min_length", "do_sample", "temperature", "top_k",
+    "top_p", "num_beams", "repetition_penalty", "length_penalty", "bad_words_ids", "num_return_sequences", "_from_model_config",
+];
+
+/// The first field of a Hugging Face `config.json` of `family` that changes the computation
+/// in a way medtune does not implement: another architecture class, RoPE scaling of a kind
+/// other than `linear` and `llama3` (see [`rope_scaling`]), biases LLaMA has not, per-layer
+/// sliding windows, another activation, logit soft-capping, mixtures of experts, attention
+/// dropout, a pre-quantized checkpoint, remote code, or a key medtune does not know.
+pub(crate) fn refused(c: &serde_json::Value, family: Family) -> Option<Refusal> {
     use serde_json::Value;
     let set = |key: &str| c.get(key).filter(|v| !v.is_null() && *v != &Value::Bool(false));
     let refusal = |field: &str, v: &Value, why: &'static str| Some(Refusal { field: field.to_owned(), value: v.to_string(), why });
-    if let Some(v) =
-        c.get("architectures").filter(|v| v.as_array().is_some_and(|a| a.iter().any(|x| !ARCHITECTURES.iter().any(|k| x == k))))
-    {
-        return refusal("architectures", v, "only LlamaForCausalLM and MistralForCausalLM are implemented");
+    if let Some(v) = c.get("architectures").filter(|v| v.as_array().is_none_or(|a| a.iter().any(|x| x != family.architecture()))) {
+        return refusal(
+            "architectures",
+            v,
+            "only LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are implemented, each with its own model_type",
+        );
+    }
+    if let Some(key) = c.as_object().and_then(|o| o.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str()))) {
+        return refusal(key, &c[key], "a config.json key medtune does not know: it may change the computation");
     }
     if let Err(r) = rope_scaling(c) {
         return Some(r);
@@ -280,15 +366,29 @@ pub(crate) fn refused(c: &serde_json::Value) -> Option<Refusal> {
     if let Some(v) = c.get("sliding_window").filter(|v| !v.is_null() && v.as_u64().is_none_or(|w| w == 0)) {
         return refusal("sliding_window", v, "a sliding window must be a positive number of tokens");
     }
+    // Qwen2's window covers only the layers from max_window_layers on
+    if family == Family::Qwen2
+        && let Some(v) = set("use_sliding_window")
+    {
+        return refusal("use_sliding_window", v, "Qwen2's sliding window on some layers only is not implemented");
+    }
+    if let Some(v) = c.get("layer_types").filter(|v| v.as_array().is_none_or(|a| a.iter().any(|t| t != "full_attention"))) {
+        return refusal("layer_types", v, "layers of another kind than full attention (sliding, linear) are not implemented");
+    }
     for (key, why) in [
-        ("attention_bias", "biases on q, k, v and o are not implemented"),
+        ("attention_bias", "biases on q, k, v and o are not implemented (Qwen2's on q, k and v are)"),
         ("mlp_bias", "biases on the MLP are not implemented"),
         ("attn_logit_softcapping", "logit soft-capping is not implemented"),
         ("final_logit_softcapping", "logit soft-capping is not implemented"),
+        ("quantization_config", "pre-quantized checkpoints (GPTQ, AWQ, bitsandbytes, FP8) are not implemented: use the unquantized folder or a GGUF"),
+        ("auto_map", "a model with its own Python code is not implemented"),
     ] {
         if let Some(v) = set(key) {
             return refusal(key, v, why);
         }
+    }
+    if let Some(v) = c.get("attention_dropout").filter(|v| v.as_f64().is_none_or(|p| p != 0.0)) {
+        return refusal("attention_dropout", v, "dropout of the attention probabilities is not implemented");
     }
     for key in ["num_experts", "num_local_experts"] {
         if let Some(v) = c.get(key).filter(|v| v.as_u64().is_some_and(|n| n > 0)) {
@@ -300,12 +400,8 @@ pub(crate) fn refused(c: &serde_json::Value) -> Option<Refusal> {
             return refusal(key, v, "only SiLU (SwiGLU) is implemented");
         }
     }
-    let (hidden, heads) = (c.get("hidden_size").and_then(Value::as_u64), c.get("num_attention_heads").and_then(Value::as_u64));
-    if let (Some(v), Some(h), Some(n)) = (c.get("head_dim").filter(|v| !v.is_null()), hidden, heads)
-        && n > 0
-        && v.as_u64() != Some(h / n)
-    {
-        return refusal("head_dim", v, "a head size other than hidden_size / num_attention_heads is not implemented");
+    if let Some(v) = c.get("head_dim").filter(|v| !v.is_null() && v.as_u64().is_none_or(|d| d == 0)) {
+        return refusal("head_dim", v, "a head size must be a positive number");
     }
     None
 }
@@ -336,7 +432,12 @@ mod tests {
             (r#", "sliding_window": "4k""#, "sliding_window", "4k"),
             (r#", "attention_bias": true"#, "attention_bias", "true"),
             (r#", "mlp_bias": true"#, "mlp_bias", "true"),
-            (r#", "head_dim": 32"#, "head_dim", "32"),
+            (r#", "head_dim": 0"#, "head_dim", "0"),
+            (r#", "logits_scaling": 8.0"#, "logits_scaling", "8.0"),
+            (r#", "quantization_config": {"quant_method": "awq"}"#, "quantization_config", "awq"),
+            (r#", "auto_map": {"AutoModelForCausalLM": "m.M"}"#, "auto_map", "m.M"),
+            (r#", "attention_dropout": 0.1"#, "attention_dropout", "0.1"),
+            (r#", "layer_types": ["full_attention", "sliding_attention"]"#, "layer_types", "sliding_attention"),
             (r#", "final_logit_softcapping": 30.0"#, "final_logit_softcapping", "30.0"),
             (r#", "attn_logit_softcapping": 50.0"#, "attn_logit_softcapping", "50.0"),
             (r#", "num_local_experts": 8"#, "num_local_experts", "8"),
@@ -345,8 +446,10 @@ mod tests {
             let err = read(extra).err().unwrap_or_else(|| panic!("{field} must be refused")).to_string();
             assert!(err.starts_with("m/config.json: ") && err.contains(&format!("{field} = ")) && err.contains(value), "{err}");
         }
-        let err = read(r#", "architectures": ["GemmaForCausalLM"]"#).expect_err("refused").to_string();
-        assert!(err.contains("architectures = [\"GemmaForCausalLM\"]"), "{err}");
+        for arch in ["GemmaForCausalLM", "MistralForCausalLM"] {
+            let err = read(&format!(r#", "architectures": ["{arch}"]"#)).expect_err("refused").to_string();
+            assert!(err.contains(&format!("architectures = [\"{arch}\"]")), "{err}");
+        }
         // Mistral: LLaMA with a sliding window; a window Qwen2-style configs switch off is none
         let mistral = format!(
             "{{{}, \"sliding_window\": 4096}}",
@@ -356,10 +459,22 @@ mod tests {
         assert_eq!(ok.sliding_window, Some(4096));
         let off = read(r#", "sliding_window": 4096, "use_sliding_window": false"#).expect("window switched off");
         assert_eq!(off.sliding_window, None);
-        let err = Config::from_hf_json(&format!("{{{}}}", LLAMA.replace("\"llama\"", "\"qwen2\"")), std::path::Path::new("m/config.json"))
+        let err = Config::from_hf_json(&format!("{{{}}}", LLAMA.replace("\"llama\"", "\"gemma3\"")), std::path::Path::new("m/config.json"))
             .expect_err("refused")
             .to_string();
-        assert!(err.contains("unsupported architecture \"qwen2\""), "{err}");
+        assert!(err.contains("unsupported architecture \"gemma3\""), "{err}");
+        // Qwen2: biases on q, k and v; its window only on some layers is refused
+        let qwen2 = LLAMA.replace("\"llama\"", "\"qwen2\"").replace("LlamaForCausalLM", "Qwen2ForCausalLM");
+        let qwen2 = |extra: &str| Config::from_hf_json(&format!("{{{qwen2}{extra}}}"), std::path::Path::new("m/config.json"));
+        let ok = qwen2(r#", "use_sliding_window": false, "sliding_window": 32768, "max_window_layers": 21"#).expect("qwen2");
+        assert_eq!((ok.family, ok.family.qkv_bias(), ok.sliding_window), (Family::Qwen2, true, None));
+        let err = qwen2(r#", "use_sliding_window": true, "sliding_window": 32768"#).expect_err("refused").to_string();
+        assert!(err.contains("use_sliding_window = true"), "{err}");
+        // an explicit head size (Mistral NeMo's 128 beside 5,120 / 32 = 160)
+        let ok = read(r#", "head_dim": 32"#).expect("explicit head_dim");
+        assert_eq!((ok.head_dim(), ok.hidden_size / ok.num_attention_heads), (32, 16));
+        let err = read(r#", "head_dim": 7"#).expect_err("odd").to_string();
+        assert!(err.contains("head_dim 7"), "{err}");
         // what LLaMA computes anyway
         let ok = read(r#", "rope_scaling": null, "attention_bias": false, "mlp_bias": false, "head_dim": 16, "sliding_window": null, "rope_theta": 5e5"#)
             .expect("plain llama");
@@ -387,6 +502,8 @@ mod tests {
     #[test]
     fn rope_frequencies_are_scaled_as_the_config_says() {
         let mut c = Config {
+            family: Family::Llama,
+            head_dim: 128,
             hidden_size: 4096,
             intermediate_size: 14336,
             num_hidden_layers: 1,

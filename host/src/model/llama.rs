@@ -102,6 +102,8 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// The biases of q, k and v (Qwen2's; frozen), f32.
+    bias: Option<[Tensor; 3]>,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
@@ -175,6 +177,13 @@ impl Attention {
             .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
             .try_into()
             .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
+        let [q, k, v] = match &self.bias {
+            Some([bq, bk, bv]) => {
+                let add = |y: Tensor, b: &Tensor| y.broadcast_add(&b.to_dtype(y.dtype())?);
+                [add(q, bq)?, add(k, bk)?, add(v, bv)?]
+            }
+            None => [q, k, v],
+        };
         let q = q.reshape(shape(self.n_head))?;
         let k = k.reshape(shape(self.n_kv_head))?;
         let v = super::ops::swap_heads(&v.reshape(shape(self.n_kv_head))?)?;
@@ -279,6 +288,14 @@ impl Llama {
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let bias = match config.family.qkv_bias() {
+                true => Some([
+                    w.dense(&format!("{p}.self_attn.q_proj.bias"))?,
+                    w.dense(&format!("{p}.self_attn.k_proj.bias"))?,
+                    w.dense(&format!("{p}.self_attn.v_proj.bias"))?,
+                ]),
+                false => None,
+            };
             blocks.push(Block {
                 input_norm: norm(w, &format!("{p}.input_layernorm.weight"))?,
                 attn: Attention {
@@ -286,6 +303,7 @@ impl Llama {
                     k: w.linear(&format!("{p}.self_attn.k_proj"))?,
                     v: w.linear(&format!("{p}.self_attn.v_proj"))?,
                     o: w.linear(&format!("{p}.self_attn.o_proj"))?,
+                    bias,
                     n_head: config.num_attention_heads,
                     n_kv_head: config.num_key_value_heads,
                     head_dim: config.head_dim(),
@@ -364,8 +382,8 @@ impl Llama {
         Ok(merged)
     }
 
-    /// Every weight under its Hugging Face name, dense f32 (the output layer only when it is
-    /// not tied to the embeddings).
+    /// Every weight (and bias) under its Hugging Face name, dense f32 (the output layer only
+    /// when it is not tied to the embeddings).
     pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
         let mut out = vec![
@@ -376,6 +394,11 @@ impl Llama {
             let p = format!("model.layers.{i}");
             out.push((format!("{p}.input_layernorm.weight"), f32(b.input_norm.weight.clone())?));
             out.push((format!("{p}.post_attention_layernorm.weight"), f32(b.post_norm.weight.clone())?));
+            if let Some(bias) = &b.attn.bias {
+                for (name, t) in ["q_proj", "k_proj", "v_proj"].iter().zip(bias) {
+                    out.push((format!("{p}.self_attn.{name}.bias"), f32(t.clone())?));
+                }
+            }
             for (name, l) in [
                 ("self_attn.q_proj", &b.attn.q),
                 ("self_attn.k_proj", &b.attn.k),

@@ -23,7 +23,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use adapter::Adapter;
-pub use config::{Config, RopeScaling};
+pub use config::{Config, Family, RopeScaling};
 pub use fetch::{SMOLLM2, fetch_smollm2};
 pub use generate::{GenerateOptions, Generation, answer_probabilities, answer_probabilities_from, generate, generate_with};
 pub use linear::Linear;
@@ -45,7 +45,7 @@ pub enum ModelError {
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     /// The model is not of an architecture medtune runs.
-    #[error("{path}: unsupported architecture {found:?} (medtune runs llama)")]
+    #[error("{path}: unsupported architecture {found:?} (medtune runs llama, mistral and qwen2)")]
     Architecture { path: PathBuf, found: String },
     /// The model uses something that changes the computation and that medtune does not
     /// implement: it is refused rather than run as plain LLaMA with other logits.

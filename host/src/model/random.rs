@@ -1,17 +1,20 @@
-//! Models with random weights in a known shape (SmolLM2-135M, LLaMA-2-7B), for speed
+//! Models with random weights in a known shape (SmolLM2-135M, LLaMA-2-7B, Llama-3-8B, Mistral-7B), for speed
 //! benchmarks and device-parity tests where the values do not matter.
 
 use candle_core::{DType, Device, Tensor};
 
-use super::config::Config;
+use super::config::{Config, Family, RopeScaling};
 use super::linear::Linear;
 use super::llama::{Llama, Weights};
 use super::{CandleContext, ModelError};
 
-/// The hyperparameters of a known shape: `smollm2` (SmolLM2-135M) or `llama2-7b`.
+/// The hyperparameters of a known shape: `smollm2` (SmolLM2-135M), `llama2-7b`, `llama3-8b`
+/// (Llama 3.1 8B) or `mistral-7b` (Mistral 7B v0.3).
 pub fn shape(name: &str) -> Option<Config> {
     match name {
         "smollm2" => Some(Config {
+            family: Family::Llama,
+            head_dim: 64,
             hidden_size: 576,
             intermediate_size: 1536,
             num_hidden_layers: 30,
@@ -26,6 +29,8 @@ pub fn shape(name: &str) -> Option<Config> {
             sliding_window: None,
         }),
         "llama2-7b" => Some(Config {
+            family: Family::Llama,
+            head_dim: 128,
             hidden_size: 4096,
             intermediate_size: 11008,
             num_hidden_layers: 32,
@@ -39,6 +44,43 @@ pub fn shape(name: &str) -> Option<Config> {
             rope_scaling: None,
             sliding_window: None,
         }),
+        "llama3-8b" => Some(Config {
+            family: Family::Llama,
+            head_dim: 128,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            vocab_size: 128_256,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            max_position_embeddings: 131_072,
+            tie_word_embeddings: false,
+            rope_scaling: Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0,
+            }),
+            sliding_window: None,
+        }),
+        "mistral-7b" => Some(Config {
+            family: Family::Mistral,
+            head_dim: 128,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            vocab_size: 32_768,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            max_position_embeddings: 32_768,
+            tie_word_embeddings: false,
+            rope_scaling: None,
+            sliding_window: None,
+        }),
         _ => None,
     }
 }
@@ -47,7 +89,7 @@ pub fn shape(name: &str) -> Option<Config> {
 /// the CPU with a fixed seed and moved to `device`, so every device gets the same weights.
 pub fn random(name: &str, device: &Device) -> Result<Llama, ModelError> {
     let config =
-        shape(name).ok_or_else(|| ModelError::Format { path: name.into(), message: "unknown shape (smollm2, llama2-7b)".into() })?;
+        shape(name).ok_or_else(|| ModelError::Format { path: name.into(), message: "unknown shape (smollm2, llama2-7b, llama3-8b, mistral-7b)".into() })?;
     let mut w = RandomWeights { config: config.clone(), device: device.clone(), counter: 0 };
     Llama::load(config, &mut w, device)
 }
@@ -64,7 +106,8 @@ impl RandomWeights {
         let kv = c.num_key_value_heads * c.head_dim();
         let last = name.trim_end_matches(".weight").rsplit('.').next().unwrap_or("");
         match last {
-            "q_proj" | "o_proj" => (c.hidden_size, c.hidden_size),
+            "q_proj" => (c.num_attention_heads * c.head_dim(), c.hidden_size),
+            "o_proj" => (c.hidden_size, c.num_attention_heads * c.head_dim()),
             "k_proj" | "v_proj" => (kv, c.hidden_size),
             "gate_proj" | "up_proj" => (c.intermediate_size, c.hidden_size),
             "down_proj" => (c.hidden_size, c.intermediate_size),

@@ -1,7 +1,7 @@
 //! Loading a Hugging Face checkpoint folder: `config.json`, `tokenizer.json`, and
 //! `model.safetensors` or the shards listed in `model.safetensors.index.json`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -43,8 +43,27 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         }
     }
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let mut w = SafeWeights { tensors, dir: dir.to_owned(), dtype };
+    let tied = config.tie_word_embeddings;
+    let mut w = SafeWeights { tensors, dir: dir.to_owned(), dtype, used: HashSet::new() };
     let llama = Llama::load(config, &mut w, device)?;
+    // a tensor the network did not take has no place in it (a bias, a layer of another
+    // architecture) and would be ignored. A tied model's stored output layer is the embedding
+    // matrix again, ignored by transformers too.
+    let mut left: Vec<(&String, &PathBuf)> = w
+        .tensors
+        .iter()
+        .filter(|(n, _)| !w.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq") && !(tied && n.as_str() == "lm_head.weight"))
+        .map(|(n, (_, f))| (n, f))
+        .collect();
+    left.sort();
+    if let Some((name, file)) = left.first() {
+        return Err(ModelError::Unsupported {
+            path: (*file).clone(),
+            field: format!("tensor {name}"),
+            value: format!("present ({} tensors without a place)", left.len()),
+            why: format!("a {} model has no such weight: it would be ignored", llama.config().family.architecture()),
+        });
+    }
     Ok(LoadedModel { llama, tokenizer })
 }
 
@@ -52,14 +71,18 @@ struct SafeWeights {
     tensors: HashMap<String, (Tensor, PathBuf)>,
     dir: PathBuf,
     dtype: DType,
+    /// The names the network took.
+    used: HashSet<String>,
 }
 
 impl SafeWeights {
-    fn get(&self, name: &str, dtype: DType) -> Result<Tensor, ModelError> {
+    /// A tensor as `dtype`, marked as taken.
+    fn get(&mut self, name: &str, dtype: DType) -> Result<Tensor, ModelError> {
         let (t, file) = self
             .tensors
             .get(name)
             .ok_or_else(|| ModelError::Format { path: self.dir.clone(), message: format!("missing tensor {name}") })?;
+        self.used.insert(name.to_owned());
         t.to_dtype(dtype).map_err(|e| ModelError::Format { path: file.clone(), message: format!("{name}: {e}") })
     }
 }

@@ -280,9 +280,9 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
         gguf_file::write(&mut out, &md, &ts).expect("write");
         path
     };
-    let qwen = write_variant("qwen.gguf", "qwen2", "", &[], None);
-    let err = load(&qwen, &cpu).err().expect("another architecture must be refused").to_string();
-    assert!(err.contains("qwen.gguf: unsupported architecture \"qwen2\""), "{err}");
+    let gemma = write_variant("gemma.gguf", "gemma3", "", &[], None);
+    let err = load(&gemma, &cpu).err().expect("another architecture must be refused").to_string();
+    assert!(err.contains("gemma.gguf: unsupported architecture \"gemma3\""), "{err}");
     let holed = write_variant("holed.gguf", "llama", "blk.1.attn_q.weight", &[], None);
     let err = load(&holed, &cpu).err().expect("a missing tensor must be refused").to_string();
     assert!(err.contains("holed.gguf: missing tensor blk.1.attn_q.weight (model.layers.1.self_attn.q_proj)"), "{err}");
@@ -355,7 +355,7 @@ fn other_gguf_dtypes_and_hugging_face_folders_load() {
         "max_position_embeddings": config.max_position_embeddings, "tie_word_embeddings": true,
     });
     std::fs::write(hf.join("config.json"), cfg.to_string()).expect("config");
-    tokenizer.save(&hf.join("tokenizer.json")).expect("tokenizer");
+    tokenizer.save(&hf).expect("tokenizer");
     std::fs::write(hf.join("tokenizer_config.json"), r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}"#)
         .expect("tokenizer config");
     let m = load(&hf, &cpu).expect("Hugging Face folder");
@@ -452,9 +452,13 @@ fn nf4_in_bf16_keeps_the_tables_in_bf16_and_the_logits() {
 }
 
 /// Tiny random models of the other families (tests/fixtures/families, made with
-/// transformers by tests/fixtures/families_reference.py): Llama 3.x's `llama3` RoPE scaling,
-/// `linear` scaling and Mistral's sliding window give transformers' logits within 1e-4 and
-/// its greedy tokens; without the scaling the logits are another model's.
+/// transformers by tests/fixtures/families_reference.py): Llama 3.x's `llama3` RoPE scaling
+/// and tied embeddings, `linear` scaling, Mistral's sliding window and explicit head size,
+/// Qwen2's q/k/v biases give transformers' logits within 1e-4 and its greedy tokens; without
+/// the scaling the logits are another model's. Their tokenizers give transformers' ids, their
+/// chat templates `apply_chat_template`'s text, and generation stops at every id of
+/// `generation_config.json`. A merged checkpoint folder of each loads to the same logits, and
+/// a weight without a place in the architecture is refused by name.
 #[test]
 fn other_families_compute_what_transformers_computes() {
     let dir = repo().join("tests/fixtures/families");
@@ -463,7 +467,13 @@ fn other_families_compute_what_transformers_computes() {
     let floats =
         |v: &serde_json::Value| -> Vec<f32> { v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f") as f32).collect() };
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    for family in ["llama3", "llama-linear", "mistral"] {
+    let chat: Vec<ChatMessage> = golden["chat"]
+        .as_array()
+        .expect("chat")
+        .iter()
+        .map(|m| ChatMessage { role: m["role"].as_str().expect("role").into(), content: m["content"].as_str().expect("content").into() })
+        .collect();
+    for family in ["llama3", "llama-linear", "mistral", "qwen2"] {
         let want = &golden["families"][family];
         let m = load(&dir.join(family), &Device::Cpu).unwrap_or_else(|e| panic!("{family}: {e}"));
         for (n, last) in [16, 32, 48].into_iter().zip(want["last"].as_array().expect("last")) {
@@ -477,21 +487,64 @@ fn other_families_compute_what_transformers_computes() {
             seq.push(best);
         }
         assert_eq!(seq[8..], ids_of(&want["greedy"])[..], "{family}: greedy tokens");
-        if family != "mistral" {
-            // the same weights without the scaling compute something else
-            let plain = tempfile::tempdir().expect("tmp");
+        // the tokenizer and the chat template
+        let sentence = golden["sentence"].as_str().expect("sentence");
+        assert_eq!(m.tokenizer.encode(sentence).expect("ids"), ids_of(&want["sentence_ids"]), "{family}: token ids");
+        let mut stops = ids_of(&want["stop"]);
+        stops.sort_unstable();
+        assert_eq!(m.tokenizer.stop_ids, stops, "{family}: the tokens that end a turn");
+        assert_eq!(m.tokenizer.bos_id, want["bos"].as_u64().map(|b| b as u32), "{family}: BOS");
+        assert_eq!(m.tokenizer.uses_default_template(), want["chat"].is_null(), "{family}: its own template");
+        if !want["chat"].is_null() {
+            let whole = m.tokenizer.render_chat(&chat, false).expect("chat");
+            assert_eq!(whole, want["chat"]["whole"].as_str().expect("whole"), "{family}: the rendered chat");
+            let prompt = m.tokenizer.chat_prompt(&chat[..2]).expect("prompt");
+            assert_eq!(prompt, want["chat"]["prompt"].as_str().expect("prompt"), "{family}: the rendered prompt");
+            assert_eq!(m.tokenizer.encode(&whole).expect("ids"), ids_of(&want["chat"]["whole_ids"]), "{family}: the chat's ids");
+            assert_eq!(m.tokenizer.encode(&prompt).expect("ids"), ids_of(&want["chat"]["prompt_ids"]), "{family}: the prompt's ids");
+        }
+        // a merged checkpoint folder: the same family, logits, template and stops
+        let saved = tempfile::tempdir().expect("tmp");
+        save_checkpoint(&m.llama, &m.tokenizer, saved.path()).expect("save");
+        let again = load(saved.path(), &Device::Cpu).unwrap_or_else(|e| panic!("{family}, saved: {e}"));
+        assert_eq!(again.llama.config(), m.llama.config(), "{family}: the saved config");
+        assert_eq!(diff(&last_logits(&again, &ids), &floats(&want["last"][2])), diff(&last_logits(&m, &ids), &floats(&want["last"][2])));
+        assert_eq!((&again.tokenizer.stop_ids, again.tokenizer.bos_id), (&m.tokenizer.stop_ids, m.tokenizer.bos_id), "{family}");
+        assert_eq!(again.tokenizer.chat_prompt(&chat[..2]).ok(), m.tokenizer.chat_prompt(&chat[..2]).ok(), "{family}: saved template");
+        // the fixture with its config.json edited
+        let edited = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let out = tempfile::tempdir().expect("tmp");
             for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-                std::fs::copy(dir.join(family).join(f), plain.path().join(f)).expect("copy");
+                std::fs::copy(dir.join(family).join(f), out.path().join(f)).expect("copy");
             }
             let mut config: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join(family).join("config.json")).expect("config")).expect("JSON");
-            for key in ["rope_scaling", "rope_parameters"] {
-                if let Some(o) = config.get_mut(key).and_then(|v| v.as_object_mut()) {
-                    o.retain(|k, _| k == "rope_theta");
-                    o.insert("rope_type".into(), "default".into());
+            edit(config.as_object_mut().expect("object"));
+            std::fs::write(out.path().join("config.json"), config.to_string()).expect("write");
+            out
+        };
+        if family == "qwen2" {
+            // Qwen2's biases have no place in LLaMA: refused, not ignored
+            let as_llama = edited(&|c| {
+                c.insert("model_type".into(), "llama".into());
+                c.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
+                for key in ["use_sliding_window", "max_window_layers", "layer_types"] {
+                    c.remove(key);
                 }
-            }
-            std::fs::write(plain.path().join("config.json"), config.to_string()).expect("write");
+            });
+            let err = load(as_llama.path(), &Device::Cpu).err().expect("biases must be refused").to_string();
+            assert!(err.contains("tensor model.layers.0.self_attn.k_proj.bias = present") && err.contains("LlamaForCausalLM"), "{err}");
+        }
+        if family.starts_with("llama") {
+            // the same weights without the scaling compute something else
+            let plain = edited(&|c| {
+                for key in ["rope_scaling", "rope_parameters"] {
+                    if let Some(o) = c.get_mut(key).and_then(|v| v.as_object_mut()) {
+                        o.retain(|k, _| k == "rope_theta");
+                        o.insert("rope_type".into(), "default".into());
+                    }
+                }
+            });
             let m = load(plain.path(), &Device::Cpu).expect("plain");
             let d = diff(&last_logits(&m, &ids), &floats(&want["last"][2]));
             assert!(d > 1e-3, "{family}: without its scaling the logits differ by only {d}");

@@ -37,16 +37,38 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// The model's own chat template (else [`DEFAULT_CHAT_TEMPLATE`]), or why it cannot be used.
     chat: Result<super::chat::ChatTemplate, String>,
-    /// Whether the model ships no template (chats are then written in ChatML).
-    default_template: bool,
-    /// Tokens that end a turn.
+    /// The model's own template's text; empty when it ships none (chats are then written in
+    /// ChatML).
+    template: String,
+    /// Tokens that end a turn: the end-of-sequence token and every id of
+    /// `generation_config.json`'s `eos_token_id` (Llama 3's `<|eot_id|>` and `<|end_of_text|>`).
     pub stop_ids: Vec<u32>,
-    /// The beginning-of-sequence id, if the model has one.
+    /// The beginning-of-sequence id, if the model has one (the template writes it: prompts are
+    /// encoded without adding special tokens, as `apply_chat_template` does).
     pub bos_id: Option<u32>,
+    /// The end-of-sequence id the tokenizer names, if any.
+    pub eos_id: Option<u32>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(e.to_string())
+}
+
+/// A JSON file beside `tokenizer.json`: `Null` when it is not there, an error naming it when
+/// it is there but unreadable.
+fn json_beside(path: &Path) -> Result<serde_json::Value, ModelError> {
+    if !path.is_file() {
+        return Ok(serde_json::Value::Null);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read { path: path.to_owned(), source })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Format { path: path.to_owned(), message: e.to_string() })
+}
+
+/// A token id in a JSON file (`eos_token_id`), named with the file when it is not one.
+fn token_number(v: &serde_json::Value, path: &Path) -> Result<u32, ModelError> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| ModelError::Format { path: path.to_owned(), message: format!("eos_token_id {v} is not a token id") })
 }
 
 impl Tokenizer {
@@ -87,19 +109,20 @@ impl Tokenizer {
         inner.add_special_tokens(special).map_err(tok_err)?;
         let id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
         let template = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("");
-        Self::finish(inner, template, id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"))
+        // llama.cpp's end-of-turn and end-of-message tokens end a turn too
+        let stops = [id("tokenizer.ggml.eot_token_id"), id("tokenizer.ggml.eom_token_id")].into_iter().flatten().collect();
+        Self::finish(inner, template, id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"), stops)
     }
 
-    /// From a Hugging Face `tokenizer.json` (and `tokenizer_config.json` beside it, if any).
+    /// From a Hugging Face `tokenizer.json` and what lies beside it: `tokenizer_config.json`
+    /// (BOS and EOS tokens, the chat template), `chat_template.jinja` (where transformers
+    /// saves the template now), `generation_config.json` and `config.json` (their
+    /// `eos_token_id`, a number or a list). A file that is there but unreadable is an error.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Format { path: path.to_owned(), message: e.to_string() })?;
-        let cfg: serde_json::Value = path
-            .parent()
-            .map(|d| d.join("tokenizer_config.json"))
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let cfg = json_beside(&dir.join("tokenizer_config.json"))?;
         let token_id = |key: &str| {
             let text = match &cfg[key] {
                 serde_json::Value::String(s) => Some(s.clone()),
@@ -109,14 +132,35 @@ impl Tokenizer {
             text.and_then(|t| inner.token_to_id(&t))
         };
         let (bos, eos) = (token_id("bos_token"), token_id("eos_token"));
-        let template = cfg["chat_template"].as_str().unwrap_or("").to_owned();
-        Self::finish(inner, &template, bos, eos)
+        let jinja = dir.join("chat_template.jinja");
+        let template = match &cfg["chat_template"] {
+            serde_json::Value::String(t) => t.clone(),
+            // the older list of named templates: the default one
+            serde_json::Value::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| ModelError::Format { path: dir.join("tokenizer_config.json"), message: "chat_template: no template named \"default\"".into() })?,
+            _ if jinja.is_file() => std::fs::read_to_string(&jinja).map_err(|source| ModelError::Read { path: jinja.clone(), source })?,
+            _ => String::new(),
+        };
+        let mut stops = Vec::new();
+        for file in ["generation_config.json", "config.json"] {
+            let path = dir.join(file);
+            match &json_beside(&path)?["eos_token_id"] {
+                serde_json::Value::Null => {}
+                serde_json::Value::Array(ids) => stops.extend(ids.iter().map(|i| token_number(i, &path)).collect::<Result<Vec<_>, _>>()?),
+                one => stops.push(token_number(one, &path)?),
+            }
+        }
+        Self::finish(inner, &template, bos, eos, stops)
     }
 
-    fn finish(inner: tokenizers::Tokenizer, template_text: &str, bos: Option<u32>, eos: Option<u32>) -> Result<Self, ModelError> {
-        let default_template = template_text.trim().is_empty();
-        let source = if default_template { DEFAULT_CHAT_TEMPLATE } else { template_text };
-        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+    fn finish(inner: tokenizers::Tokenizer, template_text: &str, bos: Option<u32>, eos: Option<u32>, stops: Vec<u32>) -> Result<Self, ModelError> {
+        let template = if template_text.trim().is_empty() { String::new() } else { template_text.to_owned() };
+        let source = if template.is_empty() { DEFAULT_CHAT_TEMPLATE } else { &template };
+        let mut stop_ids: Vec<u32> = eos.into_iter().chain(stops).collect();
         if source.contains("<|im_end|>") {
             stop_ids.extend(inner.token_to_id("<|im_end|>"));
         }
@@ -124,13 +168,13 @@ impl Tokenizer {
         stop_ids.dedup();
         let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
         let chat = super::chat::ChatTemplate::new(source, &text(bos), &text(eos)).map_err(|e| e.to_string());
-        Ok(Tokenizer { inner, chat, default_template, stop_ids, bos_id: bos })
+        Ok(Tokenizer { inner, chat, template, stop_ids, bos_id: bos, eos_id: eos })
     }
 
     /// Whether the model ships no chat template, so chats are written in ChatML
     /// ([`DEFAULT_CHAT_TEMPLATE`]).
     pub fn uses_default_template(&self) -> bool {
-        self.default_template
+        self.template.is_empty()
     }
 
     /// Token ids of `text` (special tokens written in the text are recognized).
@@ -143,9 +187,24 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(tok_err)
     }
 
-    /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        self.inner.save(path, false).map_err(tok_err)
+    /// Writes the tokenizer into `dir` as Hugging Face does: `tokenizer.json`,
+    /// `tokenizer_config.json` with the BOS and EOS tokens and the model's own chat template,
+    /// and `generation_config.json` with the tokens that end a turn (each file atomically), so
+    /// the folder chats and stops as the model did.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            crate::atomic::write(&path, bytes).map_err(|source| ModelError::Write { path, source })
+        };
+        write("tokenizer.json", self.inner.to_string(false).map_err(tok_err)?.as_bytes())?;
+        let text = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i));
+        let mut cfg = serde_json::json!({ "bos_token": text(self.bos_id), "eos_token": text(self.eos_id) });
+        if !self.template.is_empty() {
+            cfg["chat_template"] = self.template.clone().into();
+        }
+        write("tokenizer_config.json", serde_json::to_string_pretty(&cfg).map_err(tok_err)?.as_bytes())?;
+        let generation = serde_json::json!({ "bos_token_id": self.bos_id, "eos_token_id": self.stop_ids });
+        write("generation_config.json", serde_json::to_string_pretty(&generation).map_err(tok_err)?.as_bytes())
     }
 
     /// The id of a token, if it is in the vocabulary.
@@ -157,7 +216,7 @@ impl Tokenizer {
     /// assistant's answer starts); a model without a template gets [`DEFAULT_CHAT_TEMPLATE`],
     /// and the process says so once.
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
-        if self.default_template {
+        if self.template.is_empty() {
             DEFAULT_TEMPLATE_NOTE
                 .call_once(|| tracing::warn!("the model ships no chat template: chats are written in ChatML, medtune's default"));
         }

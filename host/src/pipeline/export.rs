@@ -77,7 +77,7 @@ pub fn export(config: &Config, request: &ExportRequest, progress: &mut dyn Progr
     let e =
         crate::export::export(&m.llama, &path, request.precision, &calibration).context(|| format!("exporting to {}", out.display()))?;
     crate::model::write_config(m.llama.config(), &out.join("config.json")).context(|| format!("writing {}", out.display()))?;
-    m.tokenizer.save(&out.join("tokenizer.json")).context(|| format!("writing {}", out.display()))?;
+    m.tokenizer.save(&out).context(|| format!("writing {}", out.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     // the check: ONNX Runtime loads it and gives candle's answer probabilities
     let ort = ort_engine(&config.work_dir(), &out)?;

@@ -56,15 +56,15 @@ impl LoraSet {
     /// `A` repeatable.
     pub fn new(config: LoraConfig, model: &Config, seed: u64, device: &Device) -> Result<Self> {
         let kv = model.num_key_value_heads * model.head_dim();
-        let (h, f) = (model.hidden_size, model.intermediate_size);
+        let (h, f, q) = (model.hidden_size, model.intermediate_size, model.num_attention_heads * model.head_dim());
         let mut layers = BTreeMap::new();
         for i in 0..model.num_hidden_layers {
             for t in &config.targets {
                 let (part, (out_dim, in_dim)) = match t.as_str() {
-                    "q_proj" => ("self_attn", (h, h)),
+                    "q_proj" => ("self_attn", (q, h)),
                     "k_proj" => ("self_attn", (kv, h)),
                     "v_proj" => ("self_attn", (kv, h)),
-                    "o_proj" => ("self_attn", (h, h)),
+                    "o_proj" => ("self_attn", (h, q)),
                     "gate_proj" => ("mlp", (f, h)),
                     "up_proj" => ("mlp", (f, h)),
                     "down_proj" => ("mlp", (h, f)),
