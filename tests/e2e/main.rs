@@ -3,6 +3,7 @@
 
 mod contract;
 mod data_stage;
+mod families;
 mod harness;
 mod hot_swap;
 mod medical;
