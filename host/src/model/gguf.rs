@@ -211,7 +211,7 @@ fn refused(arch: &str, metadata: &std::collections::HashMap<String, gguf_file::V
 }
 
 /// The GGUF name of a Hugging Face tensor name (without `.weight`).
-fn gguf_name(hf: &str) -> String {
+pub(crate) fn gguf_name(hf: &str) -> String {
     match hf {
         "model.embed_tokens" => return "token_embd".into(),
         "model.norm" => return "output_norm".into(),

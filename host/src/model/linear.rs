@@ -134,7 +134,8 @@ mod tests {
     #[test]
     fn frozen_products_pass_input_gradients_only() {
         let dev = Device::Cpu;
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (16, 64), &dev).expect("w")).expect("var");
+        // rows of 256: one block of the K-quants
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (16, 256), &dev).expect("w")).expect("var");
         let kinds = [
             ("dense", Linear::Dense(w.as_tensor().clone())),
             (
@@ -146,8 +147,12 @@ mod tests {
                 Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), GgmlDType::Q4_1).expect("q4")).expect("qmatmul")),
             ),
             ("nf4", Linear::Nf4(Nf4Weight::quantize(w.as_tensor(), DType::F32).expect("nf4"))),
-        ];
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 64), &dev).expect("x")).expect("var");
+        ]
+        .into_iter()
+        .chain([("q4_k", GgmlDType::Q4K), ("q5_k", GgmlDType::Q5K), ("q6_k", GgmlDType::Q6K)].map(|(name, dtype)| {
+            (name, Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(w.as_tensor(), dtype).expect("k-quant")).expect("qmatmul")))
+        }));
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 256), &dev).expect("x")).expect("var");
         let probe = Tensor::randn(0f32, 1., (2, 3, 16), &dev).expect("probe");
         for (name, l) in kinds {
             let y = l.forward_frozen(x.as_tensor()).expect("forward");
@@ -165,7 +170,7 @@ mod tests {
             let at = |delta: f32| -> f32 {
                 let mut v = x.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("vec");
                 v[70] += delta;
-                let t = Tensor::from_vec(v, (2, 3, 64), &dev).expect("t");
+                let t = Tensor::from_vec(v, (2, 3, 256), &dev).expect("t");
                 l.forward_frozen(&t).and_then(|y| y.mul(&probe)).and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).expect("f")
             };
             let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;

@@ -551,3 +551,226 @@ fn other_families_compute_what_transformers_computes() {
         }
     }
 }
+
+/// A GGUF copy of the Hugging Face folder `hf` at `out`, as llama.cpp's converter writes one:
+/// `qwen2` with its rows as they are, else `llama` with the q/k rows permuted for llama.cpp's
+/// interleaved RoPE, Llama 3's scaling as a `rope_freqs` tensor, linear scaling and Mistral's
+/// window and head size as metadata; the blocks' matrices in `dtype`, the rest f32; the
+/// tokenizer's vocabulary, merges, special tokens, end-of-turn ids and template.
+fn gguf_copy(hf: &Path, dtype: candle_core::quantized::GgmlDType, out: &Path) {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file::Value};
+    let m = load(hf, &Device::Cpu).expect("the folder");
+    let c = m.llama.config().clone();
+    let arch = if c.family == Family::Qwen2 { "qwen2" } else { "llama" };
+    let u32v = |n: usize| Value::U32(n as u32);
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (format!("{arch}.block_count"), u32v(c.num_hidden_layers)),
+        (format!("{arch}.context_length"), u32v(c.max_position_embeddings)),
+        (format!("{arch}.embedding_length"), u32v(c.hidden_size)),
+        (format!("{arch}.feed_forward_length"), u32v(c.intermediate_size)),
+        (format!("{arch}.attention.head_count"), u32v(c.num_attention_heads)),
+        (format!("{arch}.attention.head_count_kv"), u32v(c.num_key_value_heads)),
+        (format!("{arch}.attention.key_length"), u32v(c.head_dim())),
+        (format!("{arch}.attention.value_length"), u32v(c.head_dim())),
+        (format!("{arch}.rope.dimension_count"), u32v(c.head_dim())),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32)),
+        (format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta as f32)),
+    ];
+    if let Some(w) = c.sliding_window {
+        md.push((format!("{arch}.attention.sliding_window"), u32v(w)));
+    }
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let f32q = |t: &Tensor| QTensor::quantize(t, GgmlDType::F32).expect("f32");
+    match &c.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => {
+            md.push((format!("{arch}.rope.scaling.type"), Value::String("linear".into())));
+            md.push((format!("{arch}.rope.scaling.factor"), Value::F32(*factor)));
+        }
+        Some(_) => {
+            let scaled = c.inv_freq();
+            let plain = Config { rope_scaling: None, ..c.clone() }.inv_freq();
+            let divisors: Vec<f32> = plain.iter().zip(&scaled).map(|(p, s)| p / s).collect();
+            tensors.push(("rope_freqs.weight".into(), f32q(&Tensor::new(divisors, &Device::Cpu).expect("divisors"))));
+        }
+        None => {}
+    }
+    // the tokenizer: every id's token (padded up to the embedding rows, as llama.cpp pads)
+    let tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer.json")).expect("tokenizer")).expect("JSON");
+    let mut tokens: Vec<(String, i32)> = (0..c.vocab_size).map(|i| (format!("[PAD{i}]"), 5)).collect();
+    for (t, id) in tok["model"]["vocab"].as_object().expect("vocab") {
+        tokens[id.as_u64().expect("id") as usize] = (t.clone(), 1);
+    }
+    for a in tok["added_tokens"].as_array().expect("added") {
+        tokens[a["id"].as_u64().expect("id") as usize] = (a["content"].as_str().expect("content").into(), 3);
+    }
+    let merges: Vec<Value> = tok["model"]["merges"]
+        .as_array()
+        .expect("merges")
+        .iter()
+        .map(|m| Value::String(m.as_str().map(str::to_owned).unwrap_or_else(|| format!("{} {}", m[0].as_str().unwrap_or(""), m[1].as_str().unwrap_or("")))))
+        .collect();
+    md.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+    md.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
+    md.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens.iter().map(|(t, _)| Value::String(t.clone())).collect())));
+    md.push(("tokenizer.ggml.token_type".into(), Value::Array(tokens.iter().map(|(_, k)| Value::I32(*k)).collect())));
+    md.push(("tokenizer.ggml.merges".into(), Value::Array(merges)));
+    let t = &m.tokenizer;
+    if let Some(b) = t.bos_id {
+        md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
+    }
+    if let Some(e) = t.eos_id {
+        md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
+        if let Some(other) = t.stop_ids.iter().find(|s| **s != e) {
+            md.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(*other)));
+        }
+    }
+    if let Ok(template) = std::fs::read_to_string(hf.join("chat_template.jinja")) {
+        md.push(("tokenizer.chat_template".into(), Value::String(template)));
+    }
+    // the weights, under llama.cpp's names
+    let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+    for (name, w) in m.llama.tensors().expect("tensors") {
+        let (base, kind) = name.rsplit_once('.').expect("suffix");
+        let mut w = w;
+        if arch == "llama" && kind == "weight" && (base.ends_with("q_proj") || base.ends_with("k_proj")) {
+            let n = if base.ends_with("q_proj") { heads } else { kv_heads };
+            let cols = w.dim(1).expect("cols");
+            w = w.reshape((n, 2, d / 2, cols)).and_then(|w| w.transpose(1, 2)).and_then(|w| w.reshape((n * d, cols))).expect("permute");
+        }
+        let q = if w.rank() == 2 && name.starts_with("model.layers.") { QTensor::quantize(&w, dtype) } else { Ok(f32q(&w)) };
+        tensors.push((format!("{}.{kind}", super::gguf::gguf_name(base)), q.expect("quantize")));
+    }
+    let mut file = std::fs::File::create(out).expect("create");
+    let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    candle_core::quantized::gguf_file::write(&mut file, &md, &ts).expect("write gguf");
+}
+
+/// Each family's tiny checkpoint copied to GGUF as llama.cpp lays it out (q/k rows permuted
+/// for `llama`, not for `qwen2`; Llama 3's scaling as `rope_freqs`; biases; the tokenizer in
+/// the metadata) computes transformers' logits in f32 (within 1e-4) and in Q8_0 (within 0.5), encodes
+/// transformers' ids, renders its chat prompt and stops at the same ids.
+#[test]
+fn gguf_copies_of_each_family_compute_what_transformers_computes() {
+    use candle_core::quantized::GgmlDType;
+    let dir = repo().join("tests/fixtures/families");
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).expect("golden")).expect("JSON");
+    let ids = ids_of(&golden["ids"]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    for family in ["llama3", "llama-linear", "mistral", "qwen2"] {
+        let want = &golden["families"][family];
+        for (dtype, tolerance) in [(GgmlDType::F32, 1e-4f32), (GgmlDType::Q8_0, 0.5)] {
+            let path = tmp.path().join(format!("{family}-{dtype:?}.gguf"));
+            gguf_copy(&dir.join(family), dtype, &path);
+            let m = load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{family} {dtype:?}: {e}"));
+            let hf = load(&dir.join(family), &Device::Cpu).expect("folder");
+            assert_eq!(m.llama.config().family, hf.llama.config().family, "{family}");
+            for (n, last) in [16, 32, 48].into_iter().zip(want["last"].as_array().expect("last")) {
+                let ours = last_logits(&m, &ids[..n]);
+                let theirs: Vec<f32> = last.as_array().expect("logits").iter().map(|x| x.as_f64().expect("f") as f32).collect();
+                let d = ours.iter().zip(&theirs).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(d < tolerance, "{family} {dtype:?}, {n} tokens: logits differ from transformers' by {d}");
+            }
+            let sentence = golden["sentence"].as_str().expect("sentence");
+            assert_eq!(m.tokenizer.encode(sentence).expect("ids"), ids_of(&want["sentence_ids"]), "{family}: GGUF token ids");
+            assert_eq!(m.tokenizer.stop_ids, hf.tokenizer.stop_ids, "{family}: GGUF stop ids");
+            let turn = [ChatMessage { role: "user".into(), content: "Is aspirin an NSAID?".into() }];
+            assert_eq!(m.tokenizer.chat_prompt(&turn).ok(), hf.tokenizer.chat_prompt(&turn).ok(), "{family}: GGUF chat prompt");
+        }
+    }
+}
+
+/// A random checkpoint 256 wide (K-quant blocks are 256 values), of `family`, in `dir`: the
+/// qwen2 fixture's tokenizer, one block, weights from a fixed seed.
+fn wide_checkpoint(family: Family, dir: &Path) {
+    let src = repo().join("tests/fixtures/families/qwen2");
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let (h, f, heads, kv, d, vocab) = (256usize, 512usize, 4usize, 2usize, 64usize, 320usize);
+    let mut seed = 0u64;
+    let mut random = |shape: &[usize], bound: f64| {
+        seed += 1;
+        Tensor::from_vec(uniform(shape.iter().product(), bound, seed), shape, &Device::Cpu).expect("tensor")
+    };
+    let mut t: std::collections::HashMap<String, Tensor> = std::collections::HashMap::new();
+    t.insert("model.embed_tokens.weight".into(), random(&[vocab, h], 1.0));
+    t.insert("model.norm.weight".into(), (random(&[h], 0.5) + 1.0).expect("norm"));
+    let p = "model.layers.0";
+    t.insert(format!("{p}.input_layernorm.weight"), (random(&[h], 0.5) + 1.0).expect("norm"));
+    t.insert(format!("{p}.post_attention_layernorm.weight"), (random(&[h], 0.5) + 1.0).expect("norm"));
+    for (name, rows, cols) in
+        [("self_attn.q_proj", heads * d, h), ("self_attn.k_proj", kv * d, h), ("self_attn.v_proj", kv * d, h), ("self_attn.o_proj", h, heads * d)]
+            .into_iter()
+            .chain([("mlp.gate_proj", f, h), ("mlp.up_proj", f, h), ("mlp.down_proj", h, f)])
+    {
+        t.insert(format!("{p}.{name}.weight"), random(&[rows, cols], 0.15));
+        if family == Family::Qwen2 && ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"].contains(&name) {
+            t.insert(format!("{p}.{name}.bias"), random(&[rows], 0.5));
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).expect("save");
+    let config = serde_json::json!({
+        "model_type": family.model_type(), "architectures": [family.architecture()], "hidden_size": h, "intermediate_size": f,
+        "num_hidden_layers": 1, "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256, "tie_word_embeddings": true, "hidden_act": "silu",
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+}
+
+/// GGUF K-quants (`Q4_K`, `Q5_K`, `Q6_K`, the blocks of `Q4_K_M` and `Q5_K_M` files) of a
+/// `llama` (q/k rows permuted, whole 256-value blocks moved back) and a `qwen2` checkpoint:
+/// the quantized kernels compute what the blocks dequantize to, which is the f32 model up to
+/// the quantization's error (smaller for more bits); converted to NF4 they are no further
+/// from the f32 model than the two roundings together; saved as a checkpoint (what `merge` writes)
+/// they compute what they computed.
+#[test]
+fn k_quant_ggufs_load_convert_and_save() {
+    use candle_core::quantized::GgmlDType;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 300).collect();
+    let relative = |a: &[f32], b: &[f32]| {
+        let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        let den: f32 = b.iter().map(|y| y * y).sum();
+        (num / den).sqrt()
+    };
+    for family in [Family::Llama, Family::Qwen2] {
+        let hf = tmp.path().join(family.model_type());
+        std::fs::create_dir_all(&hf).expect("mkdir");
+        wide_checkpoint(family, &hf);
+        let mut folder = load(&hf, &Device::Cpu).expect("folder");
+        let reference = last_logits(&folder, &ids);
+        folder.llama.quantize_nf4(candle_core::DType::F32).expect("nf4");
+        let nf4_reference = last_logits(&folder, &ids);
+        let f32_copy = tmp.path().join(format!("{}-f32.gguf", family.model_type()));
+        gguf_copy(&hf, GgmlDType::F32, &f32_copy);
+        let d = relative(&last_logits(&load(&f32_copy, &Device::Cpu).expect("f32 gguf"), &ids), &reference);
+        assert!(d < 1e-5, "{family:?} F32 copy: relative error {d}");
+        let mut errors = Vec::new();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+            let path = tmp.path().join(format!("{}-{dtype:?}.gguf", family.model_type()));
+            gguf_copy(&hf, dtype, &path);
+            let kept = load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{family:?} {dtype:?}: {e}"));
+            let mut dense = load_with(&path, &Device::Cpu, LoadOptions { dequantize: true }).expect("dequantized");
+            let (k, f) = (last_logits(&kept, &ids), last_logits(&dense, &ids));
+            // the prompt's rows go through the dequantized weights; one row (decoding) through the kernels
+            let one = last_logits(&kept, &ids[..1]);
+            let one_dense = last_logits(&dense, &ids[..1]);
+            assert!(relative(&k, &f) < 1e-5, "{family:?} {dtype:?}: kept vs dequantized {}", relative(&k, &f));
+            assert!(relative(&one, &one_dense) < 0.05, "{family:?} {dtype:?}: kernels vs dequantized {}", relative(&one, &one_dense));
+            let e = relative(&f, &reference);
+            errors.push(e);
+            // converted to NF4 (`base = "nf4"`), and saved as a checkpoint
+            let saved = tmp.path().join(format!("{}-{dtype:?}-saved", family.model_type()));
+            save_checkpoint(&kept.llama, &kept.tokenizer, &saved).expect("save");
+            let again = last_logits(&load(&saved, &Device::Cpu).expect("saved"), &ids);
+            assert!(relative(&again, &f) < 1e-5, "{family:?} {dtype:?}: saved checkpoint {}", relative(&again, &f));
+            dense.llama.quantize_nf4(candle_core::DType::F32).expect("nf4");
+            let (n, n_f32) = (relative(&last_logits(&dense, &ids), &reference), relative(&nf4_reference, &reference));
+            assert!(n < 1.2 * (n_f32 + e), "{family:?} {dtype:?}: NF4 from the K-quant is {n} from f32 (NF4 from f32 {n_f32}, the K-quant {e})");
+        }
+        // Q4_K < Q5_K < Q6_K in error, each well under the signal
+        assert!(errors[0] > errors[1] && errors[1] > errors[2] && errors[0] < 0.3, "{family:?}: errors {errors:?}");
+    }
+}

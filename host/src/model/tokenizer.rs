@@ -11,6 +11,8 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::ModelError;
@@ -28,6 +30,15 @@ pub struct ChatMessage {
 /// transformers' former default write), as Jinja.
 pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + \
     '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// How Qwen2's tokenizer splits text before BPE (its tokenizer.json's `Split` regex): digits
+/// one by one.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// How Llama 3's tokenizer splits text before BPE: digits in groups of up to three.
+const LLAMA3_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Said once per process, the first time a model without a template writes a chat.
 static DEFAULT_TEMPLATE_NOTE: std::sync::Once = std::sync::Once::new();
@@ -72,8 +83,9 @@ fn token_number(v: &serde_json::Value, path: &Path) -> Result<u32, ModelError> {
 }
 
 impl Tokenizer {
-    /// From GGUF metadata (`tokenizer.ggml.*`): byte-level BPE, digits split one by one, no
-    /// prefix space, control tokens special.
+    /// From GGUF metadata (`tokenizer.ggml.*`): byte-level BPE split as `tokenizer.ggml.pre`
+    /// names (SmolLM2's digits one by one, Qwen2's and Llama 3's regexes; another name is
+    /// refused), no prefix space, control tokens special.
     pub fn from_gguf(md: &HashMap<String, Value>) -> Result<Self, ModelError> {
         let get = |k: &str| md.get(k).ok_or_else(|| ModelError::Tokenizer(format!("missing {k}")));
         let model = get("tokenizer.ggml.model")?.to_string().map_err(tok_err)?;
@@ -95,10 +107,33 @@ impl Tokenizer {
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ]))));
+        let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map_or("default", String::as_str);
+        let split = |pattern: &str| -> Result<PreTokenizerWrapper, ModelError> {
+            let regex = SplitPattern::Regex(pattern.to_owned());
+            Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Split(Split::new(regex, SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+            ])))
+        };
+        // llama.cpp's pre-tokenizer names, as the models' own tokenizer.json files split
+        let pre_tokenizer = match pre {
+            "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            ])),
+            "default" | "gpt2" => PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            "qwen2" => {
+                inner.with_normalizer(Some(tokenizers::normalizers::unicode::NFC)).map_err(tok_err)?;
+                split(QWEN2_SPLIT)?
+            }
+            "llama-bpe" | "llama3" => split(LLAMA3_SPLIT)?,
+            other => {
+                return Err(ModelError::Tokenizer(format!(
+                    "tokenizer.ggml.pre {other:?}: medtune splits text as smollm, gpt2, qwen2 and llama-bpe do, not as this"
+                )));
+            }
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevel::default()));
         let special: Vec<AddedToken> = tokens
             .iter()
