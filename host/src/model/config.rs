@@ -333,12 +333,14 @@ const KNOWN_KEYS: &[&str] = &[
     "max_position_embeddings", "tie_word_embeddings", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types",
     "hidden_act", "hidden_activation", "attention_bias", "mlp_bias", "attn_logit_softcapping", "final_logit_softcapping",
     "num_experts", "num_local_experts", "attention_dropout", "quantization_config", "auto_map", "pretraining_tp",
+    "rope_interleaved", "use_mrope",
     // no part of the forward pass
     "_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "bos_token_id", "eos_token_id",
     "pad_token_id", "initializer_range", "output_attentions", "output_hidden_states", "return_dict", "use_bfloat16",
     "torchscript", "_attn_implementation", "_commit_hash", "id2label", "label2id", "tokenizer_class", "finetuning_task",
     "task_specific_params", "problem_type", "prefix", "max_length", "min_length", "do_sample", "temperature", "top_k",
     "top_p", "num_beams", "repetition_penalty", "length_penalty", "bad_words_ids", "num_return_sequences", "_from_model_config",
+    "is_llama_config", "transformers.js_config", "unsloth_version", "unsloth_fixed",
 ];
 
 /// The first field of a Hugging Face `config.json` of `family` that changes the computation
@@ -382,6 +384,8 @@ pub(crate) fn refused(c: &serde_json::Value, family: Family) -> Option<Refusal> 
         ("final_logit_softcapping", "logit soft-capping is not implemented"),
         ("quantization_config", "pre-quantized checkpoints (GPTQ, AWQ, bitsandbytes, FP8) are not implemented: use the unquantized folder or a GGUF"),
         ("auto_map", "a model with its own Python code is not implemented"),
+        ("rope_interleaved", "RoPE on interleaved pairs is not implemented (Hugging Face rotates halves)"),
+        ("use_mrope", "multimodal RoPE is not implemented"),
     ] {
         if let Some(v) = set(key) {
             return refusal(key, v, why);
@@ -437,6 +441,7 @@ mod tests {
             (r#", "quantization_config": {"quant_method": "awq"}"#, "quantization_config", "awq"),
             (r#", "auto_map": {"AutoModelForCausalLM": "m.M"}"#, "auto_map", "m.M"),
             (r#", "attention_dropout": 0.1"#, "attention_dropout", "0.1"),
+            (r#", "rope_interleaved": true"#, "rope_interleaved", "true"),
             (r#", "layer_types": ["full_attention", "sliding_attention"]"#, "layer_types", "sliding_attention"),
             (r#", "final_logit_softcapping": 30.0"#, "final_logit_softcapping", "30.0"),
             (r#", "attn_logit_softcapping": 50.0"#, "attn_logit_softcapping", "50.0"),
@@ -476,7 +481,8 @@ mod tests {
         let err = read(r#", "head_dim": 7"#).expect_err("odd").to_string();
         assert!(err.contains("head_dim 7"), "{err}");
         // what LLaMA computes anyway
-        let ok = read(r#", "rope_scaling": null, "attention_bias": false, "mlp_bias": false, "head_dim": 16, "sliding_window": null, "rope_theta": 5e5"#)
+        let ok = read(r#", "rope_scaling": null, "attention_bias": false, "mlp_bias": false, "head_dim": 16, "sliding_window": null, "rope_theta": 5e5,
+            "rope_interleaved": false, "is_llama_config": true, "pretraining_tp": 1, "attention_dropout": 0.0"#)
             .expect("plain llama");
         assert_eq!((ok.head_dim(), ok.rope_theta), (16, 5e5));
         // transformers 5 writes the RoPE base into rope_parameters

@@ -479,6 +479,7 @@ fn other_families_compute_what_transformers_computes() {
         for (n, last) in [16, 32, 48].into_iter().zip(want["last"].as_array().expect("last")) {
             let d = diff(&last_logits(&m, &ids[..n]), &floats(last));
             assert!(d < 1e-4, "{family}, {n} tokens: logits differ from transformers' by {d}");
+            eprintln!("{family}, {n} tokens: largest logit difference from transformers {d:.2e}");
         }
         let mut seq = ids[..8].to_vec();
         for _ in 0..8 {
