@@ -52,7 +52,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
     let mut left: Vec<(&String, &PathBuf)> = w
         .tensors
         .iter()
-        .filter(|(n, _)| !w.used.contains(*n) && !n.ends_with("rotary_emb.inv_freq") && !(tied && n.as_str() == "lm_head.weight"))
+        .filter(|(n, _)| !(w.used.contains(*n) || n.ends_with("rotary_emb.inv_freq") || (tied && n.as_str() == "lm_head.weight")))
         .map(|(n, (_, f))| (n, f))
         .collect();
     left.sort();
