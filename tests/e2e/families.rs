@@ -107,13 +107,19 @@ fn each_stage(family: &str, chat_start: &str) {
     for key in ["model_type", "architectures", "tie_word_embeddings", "sliding_window"] {
         assert_eq!(saved[key], original[key], "{family}: merged {key}");
     }
-    let head = original["head_dim"].as_u64().or(original["hidden_size"].as_u64().zip(original["num_attention_heads"].as_u64()).map(|(h, n)| h / n));
+    let head = original["head_dim"]
+        .as_u64()
+        .or(original["hidden_size"].as_u64().zip(original["num_attention_heads"].as_u64()).map(|(h, n)| h / n));
     assert_eq!(saved["head_dim"].as_u64(), head, "{family}: merged head_dim");
     let template = read_json(merged.join("tokenizer_config.json"));
     assert!(template["chat_template"].as_str().is_some_and(|t| t.contains(chat_start)), "{family}: {template}");
     let stops = |dir: &std::path::Path| {
-        let mut ids: Vec<u64> =
-            read_json(dir.join("generation_config.json"))["eos_token_id"].as_array().expect("ids").iter().filter_map(|i| i.as_u64()).collect();
+        let mut ids: Vec<u64> = read_json(dir.join("generation_config.json"))["eos_token_id"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(|i| i.as_u64())
+            .collect();
         ids.sort_unstable();
         ids
     };

@@ -74,8 +74,9 @@ fn config(arch: &str, c: &gguf_file::Content, path: &Path) -> Result<Config, Mod
     let int = |key: &str| -> Result<usize, ModelError> {
         get(key)?.to_u32().map(|v| v as usize).map_err(|e| format(format!("{arch}.{key}: {e}")))
     };
-    let float =
-        |key: &str, default: f64| -> f64 { c.metadata.get(&format!("{arch}.{key}")).and_then(|v| v.to_f32().ok()).map_or(default, f64::from) };
+    let float = |key: &str, default: f64| -> f64 {
+        c.metadata.get(&format!("{arch}.{key}")).and_then(|v| v.to_f32().ok()).map_or(default, f64::from)
+    };
     let vocab_size = c
         .tensor_infos
         .get("token_embd.weight")
@@ -85,7 +86,9 @@ fn config(arch: &str, c: &gguf_file::Content, path: &Path) -> Result<Config, Mod
     let head_dim = match c.metadata.contains_key(&format!("{arch}.attention.key_length")) {
         true => int("attention.key_length")?,
         false if heads > 0 && hidden_size.is_multiple_of(heads) => hidden_size / heads,
-        false => return Err(format(format!("{arch}.embedding_length {hidden_size} is not a multiple of {arch}.attention.head_count {heads}"))),
+        false => {
+            return Err(format(format!("{arch}.embedding_length {hidden_size} is not a multiple of {arch}.attention.head_count {heads}")));
+        }
     };
     let sliding_window = match c.metadata.get(&format!("{arch}.attention.sliding_window")) {
         Some(_) => Some(int("attention.sliding_window")?).filter(|w| *w > 0),
@@ -372,8 +375,11 @@ mod tests {
         ];
         assert_eq!(check("llama", fine), None);
         // an explicit head size: RoPE and values of its width
-        let explicit =
-            vec![("attention.key_length", Value::U32(128)), ("attention.value_length", Value::U32(128)), ("rope.dimension_count", Value::U32(128))];
+        let explicit = vec![
+            ("attention.key_length", Value::U32(128)),
+            ("attention.value_length", Value::U32(128)),
+            ("rope.dimension_count", Value::U32(128)),
+        ];
         assert_eq!(check("llama", explicit), None);
     }
 }

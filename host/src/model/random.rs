@@ -88,8 +88,10 @@ pub fn shape(name: &str) -> Option<Config> {
 /// A model of a known shape with weights drawn from N(0, 0.02²) (norms at 1), generated on
 /// the CPU with a fixed seed and moved to `device`, so every device gets the same weights.
 pub fn random(name: &str, device: &Device) -> Result<Llama, ModelError> {
-    let config =
-        shape(name).ok_or_else(|| ModelError::Format { path: name.into(), message: "unknown shape (smollm2, llama2-7b, llama3-8b, mistral-7b)".into() })?;
+    let config = shape(name).ok_or_else(|| ModelError::Format {
+        path: name.into(),
+        message: "unknown shape (smollm2, llama2-7b, llama3-8b, mistral-7b)".into(),
+    })?;
     let mut w = RandomWeights { config: config.clone(), device: device.clone(), counter: 0 };
     Llama::load(config, &mut w, device)
 }

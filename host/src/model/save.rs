@@ -30,7 +30,10 @@ pub fn save_checkpoint(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Resu
 pub fn write_config(c: &super::Config, path: &Path) -> Result<(), ModelError> {
     let rope_scaling = c.rope_scaling_json().map_err(|message| ModelError::Format { path: path.to_owned(), message })?;
     if c.family == super::Family::Llama && c.sliding_window.is_some() {
-        return Err(ModelError::Format { path: path.to_owned(), message: "transformers' LLaMA has no sliding window (Mistral has)".into() });
+        return Err(ModelError::Format {
+            path: path.to_owned(),
+            message: "transformers' LLaMA has no sliding window (Mistral has)".into(),
+        });
     }
     let mut config = serde_json::json!({
         "architectures": [c.family.architecture()],

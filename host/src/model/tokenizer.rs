@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::ModelError;
@@ -33,8 +33,7 @@ pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_s
 
 /// How Qwen2's tokenizer splits text before BPE (its tokenizer.json's `Split` regex): digits
 /// one by one.
-const QWEN2_SPLIT: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// How Llama 3's tokenizer splits text before BPE: digits in groups of up to three.
 const LLAMA3_SPLIT: &str =
@@ -171,12 +170,14 @@ impl Tokenizer {
         let template = match &cfg["chat_template"] {
             serde_json::Value::String(t) => t.clone(),
             // the older list of named templates: the default one
-            serde_json::Value::Array(named) => named
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| ModelError::Format { path: dir.join("tokenizer_config.json"), message: "chat_template: no template named \"default\"".into() })?,
+            serde_json::Value::Array(named) => {
+                named.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_owned).ok_or_else(|| {
+                    ModelError::Format {
+                        path: dir.join("tokenizer_config.json"),
+                        message: "chat_template: no template named \"default\"".into(),
+                    }
+                })?
+            }
             _ if jinja.is_file() => std::fs::read_to_string(&jinja).map_err(|source| ModelError::Read { path: jinja.clone(), source })?,
             _ => String::new(),
         };
@@ -192,7 +193,13 @@ impl Tokenizer {
         Self::finish(inner, &template, bos, eos, stops)
     }
 
-    fn finish(inner: tokenizers::Tokenizer, template_text: &str, bos: Option<u32>, eos: Option<u32>, stops: Vec<u32>) -> Result<Self, ModelError> {
+    fn finish(
+        inner: tokenizers::Tokenizer,
+        template_text: &str,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        stops: Vec<u32>,
+    ) -> Result<Self, ModelError> {
         let template = if template_text.trim().is_empty() { String::new() } else { template_text.to_owned() };
         let source = if template.is_empty() { DEFAULT_CHAT_TEMPLATE } else { &template };
         let mut stop_ids: Vec<u32> = eos.into_iter().chain(stops).collect();
