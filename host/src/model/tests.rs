@@ -597,7 +597,8 @@ fn gguf_copy(hf: &Path, dtype: candle_core::quantized::GgmlDType, out: &Path) {
         None => {}
     }
     // the tokenizer: every id's token (padded up to the embedding rows, as llama.cpp pads)
-    let tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer.json")).expect("tokenizer")).expect("JSON");
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer.json")).expect("tokenizer")).expect("JSON");
     let mut tokens: Vec<(String, i32)> = (0..c.vocab_size).map(|i| (format!("[PAD{i}]"), 5)).collect();
     for (t, id) in tok["model"]["vocab"].as_object().expect("vocab") {
         tokens[id.as_u64().expect("id") as usize] = (t.clone(), 1);
@@ -609,7 +610,11 @@ fn gguf_copy(hf: &Path, dtype: candle_core::quantized::GgmlDType, out: &Path) {
         .as_array()
         .expect("merges")
         .iter()
-        .map(|m| Value::String(m.as_str().map(str::to_owned).unwrap_or_else(|| format!("{} {}", m[0].as_str().unwrap_or(""), m[1].as_str().unwrap_or("")))))
+        .map(|m| {
+            Value::String(
+                m.as_str().map(str::to_owned).unwrap_or_else(|| format!("{} {}", m[0].as_str().unwrap_or(""), m[1].as_str().unwrap_or(""))),
+            )
+        })
         .collect();
     md.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
     md.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
@@ -701,10 +706,14 @@ fn wide_checkpoint(family: Family, dir: &Path) {
     let p = "model.layers.0";
     t.insert(format!("{p}.input_layernorm.weight"), (random(&[h], 0.5) + 1.0).expect("norm"));
     t.insert(format!("{p}.post_attention_layernorm.weight"), (random(&[h], 0.5) + 1.0).expect("norm"));
-    for (name, rows, cols) in
-        [("self_attn.q_proj", heads * d, h), ("self_attn.k_proj", kv * d, h), ("self_attn.v_proj", kv * d, h), ("self_attn.o_proj", h, heads * d)]
-            .into_iter()
-            .chain([("mlp.gate_proj", f, h), ("mlp.up_proj", f, h), ("mlp.down_proj", h, f)])
+    for (name, rows, cols) in [
+        ("self_attn.q_proj", heads * d, h),
+        ("self_attn.k_proj", kv * d, h),
+        ("self_attn.v_proj", kv * d, h),
+        ("self_attn.o_proj", h, heads * d),
+    ]
+    .into_iter()
+    .chain([("mlp.gate_proj", f, h), ("mlp.up_proj", f, h), ("mlp.down_proj", h, f)])
     {
         t.insert(format!("{p}.{name}.weight"), random(&[rows, cols], 0.15));
         if family == Family::Qwen2 && ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"].contains(&name) {
@@ -769,9 +778,41 @@ fn k_quant_ggufs_load_convert_and_save() {
             assert!(relative(&again, &f) < 1e-5, "{family:?} {dtype:?}: saved checkpoint {}", relative(&again, &f));
             dense.llama.quantize_nf4(candle_core::DType::F32).expect("nf4");
             let (n, n_f32) = (relative(&last_logits(&dense, &ids), &reference), relative(&nf4_reference, &reference));
-            assert!(n < 1.2 * (n_f32 + e), "{family:?} {dtype:?}: NF4 from the K-quant is {n} from f32 (NF4 from f32 {n_f32}, the K-quant {e})");
+            assert!(
+                n < 1.2 * (n_f32 + e),
+                "{family:?} {dtype:?}: NF4 from the K-quant is {n} from f32 (NF4 from f32 {n_f32}, the K-quant {e})"
+            );
         }
         // Q4_K < Q5_K < Q6_K in error, each well under the signal
         assert!(errors[0] > errors[1] && errors[1] > errors[2] && errors[0] < 0.3, "{family:?}: errors {errors:?}");
+    }
+}
+
+/// The adapters `medtune train` wrote on each family's tiny checkpoint (r=2 on every linear
+/// layer, tests/fixtures/families_adapters), loaded by Python's peft onto the transformers
+/// model (tests/fixtures/families_peft.py), give the logits medtune gives with them merged;
+/// they move the logits, so the check is not vacuous; and transformers loading the checkpoint
+/// `medtune merge` wrote computed peft's logits too (`merged_max_diff`, recorded by the script).
+#[test]
+fn family_adapters_medtune_trained_give_pefts_logits() {
+    let floats =
+        |v: &serde_json::Value| -> Vec<f32> { v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f") as f32).collect() };
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    for family in ["llama3", "mistral", "qwen2"] {
+        let dir = repo().join("tests/fixtures/families_adapters").join(family);
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("JSON");
+        let mut m = load(&repo().join("tests/fixtures/families").join(family), &Device::Cpu).expect("load");
+        let ids = ids_of(&want["ids"]);
+        let base = last_logits(&m, &ids);
+        assert!(diff(&base, &floats(&want["base_logits"])) < 1e-4, "{family}: the base differs from transformers'");
+        let adapter = Adapter::load(&dir, &Device::Cpu).expect("adapter");
+        assert_eq!(m.llama.merge_adapter(&adapter).expect("merge"), 14, "{family}: 7 modules of 2 blocks");
+        let ours = last_logits(&m, &ids);
+        let d = diff(&ours, &floats(&want["logits"]));
+        eprintln!("{family}: largest logit difference from peft {d:.2e}; merged checkpoint in transformers {}", want["merged_max_diff"]);
+        assert!(d < 1e-4, "{family}: logits differ from peft's by {d}");
+        assert!(diff(&ours, &base) > 0.05, "{family}: the adapter barely moves the logits");
+        assert!(want["merged_max_diff"].as_f64().is_some_and(|m| m < 1e-4), "{family}: {}", want["merged_max_diff"]);
     }
 }
