@@ -8,7 +8,8 @@
 #   host/benches/gguf_parity.sh medtune OUT    # medtune's tokens, prompts and logits into OUT
 #   host/benches/gguf_parity.sh transformers OUT   # transformers' on the same file, OUT/parity.json
 #
-# The last step needs torch, transformers and the `gguf` package (the CPU is enough).
+# The last step needs torch, transformers and the `gguf` package (the CPU is enough:
+# `python3 -m venv V && V/bin/pip install torch transformers gguf`, then PYTHON=V/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GGUF=$PWD/target/models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
@@ -34,7 +35,7 @@ medtune)
     cargo bench -p medtune --bench gguf_parity -- "$GGUF" "$(realpath -m "${2:?OUT}")"
     ;;
 transformers)
-    python3 host/benches/gguf_parity.py "$GGUF" "${2:?OUT}"
+    "${PYTHON:-python3}" host/benches/gguf_parity.py "$GGUF" "${2:?OUT}"
     ;;
 *)
     sed -n '2,12p' "$0"
