@@ -371,4 +371,37 @@ mod tests {
         let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| w == &needle).count();
         assert_eq!(count(b"MatMulIntegerToFloat"), 2 * 2 * 30, "o_proj and down_proj of 30 layers per token (op type and node name)");
     }
+
+    /// Qwen2's q/k/v biases go into the graph, and SmoothQuant's value scales divide the value
+    /// bias with its row: the tiny Qwen2 checkpoint exported plain and smoothed (f32) gives
+    /// candle's logits.
+    #[test]
+    fn qwen2_biases_survive_export_and_smoothing() {
+        let root = repo();
+        let m = model::load(&root.join("tests/fixtures/families/qwen2"), &Device::Cpu).expect("load");
+        let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
+        let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 260).collect();
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+        let candle = m
+            .llama
+            .forward(&input, &mut Cache::new(&m.llama))
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.get(ids.len() - 1))
+            .and_then(|l| l.to_vec1::<f32>())
+            .expect("candle");
+        let plain: HashMap<String, Tensor> = m.llama.tensors().expect("tensors").into_iter().collect();
+        let smoothed = smooth::smoothed(&m.llama, std::slice::from_ref(&ids), smooth::ALPHA).expect("smoothing");
+        let bias = "model.layers.0.self_attn.v_proj.bias";
+        let moved = plain[bias].sub(&smoothed[bias]).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>()).expect("diff");
+        assert!(moved > 0.0, "the value bias is rescaled with its row");
+        let dir = tempfile::tempdir().expect("tmp");
+        for (name, tensors) in [("plain", &plain), ("smoothed", &smoothed)] {
+            let path = dir.path().join(format!("{name}.onnx"));
+            write(m.llama.config(), tensors, &path, Precision::F32).expect("export");
+            let ort = OrtModel::load(&lib, &path, m.llama.config(), 2).expect("ORT session");
+            let got = ort.forward(&ids, &mut runtime::OrtCache::default()).expect("ort");
+            let d = max_diff(&candle, &got);
+            assert!(d < 1e-4, "{name}: the graph's logits differ from candle's by {d}");
+        }
+    }
 }
