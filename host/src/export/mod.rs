@@ -248,6 +248,17 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
+    /// candle's logits at the last of `ids`.
+    fn candle_last(m: &model::LoadedModel, ids: &[u32]) -> Vec<f32> {
+        let input = Tensor::new(ids, &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+        m.llama
+            .forward(&input, &mut Cache::new(&m.llama))
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.get(ids.len() - 1))
+            .and_then(|l| l.to_vec1::<f32>())
+            .expect("candle")
+    }
+
     /// SmolLM2 (f32) exported and run by ONNX Runtime gives candle's logits (of the last
     /// position): on two prompts in one pass, and through four steps of decoding with the KV
     /// cache.
@@ -268,14 +279,7 @@ mod tests {
             "<|im_start|>user\nWhat is MI?<|im_end|>\n",
         ] {
             let ids = m.tokenizer.encode(prompt).expect("ids");
-            let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-            let want = m
-                .llama
-                .forward(&input, &mut Cache::new(&m.llama))
-                .and_then(|l| l.squeeze(0))
-                .and_then(|l| l.get(ids.len() - 1))
-                .and_then(|l| l.to_vec1::<f32>())
-                .expect("candle");
+            let want = candle_last(&m, &ids);
             let got = ort.forward(&ids, &mut runtime::OrtCache::default()).expect("ort");
             assert_eq!(got.len(), m.llama.config().vocab_size, "the last position's logits only");
             let d = max_diff(&want, &got);
@@ -329,18 +333,7 @@ mod tests {
             "Context: Mice given the compound showed less fibrosis, but no human data exist.\nQuestion: Does the compound prevent fibrosis in patients?\nAnswer yes, no or maybe.\nAnswer:",
         ];
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| m.tokenizer.encode(p).expect("ids")).collect();
-        let candle: Vec<Vec<f32>> = ids
-            .iter()
-            .map(|i| {
-                let input = Tensor::new(i.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-                m.llama
-                    .forward(&input, &mut Cache::new(&m.llama))
-                    .and_then(|l| l.squeeze(0))
-                    .and_then(|l| l.get(i.len() - 1))
-                    .and_then(|l| l.to_vec1::<f32>())
-                    .expect("candle")
-            })
-            .collect();
+        let candle: Vec<Vec<f32>> = ids.iter().map(|i| candle_last(&m, i)).collect();
         let dir = tempfile::tempdir().expect("tmp");
         let smoothed = smooth::smoothed(&m.llama, &ids[..2], smooth::ALPHA).expect("smoothing");
         let plain: HashMap<String, Tensor> = m.llama.tensors().expect("tensors").into_iter().collect();
@@ -381,14 +374,7 @@ mod tests {
         let m = model::load(&root.join("tests/fixtures/families/qwen2"), &Device::Cpu).expect("load");
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
         let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 260).collect();
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
-        let candle = m
-            .llama
-            .forward(&input, &mut Cache::new(&m.llama))
-            .and_then(|l| l.squeeze(0))
-            .and_then(|l| l.get(ids.len() - 1))
-            .and_then(|l| l.to_vec1::<f32>())
-            .expect("candle");
+        let candle = candle_last(&m, &ids);
         let plain: HashMap<String, Tensor> = m.llama.tensors().expect("tensors").into_iter().collect();
         let smoothed = smooth::smoothed(&m.llama, std::slice::from_ref(&ids), smooth::ALPHA).expect("smoothing");
         let bias = "model.layers.0.self_attn.v_proj.bias";

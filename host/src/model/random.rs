@@ -65,21 +65,14 @@ pub fn shape(name: &str) -> Option<Config> {
             }),
             sliding_window: None,
         }),
+        // Llama 3's block shapes, without its RoPE scaling, with its own vocabulary and base
         "mistral-7b" => Some(Config {
             family: Family::Mistral,
-            head_dim: 128,
-            hidden_size: 4096,
-            intermediate_size: 14336,
-            num_hidden_layers: 32,
-            num_attention_heads: 32,
-            num_key_value_heads: 8,
             vocab_size: 32_768,
-            rms_norm_eps: 1e-5,
             rope_theta: 1_000_000.0,
             max_position_embeddings: 32_768,
-            tie_word_embeddings: false,
             rope_scaling: None,
-            sliding_window: None,
+            ..shape("llama3-8b")?
         }),
         _ => None,
     }
