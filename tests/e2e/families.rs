@@ -3,7 +3,7 @@
 //! through `ask`, the data stage, `train` (LoRA on every linear layer), `eval`, `merge`,
 //! `export` (checked on ONNX Runtime) and `serve` on both engines, each in its own chat format.
 
-use crate::harness::{Env, read_jsonl, repo};
+use crate::harness::{Env, read_json, read_jsonl, repo};
 use crate::serve::{http, json, spawn, wait_healthy};
 
 /// Short yes/no questions (a byte-level vocabulary makes a token of nearly every byte).
@@ -62,10 +62,6 @@ targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
         model = repo().join("tests/fixtures/families").join(family).display().to_string(),
     );
     env.write(&format!("{family}.toml"), text)
-}
-
-fn read_json(path: std::path::PathBuf) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
 }
 
 /// The answer probabilities of `/v1/answer` for one question.

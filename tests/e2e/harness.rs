@@ -119,6 +119,12 @@ pub fn jsonl(records: &[(&str, &str)]) -> String {
         .collect()
 }
 
+/// A JSON output file.
+pub fn read_json(path: impl AsRef<Path>) -> serde_json::Value {
+    let path = path.as_ref();
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
+}
+
 /// The records of a JSONL output file.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

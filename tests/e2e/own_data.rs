@@ -3,7 +3,7 @@
 //! `/v1/answer`; bad records are named in errors.jsonl while the good ones go on; layouts a
 //! choice task cannot train are refused by name.
 
-use crate::harness::{Env, read_jsonl, repo};
+use crate::harness::{Env, read_json, read_jsonl, repo};
 use crate::serve::{http, json, spawn, wait_healthy};
 
 /// A config over `input` with the metric plugin and a two-step run; `extra` goes into `[data]`
@@ -46,10 +46,6 @@ split = "test"
         input = input.display().to_string(),
     );
     env.write(&format!("{name}.toml"), text)
-}
-
-fn read_json(path: std::path::PathBuf) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
 }
 
 /// MedQA-layout questions: the layout and the letters are found from the data, the options
