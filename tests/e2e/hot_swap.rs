@@ -1,73 +1,184 @@
-//! Hot swap: a new version dropped into a plugin folder is swapped in between batches;
-//! garbage is refused and the running version keeps serving.
+//! Hot swap: a new version dropped into a plugin folder is swapped in between batches, and so
+//! is an older one (rollback); garbage is refused and moved aside so the next start does not
+//! meet it; two files of one plugin are an error; changed settings and granted files reload.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
 use crate::harness::{Env, guest, jsonl};
 
-/// Waits for a stdout line containing `needle`; returns the lines seen up to it.
-fn wait_for(lines: &Receiver<String>, needle: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                let hit = line.contains(needle);
-                seen.push(line);
-                if hit {
-                    return seen;
+/// A running `medtune plugin watch` and its stdout lines.
+struct Watch {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Watch {
+    fn start(env: &Env, config: &Path, input: &Path, max_events: usize) -> Self {
+        let (config, input) = (config.to_str().expect("utf-8"), input.to_str().expect("utf-8"));
+        let mut child = env
+            .command(&["plugin", "watch", "--config", config, "--input", input, "--max-events", &max_events.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn medtune plugin watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
-            Err(_) => panic!("no line with {needle:?} within 30 s; saw:\n{}", seen.join("\n")),
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns the lines seen up to it.
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?} within 30 s; saw:\n{}", seen.join("\n")),
+            }
         }
+    }
+
+    fn finish(mut self) {
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{status}");
     }
 }
 
-/// Deploys a file the way operators should: write elsewhere, then rename into the folder.
-fn deploy(env: &Env, bytes: &[u8], name: &str) {
-    let tmp = env.write(&format!("staging-{name}"), bytes);
-    std::fs::rename(tmp, env.path(&format!("plugins/{name}"))).expect("rename into plugin folder");
+/// Writes a file the way operators should: elsewhere first, then renamed into place.
+fn deploy(env: &Env, bytes: &[u8], rel: &str) {
+    let tmp = env.write(&format!("staging-{}", rel.replace('/', "-")), bytes);
+    std::fs::rename(tmp, env.path(rel)).expect("rename into place");
 }
 
+fn tagger(version: u8) -> Vec<u8> {
+    std::fs::read(guest(&format!("tagger_v{version}"))).expect("tagger guest")
+}
+
+const CHAIN: &str = "[plugins]\ndirs = [\"plugins\"]\n\n[[plugins.chain]]\nname = \"tagger\"\nkind = \"normalizer\"\n";
+
 #[test]
-fn a_new_version_is_swapped_in_and_garbage_is_refused() {
+fn new_and_older_versions_are_swapped_in_and_a_refused_file_is_moved_aside() {
     let env = Env::new();
-    std::fs::create_dir(env.path("plugins")).expect("mkdir");
-    std::fs::copy(guest("tagger_v1"), env.path("plugins/tagger.wasm")).expect("copy v1");
+    env.write("plugins/tagger.wasm", tagger(1));
     let input = env.write("in.jsonl", jsonl(&[("q1", "first"), ("q2", "second")]));
-    let config = env.config(&input, "[plugins]\ndirs = [\"plugins\"]\n\n[[plugins.chain]]\nname = \"tagger\"\nkind = \"normalizer\"\n");
-    let config = config.to_str().expect("utf-8");
-    let input = input.to_str().expect("utf-8");
-    let mut child = env
-        .command(&["plugin", "watch", "--config", config, "--input", input, "--max-events", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn medtune plugin watch");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let seen = wait_for(&lines, "q2:");
+    let config = env.config(&input, CHAIN);
+    let watch = Watch::start(&env, &config, &input, 3);
+    let seen = watch.wait_for("q2:");
     assert!(seen.iter().any(|l| l.contains("chain tagger@1.0.0")), "{seen:?}");
     assert!(seen.iter().any(|l| l.contains("q2: [V1.0.0]")), "{seen:?}");
 
-    deploy(&env, &std::fs::read(guest("tagger_v2")).expect("v2"), "tagger.wasm");
-    let seen = wait_for(&lines, "q2:");
-    assert!(seen.iter().any(|l| l.contains("swapped tagger@1.0.0 -> tagger@2.0.0")), "{seen:?}");
+    deploy(&env, &tagger(2), "plugins/tagger.wasm");
+    let seen = watch.wait_for("q2:");
+    let swap = seen.iter().find(|l| l.starts_with("swapped")).unwrap_or_else(|| panic!("{seen:?}"));
+    // old and new named with their hashes
+    assert!(swap.contains("tagger@1.0.0#") && swap.contains("-> tagger@2.0.0#") && swap.contains("its file changed"), "{swap}");
     assert!(seen.iter().any(|l| l.contains("q2: [V2.0.0]")), "{seen:?}");
 
-    deploy(&env, b"\0asm\x0d\0\x01\0garbage", "broken.wasm");
-    let seen = wait_for(&lines, "q2:");
-    assert!(seen.iter().any(|l| l.contains("refused") && l.contains("broken.wasm") && l.contains("the running version stays")), "{seen:?}");
-    assert!(seen.iter().any(|l| l.contains("q2: [V2.0.0]")), "{seen:?}");
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{status}");
+    // rollback: the version the host started with comes back
+    deploy(&env, &tagger(1), "plugins/tagger.wasm");
+    let seen = watch.wait_for("q2:");
+    assert!(
+        seen.iter().any(|l| l.contains("swapped tagger@2.0.0#") && l.contains("-> tagger@1.0.0#") && l.contains("a rollback")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains("q2: [V1.0.0]")), "{seen:?}");
+
+    deploy(&env, b"\0asm\x0d\0\x01\0garbage", "plugins/broken.wasm");
+    let seen = watch.wait_for("q2:");
+    let refusal = seen.iter().find(|l| l.contains("refused") && l.contains("broken.wasm")).unwrap_or_else(|| panic!("{seen:?}"));
+    assert!(refusal.contains(".refused/broken.wasm") && refusal.contains("the running version stays"), "{refusal}");
+    assert!(seen.iter().any(|l| l.contains("q2: [V1.0.0]")), "{seen:?}");
+    watch.finish();
+    assert!(!env.path("plugins/broken.wasm").exists(), "the refused file left the folder");
+    let reason = std::fs::read_to_string(env.path("plugins/.refused/broken.wasm.reason")).expect("reason beside it");
+    assert!(reason.contains("not a valid WebAssembly component"), "{reason}");
+
+    // the next start does not meet it; a bad file present at start is skipped with a warning
+    env.write("plugins/junk.wasm", b"not wasm at all");
+    let run = env.run(&[
+        "plugin",
+        "watch",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--max-events",
+        "0",
+    ]);
+    run.expect_code(0).stdout_has("q2: [V1.0.0]").stderr_has("skipping plugin file").stderr_has("junk.wasm");
+}
+
+#[test]
+fn two_files_of_one_plugin_are_an_error_unless_the_version_picks_one() {
+    let env = Env::new();
+    env.write("plugins/tagger.wasm", tagger(1));
+    env.write("plugins/tagger-new.wasm", tagger(2));
+    let input = env.write("in.jsonl", jsonl(&[("q1", "first")]));
+    let once = |version: Option<&str>| {
+        let chain = match version {
+            Some(v) => format!("{CHAIN}version = \"{v}\"\n"),
+            None => CHAIN.to_owned(),
+        };
+        let config = env.config(&input, &chain);
+        env.run(&[
+            "plugin",
+            "watch",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--max-events",
+            "0",
+        ])
+    };
+    once(None)
+        .expect_code(1)
+        .stderr_has("2 files hold plugin tagger")
+        .stderr_has("tagger.wasm (1.0.0)")
+        .stderr_has("tagger-new.wasm (2.0.0)");
+    once(Some("=2.0.0")).expect_code(0).stdout_has("q1: [V2.0.0]").stderr_has("tagger.wasm: version 1.0.0 is outside");
+    once(Some("^1")).expect_code(0).stdout_has("q1: [V1.0.0]");
+    once(Some(">=3")).expect_code(1).stderr_has("no plugin tagger of an allowed version").stderr_has("passed over");
+    once(Some("one point oh")).expect_code(1).stderr_has("plugins.chain[0] (tagger).version").stderr_has("not a version requirement");
+}
+
+#[test]
+fn changed_settings_and_granted_files_reload_the_plugin() {
+    let env = Env::new();
+    env.write("plugins/tagger.wasm", tagger(1));
+    env.write("tags/prefix.txt", "P");
+    let input = env.write("in.jsonl", jsonl(&[("q1", "first")]));
+    let granted = format!("{CHAIN}settings = {{ prefix_file = \"/tags/prefix.txt\" }}\ngrants = {{ \"/tags\" = \"tags\" }}\n");
+    let config = env.config(&input, &granted);
+    let watch = Watch::start(&env, &config, &input, 2);
+    let seen = watch.wait_for("q1:");
+    assert!(seen.iter().any(|l| l.contains("q1: [P1.0.0]")), "{seen:?}");
+
+    deploy(&env, b"Q", "tags/prefix.txt");
+    let seen = watch.wait_for("q1:");
+    assert!(seen.iter().any(|l| l.contains("swapped tagger@1.0.0#") && l.contains("files changed in its granted folder")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("q1: [Q1.0.0]")), "{seen:?}");
+
+    let text = std::fs::read_to_string(&config).expect("config").replace(&granted, &format!("{CHAIN}settings = {{ prefix = \"R\" }}\n"));
+    deploy(&env, text.as_bytes(), "config.toml");
+    let seen = watch.wait_for("q1:");
+    assert!(seen.iter().any(|l| l.contains("swapped") && l.contains("its settings changed in")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("q1: [R1.0.0]")), "{seen:?}");
+    watch.finish();
 }

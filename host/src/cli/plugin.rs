@@ -168,23 +168,31 @@ fn input_records(input: Option<&Path>) -> anyhow::Result<Vec<Record>> {
 
 fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
-    if config.plugin_dirs().is_empty() {
-        bail!("config {}: plugins.dirs is empty: there is no folder to watch", config.path.display());
-    }
     let records = input_records(input)?;
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
-    set.watch()?;
+    set.watch(Some(config.watch_source(|_| true)))?;
     let show = |set: &mut PluginSet| {
         let mut batch = records.clone();
         data::annotate(set, &mut batch, 64, false, |_, _| {});
+        let derived = data::augment(set, &mut batch, 64, 0, |_| Vec::new(), &mut |_| {});
         for r in &batch {
             let ids: Vec<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
+            let expansions: Vec<String> = r.expansions.iter().map(|e| format!("{}={}", e.abbreviation, e.long_form)).collect();
+            let made: Vec<String> = derived
+                .records
+                .iter()
+                .filter_map(|d| {
+                    d.augmentation.as_ref().filter(|a| a.source == r.id).map(|a| format!("{} by {}: {}", d.id, a.plugin, a.note))
+                })
+                .collect();
             let failures: Vec<String> = r.failures.iter().map(|f| f.reason.clone()).collect();
             println!(
-                "  {}: [{}]{}",
+                "  {}: [{}]{}{}{}",
                 r.id,
                 ids.join(", "),
+                if expansions.is_empty() { String::new() } else { format!(" expansions [{}]", expansions.join(", ")) },
+                if made.is_empty() { String::new() } else { format!(" derived [{}]", made.join("; ")) },
                 if failures.is_empty() { String::new() } else { format!(" FAILED: {}", failures.join("; ")) }
             );
         }

@@ -16,7 +16,7 @@ use medtune::config::Config;
 use medtune::engine::EngineKind;
 use medtune::pipeline;
 use medtune::plugin::types::PluginKind;
-use medtune::plugin::{PluginEngine, PluginSet};
+use medtune::plugin::{PluginEngine, PluginSet, SlotSpec};
 use medtune::prompt::PromptOptions;
 use medtune::serve::{AppState, ServeOptions, serve};
 
@@ -52,11 +52,12 @@ pub struct ServeArgs {
 
 pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
-    let specs = config.slots().into_iter().filter(|s| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator)).collect();
+    let in_chain = |s: &SlotSpec| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator);
+    let specs = config.slots().into_iter().filter(in_chain).collect();
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let mut chain = PluginSet::load(engine, specs, config.plugin_dirs()).context("loading the plugin chain")?;
     if config.plugins.watch {
-        chain.watch().context("watching the plugin folders")?;
+        chain.watch(Some(config.watch_source(in_chain))).context("watching the plugin folders")?;
     }
     if let Some(opts) = config.vocab_options() {
         pipeline::ensure_vocab(&opts, &mut Console::default()).context("vocabulary")?;

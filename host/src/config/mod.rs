@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{FieldMap, IndexBase, InputFormat, Layout};
 use crate::plugin::types::PluginKind;
-use crate::plugin::{Grant, Sandbox, SlotSpec, parse_kind};
+use crate::plugin::{ConfigSource, Grant, Sandbox, SlotSpec, parse_kind};
 
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -206,8 +206,10 @@ pub struct SlotConfig {
     pub kind: PluginKind,
     /// An explicit `.wasm` file.
     pub path: Option<PathBuf>,
-    /// Pin the plugin's version (`describe().version`): another version is refused.
-    pub version: Option<String>,
+    /// The versions allowed (`describe().version`), a semver requirement as Cargo reads it:
+    /// `0.1` or `^0.1` allow any 0.1.x, `=0.1.0` only that one, `>=0.1, <0.3` a range.
+    #[serde(default, deserialize_with = "version_req")]
+    pub version: Option<semver::VersionReq>,
     /// Memory cap in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: usize,
@@ -231,6 +233,14 @@ fn plugin_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PluginKind, D::
     let name = String::deserialize(d)?;
     parse_kind(&name).ok_or_else(|| {
         serde::de::Error::custom(format!("unknown kind {name:?}, expected one of `normalizer`, `disambiguator`, `augmenter`, `metric`"))
+    })
+}
+
+/// A semver requirement, with what is wrong and what would do.
+fn version_req<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<semver::VersionReq>, D::Error> {
+    let text = String::deserialize(d)?;
+    semver::VersionReq::parse(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a version requirement ({e}); write e.g. \"^0.1\", \"=0.1.0\" or \">=0.1, <0.3\""))
     })
 }
 
@@ -405,6 +415,14 @@ impl Config {
                 },
             })
             .collect()
+    }
+
+    /// This config's file as a source of the chain's slots for hot swap (settings changes),
+    /// keeping the slots `keep` keeps, as the caller did at start.
+    pub fn watch_source(&self, keep: fn(&SlotSpec) -> bool) -> ConfigSource {
+        let path = self.path.clone();
+        let reload = move || Config::load(&path).map(|c| c.slots().into_iter().filter(keep).collect()).map_err(|e| e.to_string());
+        ConfigSource { path: self.path.clone(), reload: Box::new(reload) }
     }
 
     /// How to build the vocabulary folder, if the config has one.

@@ -153,25 +153,31 @@ pub struct AugmentReport {
 
 /// Runs every augmenter of the chain over `sources` (each augmenter sees the original
 /// records, not another augmenter's output). `extra` adds metadata to a record's document.
+/// Swaps are applied between batches and their log lines given to `on_swaps`.
 pub fn augment(
     set: &mut PluginSet,
     sources: &mut [Record],
     batch_size: usize,
     seed: u64,
     extra: impl Fn(&Record) -> Vec<(String, String)>,
+    on_swaps: &mut dyn FnMut(&[String]),
 ) -> AugmentReport {
     let mut report = AugmentReport::default();
-    let specs = set.specs().to_vec();
-    for (slot, plugin) in set.plugins_mut().iter_mut().enumerate() {
-        if plugin.kind() != PluginKind::Augmenter {
+    for slot in 0..set.plugins().len() {
+        if set.plugins()[slot].kind() != PluginKind::Augmenter {
             continue;
         }
         let plugin_seed = seed ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let settings = specs.get(slot).map(|s| s.sandbox.settings.clone()).unwrap_or_default();
-        let stamp = stamp(plugin);
         let before = report.records.len();
         let started = Instant::now();
         for batch in sources.chunks_mut(batch_size.max(1)) {
+            let swaps = set.apply_swaps();
+            if !swaps.is_empty() {
+                on_swaps(&swaps);
+            }
+            let settings = set.specs().get(slot).map(|s| s.sandbox.settings.clone()).unwrap_or_default();
+            let plugin = &mut set.plugins_mut()[slot];
+            let stamp = stamp(plugin);
             let docs: Vec<Annotated> = batch
                 .iter()
                 .map(|r| {
@@ -209,7 +215,7 @@ pub fn augment(
                 }
             }
         }
-        report.per_plugin.push((plugin.id(), report.records.len() - before, started.elapsed()));
+        report.per_plugin.push((set.plugins()[slot].id(), report.records.len() - before, started.elapsed()));
     }
     report
 }

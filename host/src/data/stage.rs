@@ -208,7 +208,7 @@ pub fn run(
     };
     let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
     if config.plugins.watch {
-        set.watch()?;
+        set.watch(Some(config.watch_source(|_| true)))?;
     }
     let plugins: Vec<String> = set.plugins().iter().map(|p| format!("{} {}", p.id(), p.hash())).collect();
 
@@ -317,7 +317,21 @@ pub fn run(
         train.flush().map_err(|source| DataError::Write { path: train.path().to_owned(), source })?;
         let train_path = train.temp_path().to_owned();
         let label_counts = label_counts.iter().map(|(l, n)| format!("{l}={n}")).collect::<Vec<_>>().join(",");
-        run_augmenters(&mut set, &train_path, &mut augmented_out, &mut out, config, &concept_docs, &label_counts, chain.stopped)?
+        let swaps = &mut chain.swaps;
+        run_augmenters(
+            &mut set,
+            &train_path,
+            &mut augmented_out,
+            &mut out,
+            config,
+            &concept_docs,
+            &label_counts,
+            chain.stopped,
+            &mut |lines| {
+                on_batch(done, lines);
+                swaps.extend_from_slice(lines);
+            },
+        )?
     };
 
     // everything written: rename into place
@@ -397,6 +411,7 @@ fn run_augmenters(
     concept_docs: &HashMap<String, usize>,
     label_counts: &str,
     stopped: bool,
+    on_swaps: &mut dyn FnMut(&[String]),
 ) -> Result<AugmentReport, DataError> {
     let read_err = |source: std::io::Error| DataError::Write { path: train.to_owned(), source };
     let mut report = AugmentReport::default();
@@ -414,11 +429,18 @@ fn run_augmenters(
             continue;
         }
         if !stopped && !chunk.is_empty() {
-            let part = augment(set, &mut chunk, config.data.batch_size, config.data.seed, |r| {
-                let ids: BTreeSet<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
-                let counts: Vec<String> = ids.iter().map(|id| format!("{id}:{}", concept_docs.get(*id).unwrap_or(&0))).collect();
-                vec![("concept_counts".to_owned(), counts.join("|")), ("label_counts".to_owned(), label_counts.to_owned())]
-            });
+            let part = augment(
+                set,
+                &mut chunk,
+                config.data.batch_size,
+                config.data.seed,
+                |r| {
+                    let ids: BTreeSet<&str> = r.mentions.iter().map(|m| m.concept.id.as_str()).collect();
+                    let counts: Vec<String> = ids.iter().map(|id| format!("{id}:{}", concept_docs.get(*id).unwrap_or(&0))).collect();
+                    vec![("concept_counts".to_owned(), counts.join("|")), ("label_counts".to_owned(), label_counts.to_owned())]
+                },
+                on_swaps,
+            );
             let mut made = part.records.into_iter();
             for (k, (id, count, time)) in part.per_plugin.into_iter().enumerate() {
                 if derived.len() <= k {

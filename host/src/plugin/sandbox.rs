@@ -24,7 +24,7 @@ pub struct Grant {
 }
 
 /// The limits and grants of one plugin.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sandbox {
     /// The most linear memory the plugin may have, in bytes.
     pub memory_cap: usize,

@@ -1,5 +1,6 @@
 //! A plugin set: the chain of plugins a config names, each slot filled from an explicit
-//! file, a plugin folder, or the built-in defaults, and swapped between batches.
+//! file, a plugin folder, or the built-in defaults (`resolve.rs` decides), and swapped
+//! between batches.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
@@ -9,12 +10,13 @@ use super::contract::kind_name;
 use super::engine::PluginEngine;
 use super::error::LoadError;
 use super::instance::Plugin;
+use super::resolve::{self, Memo, Pick};
 use super::sandbox::Sandbox;
 use super::types::PluginKind;
-use super::watch::Watcher;
+use super::watch::{ConfigSource, Watcher};
 
 /// One slot of the chain, as the config describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SlotSpec {
     /// The plugin's name (what its `describe()` says).
     pub name: String,
@@ -24,25 +26,33 @@ pub struct SlotSpec {
     pub path: Option<PathBuf>,
     /// Its limits, grants and settings.
     pub sandbox: Sandbox,
-    /// The version the config pins, if any: another version is refused (at load and swap).
-    pub version: Option<String>,
+    /// The versions the config allows (a semver requirement: `0.1` and `^0.1` allow any
+    /// 0.1.x, `=0.1.0` that one); another version is passed over or refused.
+    pub version: Option<semver::VersionReq>,
 }
 
-impl SlotSpec {
-    /// Why `plugin` cannot fill this slot because of its version, if it cannot.
-    pub fn version_mismatch(&self, plugin: &Plugin) -> Option<String> {
-        let want = self.version.as_deref()?;
-        (plugin.info().version != want)
-            .then(|| format!("{} is version {}, but the config pins {} to {want}", plugin.origin(), plugin.info().version, self.name))
-    }
-}
-
-/// What the watcher found in a plugin folder.
+/// What the watcher has for the chain.
 pub enum SwapEvent {
-    /// A new version, compiled, checked and configured, ready to take over `slot`.
-    Ready { slot: usize, path: PathBuf, plugin: Box<Plugin> },
-    /// A file that was refused; the running version stays.
-    Refused { path: PathBuf, error: String },
+    /// A component checked, instantiated and configured, ready to take over `slot`.
+    Ready {
+        /// The slot it fills.
+        slot: usize,
+        /// The slot's spec it was configured with (new settings after a config change).
+        spec: Box<SlotSpec>,
+        /// Where it came from, for the log.
+        from: String,
+        /// Why it was made (a changed file, settings or granted files).
+        why: String,
+        /// The plugin.
+        plugin: Box<Plugin>,
+    },
+    /// Something that was refused; the running versions stay.
+    Refused {
+        /// The file, config or slot refused.
+        what: String,
+        /// Why, and where a refused file was moved.
+        error: String,
+    },
 }
 
 /// The chain of loaded plugins.
@@ -54,70 +64,88 @@ pub struct PluginSet {
     swaps: Option<(Watcher, Receiver<SwapEvent>)>,
 }
 
+/// Loads `pick` into `spec`'s slot: kind, sandbox, settings and version checked.
+pub(crate) fn load_pick(engine: &PluginEngine, spec: &SlotSpec, pick: &Pick) -> Result<Plugin, LoadError> {
+    let plugin = engine.load(&pick.bytes()?, &pick.origin(), Some(spec.kind), spec.sandbox.clone())?;
+    match resolve::version_refusal(spec, &plugin.info().version) {
+        Some(detail) => Err(LoadError::Contract { origin: plugin.id(), detail }),
+        None => Ok(plugin),
+    }
+}
+
 impl PluginSet {
-    /// Loads every slot: from its `path`, else from a `.wasm` in `dirs` whose plugin has the
-    /// slot's name, else from the built-in plugin of that name.
+    /// Loads every slot: from its `path`, else from the one `.wasm` in `dirs` whose plugin has
+    /// the slot's name and an allowed version, else from the built-in plugin of that name.
+    /// Folder files that are not usable are skipped with a warning.
     pub fn load(engine: PluginEngine, specs: Vec<SlotSpec>, dirs: Vec<PathBuf>) -> Result<Self, LoadError> {
-        let mut found: Vec<(String, PathBuf)> = Vec::new();
-        for dir in &dirs {
-            for path in wasm_files(dir)? {
-                let bytes = std::fs::read(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-                let (info, _) = engine.inspect(&bytes, &path.display().to_string())?;
-                found.push((info.name, path));
+        let scan = resolve::scan(&engine, &dirs, &mut Memo::new())?;
+        for (path, reason) in &scan.unusable {
+            tracing::warn!("skipping plugin file {}: {reason}", path.display());
+        }
+        for f in &scan.found {
+            if let Some(reason) =
+                specs.iter().find(|s| s.name == f.name && s.path.is_none()).and_then(|s| resolve::version_refusal(s, &f.version))
+            {
+                tracing::warn!("skipping plugin file {}: {reason}", f.path.display());
             }
         }
         let mut slots = Vec::with_capacity(specs.len());
         for spec in &specs {
-            let from_dir = found.iter().find(|(name, _)| *name == spec.name).map(|(_, p)| p.clone());
-            let plugin = match spec.path.clone().or(from_dir) {
-                Some(path) => engine.load_file(&path, Some(spec.kind), spec.sandbox.clone())?,
-                None => {
-                    let b = builtin(&spec.name).ok_or_else(|| LoadError::Contract {
-                        origin: format!("{} {}", kind_name(spec.kind), spec.name),
-                        detail: format!(
-                            "no plugin of that name: not built in, not in the plugin folders ({}), and no path given",
-                            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    })?;
-                    engine.load(b.wasm, &format!("builtin:{}", b.name), Some(spec.kind), spec.sandbox.clone())?
+            let pick = resolve::pick(spec, &scan, &dirs)
+                .map_err(|detail| LoadError::Contract { origin: format!("{} {}", kind_name(spec.kind), spec.name), detail })?;
+            let plugin = match (load_pick(&engine, spec, &pick), &pick, builtin(&spec.name)) {
+                (Ok(plugin), _, _) => plugin,
+                (Err(e), Pick::File(path), Some(b)) if spec.path.is_none() => {
+                    tracing::warn!("skipping plugin file {}: {e}; the built-in {} takes its place", path.display(), b.name);
+                    load_pick(&engine, spec, &Pick::Builtin(b))?
                 }
+                (Err(e), _, _) => return Err(e),
             };
-            if let Some(detail) = spec.version_mismatch(&plugin) {
-                return Err(LoadError::Contract { origin: plugin.id(), detail });
-            }
             slots.push(plugin);
         }
         Ok(Self { engine, specs, dirs, slots, swaps: None })
     }
 
-    /// Starts watching the plugin folders; new versions are applied by [`PluginSet::apply_swaps`].
-    pub fn watch(&mut self) -> Result<(), LoadError> {
-        if self.swaps.is_none() && !self.dirs.is_empty() {
-            let (watcher, rx) = Watcher::start(self.engine.clone(), self.specs.clone(), self.dirs.clone())?;
+    /// Starts watching the plugin folders, the slots' own files and granted folders, and the
+    /// config (when given) for new settings; what changes is applied by
+    /// [`PluginSet::apply_swaps`].
+    pub fn watch(&mut self, config: Option<ConfigSource>) -> Result<(), LoadError> {
+        if self.swaps.is_none() {
+            let running = self.slots.iter().map(|p| p.hash().to_owned()).collect();
+            let (watcher, rx) = Watcher::start(self.engine.clone(), self.specs.clone(), self.dirs.clone(), running, config)?;
             self.swaps = Some((watcher, rx));
         }
         Ok(())
     }
 
-    /// Swaps in the versions the watcher has ready (call between batches); returns one line
-    /// per swap or refusal, for the log.
+    /// Swaps in what the watcher has ready (call between batches); returns one line per swap
+    /// or refusal, for the log.
     pub fn apply_swaps(&mut self) -> Vec<String> {
         let Some((_, rx)) = &self.swaps else { return Vec::new() };
         let mut log = Vec::new();
         while let Ok(event) = rx.try_recv() {
             match event {
-                SwapEvent::Ready { slot, path, plugin } => {
-                    if let Some(detail) = self.specs.get(slot).and_then(|s| s.version_mismatch(&plugin)) {
-                        log.push(format!("refused {}: {detail}; the running version stays", path.display()));
-                        continue;
-                    }
-                    let Some(old) = self.slots.get_mut(slot) else { continue };
-                    log.push(format!("swapped {} -> {} (sha256 {}) from {}", old.id(), plugin.id(), &plugin.hash()[..12], path.display()));
+                SwapEvent::Ready { slot, spec, from, why, plugin } => {
+                    let (Some(old), Some(old_spec)) = (self.slots.get_mut(slot), self.specs.get_mut(slot)) else { continue };
+                    let older = |a: &Plugin, b: &Plugin| match (
+                        semver::Version::parse(&a.info().version),
+                        semver::Version::parse(&b.info().version),
+                    ) {
+                        (Ok(a), Ok(b)) => a < b,
+                        _ => false,
+                    };
+                    let rollback = if older(&plugin, old) { ", a rollback" } else { "" };
+                    log.push(format!(
+                        "swapped {}#{} -> {}#{} from {from} ({why}{rollback})",
+                        old.id(),
+                        short(old.hash()),
+                        plugin.id(),
+                        short(plugin.hash())
+                    ));
                     *old = *plugin;
+                    *old_spec = *spec;
                 }
-                SwapEvent::Refused { path, error } => {
-                    log.push(format!("refused {}: {error}; the running version stays", path.display()));
-                }
+                SwapEvent::Refused { what, error } => log.push(format!("refused {what}: {error}; the running version stays")),
             }
         }
         log
@@ -137,6 +165,11 @@ impl PluginSet {
     pub fn specs(&self) -> &[SlotSpec] {
         &self.specs
     }
+}
+
+/// The first 12 hex digits of a content hash, as logs show it.
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// The `.wasm` files of a folder, sorted by name.
