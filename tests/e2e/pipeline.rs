@@ -152,7 +152,7 @@ fn interruptions_resume_and_failures_leave_earlier_outputs_intact() {
     intact();
 
     std::fs::write(&config, text.replace("kind = \"metric\"", "kind = \"metric\"\nversion = \"9.9.9\"")).expect("write");
-    env.run(&["run", arg]).stderr_has("is version 0.1.0, but the config pins classification-metrics to 9.9.9");
+    env.run(&["run", arg]).stderr_has("version 0.1.0 is outside the config's requirement `^9.9.9` for classification-metrics");
     intact();
 
     std::fs::write(&config, &text).expect("write");

@@ -1,6 +1,6 @@
 //! `medtune plugin new|build|test|list`: the plugin author's loop, on real components.
 
-use crate::harness::{Env, guest};
+use crate::harness::{Env, guest, jsonl};
 
 #[test]
 fn scaffolded_plugins_of_every_kind_build_and_run() {
@@ -40,12 +40,33 @@ fn plugin_list_shows_versions_and_hashes() {
 }
 
 #[test]
-fn unknown_settings_are_refused_by_name() {
+fn settings_and_grants_are_checked_against_the_manifest_by_name() {
     let env = Env::new();
     let tagger = guest("tagger_v1");
     env.run(&["plugin", "test", tagger.to_str().expect("utf-8"), "--set", "colour=blue"])
         .expect_code(1)
-        .stderr_has("plugin tagger@1.0.0: configure refused its settings: config: unknown setting(s) colour");
+        .stderr_has("tagger_v1.wasm has no setting `colour` (it declares: prefix, prefix_file)");
+    env.run(&["plugin", "test", "builtin:entity-mask", "--set", "rate=lots"])
+        .expect_code(1)
+        .stderr_has("plugin builtin:entity-mask setting `rate` = \"lots\" is not a float");
+    // the config entry is named with the grant it lacks, before the plugin runs
+    let input = env.write("in.jsonl", jsonl(&[("q1", "first")]));
+    let config = env.config(&input, "[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(1).stderr_has(&format!(
+        "config {}, plugins.chain[0] (terminology-normalizer): plugin builtin:terminology-normalizer needs the read-only folder /vocab, which is not granted",
+        config.display()
+    ));
+    // and a folder it never declared
+    let granted = env.config(&input, "[[plugins.chain]]\nname = \"entity-mask\"\nkind = \"augmenter\"\ngrants = { \"/data\" = \".\" }\n");
+    env.run(&["data", "--config", granted.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("is granted /data")
+        .stderr_has("which it does not declare (it declares: none)");
+    // `plugin list` shows what each plugin declares
+    env.run(&["plugin", "list"])
+        .expect_code(0)
+        .stdout_has("    grants: /vocab (read-only)")
+        .stdout_has("    setting rate: float = 0.15 — chance that a mention is masked");
 }
 
 #[test]
@@ -58,6 +79,6 @@ fn the_walkthrough_plugin_reads_its_granted_table() {
         .stdout_has("drug-class-normalizer@0.1.0 (normalizer plugin")
         .stdout_has("\"Metformin\" [80..89] -> A10BA Biguanides")
         .stdout_has("\"ketamine\" [3..11] -> N01AX");
-    // without the grant it has no way to read its table, and says so
-    env.run(&["plugin", "test", &dir]).expect_code(1).stderr_has("configure refused its settings: missing resource: /vocab/drugs.tsv");
+    // without the grant it has no way to read its table: its manifest says it needs it
+    env.run(&["plugin", "test", &dir]).expect_code(1).stderr_has("needs the read-only folder /vocab, which is not granted");
 }

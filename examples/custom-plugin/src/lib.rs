@@ -62,4 +62,9 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
 }
 
-register_normalizer!(DrugClasses);
+register_normalizer!(DrugClasses,
+    grants: ["/vocab"],
+    settings: {
+        table: string = "/vocab/drugs.tsv", "the drug table (name, ATC class)";
+        min_len: integer = "4", "shortest drug name matched";
+    });

@@ -10,7 +10,9 @@ use clap::Subcommand;
 use medtune::config::Config;
 use medtune::data::{self, Record};
 use medtune::plugin::types::{Annotated, PluginKind, Prediction, Reference};
-use medtune::plugin::{Grant, Plugin, PluginEngine, PluginSet, Sandbox, builtin, builtins, kind_name, parse_kind, wasm_files};
+use medtune::plugin::{
+    Grant, Manifest, Plugin, PluginEngine, PluginSet, Sandbox, builtin, builtins, kind_name, parse_kind, read_manifest, wasm_files,
+};
 
 use super::{EXIT_PARTIAL, scaffold};
 
@@ -380,9 +382,14 @@ fn target_dir(dir: &Path) -> PathBuf {
 
 fn list(config: Option<&Path>, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     println!("{:<28} {:<10} {:<14} {:<14} origin", "plugin", "version", "kind", "sha256");
-    let row = |name: &str, version: &str, kind: PluginKind, hash: &str, origin: &str| {
+    let row = |name: &str, version: &str, kind: PluginKind, hash: &str, origin: &str, manifest: Option<&Manifest>| {
         println!("{name:<28} {version:<10} {:<14} {:<14} {origin}", kind_name(kind), &hash[..12.min(hash.len())]);
+        match manifest {
+            Some(m) => print!("{}", m.describe_needs()),
+            None => println!("    no manifest (built without the SDK): its grants and settings are not checked"),
+        }
     };
+    let manifest_of = |bytes: &[u8]| read_manifest(bytes).ok().flatten();
     match config {
         Some(path) => {
             let config = Config::load(path)?;
@@ -391,20 +398,22 @@ fn list(config: Option<&Path>, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             all_dirs.extend(dirs.iter().cloned());
             let set = PluginSet::load(engine, config.slots(), all_dirs)?;
             for p in set.plugins() {
-                row(&p.info().name, &p.info().version, p.kind(), p.hash(), p.origin());
+                row(&p.info().name, &p.info().version, p.kind(), p.hash(), p.origin(), p.manifest());
             }
         }
         None => {
             let engine = PluginEngine::new(None)?;
             for b in builtins() {
                 let (info, hash) = engine.inspect(b.wasm, &format!("builtin:{}", b.name))?;
-                row(&info.name, &info.version, info.kind, &hash, &format!("builtin:{}", b.name));
+                row(&info.name, &info.version, info.kind, &hash, &format!("builtin:{}", b.name), manifest_of(b.wasm).as_ref());
             }
             for dir in dirs {
                 for f in wasm_files(dir)? {
                     let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
                     match engine.inspect(&bytes, &f.display().to_string()) {
-                        Ok((info, hash)) => row(&info.name, &info.version, info.kind, &hash, &f.display().to_string()),
+                        Ok((info, hash)) => {
+                            row(&info.name, &info.version, info.kind, &hash, &f.display().to_string(), manifest_of(&bytes).as_ref())
+                        }
                         Err(e) => println!("refused: {e}"),
                     }
                 }

@@ -117,7 +117,10 @@ impl Normalizer for Plugin {
     }
 }
 
-register_normalizer!(Plugin);
+// the manifest: what the host checks the config against (add `grants: ["/vocab"],` when the
+// plugin reads a granted folder)
+register_normalizer!(Plugin,
+    settings: { min_len: integer = "3", "shortest text matched" });
 "#;
 
 const DISAMBIGUATOR: &str = r#"
@@ -170,7 +173,8 @@ impl Disambiguator for Plugin {
     }
 }
 
-register_disambiguator!(Plugin);
+register_disambiguator!(Plugin,
+    settings: { threshold: float = "0.5", "lowest confidence of an expansion kept" });
 "#;
 
 const AUGMENTER: &str = r#"
@@ -212,7 +216,8 @@ impl Augmenter for Plugin {
     }
 }
 
-register_augmenter!(Plugin);
+register_augmenter!(Plugin,
+    settings: { rate: float = "0.5", "chance that a word is swapped" });
 "#;
 
 const METRIC: &str = r#"

@@ -401,7 +401,9 @@ impl Config {
         self.plugins
             .chain
             .iter()
-            .map(|s| SlotSpec {
+            .enumerate()
+            .map(|(i, s)| SlotSpec {
+                entry: format!("config {}, plugins.chain[{i}] ({})", self.path.display(), s.name),
                 name: s.name.clone(),
                 kind: s.kind,
                 path: s.path.as_ref().map(|p| self.resolve(p)),

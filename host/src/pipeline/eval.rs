@@ -248,6 +248,7 @@ fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
             false => ("classification-metrics", vec![("labels".into(), labels.join(","))]),
         };
         specs.push(SlotSpec {
+            entry: format!("the built-in metric {name}"),
             name: name.into(),
             kind: PluginKind::Metric,
             path: None,

@@ -15,6 +15,7 @@ use crate::hash::sha256_hex;
 use super::contract;
 use super::error::LoadError;
 use super::instance::Plugin;
+use super::manifest;
 use super::sandbox::{Ctx, Sandbox};
 use super::types::{PluginInfo, PluginKind};
 
@@ -92,12 +93,16 @@ impl PluginEngine {
         let component = self.compile(bytes, &hash, origin)?;
         let (kind, contract) = contract::check(&self.inner.engine, &component, expected)
             .map_err(|detail| LoadError::Contract { origin: origin.to_owned(), detail })?;
+        let manifest = manifest::read(bytes).map_err(|detail| LoadError::Contract { origin: origin.to_owned(), detail })?;
+        if let Some(m) = manifest.as_ref().filter(|_| configure) {
+            m.check(&sandbox).map_err(|detail| LoadError::Needs { entry: String::new(), origin: origin.to_owned(), detail })?;
+        }
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate { origin: origin.to_owned(), reason: format!("{e:#}") })?;
-        Plugin::start(self.inner.engine.clone(), pre, (kind, contract), hash, origin.to_owned(), sandbox, configure)
+        Plugin::start(self.inner.engine.clone(), pre, (kind, contract), (hash, manifest), origin.to_owned(), sandbox, configure)
     }
 
     /// The content hash a file would be cached under (sha256, hex).

@@ -20,6 +20,9 @@ pub enum LoadError {
     /// `describe()` failed or returned something inconsistent with the component.
     #[error("{origin}: describe(): {reason}")]
     Describe { origin: String, reason: String },
+    /// The config's grants or settings do not match what the plugin's manifest declares.
+    #[error("{entry}plugin {origin} {detail}")]
+    Needs { entry: String, origin: String, detail: String },
     /// `configure()` refused the settings of the plugin set.
     #[error("plugin {plugin}: configure refused its settings: {reason}")]
     Configure { plugin: String, reason: String },

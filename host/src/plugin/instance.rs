@@ -13,6 +13,7 @@ use super::bindings::{augmenter, disambiguator, metric, normalizer};
 use super::contract::{self, Contract};
 use super::engine::TICK;
 use super::error::{CallError, LoadError, RecordFailure};
+use super::manifest::Manifest;
 use super::sandbox::{Ctx, Sandbox};
 use super::types::{
     Annotated, Derived, Document, Expansion, Mention, PluginError, PluginInfo, PluginKind, Prediction, Reference, Score, Setting,
@@ -74,6 +75,7 @@ pub struct Restart {
 pub struct Plugin {
     info: PluginInfo,
     hash: String,
+    manifest: Option<Manifest>,
     recipe: Recipe,
     live: Option<Live>,
     spare: Option<Spare>,
@@ -146,7 +148,7 @@ impl Plugin {
         engine: Engine,
         pre: InstancePre<Ctx>,
         (kind, contract): (PluginKind, Contract),
-        hash: String,
+        (hash, manifest): (String, Option<Manifest>),
         origin: String,
         sandbox: Sandbox,
         configure: bool,
@@ -170,7 +172,16 @@ impl Plugin {
         };
         let recipe = Recipe { id: origin.clone(), origin: origin.clone(), engine, pre, sandbox };
         let mut live = recipe.instantiate().map_err(|reason| LoadError::Instantiate { origin: origin.clone(), reason })?;
-        let mut plugin = Plugin { info: placeholder, hash, recipe, live: None, spare: None, restarts: 0, last_restart: Restart::default() };
+        let mut plugin = Plugin {
+            info: placeholder,
+            hash,
+            manifest: None,
+            recipe,
+            live: None,
+            spare: None,
+            restarts: 0,
+            last_restart: Restart::default(),
+        };
         let info = match &live.inst {
             Inst::Normalizer(i) => i.medtune_plugin_normalizer_api().call_describe(&mut live.store),
             Inst::Disambiguator(i) => i.medtune_plugin_disambiguator_api().call_describe(&mut live.store),
@@ -180,6 +191,10 @@ impl Plugin {
         }
         .map_err(|e| LoadError::Describe { origin: origin.clone(), reason: format!("{e:#}") })?;
         validate::info(&info, kind, contract).map_err(|reason| LoadError::Describe { origin: origin.clone(), reason })?;
+        if let Some(m) = &manifest {
+            m.agrees_with(&info).map_err(|reason| LoadError::Describe { origin: origin.clone(), reason })?;
+        }
+        plugin.manifest = manifest;
         plugin.info = info;
         plugin.recipe.id = plugin.id();
         if !configure {
@@ -194,6 +209,11 @@ impl Plugin {
     /// `name@version`, as error messages and output records name the plugin.
     pub fn id(&self) -> String {
         format!("{}@{}", self.info.name, self.info.version)
+    }
+
+    /// What the plugin's manifest declares, if it carries one.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
     }
 
     /// What the plugin said about itself.

@@ -9,6 +9,7 @@ mod contract;
 mod engine;
 mod error;
 mod instance;
+mod manifest;
 mod resolve;
 mod sandbox;
 mod set;
@@ -22,6 +23,7 @@ pub use contract::{CONTRACT_VERSION, Contract, export_name, kind_name, parse_kin
 pub use engine::PluginEngine;
 pub use error::{CallError, LoadError, RecordFailure};
 pub use instance::{Outcomes, Plugin, Restart};
+pub use manifest::{Manifest, SettingDecl, SettingType, read as read_manifest};
 pub use sandbox::{Grant, Sandbox};
 pub use set::{PluginSet, SlotSpec, SwapEvent, wasm_files};
 pub use watch::{ConfigSource, Watcher};

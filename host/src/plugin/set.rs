@@ -18,6 +18,8 @@ use super::watch::{ConfigSource, Watcher};
 /// One slot of the chain, as the config describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotSpec {
+    /// Where the slot is written, as errors name it (`config.toml: plugins.chain[0] (x)`).
+    pub entry: String,
     /// The plugin's name (what its `describe()` says).
     pub name: String,
     /// The kind the slot needs.
@@ -66,7 +68,10 @@ pub struct PluginSet {
 
 /// Loads `pick` into `spec`'s slot: kind, sandbox, settings and version checked.
 pub(crate) fn load_pick(engine: &PluginEngine, spec: &SlotSpec, pick: &Pick) -> Result<Plugin, LoadError> {
-    let plugin = engine.load(&pick.bytes()?, &pick.origin(), Some(spec.kind), spec.sandbox.clone())?;
+    let plugin = engine.load(&pick.bytes()?, &pick.origin(), Some(spec.kind), spec.sandbox.clone()).map_err(|e| match e {
+        LoadError::Needs { origin, detail, .. } => LoadError::Needs { entry: format!("{}: ", spec.entry), origin, detail },
+        e => e,
+    })?;
     match resolve::version_refusal(spec, &plugin.info().version) {
         Some(detail) => Err(LoadError::Contract { origin: plugin.id(), detail }),
         None => Ok(plugin),

@@ -54,4 +54,10 @@ impl Disambiguator for AbbreviationDisambiguator {
     }
 }
 
-register_disambiguator!(AbbreviationDisambiguator);
+register_disambiguator!(AbbreviationDisambiguator,
+    grants: ["/vocab"],
+    settings: {
+        abbreviations: string = "/vocab/abbreviations.tsv", "the sense inventory";
+        threshold: float = "0.5", "lowest confidence of an expansion kept";
+        first_sense: float = "0.5", "prior weight of a sense listed first";
+    });

@@ -106,4 +106,5 @@ impl Metric for ClassificationMetrics {
     }
 }
 
-register_metric!(ClassificationMetrics);
+register_metric!(ClassificationMetrics,
+    settings: { labels: string = "", "the label set, comma-separated (default: the labels seen)" });

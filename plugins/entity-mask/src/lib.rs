@@ -55,4 +55,5 @@ impl Augmenter for EntityMask {
     }
 }
 
-register_augmenter!(EntityMask);
+register_augmenter!(EntityMask,
+    settings: { rate: float = "0.15", "chance that a mention is masked" });

@@ -42,4 +42,5 @@ impl Augmenter for LabelBalancer {
     }
 }
 
-register_augmenter!(LabelBalancer);
+register_augmenter!(LabelBalancer,
+    settings: { max_copies: integer = "8", "most copies of one record" });

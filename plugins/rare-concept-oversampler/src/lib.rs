@@ -42,4 +42,9 @@ impl Augmenter for RareConcepts {
     }
 }
 
-register_augmenter!(RareConcepts);
+register_augmenter!(RareConcepts,
+    settings: {
+        max_count: integer = "2", "a concept in at most this many training documents is rare";
+        copies: integer = "1", "copies of a record per rare concept";
+        max_copies: integer = "3", "most copies of one record";
+    });

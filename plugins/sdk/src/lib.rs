@@ -12,6 +12,17 @@
 //! register_normalizer!(Upper);
 //! ```
 //!
+//! The macro also writes the plugin's manifest (the custom section `medtune:manifest`), which
+//! the host checks the config against before any call: the read-only folders the plugin needs
+//! and the settings it accepts, with their types (`string`, `integer`, `float`, `boolean`),
+//! defaults and meaning:
+//!
+//! ```ignore
+//! register_normalizer!(Drugs,
+//!     grants: ["/vocab"],
+//!     settings: { table: string = "/vocab/drugs.tsv", "the drug table"; min_len: integer = "4", "shortest name matched" });
+//! ```
+//!
 //! Enable exactly one of the cargo features `normalizer`, `disambiguator`, `augmenter`,
 //! `metric`: it selects the world (and so the contract) the component is built for.
 
@@ -20,6 +31,8 @@ pub mod bindings;
 mod alloc;
 mod borrowed;
 mod fields;
+#[doc(hidden)]
+pub mod manifest;
 #[cfg(all(feature = "normalizer", target_arch = "wasm32"))]
 #[doc(hidden)]
 pub mod lower;
@@ -97,7 +110,8 @@ pub trait Metric: Sized + 'static {
 /// Exports a [`Normalizer`] as this crate's component.
 #[macro_export]
 macro_rules! register_normalizer {
-    ($ty:ty) => {
+    ($ty:ty $(, $($needs:tt)*)?) => {
+        $crate::__manifest!(Normalizer; $($($needs)*)?);
         $crate::__register!($ty, normalizer_api, Normalizer, exports {
             // `normalize` by hand (wit-bindgen skips it): see the SDK's `lower.rs`. The names
             // carry the contract version, read from the WIT by the SDK's build.rs.
@@ -125,7 +139,8 @@ macro_rules! register_normalizer {
 /// Exports a [`Disambiguator`] as this crate's component.
 #[macro_export]
 macro_rules! register_disambiguator {
-    ($ty:ty) => {
+    ($ty:ty $(, $($needs:tt)*)?) => {
+        $crate::__manifest!(Disambiguator; $($($needs)*)?);
         $crate::__register!($ty, disambiguator_api, Disambiguator, fn disambiguate(batch: Vec<$crate::Annotated>) -> Vec<Result<Vec<$crate::Expansion>, $crate::PluginError>> {
             $crate::__private::with_plugin(&PLUGIN, batch.len(), <$ty as $crate::Disambiguator>::new, |p: &$ty| $crate::Disambiguator::disambiguate_batch(p, &batch))
         });
@@ -135,7 +150,8 @@ macro_rules! register_disambiguator {
 /// Exports an [`Augmenter`] as this crate's component.
 #[macro_export]
 macro_rules! register_augmenter {
-    ($ty:ty) => {
+    ($ty:ty $(, $($needs:tt)*)?) => {
+        $crate::__manifest!(Augmenter; $($($needs)*)?);
         $crate::__register!($ty, augmenter_api, Augmenter, fn augment(batch: Vec<$crate::Annotated>, seed: u64) -> Vec<Result<Vec<$crate::Derived>, $crate::PluginError>> {
             $crate::__private::with_plugin(&PLUGIN, batch.len(), <$ty as $crate::Augmenter>::new, |p: &$ty| {
                 batch.iter().map(|d| {
@@ -150,7 +166,8 @@ macro_rules! register_augmenter {
 /// Exports a [`Metric`] as this crate's component.
 #[macro_export]
 macro_rules! register_metric {
-    ($ty:ty) => {
+    ($ty:ty $(, $($needs:tt)*)?) => {
+        $crate::__manifest!(Metric; $($($needs)*)?);
         $crate::__register!($ty, metric_api, Metric, fn compute(predictions: Vec<$crate::Prediction>, references: Vec<$crate::Reference>) -> Result<Vec<$crate::Score>, $crate::PluginError> {
             $crate::__private::with_plugin(&PLUGIN, 1, <$ty as $crate::Metric>::new, |p: &$ty| {
                 if predictions.len() != references.len() {

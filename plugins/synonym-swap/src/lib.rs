@@ -77,4 +77,10 @@ impl Augmenter for SynonymSwap {
     }
 }
 
-register_augmenter!(SynonymSwap);
+register_augmenter!(SynonymSwap,
+    grants: ["/vocab"],
+    settings: {
+        rate: float = "0.5", "chance that a mention is swapped for a synonym";
+        variants: integer = "1", "new records per source record";
+        vocab: string = "/vocab/concepts.tsv", "the concept table the synonyms come from";
+    });

@@ -62,4 +62,10 @@ impl Normalizer for TerminologyNormalizer {
     }
 }
 
-register_normalizer!(TerminologyNormalizer);
+register_normalizer!(TerminologyNormalizer,
+    grants: ["/vocab"],
+    settings: {
+        vocab: string = "/vocab/concepts.tsv", "the concept table (id, preferred name, synonyms)";
+        fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
+        min_score: float = "0", "lowest match score kept";
+    });

@@ -34,4 +34,9 @@ impl Normalizer for Tagger {
     }
 }
 
-register_normalizer!(Tagger);
+register_normalizer!(Tagger,
+    optional_grants: ["/tags"],
+    settings: {
+        prefix: string = "V", "what the concept id starts with";
+        prefix_file: string = "", "a granted file holding the prefix";
+    });
