@@ -82,3 +82,49 @@ fn the_walkthrough_plugin_reads_its_granted_table() {
     // without the grant it has no way to read its table: its manifest says it needs it
     env.run(&["plugin", "test", &dir]).expect_code(1).stderr_has("needs the read-only folder /vocab, which is not granted");
 }
+
+/// The component model's promise: a plugin in another language, built from the registries
+/// (componentize-py from PyPI, by the example's own build script), runs like a Rust one.
+#[test]
+fn a_plugin_written_in_python_builds_and_runs_like_a_rust_one() {
+    let env = Env::new();
+    let repo = crate::harness::repo();
+    let example = repo.join("examples/python-normalizer");
+    for f in ["app.py", "build.sh", "sample.jsonl"] {
+        std::fs::copy(example.join(f), env.path(f)).expect("copy the example");
+    }
+    let built = std::process::Command::new("bash")
+        .arg("build.sh")
+        .current_dir(env.path(""))
+        .env("WIT", repo.join("wit"))
+        .env("VENV", repo.join("target/componentize-py"))
+        .status()
+        .expect("run build.sh");
+    assert!(built.success(), "build.sh: {built}");
+    env.run(&["plugin", "test", "python-normalizer.wasm", "--input", "sample.jsonl"])
+        .expect_code(0)
+        .stdout_has("python-drug-normalizer@0.1.0 (normalizer plugin, contract 0.2.0")
+        .stdout_has("\"metformin\" [5..14] -> D008687 Metformin (1.00)")
+        .stdout_has("\"INSULIN GLARGINE\" [81..97] -> D000069036 Insulin Glargine (0.90)");
+    // no manifest (componentize-py writes none): the plugin's own configure refuses the key
+    env.run(&["plugin", "test", "python-normalizer.wasm", "--set", "min_len=4"])
+        .expect_code(1)
+        .stderr_has("configure refused its settings: config: unknown setting 'min_len'");
+    // in a chain, from a plugin folder, through the data stage
+    std::fs::create_dir(env.path("plugins")).expect("mkdir");
+    std::fs::rename(env.path("python-normalizer.wasm"), env.path("plugins/python-normalizer.wasm")).expect("move");
+    let config = env.config(
+        &env.path("sample.jsonl"),
+        "[plugins]\ndirs = [\"plugins\"]\n\n[[plugins.chain]]\nname = \"python-drug-normalizer\"\nkind = \"normalizer\"\n",
+    );
+    env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(0);
+    let records: Vec<serde_json::Value> = ["train", "dev", "test"]
+        .iter()
+        .map(|s| env.path(&format!("work/data/processed/{s}.jsonl")))
+        .filter(|p| p.exists())
+        .flat_map(|p| crate::harness::read_jsonl(&p))
+        .collect();
+    let ids: Vec<&str> =
+        records.iter().flat_map(|r| r["mentions"].as_array().into_iter().flatten()).filter_map(|m| m["concept"]["id"].as_str()).collect();
+    assert!(ids.contains(&"D014859") && ids.contains(&"D008687"), "{ids:?}");
+}
