@@ -284,20 +284,16 @@ mod tests {
             vec![],
             "t".into(),
         );
-        r.expansions = vec![
-            Expansion {
-                span: Span { start: 5, end: 7 },
+        let mi = |start, end| crate::data::Sourced {
+            value: Expansion {
+                span: Span { start, end },
                 abbreviation: "MI".into(),
                 long_form: "Myocardial infarction".into(),
                 confidence: 0.9,
             },
-            Expansion {
-                span: Span { start: 24, end: 26 },
-                abbreviation: "MI".into(),
-                long_form: "Myocardial infarction".into(),
-                confidence: 0.9,
-            },
-        ];
+            source: "abbreviation-disambiguator@0.1.0#0123456789ab".into(),
+        };
+        r.expansions = vec![mi(5, 7), mi(24, 26)];
         let (q, c) = expanded(&r);
         assert_eq!(q, "Does MI (myocardial infarction) raise risk?");
         assert_eq!(c, "In MI patients, MI recurs.");

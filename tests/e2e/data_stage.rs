@@ -150,3 +150,46 @@ fn pubmedqa_json_that_is_not_json_names_the_line() {
     // a truncated file: no record can be read, so nothing is written and the stage fails
     env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(1).stderr_has("ori_pqal.json: line 3: not a JSON document");
 }
+
+/// Each mention names the plugin that found it; where two normalizers overlap both are kept,
+/// unless `plugins.precedence` ranks one above the other.
+#[test]
+fn mentions_name_their_plugin_and_precedence_settles_overlaps() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("plugins")).expect("mkdir");
+    std::fs::copy(guest("tagger_v1"), env.path("plugins/tagger.wasm")).expect("copy");
+    let input = env.write("in.jsonl", jsonl(&[("q1", "Apoptosis of Mitochondria")]));
+    let chain = |precedence: &str| {
+        let vocab = repo().join("tests/fixtures/vocab");
+        env.config(
+            &input,
+            &format!(
+                "[plugins]\ndirs = [\"plugins\"]\n{precedence}\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = {{ \"/vocab\" = {:?} }}\n\n[[plugins.chain]]\nname = \"tagger\"\nkind = \"normalizer\"\n",
+                vocab.display().to_string()
+            ),
+        )
+    };
+    let mentions = |config: &std::path::Path| -> Vec<(String, String)> {
+        env.run(&["data", "--config", config.to_str().expect("utf-8")]).expect_code(0);
+        let out = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+        out[0]["mentions"]
+            .as_array()
+            .expect("mentions")
+            .iter()
+            .map(|m| (m["concept"]["id"].as_str().unwrap_or("").to_owned(), m["source"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let both = mentions(&chain(""));
+    let ids: Vec<&str> = both.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["D017209", "D008928", "V1.0.0"], "{both:?}");
+    assert!(both[0].1.starts_with("terminology-normalizer@0.1.0#") && both[2].1.starts_with("tagger@1.0.0#"), "{both:?}");
+    // the tagger's span (the first character) overlaps "Apoptosis", not "Mitochondria"
+    let ranked = mentions(&chain("precedence = [\"tagger\"]\n"));
+    let ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["D008928", "V1.0.0"], "{ranked:?}");
+    let config = chain("precedence = [\"nobody\"]\n");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("plugins.precedence[0]")
+        .stderr_has("\"nobody\" is not a normalizer of plugins.chain");
+}

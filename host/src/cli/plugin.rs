@@ -172,7 +172,7 @@ fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyh
     let config = Config::load(config)?;
     let records = input_records(input)?;
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
-    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
+    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?.with_precedence(config.plugins.precedence.clone());
     set.watch(Some(config.watch_source(|_| true)))?;
     let show = |set: &mut PluginSet| {
         let mut batch = records.clone();

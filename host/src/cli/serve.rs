@@ -55,7 +55,9 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let in_chain = |s: &SlotSpec| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator);
     let specs = config.slots().into_iter().filter(in_chain).collect();
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
-    let mut chain = PluginSet::load(engine, specs, config.plugin_dirs()).context("loading the plugin chain")?;
+    let mut chain = PluginSet::load(engine, specs, config.plugin_dirs())
+        .context("loading the plugin chain")?
+        .with_precedence(config.plugins.precedence.clone());
     if config.plugins.watch {
         chain.watch(Some(config.watch_source(in_chain))).context("watching the plugin folders")?;
     }

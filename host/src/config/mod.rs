@@ -189,6 +189,11 @@ pub struct PluginsConfig {
     /// The chain, in order.
     #[serde(default)]
     pub chain: Vec<SlotConfig>,
+    /// Normalizers by name, highest first: where mentions of two of them overlap, only the
+    /// higher one's are kept (unlisted normalizers rank below the listed ones). Empty: every
+    /// mention is kept, each naming its plugin.
+    #[serde(default)]
+    pub precedence: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -299,6 +304,11 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
             return Err(self.invalid("name", "must be a non-empty name without slashes"));
+        }
+        for (i, name) in self.plugins.precedence.iter().enumerate() {
+            if !self.plugins.chain.iter().any(|s| s.name == *name && s.kind == PluginKind::Normalizer) {
+                return Err(self.invalid(&format!("plugins.precedence[{i}]"), format!("{name:?} is not a normalizer of plugins.chain")));
+            }
         }
         if self.data.batch_size == 0 {
             return Err(self.invalid("data.batch_size", "must be at least 1"));

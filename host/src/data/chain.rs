@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::plugin::types::{Annotated, Document, PluginKind};
 use crate::plugin::{CallError, Outcomes, Plugin, PluginSet, RecordFailure};
 
-use super::record::{Augmentation, Record};
+use super::record::{Augmentation, Record, Sourced, plain};
 
 /// What a chain run did.
 #[derive(Debug, Default)]
@@ -50,6 +50,9 @@ pub fn annotate(
                 entry.1 += t.elapsed();
             }
         }
+        if !set.precedence().is_empty() {
+            batch.iter_mut().for_each(|r| settle_overlaps(r, set.precedence()));
+        }
         done += batch.len();
         on_batch(done, &swaps);
         report.swaps.extend(swaps);
@@ -68,6 +71,29 @@ pub fn annotate(
         matches!(kinds[slot - 1], PluginKind::Normalizer | PluginKind::Disambiguator)
     });
     report
+}
+
+/// Where mentions of two normalizers overlap, keeps only those of the one `precedence` ranks
+/// higher (unlisted ones rank last; mentions of one plugin never displace each other).
+pub fn settle_overlaps(record: &mut Record, precedence: &[String]) {
+    let rank = |source: &str| {
+        let name = source.split_once('@').map_or(source, |(n, _)| n);
+        precedence.iter().position(|p| p == name).unwrap_or(precedence.len())
+    };
+    let mut order: Vec<usize> = (0..record.mentions.len()).collect();
+    order.sort_by_key(|&i| rank(&record.mentions[i].source));
+    let mut keep = vec![false; record.mentions.len()];
+    for &i in &order {
+        let m = &record.mentions[i];
+        let r = rank(&m.source);
+        let beaten = order.iter().filter(|&&k| keep[k]).any(|&k| {
+            let o = &record.mentions[k];
+            rank(&o.source) < r && o.span.start < m.span.end && m.span.start < o.span.end
+        });
+        keep[i] = !beaten;
+    }
+    let mut k = keep.into_iter();
+    record.mentions.retain(|_| k.next().unwrap_or(true));
 }
 
 fn stamp(plugin: &Plugin) -> String {
@@ -110,16 +136,20 @@ fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: usize) -> RecordFail
 fn run_normalizer(plugin: &mut Plugin, batch: &mut [Record]) {
     let docs: Vec<Document> = batch.iter().map(Record::document).collect();
     let out = isolate(plugin, &docs, &ids(batch), |p, d| p.normalize(d));
-    keep(plugin, batch, out, |r, mentions| r.mentions.extend(mentions));
+    keep(plugin, batch, out, |r, mentions, source| {
+        r.mentions.extend(mentions.into_iter().map(|value| Sourced { value, source: source.to_owned() }))
+    });
 }
 
 fn run_disambiguator(plugin: &mut Plugin, batch: &mut [Record]) {
     let docs: Vec<Annotated> = batch
         .iter()
-        .map(|r| Annotated { document: r.document(), mentions: r.mentions.clone(), expansions: r.expansions.clone() })
+        .map(|r| Annotated { document: r.document(), mentions: plain(&r.mentions), expansions: plain(&r.expansions) })
         .collect();
     let out = isolate(plugin, &docs, &ids(batch), |p, d| p.disambiguate(d));
-    keep(plugin, batch, out, |r, expansions| r.expansions.extend(expansions));
+    keep(plugin, batch, out, |r, expansions, source| {
+        r.expansions.extend(expansions.into_iter().map(|value| Sourced { value, source: source.to_owned() }))
+    });
 }
 
 fn ids(batch: &[Record]) -> Vec<String> {
@@ -127,12 +157,12 @@ fn ids(batch: &[Record]) -> Vec<String> {
 }
 
 /// Puts each record's output in place (and the plugin in its provenance), or its failure.
-fn keep<T>(plugin: &Plugin, batch: &mut [Record], out: Outcomes<T>, put: impl Fn(&mut Record, T)) {
+fn keep<T>(plugin: &Plugin, batch: &mut [Record], out: Outcomes<T>, put: impl Fn(&mut Record, T, &str)) {
     let stamp = stamp(plugin);
     for (record, result) in batch.iter_mut().zip(out) {
         match result {
             Ok(found) => {
-                put(record, found);
+                put(record, found, &stamp);
                 record.provenance.plugins.push(stamp.clone());
             }
             Err(f) => record.failures.push(f),
@@ -183,7 +213,7 @@ pub fn augment(
                 .map(|r| {
                     let mut document = r.document();
                     document.metadata.extend(extra(r));
-                    Annotated { document, mentions: r.mentions.clone(), expansions: r.expansions.clone() }
+                    Annotated { document, mentions: plain(&r.mentions), expansions: plain(&r.expansions) }
                 })
                 .collect();
             let out = isolate(plugin, &docs, &ids(batch), |p, d| p.augment(d, plugin_seed));

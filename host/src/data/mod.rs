@@ -18,6 +18,6 @@ pub use formats::InputFormat;
 pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
 pub use labels::PUBMEDQA_LABELS;
 pub use layout::{FieldMap, IndexBase, Layout, MAX_OPTIONS, OptionsField, Reader, letter};
-pub use record::{Augmentation, Message, Provenance, Record, Role, Split, read_jsonl};
+pub use record::{Augmentation, Message, Provenance, Record, Role, Sourced, Split, plain, read_jsonl};
 pub use split::official_folds;
 pub use stage::{DataError, DataReport, run};

@@ -42,12 +42,12 @@ pub struct Record {
     /// chat's `message/N/ROLE` (see [`Part`]).
     #[serde(default)]
     pub fields: Vec<Field>,
-    /// Concept mentions from the normalizers.
+    /// Concept mentions from the normalizers, each with the plugin that found it.
     #[serde(default)]
-    pub mentions: Vec<Mention>,
-    /// Abbreviation expansions from the disambiguators.
+    pub mentions: Vec<Sourced<Mention>>,
+    /// Abbreviation expansions from the disambiguators, each with the plugin that chose it.
     #[serde(default)]
-    pub expansions: Vec<Expansion>,
+    pub expansions: Vec<Sourced<Expansion>>,
     /// Where the record and its annotations come from.
     pub provenance: Provenance,
     /// Plugins that failed on this record; the record is kept.
@@ -114,6 +114,30 @@ pub struct Augmentation {
     pub seed: u64,
     /// What the augmenter says it changed.
     pub note: String,
+}
+
+/// An annotation with the plugin that made it; reads as the annotation itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sourced<T> {
+    /// The annotation, its fields inline.
+    #[serde(flatten)]
+    pub value: T,
+    /// The plugin, as `name@version#sha256` (the hash's first 12 digits).
+    #[serde(default)]
+    pub source: String,
+}
+
+impl<T> std::ops::Deref for Sourced<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The plain annotations, as plugins further down the chain get them.
+pub fn plain<T: Clone>(items: &[Sourced<T>]) -> Vec<T> {
+    items.iter().map(|s| s.value.clone()).collect()
 }
 
 /// Where a record and its annotations come from.

@@ -206,7 +206,7 @@ pub fn run(
         }
         _ => None,
     };
-    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?;
+    let mut set = PluginSet::load(engine, config.slots(), config.plugin_dirs())?.with_precedence(config.plugins.precedence.clone());
     if config.plugins.watch {
         set.watch(Some(config.watch_source(|_| true)))?;
     }

@@ -64,6 +64,7 @@ pub struct PluginSet {
     dirs: Vec<PathBuf>,
     slots: Vec<Plugin>,
     swaps: Option<(Watcher, Receiver<SwapEvent>)>,
+    precedence: Vec<String>,
 }
 
 /// Loads `pick` into `spec`'s slot: kind, sandbox, settings and version checked.
@@ -108,7 +109,7 @@ impl PluginSet {
             };
             slots.push(plugin);
         }
-        Ok(Self { engine, specs, dirs, slots, swaps: None })
+        Ok(Self { engine, specs, dirs, slots, swaps: None, precedence: Vec::new() })
     }
 
     /// Starts watching the plugin folders, the slots' own files and granted folders, and the
@@ -154,6 +155,17 @@ impl PluginSet {
             }
         }
         log
+    }
+
+    /// Sets which normalizers' mentions win where two overlap (names, highest first).
+    pub fn with_precedence(mut self, names: Vec<String>) -> Self {
+        self.precedence = names;
+        self
+    }
+
+    /// The normalizers by precedence, highest first (empty: every mention is kept).
+    pub fn precedence(&self) -> &[String] {
+        &self.precedence
     }
 
     /// The loaded plugins, in chain order.

@@ -133,8 +133,8 @@ fn findings(r: &Record) -> Value {
     let chars: Vec<char> = r.text.chars().collect();
     let text = |a: u32, b: u32| chars.get(a as usize..b as usize).map(|c| c.iter().collect::<String>()).unwrap_or_default();
     json!({
-        "concepts": r.mentions.iter().map(|m| json!({"text": text(m.span.start, m.span.end), "id": m.concept.id, "name": m.concept.preferred_name, "score": m.score})).collect::<Vec<_>>(),
-        "expansions": r.expansions.iter().map(|e| json!({"abbreviation": e.abbreviation, "long_form": e.long_form, "confidence": e.confidence})).collect::<Vec<_>>(),
+        "concepts": r.mentions.iter().map(|m| json!({"text": text(m.span.start, m.span.end), "id": m.concept.id, "name": m.concept.preferred_name, "score": m.score, "source": m.source})).collect::<Vec<_>>(),
+        "expansions": r.expansions.iter().map(|e| json!({"abbreviation": e.abbreviation, "long_form": e.long_form, "confidence": e.confidence, "source": e.source})).collect::<Vec<_>>(),
         "plugins": r.provenance.plugins,
         "plugin_failures": r.failures.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
     })
