@@ -128,3 +128,28 @@ fn a_plugin_written_in_python_builds_and_runs_like_a_rust_one() {
         records.iter().flat_map(|r| r["mentions"].as_array().into_iter().flatten()).filter_map(|m| m["concept"]["id"].as_str()).collect();
     assert!(ids.contains(&"D014859") && ids.contains(&"D008687"), "{ids:?}");
 }
+
+/// An augmenter is tried on records the config's chain annotated, and its records are shown
+/// as a word diff against their source.
+#[test]
+fn an_augmenter_is_tried_on_records_the_chain_annotated() {
+    let env = Env::new();
+    let vocab = crate::harness::repo().join("tests/fixtures/vocab");
+    let input = env.write("in.jsonl", jsonl(&[("q1", "Does apoptosis damage mitochondria in old leaves?")]));
+    let config = env.config(
+        &input,
+        &format!(
+            "[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = {{ \"/vocab\" = {:?} }}\n",
+            vocab.display().to_string()
+        ),
+    );
+    let (config, input) = (config.to_str().expect("utf-8"), input.to_str().expect("utf-8"));
+    // without the chain the augmenter has no mentions to mask
+    env.run(&["plugin", "test", "builtin:entity-mask", "--set", "rate=1.0", "--input", input])
+        .expect_code(0)
+        .stdout_has("q1: 0 new record(s)");
+    let run = env.run(&["plugin", "test", "builtin:entity-mask", "--set", "rate=1.0", "--input", input, "--config", config]);
+    run.expect_code(0).stdout_has("annotated by terminology-normalizer@0.1.0: 3 mention(s)").stdout_has("q1: 1 new record(s)");
+    run.stdout_has("entity masking: 3 mention(s) masked")
+        .stdout_has("Does [-apoptosis-]{+[MESH]+} damage [-mitochondria-]{+[MESH]+} in old");
+}

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use medtune::config::Config;
 use medtune::data::{self, Record};
-use medtune::plugin::types::{Annotated, PluginKind, Prediction, Reference};
+use medtune::plugin::types::{Annotated, Document, Mention, PluginKind, Prediction, Reference};
 use medtune::plugin::{
     Grant, Manifest, Plugin, PluginEngine, PluginSet, Sandbox, builtin, builtins, kind_name, parse_kind, read_manifest, wasm_files,
 };
@@ -66,6 +66,10 @@ pub enum PluginCommand {
         /// Seed for augmenters.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Annotate the records first with this config's normalizers and disambiguators (as
+        /// the data stage would), so disambiguators and augmenters see mentions.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Load a config's plugin set, watch its plugin folders, and after every swap (or
     /// refusal) run the sample documents through the chain: a hot-swap console.
@@ -105,7 +109,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             println!("{}", wasm.display());
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Test { path, input, grants, settings, batch_size, timeout_ms, memory_mib, seed } => {
+        PluginCommand::Test { path, input, grants, settings, batch_size, timeout_ms, memory_mib, seed, config } => {
             let sandbox = Sandbox {
                 memory_cap: memory_mib << 20,
                 timeout: Duration::from_millis(timeout_ms),
@@ -114,7 +118,10 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 // one run on sample documents: no second instance kept ahead
                 spare: false,
             };
-            let records = input_records(input.as_deref())?;
+            let mut records = input_records(input.as_deref())?;
+            if let Some(config) = config {
+                annotate_with(&config, &mut records, batch_size.max(1))?;
+            }
             let engine = PluginEngine::new(None)?;
             let t = Instant::now();
             let mut plugin = match path.to_str().and_then(|p| p.strip_prefix("builtin:")) {
@@ -222,6 +229,22 @@ fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyh
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `config`'s normalizers and disambiguators over `records`, saying what they found.
+fn annotate_with(config: &Path, records: &mut [Record], batch_size: usize) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let specs = config.slots().into_iter().filter(|s| matches!(s.kind, PluginKind::Normalizer | PluginKind::Disambiguator)).collect();
+    let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
+    let mut set = PluginSet::load(engine, specs, config.plugin_dirs())?.with_precedence(config.plugins.precedence.clone());
+    let report = data::annotate(&mut set, records, batch_size, false, |_, _| {});
+    let ids: Vec<String> = set.plugins().iter().map(|p| p.id()).collect();
+    let (mentions, expansions) = records.iter().fold((0, 0), |(m, x), r| (m + r.mentions.len(), x + r.expansions.len()));
+    println!("annotated by {}: {mentions} mention(s), {expansions} expansion(s)", ids.join(" -> "));
+    for f in &report.failures {
+        eprintln!("warning: {f}");
+    }
+    Ok(())
+}
+
 fn sample_record(v: &serde_json::Value) -> Option<Record> {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     let meshes = v.get("meshes")?.as_array()?.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect();
@@ -241,86 +264,56 @@ fn parse_grant(s: &str) -> anyhow::Result<Grant> {
     Ok(Grant { host: PathBuf::from(host), guest })
 }
 
-/// Runs `plugin` over `records` batch by batch and prints what it returned.
+/// Runs `plugin` over `records` batch by batch and prints what it returned; a failed call is
+/// narrowed down to the records at fault, as the data stage does.
 fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: u64) -> usize {
     let mut failed = 0;
     for (b, batch) in records.chunks(batch_size).enumerate() {
         let t = Instant::now();
-        let lines: Result<Vec<String>, String> = match plugin.kind() {
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        let annotated: Vec<Annotated> = batch
+            .iter()
+            .map(|r| Annotated { document: r.document(), mentions: data::plain(&r.mentions), expansions: data::plain(&r.expansions) })
+            .collect();
+        let shown: Vec<Result<String, String>> = match plugin.kind() {
             PluginKind::Normalizer => {
-                let docs: Vec<_> = batch.iter().map(Record::document).collect();
-                plugin.normalize(&docs).map_err(|e| e.to_string()).map(|out| {
-                    out.into_iter()
-                        .zip(&docs)
-                        .map(|(r, d)| match r {
-                            Ok(ms) => {
-                                let chars: Vec<char> = d.text.chars().collect();
-                                let shown: Vec<String> = ms
-                                    .iter()
-                                    .map(|m| {
-                                        let s: String = chars[m.span.start as usize..m.span.end as usize].iter().collect();
-                                        format!(
-                                            "{s:?} [{}..{}] -> {} {} ({:.2})",
-                                            m.span.start, m.span.end, m.concept.id, m.concept.preferred_name, m.score
-                                        )
-                                    })
-                                    .collect();
-                                format!("{}: {} mention(s)\n    {}", d.id, ms.len(), shown.join("\n    "))
-                            }
-                            Err(f) => {
-                                failed += 1;
-                                format!("{}: FAILED: {}", d.id, f.reason)
-                            }
-                        })
-                        .collect()
-                })
+                let docs: Vec<_> = annotated.iter().map(|a| a.document.clone()).collect();
+                let out = data::isolate(plugin, &docs, &ids, |p, d| p.normalize(d));
+                out.into_iter().zip(&docs).map(|(r, d)| r.map(|ms| show_mentions(d, &ms)).map_err(|f| f.reason)).collect()
             }
             PluginKind::Disambiguator => {
-                let docs: Vec<_> =
-                    batch.iter().map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() }).collect();
-                plugin.disambiguate(&docs).map_err(|e| e.to_string()).map(|out| {
-                    out.into_iter()
-                        .zip(&docs)
-                        .map(|(r, d)| match r {
-                            Ok(xs) => {
-                                let shown: Vec<String> = xs
-                                    .iter()
-                                    .map(|x| {
-                                        format!(
-                                            "{} [{}..{}] -> {} ({:.2})",
-                                            x.abbreviation, x.span.start, x.span.end, x.long_form, x.confidence
-                                        )
-                                    })
-                                    .collect();
-                                format!("{}: {} expansion(s)\n    {}", d.document.id, xs.len(), shown.join("\n    "))
-                            }
-                            Err(f) => {
-                                failed += 1;
-                                format!("{}: FAILED: {}", d.document.id, f.reason)
-                            }
+                let out = data::isolate(plugin, &annotated, &ids, |p, d| p.disambiguate(d));
+                out.into_iter()
+                    .map(|r| {
+                        r.map(|xs| {
+                            let shown: Vec<String> = xs
+                                .iter()
+                                .map(|x| {
+                                    format!(
+                                        "{} [{}..{}] -> {} ({:.2})",
+                                        x.abbreviation, x.span.start, x.span.end, x.long_form, x.confidence
+                                    )
+                                })
+                                .collect();
+                            format!("{} expansion(s)\n    {}", xs.len(), shown.join("\n    "))
                         })
-                        .collect()
-                })
+                        .map_err(|f| f.reason)
+                    })
+                    .collect()
             }
             PluginKind::Augmenter => {
-                let docs: Vec<_> =
-                    batch.iter().map(|r| Annotated { document: r.document(), mentions: Vec::new(), expansions: Vec::new() }).collect();
-                plugin.augment(&docs, seed).map_err(|e| e.to_string()).map(|out| {
-                    out.into_iter()
-                        .zip(&docs)
-                        .map(|(r, d)| match r {
-                            Ok(xs) => {
-                                let shown: Vec<String> =
-                                    xs.iter().map(|x| format!("{} | {:.80}", x.note, x.text.replace('\n', " "))).collect();
-                                format!("{}: {} new record(s)\n    {}", d.document.id, xs.len(), shown.join("\n    "))
-                            }
-                            Err(f) => {
-                                failed += 1;
-                                format!("{}: FAILED: {}", d.document.id, f.reason)
-                            }
+                let out = data::isolate(plugin, &annotated, &ids, |p, d| p.augment(d, seed));
+                out.into_iter()
+                    .zip(&annotated)
+                    .map(|(r, a)| {
+                        r.map(|xs| {
+                            let shown: Vec<String> =
+                                xs.iter().map(|x| format!("{}\n      {}", x.note, word_diff(&a.document.text, &x.text))).collect();
+                            format!("{} new record(s){}", xs.len(), shown.iter().map(|l| format!("\n    {l}")).collect::<String>())
                         })
-                        .collect()
-                })
+                        .map_err(|f| f.reason)
+                    })
+                    .collect()
             }
             PluginKind::Metric => {
                 let preds: Vec<Prediction> = batch.iter().map(|r| Prediction { id: r.id.clone(), label: "yes".into() }).collect();
@@ -328,26 +321,85 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
                     .iter()
                     .map(|r| Reference { id: r.id.clone(), label: r.answer.clone().unwrap_or_default(), tags: Vec::new() })
                     .collect();
-                plugin.compute(&preds, &refs).map_err(|e| e.to_string()).map(|out| match out {
-                    Ok(scores) => scores.iter().map(|s| format!("{} = {:.4}", s.name, s.value)).collect(),
+                let line = match plugin.compute(&preds, &refs) {
+                    Ok(Ok(scores)) => Ok(scores.iter().map(|s| format!("{} = {:.4}", s.name, s.value)).collect::<Vec<_>>().join(", ")),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                println!("batch {}: {} record(s) in {ms:.2} ms", b + 1, batch.len());
+                match line {
+                    Ok(l) => println!("  {l}"),
                     Err(e) => {
                         failed += batch.len();
-                        vec![format!("FAILED: {e}")]
+                        println!("  FAILED: {e}");
                     }
-                })
+                }
+                continue;
             }
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
         println!("batch {}: {} record(s) in {ms:.2} ms ({:.3} ms/record)", b + 1, batch.len(), ms / batch.len() as f64);
-        match lines {
-            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
-            Err(e) => {
-                failed += batch.len();
-                println!("  FAILED: {e}");
+        for (id, line) in ids.iter().zip(shown) {
+            match line {
+                Ok(l) => println!("  {id}: {l}"),
+                Err(reason) => {
+                    failed += 1;
+                    println!("  {id}: FAILED: {reason}");
+                }
             }
         }
     }
     failed
+}
+
+fn show_mentions(d: &Document, ms: &[Mention]) -> String {
+    let chars: Vec<char> = d.text.chars().collect();
+    let shown: Vec<String> = ms
+        .iter()
+        .map(|m| {
+            let s: String = chars.get(m.span.start as usize..m.span.end as usize).unwrap_or_default().iter().collect();
+            format!("{s:?} [{}..{}] -> {} {} ({:.2})", m.span.start, m.span.end, m.concept.id, m.concept.preferred_name, m.score)
+        })
+        .collect();
+    format!("{} mention(s)\n    {}", ms.len(), shown.join("\n    "))
+}
+
+/// A derived text against its source, word by word: `[-removed-]{+added+}`, with runs of
+/// unchanged words longer than a dozen cut to their ends.
+fn word_diff(old: &str, new: &str) -> String {
+    use similar::{ChangeTag, TextDiff};
+    let diff = TextDiff::from_words(old, new);
+    let mut out = String::new();
+    let mut same = String::new();
+    let flush_same = |same: &mut String, out: &mut String, last: bool| {
+        let words: Vec<&str> = same.split_inclusive(char::is_whitespace).collect();
+        if words.len() > 12 {
+            let head: String = if out.is_empty() { String::new() } else { words[..4].concat() };
+            let tail: String = if last { String::new() } else { words[words.len() - 4..].concat() };
+            out.push_str(&format!("{head}… {tail}"));
+        } else {
+            out.push_str(same);
+        }
+        same.clear();
+    };
+    let mut changed = false;
+    for change in diff.iter_all_changes() {
+        match change.tag() {
+            ChangeTag::Equal => same.push_str(change.value()),
+            tag => {
+                flush_same(&mut same, &mut out, false);
+                changed = true;
+                let (open, close) = if tag == ChangeTag::Delete { ("[-", "-]") } else { ("{+", "+}") };
+                out.push_str(&format!("{open}{}{close}", change.value()));
+            }
+        }
+    }
+    flush_same(&mut same, &mut out, true);
+    if !changed {
+        return "(text unchanged)".into();
+    }
+    out.replace('\n', " ")
 }
 
 /// Builds a plugin crate and returns its component's path.

@@ -100,10 +100,16 @@ fn stamp(plugin: &Plugin) -> String {
     format!("{}#{}", plugin.id(), &plugin.hash()[..12])
 }
 
-/// Calls `call` on the whole batch; if the call itself fails, retries each record alone
-/// (except after a timeout, which would cost a timeout per record) so only the record at
-/// fault is marked.
-fn isolate<In, T>(
+/// The shortest time limit a part of a timed-out batch is given.
+const MIN_PART_LIMIT: Duration = Duration::from_millis(50);
+
+/// Calls `call` on the whole batch; if the call itself fails, finds the records at fault so
+/// that only they are marked. After a trap each record is tried alone. After a timeout the
+/// batch is halved, each half under a limit in proportion to its share of the batch (twice
+/// it, at least 50 ms), halves that time out are halved again, and a single record that times
+/// out is tried once more alone under the full limit: a record is marked only for what it
+/// does by itself, and a runaway record costs about three limits, not one per record.
+pub fn isolate<In, T>(
     plugin: &mut Plugin,
     inputs: &[In],
     ids: &[String],
@@ -111,25 +117,74 @@ fn isolate<In, T>(
 ) -> Outcomes<T> {
     match call(plugin, inputs) {
         Ok(out) => out,
-        Err(e) => {
-            let retry = inputs.len() > 1 && !matches!(e, CallError::Timeout { .. });
-            if !retry {
-                return ids.iter().map(|id| Err(failure(plugin, id, &e, inputs.len()))).collect();
-            }
-            inputs
-                .chunks(1)
-                .zip(ids)
-                .map(|(one, id)| match call(plugin, one) {
-                    Ok(mut out) => out.pop().unwrap_or_else(|| Err(failure(plugin, id, &e, 1))),
-                    Err(e) => Err(failure(plugin, id, &e, 1)),
-                })
-                .collect()
+        Err(e) if inputs.len() <= 1 => ids.iter().map(|id| Err(failure(plugin, id, &e, None))).collect(),
+        Err(CallError::Timeout { .. }) => {
+            let full = plugin.sandbox().timeout;
+            let out = bisect(plugin, inputs, ids, &mut call, full, inputs.len());
+            plugin.set_timeout(full);
+            out
         }
+        Err(e) => one_by_one(plugin, inputs, ids, &mut call, &e),
     }
 }
 
-fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: usize) -> RecordFailure {
-    let context = if batch > 1 { format!(" (in a batch of {batch})") } else { String::new() };
+fn one_by_one<In, T>(
+    plugin: &mut Plugin,
+    inputs: &[In],
+    ids: &[String],
+    call: &mut impl FnMut(&mut Plugin, &[In]) -> Result<Outcomes<T>, CallError>,
+    first: &CallError,
+) -> Outcomes<T> {
+    let n = inputs.len();
+    inputs
+        .chunks(1)
+        .zip(ids)
+        .map(|(one, id)| match call(plugin, one) {
+            Ok(mut out) => out.pop().unwrap_or_else(|| Err(failure(plugin, id, first, Some(n)))),
+            Err(e) => Err(failure(plugin, id, &e, Some(n))),
+        })
+        .collect()
+}
+
+fn bisect<In, T>(
+    plugin: &mut Plugin,
+    inputs: &[In],
+    ids: &[String],
+    call: &mut impl FnMut(&mut Plugin, &[In]) -> Result<Outcomes<T>, CallError>,
+    full: Duration,
+    batch: usize,
+) -> Outcomes<T> {
+    if inputs.len() == 1 {
+        plugin.set_timeout(full);
+        return match call(plugin, inputs) {
+            Ok(out) => out,
+            Err(e) => vec![Err(failure(plugin, &ids[0], &e, Some(batch)))],
+        };
+    }
+    let mid = inputs.len() / 2;
+    let mut out = Vec::with_capacity(inputs.len());
+    for (part, part_ids) in [(&inputs[..mid], &ids[..mid]), (&inputs[mid..], &ids[mid..])] {
+        let share = full.mul_f64(2.0 * part.len() as f64 / batch as f64);
+        plugin.set_timeout(share.clamp(MIN_PART_LIMIT.min(full), full));
+        match call(plugin, part) {
+            Ok(o) => out.extend(o),
+            Err(CallError::Timeout { .. }) => out.extend(bisect(plugin, part, part_ids, call, full, batch)),
+            Err(e) => {
+                plugin.set_timeout(full);
+                out.extend(one_by_one(plugin, part, part_ids, call, &e));
+            }
+        }
+    }
+    out
+}
+
+/// A record's failure; `batch` is the size of the batch it was found in, when it was found
+/// by trying it alone.
+fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: Option<usize>) -> RecordFailure {
+    let context = match batch {
+        Some(n) if n > 1 => format!(" (tried alone after its batch of {n} failed)"),
+        _ => String::new(),
+    };
     RecordFailure { plugin: plugin.id(), record: id.to_owned(), reason: format!("{e}{context}") }
 }
 

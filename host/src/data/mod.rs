@@ -12,7 +12,7 @@ mod record;
 mod split;
 mod stage;
 
-pub use chain::{AugmentReport, ChainReport, annotate, augment};
+pub use chain::{AugmentReport, ChainReport, annotate, augment, isolate};
 pub use fields::Part;
 pub use formats::InputFormat;
 pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};

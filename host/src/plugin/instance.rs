@@ -71,6 +71,23 @@ pub struct Restart {
     pub configure: Duration,
 }
 
+/// The function a trap's backtrace (wasmtime keeps its innermost frames) is mostly made of,
+/// and in how many frames, when that is a recursion: one function in at least 16 frames.
+fn recursion(e: &wasmtime::Error) -> Option<(String, usize)> {
+    let frames = e.downcast_ref::<wasmtime::WasmBacktrace>()?.frames();
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for f in frames {
+        *counts.entry(f.func_index()).or_default() += 1;
+    }
+    let (&index, &n) = counts.iter().max_by_key(|(_, n)| **n)?;
+    let name = frames
+        .iter()
+        .find(|f| f.func_index() == index)
+        .and_then(|f| f.func_name())
+        .map_or_else(|| format!("function {index}"), |n| format!("{:#}", rustc_demangle::demangle(n)));
+    (n >= 16).then_some((name, n))
+}
+
 /// A plugin ready to take batches.
 pub struct Plugin {
     info: PluginInfo,
@@ -135,6 +152,16 @@ impl Recipe {
         }
         let stderr = store.data().stderr_text();
         let message = match e.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => "stack overflow: the call stack ran out (runaway recursion?)".to_owned(),
+            // A Rust or C guest keeps its stack in linear memory: running past its end touches
+            // memory below address 0, which wasm reports as an out-of-bounds access. Inside a
+            // recursion, that is taken for what it most likely is.
+            Some(Trap::MemoryOutOfBounds) => match recursion(&e) {
+                Some((name, n)) => {
+                    format!("stack overflow (most likely): out of bounds memory access in a recursion ({name} in {n} of the last frames)")
+                }
+                None => Trap::MemoryOutOfBounds.to_string(),
+            },
             Some(trap) => trap.to_string(),
             None => format!("{e:#}"),
         };

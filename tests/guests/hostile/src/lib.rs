@@ -29,6 +29,15 @@ fn snoop() -> String {
     format!("{file}; {env}; {net}")
 }
 
+/// Recursion that never ends in time, with a frame of 512 bytes kept across the call (through
+/// a function pointer the optimizer cannot see through): the guest's stack runs out.
+fn recurse(n: u64) -> u64 {
+    let frame = std::hint::black_box([n as u8; 512]);
+    let next: fn(u64) -> u64 = std::hint::black_box(recurse);
+    let below = if n == 0 { 0 } else { next(n - 1) };
+    below ^ u64::from(std::hint::black_box(&frame)[(n % 512) as usize])
+}
+
 impl Normalizer for Hostile {
     fn new(_settings: &Settings) -> Result<Self, PluginError> {
         Ok(Hostile)
@@ -49,6 +58,9 @@ impl Normalizer for Hostile {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        if t.contains("RECURSE") {
+            return Ok(vec![mention(0, 1, "DEEP", &format!("{}", recurse(std::hint::black_box(1 << 30))))]);
         }
         if t.contains("PANIC") {
             panic!("hostile guest panics on record {}", doc.id);
