@@ -41,6 +41,7 @@ fn main() {
     table.push(']');
     std::fs::write(out_dir.join("builtins.rs"), table).expect("write builtins.rs");
     crate_versions(&root.join("Cargo.lock"), &out_dir);
+    sdk_files(&root, &out_dir);
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         ptx(&manifest_dir.join("src/cuda/nf4.cu"), &out_dir.join("nf4.ptx"));
         ptx(&manifest_dir.join("src/cuda/fused.cu"), &out_dir.join("fused.ptx"));
@@ -85,6 +86,37 @@ fn ptx(source: &Path, out: &Path) {
     if !status.success() {
         fail(&format!("nvcc failed on {}: its messages are above", source.display()));
     }
+}
+
+/// The files `medtune plugin new` copies into a plugin crate so that it builds anywhere: the
+/// SDK, the medtext crate it uses, the contract and the guest workspace's lock file, as a
+/// table of (path in the crate, bytes) keeping the repository's layout under `vendor/`.
+fn sdk_files(root: &Path, out_dir: &Path) {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for (dir, exts) in [("plugins/sdk", &["rs", "toml"][..]), ("plugins/medtext", &["rs", "toml"][..]), ("wit", &["wit"][..])] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            let mut entries: Vec<PathBuf> =
+                std::fs::read_dir(&d).unwrap_or_else(|e| fail(&format!("{}: {e}", d.display()))).flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for p in entries {
+                let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                // the SDK builds against the current contract only; no build output
+                if p.is_dir() && dir != "wit" && !rel.ends_with("/target") {
+                    stack.push(p);
+                } else if p.is_file() && p.extension().is_some_and(|x| exts.iter().any(|e| x == *e)) {
+                    files.push((format!("vendor/{rel}"), p));
+                }
+            }
+        }
+    }
+    files.push(("Cargo.lock".into(), root.join("plugins/Cargo.lock")));
+    let mut table = String::from("&[\n");
+    for (rel, path) in files {
+        writeln!(table, "    ({rel:?}, include_bytes!({:?})),", path.display().to_string()).expect("write to String");
+    }
+    table.push(']');
+    std::fs::write(out_dir.join("sdk_files.rs"), table).expect("write sdk_files.rs");
 }
 
 /// The versions of the crates a run's manifest names, from Cargo.lock, as a Rust table.

@@ -10,7 +10,16 @@ fn scaffolded_plugins_of_every_kind_build_and_run() {
     {
         let name = format!("my-{kind}");
         env.run(&["plugin", "new", &name, "--kind", kind]).expect_code(0).stdout_has("created");
-        env.run(&["plugin", "test", &name])
+        // the crate carries the SDK: it builds wherever it is moved
+        let moved = env.path(&format!("elsewhere/{name}"));
+        std::fs::create_dir_all(moved.parent().expect("parent")).expect("mkdir");
+        std::fs::rename(env.path(&name), &moved).expect("move the crate");
+        let manifest = std::fs::read_to_string(moved.join("Cargo.toml")).expect("Cargo.toml");
+        assert!(
+            manifest.contains("path = \"vendor/plugins/sdk\"") && !manifest.contains(&crate::harness::repo().display().to_string()),
+            "{manifest}"
+        );
+        env.run(&["plugin", "test", moved.to_str().expect("utf-8")])
             .expect_code(0)
             .stdout_has(&format!("{name}@0.1.0 ({kind} plugin"))
             .stdout_has("batch 1: 8 record(s)")

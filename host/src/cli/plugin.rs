@@ -31,7 +31,8 @@ pub enum PluginCommand {
         /// Where to create it (default: the current folder).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The medtune-plugin-sdk crate to depend on (default: the one this binary was built from).
+        /// A medtune-plugin-sdk folder to depend on by path (default: a copy of the SDK this
+        /// binary was built with, written into the crate's vendor/ folder).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -419,13 +420,22 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
-        bail!("cargo build of {} failed (is the target installed? `rustup target add wasm32-wasip2`)", dir.display());
+        if !wasm_target_installed() {
+            bail!("cargo build of {} failed: the wasm32-wasip2 target is not installed (`rustup target add wasm32-wasip2`)", dir.display());
+        }
+        bail!("cargo build of {} failed: cargo's errors are above", dir.display());
     }
     let wasm = target_dir(dir).join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
     if !wasm.is_file() {
         bail!("the build did not produce {}", wasm.display());
     }
     Ok(wasm)
+}
+
+/// Whether the standard library for wasm32-wasip2 is where rustc looks for it.
+fn wasm_target_installed() -> bool {
+    let out = std::process::Command::new("rustc").args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output();
+    out.ok().filter(|o| o.status.success()).is_some_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir())
 }
 
 fn target_dir(dir: &Path) -> PathBuf {

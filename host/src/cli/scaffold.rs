@@ -7,10 +7,17 @@ use anyhow::{Context, bail};
 use medtune::plugin::kind_name;
 use medtune::plugin::types::PluginKind;
 
-/// The SDK this binary was built beside.
-const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+/// The SDK, the medtext crate it uses, the contract and the guest lock file, embedded by
+/// build.rs as (path in the plugin crate, bytes): a scaffold builds anywhere, from any copy of
+/// the binary.
+const SDK_FILES: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/sdk_files.rs"));
 
-/// Creates `dir/name/` with Cargo.toml, src/lib.rs and README.md.
+/// The guest workspace's manifest: the package fields and dependency versions the vendored
+/// crates inherit.
+const GUEST_WORKSPACE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/Cargo.toml"));
+
+/// Creates `dir/name/` with Cargo.toml, src/lib.rs and README.md, and the SDK under `vendor/`
+/// (or a path dependency on `sdk`, a medtune-plugin-sdk folder, when given).
 pub fn create(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
     let valid = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -18,16 +25,22 @@ pub fn create(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) -> a
     if !valid {
         bail!("plugin name {name:?}: use lowercase letters, digits and dashes, starting with a letter");
     }
-    let sdk = match sdk {
-        Some(p) => p.to_path_buf(),
-        None => PathBuf::from(BUILT_SDK),
+    let sdk_path = match sdk {
+        Some(p) => {
+            let p = p.canonicalize().with_context(|| format!("--sdk {}: no such folder", p.display()))?;
+            if !p.join("Cargo.toml").is_file() {
+                bail!("--sdk {}: not a crate folder (no Cargo.toml)", p.display());
+            }
+            p.display().to_string()
+        }
+        None => "vendor/plugins/sdk".to_owned(),
     };
-    let sdk = sdk.canonicalize().with_context(|| format!("medtune-plugin-sdk not found at {} (pass --sdk PATH)", sdk.display()))?;
     let root = dir.join(name);
     if root.exists() {
         bail!("{} already exists", root.display());
     }
     let kind_s = kind_name(kind);
+    let workspace = if sdk.is_some() { "[workspace]\n".to_owned() } else { vendored_workspace()? };
     let manifest = format!(
         r#"[package]
 name = "{name}"
@@ -39,7 +52,7 @@ description = "A medtune {kind_s} plugin"
 crate-type = ["cdylib"]
 
 [dependencies]
-medtune-plugin-sdk = {{ path = {sdk:?}, features = ["{kind_s}"] }}
+medtune-plugin-sdk = {{ path = {sdk_path:?}, features = ["{kind_s}"] }}
 
 [profile.release]
 opt-level = 3
@@ -49,20 +62,57 @@ panic = "abort"
 strip = "debuginfo"
 
 # A plugin is a workspace of its own: it builds for wasm32-wasip2, apart from any host.
-[workspace]
-"#,
-        sdk = sdk.display().to_string()
+{workspace}"#
     );
     let readme = format!(
         "# {name}\n\nA medtune {kind_s} plugin.\n\n```sh\nmedtune plugin build .        # cargo build --target wasm32-wasip2 --release\nmedtune plugin test .         # run it on bundled PubMedQA samples\n```\n\nDrop `target/wasm32-wasip2/release/{}.wasm` into a plugin folder of a running host to swap it in.\n",
         name.replace('-', "_")
     );
-    std::fs::create_dir_all(root.join("src")).with_context(|| format!("cannot create {}", root.display()))?;
-    for (file, text) in [("Cargo.toml", manifest), ("README.md", readme), ("src/lib.rs", source(name, kind))] {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("Cargo.toml".into(), manifest.into_bytes()),
+        ("README.md".into(), readme.into_bytes()),
+        ("src/lib.rs".into(), source(name, kind).into_bytes()),
+    ];
+    if sdk.is_none() {
+        for (rel, bytes) in SDK_FILES {
+            let bytes = match *rel {
+                // medtext belongs to the repository's root workspace there; here to the plugin's
+                "vendor/plugins/medtext/Cargo.toml" => String::from_utf8_lossy(bytes).replace("workspace = \"../..\"\n", "").into_bytes(),
+                _ => bytes.to_vec(),
+            };
+            files.push(((*rel).to_owned(), bytes));
+        }
+    }
+    for (file, bytes) in files {
         let path = root.join(file);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(root)
+}
+
+/// The `[workspace]` of a plugin crate with the vendored SDK: the package fields and
+/// dependency versions of the guest workspace medtune was built with.
+fn vendored_workspace() -> anyhow::Result<String> {
+    let doc: toml::Table = GUEST_WORKSPACE.parse().context("the embedded guest workspace manifest")?;
+    let ws = doc.get("workspace").and_then(toml::Value::as_table).context("the embedded guest manifest has no [workspace]")?;
+    let package = ws.get("package").and_then(toml::Value::as_table).context("no [workspace.package]")?;
+    let deps = ws.get("dependencies").and_then(toml::Value::as_table).context("no [workspace.dependencies]")?;
+    let mut out = String::from(
+        "# The SDK and the crate it uses are in vendor/ (copied by `medtune plugin new`).\n[workspace]\n\n[workspace.package]\n",
+    );
+    out.push_str(&toml::to_string(package).context("workspace.package")?);
+    out.push_str("\n[workspace.dependencies]\n");
+    for (name, spec) in deps {
+        match name.as_str() {
+            "medtune-plugin-sdk" => {}
+            "medtext" => out.push_str("medtext = { path = \"vendor/plugins/medtext\" }\n"),
+            _ => out.push_str(&format!("{name} = {spec}\n")),
+        }
+    }
+    Ok(out)
 }
 
 fn source(name: &str, kind: PluginKind) -> String {
