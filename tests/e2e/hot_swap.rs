@@ -182,3 +182,36 @@ fn changed_settings_and_granted_files_reload_the_plugin() {
     assert!(seen.iter().any(|l| l.contains("q1: [R1.0.0]")), "{seen:?}");
     watch.finish();
 }
+
+/// The demo runs as its README says, on the binary under test, and writes nothing into the
+/// repository.
+#[test]
+fn the_hot_swap_demo_runs_without_touching_the_repository() {
+    let repo = crate::harness::repo();
+    let status = || {
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain", "--ignored", "--untracked-files=all", "--", "examples", "plugins/sdk", "plugins/medtext"])
+            .current_dir(&repo)
+            .output()
+            .expect("git status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = status();
+    let out = std::process::Command::new("bash")
+        .arg(repo.join("examples/hot-swap/demo.sh"))
+        .env("MEDTUNE", crate::harness::binary())
+        .env("CARGO_TARGET_DIR", repo.join("target/wasm"))
+        .output()
+        .expect("run demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in [
+        "-> drug-class-normalizer@0.2.0#",
+        "(its file changed, a rollback)",
+        "moved to",
+        "== in the folder now: .refused drug-class-normalizer.wasm",
+    ] {
+        assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
+    }
+    assert_eq!(status(), before, "the demo wrote into the repository");
+}

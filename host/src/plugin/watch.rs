@@ -137,8 +137,11 @@ impl State {
         loop {
             let Ok(first) = events.recv() else { return };
             let mut paths = BTreeSet::new();
+            // reads are reported too (a plugin reading its granted files): only changes count
             let mut add = |ev: notify::Result<notify::Event>| {
-                if let Ok(ev) = ev {
+                if let Ok(ev) = ev
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                {
                     paths.extend(ev.paths.iter().map(|p| canonical(p)));
                 }
             };
