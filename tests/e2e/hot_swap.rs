@@ -215,3 +215,45 @@ fn the_hot_swap_demo_runs_without_touching_the_repository() {
     }
     assert_eq!(status(), before, "the demo wrote into the repository");
 }
+
+/// A new augmenter dropped in while `medtune data` is augmenting takes over at the next batch:
+/// the derived records name the version that made each one.
+#[test]
+fn an_augmenter_swapped_mid_data_makes_the_rest_of_the_records() {
+    let env = Env::new();
+    env.write("plugins/stamper.wasm", std::fs::read(guest("stamper_v1")).expect("stamper v1"));
+    let records: Vec<(String, String)> = (0..40).map(|i| (format!("q{i:02}"), format!("question {i}"))).collect();
+    let records: Vec<(&str, &str)> = records.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let input = env.write("in.jsonl", jsonl(&records));
+    // about 150 ms a record: the augmentation lasts some seconds
+    let config = env.config(
+        &input,
+        "[plugins]\ndirs = [\"plugins\"]\n\n[[plugins.chain]]\nname = \"stamper\"\nkind = \"augmenter\"\nsettings = { spin = 150000000 }\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("batch_size = 4", "batch_size = 1\ndev_fraction = 0.0\ntest_fraction = 0.0");
+    std::fs::write(&config, text).expect("config");
+    let mut child = env
+        .command(&["data", "--config", config.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn medtune data");
+    std::thread::sleep(Duration::from_millis(2500));
+    deploy(&env, &std::fs::read(guest("stamper_v2")).expect("stamper v2"), "plugins/stamper.wasm");
+    let out = child.wait_with_output().expect("wait");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("swapped stamper@1.0.0#") && log.contains("-> stamper@2.0.0#"), "{log}");
+    let made = crate::harness::read_jsonl(&env.path("work/data/augmented/train.jsonl"));
+    let notes: Vec<&str> = made.iter().filter_map(|r| r["augmentation"]["note"].as_str()).collect();
+    let first_v2 = notes.iter().position(|n| *n == "stamped by 2.0.0").unwrap_or_else(|| panic!("no record by 2.0.0: {notes:?}\n{log}"));
+    assert!(first_v2 > 0, "the swap came before augmentation began: {notes:?}");
+    assert!(
+        notes[..first_v2].iter().all(|n| *n == "stamped by 1.0.0") && notes[first_v2..].iter().all(|n| *n == "stamped by 2.0.0"),
+        "{notes:?}"
+    );
+    let stamps: Vec<&str> = made.iter().filter_map(|r| r["augmentation"]["plugin"].as_str()).collect();
+    assert!(stamps[0].starts_with("stamper@1.0.0#") && stamps[stamps.len() - 1].starts_with("stamper@2.0.0#"), "{stamps:?}");
+}

@@ -14,6 +14,8 @@ pub fn guest(name: &str) -> PathBuf {
         "hostile" => env!("GUEST_HOSTILE"),
         "tagger_v1" => env!("GUEST_TAGGER_V1"),
         "tagger_v2" => env!("GUEST_TAGGER_V2"),
+        "stamper_v1" => env!("GUEST_STAMPER_V1"),
+        "stamper_v2" => env!("GUEST_STAMPER_V2"),
         "future_contract" => env!("GUEST_FUTURE_CONTRACT"),
         "contract_0_1" => env!("GUEST_CONTRACT_0_1"),
         other => panic!("no guest {other}"),
