@@ -36,15 +36,17 @@ impl Normalizer for TerminologyNormalizer {
 
     /// The concepts' ids and names borrowed from the matcher: no copy per mention.
     fn normalize_borrowed(&self, doc: &Document) -> Result<Vec<MentionRef<'_>>, PluginError> {
-        let offsets = CharOffsets::new(&doc.text);
-        let whole = [Span { start: 0, end: offsets.char_at(doc.text.len()) }];
-        let fields: Vec<Span> = match doc.fields.is_empty() {
-            true => whole.to_vec(),
-            false => doc.fields.iter().map(|f| f.span).collect(),
+        // a document without fields is matched whole, with no offset table to build
+        let (offsets, fields): (Option<CharOffsets>, Vec<Span>) = match doc.fields.is_empty() {
+            true => (None, vec![Span { start: 0, end: 0 }]),
+            false => (Some(CharOffsets::new(&doc.text)), doc.fields.iter().map(|f| f.span).collect()),
         };
         let mut mentions = Vec::new();
         for field in fields {
-            let text = &doc.text[offsets.byte_at(field.start)..offsets.byte_at(field.end)];
+            let text = match &offsets {
+                Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
+                None => doc.text.as_str(),
+            };
             let found = self.matcher.find(text);
             // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
             mentions.reserve(found.len());
