@@ -234,7 +234,7 @@ fn an_augmenter_swapped_mid_data_makes_the_rest_of_the_records() {
         .expect("config")
         .replace("batch_size = 4", "batch_size = 1\ndev_fraction = 0.0\ntest_fraction = 0.0");
     std::fs::write(&config, text).expect("config");
-    let mut child = env
+    let child = env
         .command(&["data", "--config", config.to_str().expect("utf-8")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
