@@ -200,7 +200,8 @@ fn the_hot_swap_demo_runs_without_touching_the_repository() {
     let out = std::process::Command::new("bash")
         .arg(repo.join("examples/hot-swap/demo.sh"))
         .env("MEDTUNE", crate::harness::binary())
-        .env("CARGO_TARGET_DIR", repo.join("target/wasm"))
+        // its own: the walkthrough test builds the same crate (version 0.1.0) into target/wasm
+        .env("CARGO_TARGET_DIR", repo.join("target/hot-swap-demo"))
         .output()
         .expect("run demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -256,4 +257,29 @@ fn an_augmenter_swapped_mid_data_makes_the_rest_of_the_records() {
     );
     let stamps: Vec<&str> = made.iter().filter_map(|r| r["augmentation"]["plugin"].as_str()).collect();
     assert!(stamps[0].starts_with("stamper@1.0.0#") && stamps[stamps.len() - 1].starts_with("stamper@2.0.0#"), "{stamps:?}");
+}
+
+#[test]
+fn plugin_watch_shows_what_every_kind_makes() {
+    let env = Env::new();
+    env.write("plugins/tagger.wasm", tagger(1));
+    let input = env.write("in.jsonl", jsonl(&[("q1", "first")]));
+    let chain = format!(
+        "{CHAIN}\n[[plugins.chain]]\nname = \"entity-mask\"\nkind = \"augmenter\"\nsettings = {{ rate = 1.0 }}\n\n[[plugins.chain]]\nname = \"classification-metrics\"\nkind = \"metric\"\n"
+    );
+    let config = env.config(&input, &chain);
+    env.run(&[
+        "plugin",
+        "watch",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--max-events",
+        "0",
+    ])
+    .expect_code(0)
+    .stdout_has("q1: [V1.0.0] derived [q1~entity-mask")
+    .stdout_has("by entity-mask@0.1.0#")
+    .stdout_has("classification-metrics@0.1.0: accuracy = 1.0000");
 }

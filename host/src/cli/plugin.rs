@@ -206,6 +206,18 @@ fn watch(config: &Path, input: Option<&Path>, max_events: Option<usize>) -> anyh
                 if failures.is_empty() { String::new() } else { format!(" FAILED: {}", failures.join("; ")) }
             );
         }
+        // metrics score the records' answers against a constant prediction, as `plugin test` does
+        let preds: Vec<Prediction> = batch.iter().map(|r| Prediction { id: r.id.clone(), label: "yes".into() }).collect();
+        let refs: Vec<Reference> =
+            batch.iter().map(|r| Reference { id: r.id.clone(), label: r.answer.clone().unwrap_or_default(), tags: Vec::new() }).collect();
+        for p in set.plugins_mut().iter_mut().filter(|p| p.kind() == PluginKind::Metric) {
+            let line = match p.compute(&preds, &refs) {
+                Ok(Ok(scores)) => scores.iter().map(|s| format!("{} = {:.4}", s.name, s.value)).collect::<Vec<_>>().join(", "),
+                Ok(Err(e)) => format!("FAILED: {e}"),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            println!("  {}: {line}", p.id());
+        }
     };
     let ids: Vec<String> = set.plugins().iter().map(|p| p.id()).collect();
     println!(

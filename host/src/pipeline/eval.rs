@@ -239,9 +239,7 @@ fn teacher_forced(m: &crate::model::LoadedModel, x: &crate::train::examples::Exa
 /// The metric plugins of the chain (or the built-in one: classification metrics over
 /// `labels`, or text metrics for a `generate` task, which has none).
 fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
-    let is_metric = |s: &SlotSpec| s.kind == PluginKind::Metric;
-    let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(is_metric).collect();
-    let from_config = !specs.is_empty();
+    let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(|s| s.kind == PluginKind::Metric).collect();
     if specs.is_empty() {
         let (name, settings) = match labels.is_empty() {
             true => ("text-metrics", vec![]),
@@ -257,12 +255,8 @@ fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
         });
     }
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;
-    let mut set = PluginSet::load(engine, specs, config.plugin_dirs()).context(|| "loading the metric plugins".into())?;
-    if config.plugins.watch {
-        // a metric swapped in while the answers are generated scores them
-        set.watch(from_config.then(|| config.watch_source(is_metric))).context(|| "watching the metric plugins".into())?;
-    }
-    Ok(set)
+    // loaded when the answers are in: the version in the folders then is the one that scores
+    PluginSet::load(engine, specs, config.plugin_dirs()).context(|| "loading the metric plugins".into())
 }
 
 #[cfg(test)]

@@ -94,9 +94,6 @@ pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::R
             tags: if s.rare_concept { vec!["rare-concept".into()] } else { vec![] },
         })
         .collect();
-    for line in set.apply_swaps() {
-        tracing::info!("{line}");
-    }
     let mut out = BTreeMap::new();
     let mut first = true;
     for plugin in set.plugins_mut().iter_mut() {
