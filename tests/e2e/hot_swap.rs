@@ -279,7 +279,6 @@ fn plugin_watch_shows_what_every_kind_makes() {
         "0",
     ])
     .expect_code(0)
-    .stdout_has("q1: [V1.0.0] derived [q1~entity-mask")
-    .stdout_has("by entity-mask@0.1.0#")
+    .stdout_has("q1: [V1.0.0] derived [q1#entity-mask#0 by entity-mask@0.1.0#")
     .stdout_has("classification-metrics@0.1.0: accuracy = 1.0000");
 }
