@@ -166,7 +166,7 @@ fn changed_settings_and_granted_files_reload_the_plugin() {
     let input = env.write("in.jsonl", jsonl(&[("q1", "first")]));
     let granted = format!("{CHAIN}settings = {{ prefix_file = \"/tags/prefix.txt\" }}\ngrants = {{ \"/tags\" = \"tags\" }}\n");
     let config = env.config(&input, &granted);
-    let watch = Watch::start(&env, &config, &input, 2);
+    let watch = Watch::start(&env, &config, &input, 3);
     let seen = watch.wait_for("q1:");
     assert!(seen.iter().any(|l| l.contains("q1: [P1.0.0]")), "{seen:?}");
 
@@ -179,6 +179,17 @@ fn changed_settings_and_granted_files_reload_the_plugin() {
     deploy(&env, text.as_bytes(), "config.toml");
     let seen = watch.wait_for("q1:");
     assert!(seen.iter().any(|l| l.contains("swapped") && l.contains("its settings changed in")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("q1: [R1.0.0]")), "{seen:?}");
+
+    // what only a start can apply is refused, not ignored
+    let text = std::fs::read_to_string(&config).expect("config").replace("dirs = [\"plugins\"]", "dirs = [\"plugins\", \"tags\"]");
+    deploy(&env, text.as_bytes(), "config.toml");
+    let seen = watch.wait_for("q1:");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("refused") && l.contains("plugins.dirs, plugins.precedence or plugins.watch changed: restart to apply")),
+        "{seen:?}"
+    );
     assert!(seen.iter().any(|l| l.contains("q1: [R1.0.0]")), "{seen:?}");
     watch.finish();
 }

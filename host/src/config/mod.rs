@@ -430,10 +430,18 @@ impl Config {
     }
 
     /// This config's file as a source of the chain's slots for hot swap (settings changes),
-    /// keeping the slots `keep` keeps, as the caller did at start.
+    /// keeping the slots `keep` keeps, as the caller did at start. A change to the plugin
+    /// folders, the precedence or `plugins.watch` is refused until restart.
     pub fn watch_source(&self, keep: fn(&SlotSpec) -> bool) -> ConfigSource {
         let path = self.path.clone();
-        let reload = move || Config::load(&path).map(|c| c.slots().into_iter().filter(keep).collect()).map_err(|e| e.to_string());
+        let fixed = (self.plugin_dirs(), self.plugins.precedence.clone(), self.plugins.watch);
+        let reload = move || {
+            let c = Config::load(&path).map_err(|e| e.to_string())?;
+            if (c.plugin_dirs(), c.plugins.precedence.clone(), c.plugins.watch) != fixed {
+                return Err("plugins.dirs, plugins.precedence or plugins.watch changed: restart to apply".into());
+            }
+            Ok(c.slots().into_iter().filter(keep).collect())
+        };
         ConfigSource { path: self.path.clone(), reload: Box::new(reload) }
     }
 
