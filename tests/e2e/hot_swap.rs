@@ -70,6 +70,12 @@ fn tagger(version: u8) -> Vec<u8> {
     std::fs::read(guest(&format!("tagger_v{version}"))).expect("tagger guest")
 }
 
+/// `plugin watch` that loads the chain, shows it once and stops.
+fn watch_once(env: &Env, config: &Path, input: &Path) -> crate::harness::Run {
+    let (config, input) = (config.to_str().expect("utf-8"), input.to_str().expect("utf-8"));
+    env.run(&["plugin", "watch", "--config", config, "--input", input, "--max-events", "0"])
+}
+
 const CHAIN: &str = "[plugins]\ndirs = [\"plugins\"]\n\n[[plugins.chain]]\nname = \"tagger\"\nkind = \"normalizer\"\n";
 
 #[test]
@@ -111,16 +117,7 @@ fn new_and_older_versions_are_swapped_in_and_a_refused_file_is_moved_aside() {
 
     // the next start does not meet it; a bad file present at start is skipped with a warning
     env.write("plugins/junk.wasm", b"not wasm at all");
-    let run = env.run(&[
-        "plugin",
-        "watch",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--input",
-        input.to_str().expect("utf-8"),
-        "--max-events",
-        "0",
-    ]);
+    let run = watch_once(&env, &config, &input);
     run.expect_code(0).stdout_has("q2: [V1.0.0]").stderr_has("skipping plugin file").stderr_has("junk.wasm");
 }
 
@@ -136,16 +133,7 @@ fn two_files_of_one_plugin_are_an_error_unless_the_version_picks_one() {
             None => CHAIN.to_owned(),
         };
         let config = env.config(&input, &chain);
-        env.run(&[
-            "plugin",
-            "watch",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--input",
-            input.to_str().expect("utf-8"),
-            "--max-events",
-            "0",
-        ])
+        watch_once(&env, &config, &input)
     };
     once(None)
         .expect_code(1)
@@ -279,17 +267,8 @@ fn plugin_watch_shows_what_every_kind_makes() {
         "{CHAIN}\n[[plugins.chain]]\nname = \"entity-mask\"\nkind = \"augmenter\"\nsettings = {{ rate = 1.0 }}\n\n[[plugins.chain]]\nname = \"classification-metrics\"\nkind = \"metric\"\n"
     );
     let config = env.config(&input, &chain);
-    env.run(&[
-        "plugin",
-        "watch",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--input",
-        input.to_str().expect("utf-8"),
-        "--max-events",
-        "0",
-    ])
-    .expect_code(0)
-    .stdout_has("q1: [V1.0.0] derived [q1#entity-mask#0 by entity-mask@0.1.0#")
-    .stdout_has("classification-metrics@0.1.0: accuracy = 1.0000");
+    watch_once(&env, &config, &input)
+        .expect_code(0)
+        .stdout_has("q1: [V1.0.0] derived [q1#entity-mask#0 by entity-mask@0.1.0#")
+        .stdout_has("classification-metrics@0.1.0: accuracy = 1.0000");
 }
