@@ -290,7 +290,7 @@ fn try_plugin(plugin: &mut Plugin, records: &[Record], batch_size: usize, seed: 
             .collect();
         let shown: Vec<Result<String, String>> = match plugin.kind() {
             PluginKind::Normalizer => {
-                let docs: Vec<_> = annotated.iter().map(|a| a.document.clone()).collect();
+                let docs: Vec<Document> = annotated.into_iter().map(|a| a.document).collect();
                 let out = data::isolate(plugin, &docs, &ids, |p, d| p.normalize(d));
                 out.into_iter().zip(&docs).map(|(r, d)| r.map(|ms| show_mentions(d, &ms)).map_err(|f| f.reason)).collect()
             }

@@ -3,6 +3,7 @@
 //! built-in plugin. Start-up and hot swap both decide here, so what runs after a swap is what
 //! the next start would load.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -41,11 +42,11 @@ pub enum Pick {
 }
 
 impl Pick {
-    /// The component's bytes.
-    pub fn bytes(&self) -> Result<Vec<u8>, LoadError> {
+    /// The component's bytes (a built-in's are not copied).
+    pub fn bytes(&self) -> Result<Cow<'static, [u8]>, LoadError> {
         match self {
-            Pick::File(path) => std::fs::read(path).map_err(|source| LoadError::Read { path: path.clone(), source }),
-            Pick::Builtin(b) => Ok(b.wasm.to_vec()),
+            Pick::File(path) => std::fs::read(path).map(Cow::Owned).map_err(|source| LoadError::Read { path: path.clone(), source }),
+            Pick::Builtin(b) => Ok(Cow::Borrowed(b.wasm)),
         }
     }
 

@@ -67,9 +67,9 @@ pub struct PluginSet {
     precedence: Vec<String>,
 }
 
-/// Loads `pick` into `spec`'s slot: kind, sandbox, settings and version checked.
-pub(crate) fn load_pick(engine: &PluginEngine, spec: &SlotSpec, pick: &Pick) -> Result<Plugin, LoadError> {
-    let plugin = engine.load(&pick.bytes()?, &pick.origin(), Some(spec.kind), spec.sandbox.clone()).map_err(|e| match e {
+/// Loads `pick` (its `bytes`) into `spec`'s slot: kind, sandbox, settings and version checked.
+pub(crate) fn load_pick(engine: &PluginEngine, spec: &SlotSpec, pick: &Pick, bytes: &[u8]) -> Result<Plugin, LoadError> {
+    let plugin = engine.load(bytes, &pick.origin(), Some(spec.kind), spec.sandbox.clone()).map_err(|e| match e {
         LoadError::Needs { origin, detail, .. } => LoadError::Needs { entry: format!("{}: ", spec.entry), origin, detail },
         e => e,
     })?;
@@ -99,11 +99,11 @@ impl PluginSet {
         for spec in &specs {
             let pick = resolve::pick(spec, &scan, &dirs)
                 .map_err(|detail| LoadError::Contract { origin: format!("{} {}", kind_name(spec.kind), spec.name), detail })?;
-            let plugin = match (load_pick(&engine, spec, &pick), &pick, builtin(&spec.name)) {
+            let plugin = match (load_pick(&engine, spec, &pick, &pick.bytes()?), &pick, builtin(&spec.name)) {
                 (Ok(plugin), _, _) => plugin,
                 (Err(e), Pick::File(path), Some(b)) if spec.path.is_none() => {
                     tracing::warn!("skipping plugin file {}: {e}; the built-in {} takes its place", path.display(), b.name);
-                    load_pick(&engine, spec, &Pick::Builtin(b))?
+                    load_pick(&engine, spec, &Pick::Builtin(b), b.wasm)?
                 }
                 (Err(e), _, _) => return Err(e),
             };

@@ -255,7 +255,7 @@ impl State {
             return None;
         }
         let why = dirty.unwrap_or_else(|| "its file changed".into());
-        match load_pick(&self.engine, spec, &pick) {
+        match load_pick(&self.engine, spec, &pick, &bytes) {
             Ok(plugin) => {
                 self.failed.remove(&slot);
                 self.running[slot] = hash;

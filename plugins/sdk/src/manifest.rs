@@ -7,6 +7,20 @@
 /// escaped), `(false, s)` as it is.
 pub type Part = (bool, &'static str);
 
+/// What byte `c` becomes in a TOML basic string (`quoted`) or as it is: up to six bytes, and
+/// how many of them.
+const fn escape(c: u8, quoted: bool) -> ([u8; 6], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match (quoted, c) {
+        (true, b'"' | b'\\') => ([b'\\', c, 0, 0, 0, 0], 2),
+        (true, b'\n') => ([b'\\', b'n', 0, 0, 0, 0], 2),
+        (true, b'\t') => ([b'\\', b't', 0, 0, 0, 0], 2),
+        (true, b'\r') => ([b'\\', b'r', 0, 0, 0, 0], 2),
+        (true, 0..=0x1f | 0x7f) => ([b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]], 6),
+        _ => ([c, 0, 0, 0, 0, 0], 1),
+    }
+}
+
 /// The length of the manifest `parts` make.
 pub const fn len(parts: &[Part]) -> usize {
     let mut n = 0;
@@ -16,28 +30,16 @@ pub const fn len(parts: &[Part]) -> usize {
         let b = s.as_bytes();
         if quoted {
             n += 2;
-            let mut j = 0;
-            while j < b.len() {
-                n += escaped_len(b[j]);
-                j += 1;
-            }
-        } else {
-            n += b.len();
+        }
+        let mut j = 0;
+        while j < b.len() {
+            n += escape(b[j], quoted).1;
+            j += 1;
         }
         i += 1;
     }
     n
 }
-
-const fn escaped_len(c: u8) -> usize {
-    match c {
-        b'"' | b'\\' | b'\n' | b'\t' | b'\r' => 2,
-        0..=0x1f | 0x7f => 6,
-        _ => 1,
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The manifest's bytes (`N` is [`len`] of the same parts).
 pub const fn bytes<const N: usize>(parts: &[Part]) -> [u8; N] {
@@ -53,36 +55,13 @@ pub const fn bytes<const N: usize>(parts: &[Part]) -> [u8; N] {
         }
         let mut j = 0;
         while j < b.len() {
-            let c = b[j];
-            match (quoted, c) {
-                (true, b'"' | b'\\') => {
-                    out[n] = b'\\';
-                    out[n + 1] = c;
-                    n += 2;
-                }
-                (true, b'\n' | b'\t' | b'\r') => {
-                    out[n] = b'\\';
-                    out[n + 1] = match c {
-                        b'\n' => b'n',
-                        b'\t' => b't',
-                        _ => b'r',
-                    };
-                    n += 2;
-                }
-                (true, 0..=0x1f | 0x7f) => {
-                    let e = [b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]];
-                    let mut k = 0;
-                    while k < 6 {
-                        out[n + k] = e[k];
-                        k += 1;
-                    }
-                    n += 6;
-                }
-                _ => {
-                    out[n] = c;
-                    n += 1;
-                }
+            let (e, k) = escape(b[j], quoted);
+            let mut m = 0;
+            while m < k {
+                out[n + m] = e[m];
+                m += 1;
             }
+            n += k;
             j += 1;
         }
         if quoted {
