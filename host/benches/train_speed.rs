@@ -6,8 +6,9 @@
 //!
 //! `cargo bench -p medtune --bench train_speed -- SHAPE BATCHxSEQ... [STEPS] [WARMUP] [--tf32]
 //! [--bf16] [--recompute]` (SHAPE: smollm2, llama2-7b, llama3-8b or mistral-7b; e.g.
-//! `smollm2 8x512 32x512 20 3`). With `--features cuda` it runs on the GPU; `--tf32` runs its f32 products in TF32 (`[model] tf32`), `--bf16`
-//! its activations in bf16 (`[model] compute_dtype`), `--recompute` runs the memory mode
+//! `smollm2 8x512 32x512 20 3`). With `--features cuda` it runs on the GPU; `--tf32` runs its
+//! f32 products in TF32 (`[model] tf32`), `--bf16` its activations in bf16
+//! (`[model] compute_dtype`), `--recompute` runs the memory mode
 //! (`[train] recompute`: blocks recomputed in backward). Prints one JSON line per batch shape (an
 //! error line when one fails, e.g. out of memory). Memory: `peak_mem_gib` is the device memory
 //! in use after a step (CUDA context and the pool's cached blocks included), and on CUDA
