@@ -13,6 +13,7 @@ const DEFAULT_PLUGINS: &[(&str, &str)] = &[
     ("rare-concept-oversampler", "rare_concept_oversampler"),
     ("label-balancer", "label_balancer"),
     ("classification-metrics", "classification_metrics"),
+    ("annotation-metrics", "annotation_metrics"),
     ("text-metrics", "text_metrics"),
 ];
 

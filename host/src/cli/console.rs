@@ -153,6 +153,9 @@ fn print_trained(trained: &Trained) {
 /// An evaluation's headline figures, per-class table and confusion matrix.
 pub fn print_scores(r: &EvalScores) {
     let f = |k: &str| r.score(k).map_or("-".into(), |v| format!("{v:.3}"));
+    if r.score("link/accuracy").is_some() || r.score("document/f1").is_some() {
+        return print_annotation_scores(r);
+    }
     if r.labels.is_empty() {
         println!("eval on {} ({} answers written, {:.1} s)", r.split, r.questions, r.seconds);
     } else {
@@ -193,6 +196,35 @@ pub fn print_scores(r: &EvalScores) {
     for t in &r.labels {
         let row: Vec<String> = r.labels.iter().map(|p| format!("{:>5}", r.score(&format!("confusion/{t}/{p}")).unwrap_or(0.0))).collect();
         println!("  {t:<width$}{}", row.join(""));
+    }
+}
+
+/// An `annotate` task's scores: one row for every type together, one per entity type (a
+/// type's precision and F only where every found concept had a type).
+fn print_annotation_scores(r: &EvalScores) {
+    let f = |k: String| r.score(&k).map_or("-".into(), |v| format!("{v:.3}"));
+    println!("eval on {} ({} documents, {:.1} s)", r.split, r.questions, r.seconds);
+    let types: Vec<&str> = r.scores.keys().filter_map(|k| k.strip_prefix("link/count/")).filter(|t| !t.contains('/')).collect();
+    let width = types.iter().map(|t| t.chars().count()).max().unwrap_or(0).max(8);
+    println!(
+        "  {:<width$} {:>8} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>8}",
+        "type", "mentions", "link acc", "doc P", "doc R", "doc F", "exact F", "overlap F", "concepts"
+    );
+    for t in std::iter::once("").chain(types.iter().copied()) {
+        let s = if t.is_empty() { String::new() } else { format!("/{t}") };
+        let (p, rec, f1) = (format!("document/precision{s}"), format!("document/recall{s}"), format!("document/f1{s}"));
+        println!(
+            "  {:<width$} {:>8} {:>8} {:>6} {:>6} {:>6} {:>8} {:>10} {:>8}",
+            if t.is_empty() { "all" } else { t },
+            r.score(&format!("link/count{s}")).map_or("-".into(), |v| format!("{v}")),
+            f(format!("link/accuracy{s}")),
+            f(p),
+            f(rec),
+            f(f1),
+            f(format!("mention-exact/f1{s}")),
+            f(format!("mention-overlap/f1{s}")),
+            r.score(&format!("document/support{s}")).map_or("-".into(), |v| format!("{v}")),
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{FieldMap, IndexBase, InputFormat, Layout};
+use crate::data::{FieldMap, IndexBase, InputFormat, Layout, Split};
 use crate::plugin::types::PluginKind;
 use crate::plugin::{ConfigSource, Grant, Sandbox, SlotSpec, parse_kind};
 
@@ -89,8 +89,13 @@ pub struct VocabConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// The input file: PubMedQA's `ori_pqal.json`, or JSON, JSONL, CSV, TSV or Parquet records.
+    /// The input file: PubMedQA's `ori_pqal.json`, or JSON, JSONL, CSV, TSV, Parquet, PubTator
+    /// or BioC XML records (with `split = "files"`, the training split).
     pub input: PathBuf,
+    /// With `split = "files"`: the development split's file.
+    pub dev_input: Option<PathBuf>,
+    /// With `split = "files"`: the test split's file.
+    pub test_input: Option<PathBuf>,
     /// The input's format (default: from the file's extension).
     pub format: Option<InputFormat>,
     /// The records' layout (default: detected from the first record).
@@ -147,6 +152,9 @@ pub enum SplitKind {
     Random,
     /// The split each record names (`split`, or `data.fields.split`).
     Field,
+    /// One file per split: `input` (train), `dev_input`, `test_input` (BioCreative's and most
+    /// shared tasks' releases).
+    Files,
 }
 
 /// What the model learns to do with the records (`[task]`).
@@ -355,9 +363,37 @@ impl Config {
                 return Err(self.invalid("task.labels", format!("{l:?} is empty, padded with spaces or named twice")));
             }
         }
-        let input = self.resolve(&self.data.input);
-        if !input.is_file() {
-            return Err(self.invalid("data.input", format!("{} does not exist", input.display())));
+        let files = [("data.dev_input", &self.data.dev_input), ("data.test_input", &self.data.test_input)];
+        match self.data.split {
+            SplitKind::Files if files.iter().all(|(_, f)| f.is_none()) => {
+                return Err(
+                    self.invalid("data.split", "\"files\" needs data.dev_input or data.test_input (data.input is the training split)")
+                );
+            }
+            SplitKind::Files => {}
+            _ => {
+                if let Some((field, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                    return Err(self.invalid(field, "belongs to data.split = \"files\" (one file per split)"));
+                }
+            }
+        }
+        for (field, input) in [("data.input", Some(&self.data.input))].into_iter().chain(files.map(|(f, p)| (f, p.as_ref()))) {
+            let Some(input) = input.map(|p| self.resolve(p)) else { continue };
+            if !input.is_file() {
+                return Err(self.invalid(field, format!("{} does not exist", input.display())));
+            }
+        }
+        if self.task.kind == TaskKind::Annotate {
+            let refused = [("train", self.train.is_some()), ("export", self.export.is_some())];
+            if let Some((section, _)) = refused.iter().find(|(_, on)| *on) {
+                return Err(self.invalid(
+                    section,
+                    "an `annotate` task trains no model: its plugins' mentions are scored against the gold ones by `medtune eval`; remove this section",
+                ));
+            }
+            if self.task.labels.is_some() || self.task.question.is_some() {
+                return Err(self.invalid("task.labels", "an `annotate` task has no labels or question: it scores mentions"));
+            }
         }
         train::check(&self.model, self.train.as_ref(), self.eval.as_ref()).map_err(|(f, m)| self.invalid(&f, m))?;
         if !["smollm2"].contains(&self.model.path.as_str()) && !self.resolve(Path::new(&self.model.path)).exists() {
@@ -380,6 +416,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The input files with the split each holds (`split = "files"`), else the one input
+    /// (its records split as `data.split` says: `None`).
+    pub fn inputs(&self) -> Vec<(PathBuf, Option<Split>)> {
+        if self.data.split != SplitKind::Files {
+            return vec![(self.resolve(&self.data.input), None)];
+        }
+        [(Some(&self.data.input), Split::Train), (self.data.dev_input.as_ref(), Split::Dev), (self.data.test_input.as_ref(), Split::Test)]
+            .into_iter()
+            .filter_map(|(p, s)| Some((self.resolve(p?), Some(s))))
+            .collect()
     }
 
     /// How the data stage reads the input.

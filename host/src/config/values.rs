@@ -37,6 +37,9 @@ pub enum TaskKind {
     /// Write the answer: supervised fine-tuning on the assistant's turns (chats, instructions,
     /// explained answers).
     Generate,
+    /// Find and link concept mentions: the plugin chain's mentions scored against an
+    /// annotated corpus's gold mentions (`medtune eval`); no model is trained.
+    Annotate,
 }
 
 /// `train.data`: which records train.

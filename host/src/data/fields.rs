@@ -8,6 +8,8 @@ use super::record::Role;
 /// What a field of a record's text is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
+    /// An annotated document's title.
+    Title,
     /// The question.
     Question,
     /// The question's context (an abstract, a note).
@@ -27,6 +29,7 @@ impl Part {
     /// The field's name in the contract.
     pub fn name(self) -> String {
         match self {
+            Part::Title => "title".into(),
             Part::Question => "question".into(),
             Part::Context => "context".into(),
             Part::LongAnswer => "long-answer".into(),
@@ -38,6 +41,7 @@ impl Part {
     /// The part a field name stands for, if it is one.
     pub fn parse(name: &str) -> Option<Part> {
         match name {
+            "title" => Some(Part::Title),
             "question" => Some(Part::Question),
             "context" => Some(Part::Context),
             "long-answer" => Some(Part::LongAnswer),
@@ -88,7 +92,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_strangers_are_refused() {
-        for part in [Part::Question, Part::Context, Part::LongAnswer, Part::Option(0), Part::Option(4), Part::Message(3, Role::Assistant)] {
+        for part in [
+            Part::Title,
+            Part::Question,
+            Part::Context,
+            Part::LongAnswer,
+            Part::Option(0),
+            Part::Option(4),
+            Part::Message(3, Role::Assistant),
+        ] {
             assert_eq!(Part::parse(&part.name()), Some(part), "{}", part.name());
         }
         assert_eq!(Part::Option(2).name(), "option/C");

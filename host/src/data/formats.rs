@@ -25,16 +25,27 @@ pub enum InputFormat {
     Tsv,
     /// Apache Parquet.
     Parquet,
+    /// PubTator: an annotated corpus's documents with their mentions (the `annotated` layout).
+    Pubtator,
+    /// BioC XML: an annotated corpus's documents with their passages and mentions (the
+    /// `annotated` layout).
+    Bioc,
 }
 
 crate::config::display_as_value_name!(InputFormat);
 
 impl InputFormat {
     /// The format a file's extension names (`.json`, `.jsonl`/`.ndjson`, `.csv`, `.tsv`,
-    /// `.parquet`/`.pq`), if any.
+    /// `.parquet`/`.pq`, `.pubtator`/`.pubtator.txt`, `.xml` for BioC), if any.
     pub fn of_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".pubtator.txt") {
+            return Some(Self::Pubtator);
+        }
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
+            "pubtator" => Self::Pubtator,
+            "xml" => Self::Bioc,
             "json" => Self::Json,
             "jsonl" | "ndjson" => Self::Jsonl,
             "csv" => Self::Csv,
@@ -72,6 +83,8 @@ pub fn read_objects(path: &Path, format: InputFormat, mut each: impl FnMut(Resul
         InputFormat::Csv => read_delimited(path, b',', &mut each),
         InputFormat::Tsv => read_delimited(path, b'\t', &mut each),
         InputFormat::Parquet => read_parquet(path, &mut each),
+        InputFormat::Pubtator => super::corpus::read_pubtator(path, &mut each),
+        InputFormat::Bioc => super::corpus::read_bioc(path, &mut each),
     }
 }
 

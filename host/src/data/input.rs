@@ -85,6 +85,12 @@ fn unfit(l: Layout, task: crate::config::TaskKind) -> Option<String> {
         (TaskKind::Generate, Layout::MultipleChoice | Layout::Labelled) => Some(format!(
             "{l} records train a `choice` task; a `generate` task reads chat, instruction or qa records (a question with its answer and explanation)"
         )),
+        (TaskKind::Annotate, l) if l != Layout::Annotated => Some(format!(
+            "{l} records have no gold mentions; an `annotate` task reads annotated documents (PubTator, BioC XML, or JSON with `annotations`)"
+        )),
+        (TaskKind::Choice | TaskKind::Generate, Layout::Annotated) => Some(format!(
+            "{l} documents are scored against their gold mentions (task.kind = \"annotate\"); they have no answer to train on"
+        )),
         _ => None,
     }
 }
@@ -125,7 +131,7 @@ pub fn read_each(path: &Path, spec: &InputSpec, mut each: impl FnMut(Result<Reco
             each(Err(InputError::at(
                 path,
                 "file",
-                "the format is not known from the extension (.json, .jsonl, .csv, .tsv, .parquet); set data.format".into(),
+                "the format is not known from the extension (.json, .jsonl, .csv, .tsv, .parquet, .pubtator, .xml); set data.format".into(),
             )));
             return spec.layout;
         }

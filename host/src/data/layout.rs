@@ -25,6 +25,9 @@ pub enum Layout {
     Instruction,
     /// `messages` with system, user and assistant turns (OpenAI's fine-tuning format).
     Chat,
+    /// A document with gold mentions (PubTator, BioC XML, or JSON with `passages` or `text`
+    /// and `annotations`): the `annotate` task.
+    Annotated,
 }
 
 crate::config::display_as_value_name!(Layout);
@@ -182,6 +185,9 @@ impl<'a> Reader<'a> {
         let raw = &first.fields;
         let f = self.fields;
         let has = |mapped: &Option<String>, usual: &[&str]| mapped.is_some() || self.find(raw, None, usual).is_some();
+        if super::annotated::looks_annotated(raw) {
+            return Ok(Layout::Annotated);
+        }
         let chat = has(&f.messages, MESSAGES);
         let instruction = has(&f.instruction, INSTRUCTION);
         let question = has(&f.question, QUESTION);
@@ -284,6 +290,11 @@ impl<'a> Reader<'a> {
                 let last_user = messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
                 (last_user, String::new(), Vec::new(), None)
             }
+            Layout::Annotated => {
+                let mut record = super::annotated::record(id, fields, source)?;
+                record.split = self.split(fields)?.unwrap_or_default();
+                return Ok(record);
+            }
             Layout::Instruction => {
                 let instruction = required(&f.instruction, INSTRUCTION, "the instruction", "data.fields.instruction", string)?;
                 let input = optional(&f.input, INPUT, "data.fields.input", string)?;
@@ -310,13 +321,22 @@ impl<'a> Reader<'a> {
         record.messages = messages;
         record.long_answer = optional(&f.long_answer, LONG_ANSWER, "data.fields.long_answer", string)?;
         record.compose(self.long_answer_field);
-        if self.split_field {
-            let (name, v) = self
-                .find(fields, f.split.as_ref(), SPLIT)
-                .ok_or_else(|| missing(f.split.as_deref().unwrap_or("split"), Some("data.split = \"field\"")))?;
-            record.split = split_of(name, v)?;
+        if let Some(split) = self.split(fields)? {
+            record.split = split;
         }
         Ok(record)
+    }
+
+    /// The split a record names, where records carry theirs (`data.split = "field"`).
+    fn split(&self, fields: &Map<String, Value>) -> Result<Option<Split>, String> {
+        if !self.split_field {
+            return Ok(None);
+        }
+        let f = self.fields;
+        let (name, v) = self
+            .find(fields, f.split.as_ref(), SPLIT)
+            .ok_or_else(|| missing(f.split.as_deref().unwrap_or("split"), Some("data.split = \"field\"")))?;
+        split_of(name, v).map(Some)
     }
 }
 

@@ -1,7 +1,10 @@
-//! The data stage: records in (JSON, JSONL, CSV, Parquet; question-answer, multiple-choice,
-//! labelled, instruction or chat), the plugin chain over them, annotated JSONL out.
+//! The data stage: records in (JSON, JSONL, CSV, Parquet, PubTator, BioC XML; question-answer,
+//! multiple-choice, labelled, instruction, chat or annotated documents), the plugin chain over
+//! them, annotated JSONL out.
 
+mod annotated;
 mod chain;
+mod corpus;
 mod fields;
 mod formats;
 mod input;
@@ -12,8 +15,9 @@ mod record;
 mod split;
 mod stage;
 
+pub use annotated::{GoldMention, Relation};
 pub use chain::{AugmentReport, ChainReport, annotate, augment, isolate};
-pub use fields::Part;
+pub use fields::{Part, slice};
 pub use formats::InputFormat;
 pub use input::{DEFAULT_QUESTION, Input, InputError, InputSpec, read};
 pub use labels::PUBMEDQA_LABELS;

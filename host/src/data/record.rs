@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::plugin::RecordFailure;
 use crate::plugin::types::{Derived, Document, Expansion, Field, Mention, Span};
 
+use super::annotated::{GoldMention, Relation};
 use super::fields::{self, Part};
 
 /// One question with its context, annotations and provenance.
@@ -13,6 +14,9 @@ use super::fields::{self, Part};
 pub struct Record {
     /// The record id (the PubMed id for PubMedQA).
     pub id: String,
+    /// An annotated document's title (empty for other records).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
     /// The question.
     pub question: String,
     /// The abstract (contexts joined by blank lines).
@@ -48,6 +52,12 @@ pub struct Record {
     /// Abbreviation expansions from the disambiguators, each with the plugin that chose it.
     #[serde(default)]
     pub expansions: Vec<Sourced<Expansion>>,
+    /// An annotated corpus's gold mentions, their spans in `text` (the `annotate` task).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gold: Vec<GoldMention>,
+    /// An annotated corpus's relations between concepts (BioCreative CDR's `CID`), kept as read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<Relation>,
     /// Where the record and its annotations come from.
     pub provenance: Provenance,
     /// Plugins that failed on this record; the record is kept.
@@ -154,6 +164,7 @@ impl Record {
     pub fn new(id: String, question: String, context: String, answer: Option<String>, meshes: Vec<String>, source: String) -> Self {
         let mut record = Self {
             id,
+            title: String::new(),
             question,
             context,
             answer,
@@ -166,6 +177,8 @@ impl Record {
             fields: Vec::new(),
             mentions: Vec::new(),
             expansions: Vec::new(),
+            gold: Vec::new(),
+            relations: Vec::new(),
             provenance: Provenance { source, plugins: Vec::new() },
             failures: Vec::new(),
             augmentation: None,
@@ -175,12 +188,14 @@ impl Record {
     }
 
     /// The record's text fields, in the order the plugins see them: a chat's turns, else the
-    /// question, the context, the options and (with `long_answer`) the explained answer.
+    /// title, the question, the context, the options and (with `long_answer`) the explained
+    /// answer.
     pub fn parts(&self, long_answer: bool) -> Vec<(Part, &str)> {
         if !self.messages.is_empty() {
             return self.messages.iter().enumerate().map(|(i, m)| (Part::Message(i, m.role), m.content.as_str())).collect();
         }
-        let mut parts = vec![(Part::Question, self.question.as_str()), (Part::Context, self.context.as_str())];
+        let mut parts =
+            vec![(Part::Title, self.title.as_str()), (Part::Question, self.question.as_str()), (Part::Context, self.context.as_str())];
         parts.extend(self.options.iter().enumerate().map(|(i, o)| (Part::Option(i), o.as_str())));
         parts.extend(self.long_answer.as_deref().filter(|_| long_answer).map(|a| (Part::LongAnswer, a)));
         parts
@@ -216,6 +231,7 @@ impl Record {
         // everything but the annotations, which are dropped (cloning them would be wasted work)
         let mut record = Record {
             id: String::new(),
+            title: self.title.clone(),
             question: self.question.clone(),
             context: self.context.clone(),
             answer: self.answer.clone(),
@@ -228,6 +244,8 @@ impl Record {
             fields: Vec::new(),
             mentions: Vec::new(),
             expansions: Vec::new(),
+            gold: Vec::new(),
+            relations: self.relations.clone(),
             provenance: self.provenance.clone(),
             failures: Vec::new(),
             augmentation: None,
@@ -235,6 +253,7 @@ impl Record {
         for f in &derived.fields {
             let content = fields::slice(&derived.text, f.span);
             let slot = match Part::parse(&f.name) {
+                Some(Part::Title) => &mut record.title,
                 Some(Part::Question) => &mut record.question,
                 Some(Part::Context) => &mut record.context,
                 Some(Part::LongAnswer) => record.long_answer.get_or_insert_default(),

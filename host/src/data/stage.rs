@@ -155,31 +155,34 @@ pub fn run(
     fingerprint: &str,
     mut on_batch: impl FnMut(usize, &[String]),
 ) -> Result<DataReport, DataError> {
-    let input = config.resolve(&config.data.input);
+    let inputs = config.inputs();
+    let input = inputs[0].0.clone();
     let spec = config.input_spec();
     let official = config.data.split == SplitKind::Official;
     let mut scan = Scan::default();
     let mut number = 0u32;
-    read_each(&input, &spec, |item| {
-        match item {
-            Ok(r) => {
-                number += 1;
-                if let std::collections::hash_map::Entry::Vacant(v) = scan.first.entry(id_digest(&r.id)) {
-                    v.insert(number);
-                    scan.answers.add(&r);
-                    if official && let Some(a) = &r.answer {
-                        scan.labelled.push((r.id.clone(), a.clone()));
+    for (path, _) in &inputs {
+        read_each(path, &spec, |item| {
+            match item {
+                Ok(r) => {
+                    number += 1;
+                    if let std::collections::hash_map::Entry::Vacant(v) = scan.first.entry(id_digest(&r.id)) {
+                        v.insert(number);
+                        scan.answers.add(&r);
+                        if official && let Some(a) = &r.answer {
+                            scan.labelled.push((r.id.clone(), a.clone()));
+                        }
                     }
+                    scan.good += 1;
                 }
-                scan.good += 1;
+                Err(e) => {
+                    scan.errors += 1;
+                    scan.first_error.get_or_insert_with(|| e.to_string());
+                }
             }
-            Err(e) => {
-                scan.errors += 1;
-                scan.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-        true
-    });
+            true
+        });
+    }
     let no_records = |count: usize, first: Option<String>| DataError::NoRecords {
         path: input.clone(),
         count,
@@ -193,7 +196,7 @@ pub fn run(
         TaskKind::Choice => {
             scan.answers.label_set(config.task.labels.as_deref()).map_err(|e| DataError::Labels { path: input.clone(), message: e.0 })?
         }
-        TaskKind::Generate => Vec::new(),
+        TaskKind::Generate | TaskKind::Annotate => Vec::new(),
     };
     let official_splits = match (official, &config.data.test_ground_truth) {
         (true, Some(truth)) => {
@@ -248,53 +251,61 @@ pub fn run(
         chunk.clear();
         Ok(())
     };
-    let layout = read_each(&input, &spec, |item| {
-        let mut r = match item {
-            Ok(r) => r,
-            Err(e) => {
+    let mut layout = None;
+    for (path, file_split) in &inputs {
+        let read = read_each(path, &spec, |item| {
+            let mut r = match item {
+                Ok(r) => r,
+                Err(e) => {
+                    let row = input_error_row(&e);
+                    input_errors.push(e);
+                    return out.error(&row).map_err(|e| failed = Some(e)).is_ok();
+                }
+            };
+            number += 1;
+            let problem = if scan.first.get(&id_digest(&r.id)) != Some(&number) {
+                Some(format!("the id {} is taken by an earlier record", r.id))
+            } else if labels.is_empty() {
+                None
+            } else {
+                check_answer(&mut r, &labels).err()
+            };
+            if let Some(message) = problem {
+                let e = InputError::at(path, &place_of(&r, path), message);
                 let row = input_error_row(&e);
                 input_errors.push(e);
                 return out.error(&row).map_err(|e| failed = Some(e)).is_ok();
             }
-        };
-        number += 1;
-        let problem = if scan.first.get(&id_digest(&r.id)) != Some(&number) {
-            Some(format!("the id {} is taken by an earlier record", r.id))
-        } else if labels.is_empty() {
-            None
-        } else {
-            check_answer(&mut r, &labels).err()
-        };
-        if let Some(message) = problem {
-            let e = InputError::at(&input, &place_of(&r, &input), message);
-            let row = input_error_row(&e);
-            input_errors.push(e);
-            return out.error(&row).map_err(|e| failed = Some(e)).is_ok();
-        }
-        r.split = match (config.data.split, &official_splits) {
-            (SplitKind::Official, Some((test, dev))) => {
-                if test.contains(&r.id) {
-                    Split::Test
-                } else if dev.contains(&r.id) {
-                    Split::Dev
-                } else {
-                    Split::Train
+            r.split = match (config.data.split, &official_splits) {
+                (SplitKind::Official, Some((test, dev))) => {
+                    if test.contains(&r.id) {
+                        Split::Test
+                    } else if dev.contains(&r.id) {
+                        Split::Dev
+                    } else {
+                        Split::Train
+                    }
                 }
+                (SplitKind::Random, _) => random_split(&r.id, config.data.seed, config.data.dev_fraction, config.data.test_fraction),
+                (SplitKind::Field, _) => r.split,
+                (SplitKind::Files, _) => file_split.unwrap_or_default(),
+                _ => Split::Train,
+            };
+            chunk.push(r);
+            if chunk.len() >= CHUNK {
+                if let Err(e) = flush(&mut chunk, &mut out, &mut chain) {
+                    failed = Some(e);
+                    return false;
+                }
+                return !chain.stopped;
             }
-            (SplitKind::Random, _) => random_split(&r.id, config.data.seed, config.data.dev_fraction, config.data.test_fraction),
-            (SplitKind::Field, _) => r.split,
-            _ => Split::Train,
-        };
-        chunk.push(r);
-        if chunk.len() >= CHUNK {
-            if let Err(e) = flush(&mut chunk, &mut out, &mut chain) {
-                failed = Some(e);
-                return false;
-            }
-            return !chain.stopped;
+            true
+        });
+        layout = layout.or(read);
+        if failed.is_some() || chain.stopped {
+            break;
         }
-        true
-    });
+    }
     if failed.is_none() && !chain.stopped && !chunk.is_empty() {
         flush(&mut chunk, &mut out, &mut chain)?;
     }
@@ -347,7 +358,7 @@ pub fn run(
     let manifest = DataManifest {
         stage: "data".into(),
         config: HashedFile { path: config.path.clone(), sha256: file_sha256(&config.path) },
-        inputs: vec![HashedFile { path: input.clone(), sha256: file_sha256(&input) }],
+        inputs: inputs.iter().map(|(path, _)| HashedFile { path: path.clone(), sha256: file_sha256(path) }).collect(),
         plugins: set
             .plugins()
             .iter()

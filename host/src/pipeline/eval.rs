@@ -24,6 +24,14 @@ pub struct EvalRequest {
 /// Scores `config`'s evaluation split with the model `request` names; writes and returns the
 /// scores.
 pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progress) -> Result<EvalScores> {
+    if config.task.kind == crate::config::TaskKind::Annotate {
+        if request.adapter.is_some() || request.base {
+            return Err(PipelineError::Stopped(
+                "an `annotate` task scores the plugins' mentions; it has no model, so --adapter and --base do not apply".into(),
+            ));
+        }
+        return super::annotate::evaluate(config, progress);
+    }
     let adapter = if request.base { None } else { Some(request.adapter.clone().unwrap_or_else(|| config.run_dir().join("adapter"))) };
     if let Some(a) = &adapter
         && !a.join("adapter_config.json").is_file()

@@ -91,8 +91,8 @@ pub fn data_fingerprint(config: &Config) -> String {
         format!("{:?}", config.task),
         format!("{:?}", config.plugins),
         format!("{:?}", config.vocab),
-        identity(&config.resolve(&config.data.input)),
     ];
+    parts.extend(config.inputs().iter().map(|(path, _)| identity(path)));
     if let Some(t) = &config.data.test_ground_truth {
         parts.push(identity(&config.resolve(t)));
     }

@@ -2,6 +2,7 @@
 //! report), each from typed inputs to a typed result, and [`run`] over them, skipping each
 //! stage whose inputs did not change. The CLI parses flags, calls these and prints.
 
+mod annotate;
 mod data;
 mod eval;
 mod export;
@@ -13,6 +14,7 @@ mod vocab;
 use std::path::PathBuf;
 use std::time::Instant;
 
+pub use annotate::Miss;
 pub use data::data;
 pub use eval::{EvalRequest, evaluate};
 pub use export::{ExportOutcome, ExportRequest, OrtCheck, export};
@@ -210,6 +212,18 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
         }
         save(&mut stages, Stage::Data, &data_fp, !failed)?;
         line(&mut summary, Stage::Data, StageStatus::Ran, t);
+    }
+    if config.task.kind == crate::config::TaskKind::Annotate && config.eval.is_some() {
+        // no model: the data stage's mentions are what is scored
+        let t = Instant::now();
+        let eval_fp = eval_fingerprint(config, &data_fp);
+        if stages.done_with(Stage::Eval, &eval_fp) && config.run_dir().join("eval/scores.json").is_file() {
+            line(&mut summary, Stage::Eval, StageStatus::Skipped, t);
+        } else {
+            annotate::evaluate(config, progress)?;
+            save(&mut stages, Stage::Eval, &eval_fp, true)?;
+            line(&mut summary, Stage::Eval, StageStatus::Ran, t);
+        }
     }
     if config.train.is_none() {
         return Ok(summary);

@@ -94,6 +94,16 @@ pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::R
             tags: if s.rare_concept { vec!["rare-concept".into()] } else { vec![] },
         })
         .collect();
+    metrics_of(set, &predictions, &references)
+}
+
+/// Runs every metric plugin of `set` over `predictions` and their `references`, keyed as
+/// [`metrics`] keys them.
+pub fn metrics_of(
+    set: &mut PluginSet,
+    predictions: &[Prediction],
+    references: &[Reference],
+) -> std::result::Result<BTreeMap<String, f64>, String> {
     let mut out = BTreeMap::new();
     let mut first = true;
     for plugin in set.plugins_mut().iter_mut() {
@@ -102,7 +112,7 @@ pub fn metrics(set: &mut PluginSet, scored: &[ScoredQuestion]) -> std::result::R
         }
         let id = plugin.id();
         let scores = plugin
-            .compute(&predictions, &references)
+            .compute(predictions, references)
             .map_err(|e| format!("metric plugin {id}: {e}"))?
             .map_err(|e| format!("metric plugin {id}: {e}"))?;
         for s in scores {

@@ -1,0 +1,106 @@
+//! Annotated corpora: PubTator files with gold mentions, one file per split, through the data
+//! stage and the normalizer, and `medtune run` / `medtune eval` scoring the mentions against
+//! the gold (per entity type, with the misses and their contexts); bad documents named while
+//! the good ones go on; tasks and layouts that do not fit refused by name.
+
+use crate::harness::{Env, read_json, read_jsonl};
+
+/// Two documents for training (one with a broken mention line) and one for development.
+const TRAIN: &str = "1|t|Lithium toxicity.\n1|a|Naloxone reversed hypertension.\n\
+1\t0\t7\tLithium\tChemical\tD008094\n1\t8\t16\ttoxicity\tDisease\tD064420\n1\t18\t26\tNaloxone\tChemical\tD009270\n\
+1\t36\t48\thypertension\tDisease\tD006973\n1\tCID\tD008094\tD064420\n\n\
+2|t|Broken.\n2\tseven\t3\tBro\tDisease\tD1\n\n";
+const DEV: &str = "3|t|Clonidine and high blood pressure.\n3|a|Clonidine lowered hypertension; no asthma.\n\
+3\t0\t9\tClonidine\tChemical\tD003000\n3\t14\t33\thigh blood pressure\tDisease\tD006973\n\
+3\t35\t44\tClonidine\tChemical\tD003000\n3\t53\t65\thypertension\tDisease\tD006973\n3\t70\t76\tasthma\tDisease\tD001249\n";
+const VOCAB: &str = "# id\tpreferred name\tsynonyms\nD008094\tLithium\t\nD009270\tNaloxone\t\nD006973\tHypertension\tHigh Blood Pressure\n\
+D003000\tClonidine\t\nD001241\tAspirin\t\nD007022\tHypotension\tLow Blood Pressure\n";
+
+fn cdr_config(env: &Env, task: &str, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/concepts.tsv", VOCAB);
+    env.write("cdr/train.pubtator", TRAIN);
+    env.write("cdr/dev.PubTator.txt", DEV);
+    env.write(
+        "cdr.toml",
+        format!(
+            "name = \"cdr\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.PubTator.txt\"\nsplit = \"files\"\n\n\
+             [task]\nkind = \"{task}\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\ngrants = {{ \"/vocab\" = \"vocab\" }}\n\n\
+             [eval]\nsplit = \"dev\"\n{extra}"
+        ),
+    )
+}
+
+/// The dev document has five gold mentions of three concepts; the normalizer finds
+/// Clonidine twice, "high blood pressure" and "hypertension" (D006973), and not asthma (not in
+/// the vocabulary): linking 4 of 5, every found concept right (precision 1), 2 of 3 gold
+/// concepts (recall 2/3). The broken training document is named; the other one goes through
+/// with its gold mentions mapped onto the record's text.
+#[test]
+fn pubtator_gold_mentions_are_scored_per_type_with_misses() {
+    let env = Env::new();
+    let config = cdr_config(&env, "annotate", "");
+    let c = config.to_str().expect("utf-8");
+    env.run(&["run", c])
+        .expect_code(2)
+        .stderr_has("train.pubtator: line 9: line 10: the start offset \"seven\" is not a number")
+        .stdout_has("eval on dev (1 documents")
+        .stdout_has("Chemical")
+        .stdout_has("Disease");
+    let train = read_jsonl(&env.path("work/data/processed/train.jsonl"));
+    assert_eq!(train.len(), 1);
+    let text = train[0]["text"].as_str().expect("text");
+    assert_eq!(text, "Lithium toxicity.\n\nNaloxone reversed hypertension.");
+    let gold = train[0]["gold"].as_array().expect("gold");
+    let at = |g: &serde_json::Value| -> String {
+        let (a, b) = (g["span"]["start"].as_u64().unwrap_or(0) as usize, g["span"]["end"].as_u64().unwrap_or(0) as usize);
+        text.chars().skip(a).take(b - a).collect()
+    };
+    assert_eq!(gold.iter().map(at).collect::<Vec<_>>(), ["Lithium", "toxicity", "Naloxone", "hypertension"]);
+    assert_eq!(train[0]["relations"][0]["type"], "CID");
+
+    let scores = read_json(env.path("work/runs/cdr/eval/scores.json"));
+    let s = |k: &str| scores["scores"][k].as_f64().unwrap_or(f64::NAN);
+    assert_eq!((s("link/accuracy"), s("link/accuracy/Chemical"), s("link/accuracy/Disease")), (0.8, 1.0, 2.0 / 3.0));
+    assert_eq!((s("document/precision"), s("document/recall"), s("document/recall/Disease")), (1.0, 2.0 / 3.0, 0.5));
+    assert_eq!(s("mention-exact/recall"), 0.8);
+    // every concept found is a gold one, so each has a type and precision per type is known
+    assert_eq!(s("document/precision/Disease"), 1.0);
+    let misses = read_jsonl(&env.path("work/runs/cdr/eval/misses.jsonl"));
+    let kinds: Vec<(&str, &str)> = misses.iter().map(|m| (m["kind"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or(""))).collect();
+    assert_eq!(kinds, [("link", "asthma"), ("missed", "asthma")]);
+    assert!(misses[0]["context"].as_str().unwrap_or("").ends_with("no [asthma]."), "{}", misses[0]);
+
+    // eval alone again: the same scores; --base has no meaning here
+    env.run(&["eval", "--config", c]).expect_code(0).stdout_has("eval on dev (1 documents");
+    env.run(&["eval", "--config", c, "--base"]).expect_code(1).stderr_has("an `annotate` task scores the plugins' mentions");
+}
+
+/// An annotate task trains nothing, a choice task has no use for gold mentions, and an
+/// annotate task needs annotated documents: each refused by name before any work.
+#[test]
+fn tasks_and_layouts_that_do_not_fit_annotated_documents_are_refused() {
+    let env = Env::new();
+    let config = cdr_config(&env, "annotate", "\n[train]\nmax_steps = 1\n");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("train")
+        .stderr_has("an `annotate` task trains no model");
+    let config = cdr_config(&env, "choice", "");
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("train.pubtator: line 1: annotated documents are scored against their gold mentions (task.kind = \"annotate\")");
+    let qa = env.write("qa.jsonl", crate::harness::jsonl(&[("q1", "Does lithium help?")]));
+    let config = env.write(
+        "qa.toml",
+        format!("name = \"qa\"\n[data]\ninput = {:?}\n[task]\nkind = \"annotate\"\n", qa.display().to_string()),
+    );
+    env.run(&["data", "--config", config.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("qa records have no gold mentions; an `annotate` task reads annotated documents");
+    let lone = env.write("lone.toml", "name = \"x\"\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.PubTator.txt\"\n");
+    env.run(&["data", "--config", lone.to_str().expect("utf-8")])
+        .expect_code(1)
+        .stderr_has("data.dev_input")
+        .stderr_has("belongs to data.split = \"files\"");
+}
