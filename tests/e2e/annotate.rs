@@ -91,10 +91,8 @@ fn tasks_and_layouts_that_do_not_fit_annotated_documents_are_refused() {
         .expect_code(1)
         .stderr_has("train.pubtator: line 1: annotated documents are scored against their gold mentions (task.kind = \"annotate\")");
     let qa = env.write("qa.jsonl", crate::harness::jsonl(&[("q1", "Does lithium help?")]));
-    let config = env.write(
-        "qa.toml",
-        format!("name = \"qa\"\n[data]\ninput = {:?}\n[task]\nkind = \"annotate\"\n", qa.display().to_string()),
-    );
+    let config =
+        env.write("qa.toml", format!("name = \"qa\"\n[data]\ninput = {:?}\n[task]\nkind = \"annotate\"\n", qa.display().to_string()));
     env.run(&["data", "--config", config.to_str().expect("utf-8")])
         .expect_code(1)
         .stderr_has("qa records have no gold mentions; an `annotate` task reads annotated documents");

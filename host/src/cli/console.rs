@@ -70,10 +70,11 @@ impl Progress for Console {
         self.clear();
         match result {
             StageResult::Vocab(r, dir, secs) => println!(
-                "vocabulary {}: {} concepts ({} synonyms), {} HPO terms, {} abbreviations ({} with several senses) in {secs:.1} s",
+                "vocabulary {}: {} concepts ({} synonyms), {} supplementary concepts, {} HPO terms, {} abbreviations ({} with several senses) in {secs:.1} s",
                 dir.display(),
                 r.concepts,
                 r.synonyms,
+                r.supplementary,
                 r.hpo_terms,
                 r.abbreviations,
                 r.ambiguous,

@@ -10,7 +10,7 @@ use medtune::vocab::BuildOptions;
 
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
-    /// Write a vocabulary folder: concepts.tsv, hpo.tsv, abbreviations.tsv, SOURCES.
+    /// Write a vocabulary folder: concepts.tsv, supplementary.tsv, hpo.tsv, abbreviations.tsv, SOURCES.
     Build {
         /// The folder to write.
         #[arg(long, default_value = "work/vocab")]

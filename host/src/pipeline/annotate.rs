@@ -54,7 +54,13 @@ pub fn evaluate(config: &Config, progress: &mut dyn Progress) -> Result<EvalScor
     }
     let started = std::time::Instant::now();
     let links = link_gold(config, &records)?;
-    let (units, misses) = units(&records, &links);
+    let groups = concept_groups(config)?;
+    let kinds: BTreeSet<&str> = records.iter().flat_map(|r| r.gold.iter().map(|g| g.kind.as_str())).collect();
+    let type_of = |id: &str| -> Option<String> {
+        let g = groups.get(id)?.first()?;
+        Some(kinds.iter().find(|k| k.eq_ignore_ascii_case(g)).map_or_else(|| g.clone(), |k| (*k).to_owned()))
+    };
+    let (units, misses) = units(&records, &links, &type_of);
     let predictions: Vec<Prediction> = units.iter().map(|u| Prediction { id: u.id.clone(), label: u.predicted.clone() }).collect();
     let references: Vec<Reference> =
         units.iter().map(|u| Reference { id: u.id.clone(), label: u.gold.clone(), tags: u.tags.clone() }).collect();
@@ -142,6 +148,30 @@ fn linked_ids(mentions: &[Sourced<Mention>]) -> Vec<String> {
     ids.into_iter().collect()
 }
 
+/// The semantic groups of the vocabulary's concepts (the last column of `concepts.tsv` and
+/// `supplementary.tsv` in `vocab.dir`, as `medtune vocab build` writes them): a concept found
+/// that the gold lacks is charged to the entity type its group names (`disease` to `Disease`).
+fn concept_groups(config: &Config) -> Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut out = std::collections::HashMap::new();
+    let Some(dir) = config.vocab.as_ref().map(|v| config.resolve(&v.dir)) else { return Ok(out) };
+    for name in ["concepts.tsv", "supplementary.tsv"] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).context(|| format!("reading {}", path.display()))?;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut cols = line.split('\t');
+            let (Some(id), Some(groups)) = (cols.next(), cols.nth(2)) else { continue };
+            let groups: Vec<String> = groups.split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect();
+            if !groups.is_empty() {
+                out.insert(id.to_owned(), groups);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One unit a metric scores.
 struct Unit {
     id: String,
@@ -155,7 +185,7 @@ fn presence(on: bool) -> String {
 }
 
 /// The units of every measure, and the misses.
-fn units(records: &[Record], links: &[Vec<Vec<String>>]) -> (Vec<Unit>, Vec<Miss>) {
+fn units(records: &[Record], links: &[Vec<Vec<String>>], type_of: &dyn Fn(&str) -> Option<String>) -> (Vec<Unit>, Vec<Miss>) {
     let (mut units, mut misses) = (Vec::new(), Vec::new());
     for (r, linked) in records.iter().zip(links) {
         // gold-span linking
@@ -190,7 +220,7 @@ fn units(records: &[Record], links: &[Vec<Vec<String>>]) -> (Vec<Unit>, Vec<Miss
         for id in gold_docs.keys().chain(found.keys().filter(|k| !gold_docs.contains_key(*k))) {
             let (gold, predicted) = (gold_docs.get(id), found.get(id));
             let mut tags = vec!["document".to_owned()];
-            tags.extend(gold.map(|(kind, _)| format!("type:{kind}")));
+            tags.extend(gold.map(|(kind, _)| (*kind).to_owned()).or_else(|| type_of(id)).map(|k| format!("type:{k}")));
             tags.push(format!("concept:{id}"));
             match (gold, predicted) {
                 (Some((_, g)), None) => misses.push(miss("missed", r, g, g.span, Vec::new())),
@@ -237,7 +267,10 @@ fn units(records: &[Record], links: &[Vec<Vec<String>>]) -> (Vec<Unit>, Vec<Miss
                     id: format!("{measure}:{}:found{}", r.id, j + 1),
                     gold: presence(false),
                     predicted: presence(true),
-                    tags: vec![measure.to_owned(), format!("concept:{}", m.concept.id)],
+                    tags: [measure.to_owned(), format!("concept:{}", m.concept.id)]
+                        .into_iter()
+                        .chain(type_of(&m.concept.id).map(|k| format!("type:{k}")))
+                        .collect(),
                 });
             }
         }
@@ -329,13 +362,16 @@ mod tests {
         ];
         r.mentions = vec![mention(0, 7, "D001241"), mention(14, 21, "D001249"), mention(26, 28, "D009203")];
         let links = vec![vec![vec!["D001241".to_owned()], vec![], vec![]]];
-        let (units, misses) = units(&[r], &links);
+        let type_of = |id: &str| (id == "D009203").then(|| "Disease".to_owned());
+        let (units, misses) = units(&[r], &links, &type_of);
         let get = |id: &str| units.iter().find(|u| u.id == id).map(|u| (u.gold.as_str(), u.predicted.as_str()));
         assert_eq!(get("link:7:1"), Some(("D001241", "D001241")));
         assert_eq!(get("link:7:2"), Some(("D001249", "")));
         assert_eq!(get("link:7:3"), None, "no gold id, no link unit");
         assert_eq!(get("document:7:D001249"), Some(("present", "present")));
         assert_eq!(get("document:7:D009203"), Some(("absent", "present")));
+        let tags = |id: &str| units.iter().find(|u| u.id == id).map(|u| u.tags.join(" ")).unwrap_or_default();
+        assert_eq!(tags("document:7:D009203"), "document type:Disease concept:D009203", "typed by its group");
         assert_eq!(get("mention-exact:7:2"), Some(("present", "absent")), "the span differs by one character");
         assert_eq!(get("mention-overlap:7:2"), Some(("present", "present")));
         assert_eq!(get("mention-exact:7:found3"), None, "MI has no gold id: not charged");

@@ -25,7 +25,7 @@ pub fn parse(csv: &str) -> Result<Vec<Concept>, (usize, String)> {
         if let Some(u) = uninvert(&name) {
             synonyms.push(u);
         }
-        out.push(Concept { id: id.to_owned(), name, synonyms });
+        out.push(Concept { id: id.to_owned(), name, synonyms, groups: Vec::new() });
     }
     Ok(out)
 }
@@ -38,10 +38,12 @@ fn unquote(s: &str) -> String {
     }
 }
 
-/// "Intubation, Intratracheal" -> "Intratracheal Intubation" (one comma, no digits).
+/// "Intubation, Intratracheal" -> "Intratracheal Intubation" (one comma; digits only in a
+/// type: "Diabetes Mellitus, Type 2" -> "Type 2 Diabetes Mellitus", not "Aged, 80 and over").
 pub fn uninvert(name: &str) -> Option<String> {
     let (head, tail) = name.split_once(", ")?;
-    if tail.contains(", ") || name.chars().any(|c| c.is_ascii_digit()) {
+    let typed = tail.strip_prefix("Type ").is_some_and(|t| !t.is_empty() && !t.contains(' '));
+    if tail.contains(", ") || (!typed && name.chars().any(|c| c.is_ascii_digit())) {
         return None;
     }
     Some(format!("{tail} {head}"))
@@ -63,5 +65,7 @@ mod tests {
         assert_eq!(c[0].name, "Intubation, Intratracheal");
         assert_eq!(c[0].synonyms, vec!["Intratracheal Intubation"]);
         assert!(c[1].synonyms.is_empty());
+        assert_eq!(uninvert("Diabetes Mellitus, Type 2").as_deref(), Some("Type 2 Diabetes Mellitus"));
+        assert_eq!(uninvert("Aged, 80 and over"), None);
     }
 }

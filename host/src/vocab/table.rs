@@ -1,5 +1,6 @@
-//! The vocabulary folder's files: `concepts.tsv` (`id<TAB>name<TAB>synonym|...`) and
-//! `abbreviations.tsv` (`abbreviation<TAB>sense|sense...`), the formats the default plugins read.
+//! The vocabulary folder's files: `concepts.tsv` and `supplementary.tsv`
+//! (`id<TAB>name<TAB>synonym|...<TAB>group|...`) and `abbreviations.tsv`
+//! (`abbreviation<TAB>sense|sense...`), the formats the default plugins read.
 
 /// One concept with its names.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,6 +11,8 @@ pub struct Concept {
     pub name: String,
     /// Other names.
     pub synonyms: Vec<String>,
+    /// Its semantic groups (`disease`, `chemical`, ...; empty when not known).
+    pub groups: Vec<String>,
 }
 
 fn clean(s: &str) -> String {
@@ -18,10 +21,11 @@ fn clean(s: &str) -> String {
 
 /// `concepts.tsv`.
 pub fn concepts_tsv(concepts: &[Concept], header: &str) -> String {
-    let mut out = format!("# {header}\n# id\tpreferred name\tsynonyms (|-separated)\n");
+    let mut out = format!("# {header}\n# id\tpreferred name\tsynonyms (|-separated)\tsemantic groups (|-separated)\n");
     for c in concepts {
         let syns: Vec<String> = c.synonyms.iter().map(|s| clean(s)).filter(|s| !s.is_empty()).collect();
-        out.push_str(&format!("{}\t{}\t{}\n", clean(&c.id), clean(&c.name), syns.join("|")));
+        let groups: Vec<String> = c.groups.iter().map(|s| clean(s)).filter(|s| !s.is_empty()).collect();
+        out.push_str(&format!("{}\t{}\t{}\t{}\n", clean(&c.id), clean(&c.name), syns.join("|"), groups.join("|")));
     }
     out
 }

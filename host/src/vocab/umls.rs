@@ -44,7 +44,7 @@ pub fn parse(rrf: &str) -> Result<Vec<Concept>, (usize, String)> {
                 None => return None,
             };
             syns.retain(|s| *s != name);
-            Some(Concept { id: cui, name, synonyms: syns })
+            Some(Concept { id: cui, name, synonyms: syns, groups: Vec::new() })
         })
         .collect())
 }

@@ -1,4 +1,5 @@
-//! The vocabulary table format: `id<TAB>preferred name<TAB>synonym|synonym...`.
+//! The vocabulary table format: `id<TAB>preferred name<TAB>synonym|synonym...<TAB>group|group...`
+//! (the last two columns optional).
 
 use std::fmt;
 
@@ -11,6 +12,8 @@ pub struct ConceptRow {
     pub preferred: String,
     /// Other names.
     pub synonyms: Vec<String>,
+    /// Semantic groups (`disease`, `chemical`, ...), empty when the table gives none.
+    pub groups: Vec<String>,
 }
 
 /// A line of a vocabulary table that cannot be read.
@@ -42,8 +45,11 @@ pub fn parse_concepts(text: &str) -> Result<Vec<ConceptRow>, VocabError> {
         if id.is_empty() || preferred.is_empty() {
             return Err(VocabError { line: n + 1, message: "expected `id<TAB>preferred name[<TAB>synonyms]`".into() });
         }
-        let synonyms = cols.next().unwrap_or("").split('|').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-        rows.push(ConceptRow { id: id.to_owned(), preferred: preferred.to_owned(), synonyms });
+        let mut list = || -> Vec<String> {
+            cols.next().unwrap_or("").split('|').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        let (synonyms, groups) = (list(), list());
+        rows.push(ConceptRow { id: id.to_owned(), preferred: preferred.to_owned(), synonyms, groups });
     }
     Ok(rows)
 }

@@ -1,8 +1,11 @@
 //! The default terminology normalizer: finds vocabulary concepts (MeSH by default) in text,
 //! field by field (a concept's name never runs from a question into its context).
 //!
-//! Settings: `vocab` (the table inside the read-only folder the host grants; default
-//! `/vocab/concepts.tsv`), `fuzzy_min_len` (default 8), `min_score` (default 0).
+//! Settings: `vocab` (the tables inside the read-only folder the host grants, comma-separated;
+//! default `/vocab/concepts.tsv`; add `/vocab/supplementary.tsv` for MeSH's supplementary
+//! concepts), `types` (only concepts of these semantic groups, comma-separated, e.g.
+//! `disease,chemical`; default: every concept), `fuzzy_min_len` (default 8), `min_score`
+//! (default 0).
 
 use medtext::{parse_concepts, Matcher, Options};
 use medtune_plugin_sdk::{
@@ -16,17 +19,38 @@ struct TerminologyNormalizer {
 
 impl Normalizer for TerminologyNormalizer {
     fn new(settings: &Settings) -> Result<Self, PluginError> {
-        let path = settings.get("vocab").unwrap_or("/vocab/concepts.tsv").to_owned();
+        let paths = settings.get("vocab").unwrap_or("/vocab/concepts.tsv").to_owned();
         let defaults = Options::default();
         let options = Options {
             fuzzy_min_len: settings.parse_or("fuzzy_min_len", defaults.fuzzy_min_len)?,
             ..defaults
         };
         let min_score = settings.parse_or("min_score", 0.0f32)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            PluginError::MissingResource(format!("cannot read vocabulary {path}: {e} (is its folder granted?)"))
-        })?;
-        let rows = parse_concepts(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?;
+        let types: Vec<String> = settings
+            .get("types")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut rows = Vec::new();
+        for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                PluginError::MissingResource(format!("cannot read vocabulary {path}: {e} (is its folder granted?)"))
+            })?;
+            let mut table = parse_concepts(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?;
+            if !types.is_empty() {
+                if !table.is_empty() && table.iter().all(|r| r.groups.is_empty()) {
+                    return Err(PluginError::Config(format!(
+                        "types = {:?}: the vocabulary {path} gives no semantic groups (build it again with `medtune vocab build`)",
+                        types.join(",")
+                    )));
+                }
+                table.retain(|r| r.groups.iter().any(|g| types.contains(g)));
+            }
+            rows.append(&mut table);
+        }
         Ok(Self { matcher: Matcher::new(&rows, options), min_score })
     }
 
@@ -67,7 +91,8 @@ impl Normalizer for TerminologyNormalizer {
 register_normalizer!(TerminologyNormalizer,
     grants: ["/vocab"],
     settings: {
-        vocab: string = "/vocab/concepts.tsv", "the concept table (id, preferred name, synonyms)";
+        vocab: string = "/vocab/concepts.tsv", "the concept tables (id, preferred name, synonyms, groups), comma-separated";
+        types: string = "", "only concepts of these semantic groups, comma-separated (default: all)";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
     });
