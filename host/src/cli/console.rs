@@ -69,16 +69,9 @@ impl Progress for Console {
     fn finished(&mut self, result: StageResult<'_>) {
         self.clear();
         match result {
-            StageResult::Vocab(r, dir, secs) => println!(
-                "vocabulary {}: {} concepts ({} synonyms), {} supplementary concepts, {} HPO terms, {} abbreviations ({} with several senses) in {secs:.1} s",
-                dir.display(),
-                r.concepts,
-                r.synonyms,
-                r.supplementary,
-                r.hpo_terms,
-                r.abbreviations,
-                r.ambiguous,
-            ),
+            StageResult::Vocab(r, dir, secs) => {
+                print_vocab(r, dir, secs);
+            }
             StageResult::Data(report, secs) => {
                 print_data(report, secs);
                 if self.in_run && report.has_errors() {
@@ -88,6 +81,29 @@ impl Progress for Console {
             StageResult::Train(trained) => print_trained(trained),
             StageResult::Eval(scores) => print_scores(scores),
             StageResult::Export(e) => print_export(e),
+        }
+    }
+}
+
+/// The vocabulary built, and what a training corpus taught it.
+fn print_vocab(r: &medtune::vocab::VocabReport, dir: &std::path::Path, secs: f64) {
+    println!(
+        "vocabulary {}: {} concepts ({} synonyms), {} supplementary concepts, {} HPO terms, {} abbreviations ({} with several senses) in {secs:.1} s",
+        dir.display(),
+        r.concepts,
+        r.synonyms,
+        r.supplementary,
+        r.hpo_terms,
+        r.abbreviations,
+        r.ambiguous,
+    );
+    if let Some(c) = &r.corpus {
+        println!(
+            "  from {} annotated documents ({} gold mentions): {} names of {} concepts (corpus.tsv), {} stop forms (stop.tsv)",
+            c.documents, c.mentions, c.names, c.concepts, c.stop
+        );
+        for e in &c.errors {
+            eprintln!("error: {e}");
         }
     }
 }

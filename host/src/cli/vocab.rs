@@ -10,7 +10,8 @@ use medtune::vocab::BuildOptions;
 
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
-    /// Write a vocabulary folder: concepts.tsv, supplementary.tsv, hpo.tsv, abbreviations.tsv, SOURCES.
+    /// Write a vocabulary folder: concepts.tsv, supplementary.tsv, hpo.tsv, abbreviations.tsv,
+    /// SOURCES (and corpus.tsv, stop.tsv with --from-corpus).
     Build {
         /// The folder to write.
         #[arg(long, default_value = "work/vocab")]
@@ -24,12 +25,16 @@ pub enum VocabCommand {
         /// Build the concepts from a licensed UMLS MRCONSO.RRF instead of MeSH + HPO.
         #[arg(long)]
         umls: Option<PathBuf>,
+        /// An annotated training corpus (PubTator, BioC XML, JSON) to learn names (corpus.tsv)
+        /// and the forms its annotators never mark (stop.tsv) from; may be given more than once.
+        #[arg(long)]
+        from_corpus: Vec<PathBuf>,
     },
 }
 
 pub fn run(cmd: VocabCommand) -> anyhow::Result<ExitCode> {
-    let VocabCommand::Build { out, wheels, offline, umls } = cmd;
+    let VocabCommand::Build { out, wheels, offline, umls, from_corpus } = cmd;
     let wheels = wheels.unwrap_or_else(|| medtune::wheel::cache_dir("work/cache/wheels".into()));
-    medtune::pipeline::build_vocab(&BuildOptions { out, wheels, download: !offline, umls }, &mut Console::default())?;
+    medtune::pipeline::build_vocab(&BuildOptions { out, wheels, download: !offline, umls, from_corpus }, &mut Console::default())?;
     Ok(ExitCode::SUCCESS)
 }

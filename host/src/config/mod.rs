@@ -83,6 +83,9 @@ pub struct VocabConfig {
     pub wheels: Option<PathBuf>,
     /// A licensed UMLS `MRCONSO.RRF` to build the concepts from instead of MeSH + HPO.
     pub umls: Option<PathBuf>,
+    /// Annotated training corpora the folder's `corpus.tsv` and `stop.tsv` are learned from.
+    #[serde(default)]
+    pub from_corpus: Vec<PathBuf>,
 }
 
 /// What the data stage reads and how it runs the chain.
@@ -502,6 +505,7 @@ impl Config {
             wheels,
             download: true,
             umls: v.umls.as_ref().map(|u| self.resolve(u)),
+            from_corpus: v.from_corpus.iter().map(|p| self.resolve(p)).collect(),
         })
     }
 

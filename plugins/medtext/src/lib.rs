@@ -5,12 +5,14 @@
 pub mod abbrev;
 pub mod fields;
 mod fuzzy;
+mod local;
 mod matcher;
 mod table;
 mod token;
 mod vocab;
 mod word;
 
+pub use local::link_defined_abbreviations;
 pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
-pub use token::{Token, Tokens, normalize_token, normalize_token_into, tokens};
+pub use token::{Token, Tokens, is_caps_acronym_s, normalize_name, normalize_token, normalize_token_into, normalize_word, tokens};
 pub use vocab::{ConceptRow, VocabError, parse_concepts};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
 use crate::table::WordTable;
-use crate::token::{Token, ascii_lowercase_into, normalize_lowercase, normalize_token, normalize_token_into, tokens};
+use crate::token::{Token, ascii_lowercase_into, is_caps_acronym_s, normalize_lowercase, normalize_token_into, normalize_word, tokens};
 use crate::vocab::ConceptRow;
 use crate::word::{load, load_short};
 
@@ -129,7 +129,7 @@ impl Matcher {
     }
 
     fn insert(&mut self, name: &str, concept: u32) {
-        let toks: Vec<String> = tokens(name).map(|t| normalize_token(&name[t.start..t.end])).collect();
+        let toks: Vec<String> = tokens(name).map(|t| normalize_word(&name[t.start..t.end])).collect();
         if toks.is_empty() || (toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len) {
             return;
         }
@@ -175,7 +175,12 @@ impl Matcher {
         words.clear();
         for t in tokens(text) {
             let word = if t.end - t.start == (t.char_end - t.char_start) as usize {
-                normalize_lowercase(&lower[t.start..t.end], buf)
+                // an acronym ending in S keeps it (only the last byte is looked at for most words)
+                if text.as_bytes()[t.end - 1] == b'S' && is_caps_acronym_s(&text[t.start..t.end]) {
+                    &lower[t.start..t.end]
+                } else {
+                    normalize_lowercase(&lower[t.start..t.end], buf)
+                }
             } else {
                 normalize_token_into(&text[t.start..t.end], buf);
                 buf.as_str()
@@ -341,6 +346,15 @@ mod tests {
             h.write(&text[..n]);
             assert_eq!(h.finish(), reference(&text[..n]), "{n} bytes");
         }
+    }
+
+    /// An acronym's final S is not a plural: "ANDS" is no "and", "DIDS" no "did".
+    #[test]
+    fn an_acronym_ending_in_s_keeps_it() {
+        let m = matcher("C1\tnaphthalene disulfonate\tANDS\nD1\tCoronary Artery Bypass\tCABG\n");
+        let text = "ANDS and ands, CABGs";
+        let found: Vec<&str> = m.find(text).iter().map(|x| &text[x.start..x.end]).collect();
+        assert_eq!(found, ["ANDS", "CABGs"]);
     }
 
     #[test]

@@ -105,6 +105,33 @@ pub fn normalize_token(word: &str) -> String {
     w
 }
 
+/// Whether a word is an acronym ending in `S` (`ANDS`, `DIDS`): all capitals and digits, at
+/// least three. Its `S` is no plural (`ANDS` is not the word "and"), so it is only lowercased.
+#[inline(always)]
+pub fn is_caps_acronym_s(word: &str) -> bool {
+    let b = word.as_bytes();
+    b.len() >= 3 && b[b.len() - 1] == b'S' && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// A word as the matcher compares it: [`normalize_token`], but an acronym ending in `S`
+/// ([`is_caps_acronym_s`]) only lowercased.
+pub fn normalize_word(word: &str) -> String {
+    if is_caps_acronym_s(word) { word.to_ascii_lowercase() } else { normalize_token(word) }
+}
+
+/// A name or a stretch of text as the matcher compares it: its words, each normalized
+/// ([`normalize_word`]), joined by one space ("Heart-Attacks" -> "heart attack").
+pub fn normalize_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for t in tokens(text) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&normalize_word(&text[t.start..t.end]));
+    }
+    out
+}
+
 /// [`normalize_token`] into a reused buffer (the matcher's hot path allocates nothing).
 #[inline(always)]
 pub fn normalize_token_into(word: &str, w: &mut String) {

@@ -4,10 +4,15 @@
 //! Settings: `vocab` (the tables inside the read-only folder the host grants, comma-separated;
 //! default `/vocab/concepts.tsv`; add `/vocab/supplementary.tsv` for MeSH's supplementary
 //! concepts), `types` (only concepts of these semantic groups, comma-separated, e.g.
-//! `disease,chemical`; default: every concept), `fuzzy_min_len` (default 8), `min_score`
-//! (default 0).
+//! `disease,chemical`; default: every concept), `stop` (a table of text forms never taken for
+//! a concept, one per line, as `medtune vocab build --from-corpus` writes `/vocab/stop.tsv`;
+//! default none), `abbreviations` (an abbreviation the document defines, "indomethacin (IDM)",
+//! is a mention of its long form's concept wherever it is written; default true),
+//! `fuzzy_min_len` (default 8), `min_score` (default 0).
 
-use medtext::{parse_concepts, Matcher, Options};
+use std::collections::HashSet;
+
+use medtext::{link_defined_abbreviations, normalize_name, parse_concepts, Match, Matcher, Options};
 use medtune_plugin_sdk::{
     register_normalizer, CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
 };
@@ -15,6 +20,10 @@ use medtune_plugin_sdk::{
 struct TerminologyNormalizer {
     matcher: Matcher,
     min_score: f32,
+    /// Normalized text forms never taken for a concept.
+    stop: HashSet<String>,
+    /// Whether abbreviations the document defines are linked as their long forms.
+    abbreviations: bool,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -51,7 +60,20 @@ impl Normalizer for TerminologyNormalizer {
             }
             rows.append(&mut table);
         }
-        Ok(Self { matcher: Matcher::new(&rows, options), min_score })
+        let mut stop = HashSet::new();
+        if let Some(path) = settings.get("stop").filter(|p| !p.trim().is_empty()) {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PluginError::MissingResource(format!("cannot read the stop table {path}: {e} (is its folder granted?)")))?;
+            stop.extend(
+                text.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split('\t').next())
+                    .map(normalize_name)
+                    .filter(|f| !f.is_empty()),
+            );
+        }
+        let abbreviations = settings.parse_or("abbreviations", true)?;
+        Ok(Self { matcher: Matcher::new(&rows, options), min_score, stop, abbreviations })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -65,16 +87,25 @@ impl Normalizer for TerminologyNormalizer {
             true => (None, vec![Span { start: 0, end: 0 }]),
             false => (Some(CharOffsets::new(&doc.text)), doc.fields.iter().map(|f| f.span).collect()),
         };
-        let mut mentions = Vec::new();
-        for field in fields {
-            let text = match &offsets {
-                Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
-                None => doc.text.as_str(),
-            };
-            let found = self.matcher.find(text);
-            // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
-            mentions.reserve(found.len());
-            mentions.extend(found.into_iter().filter(|m| m.score >= self.min_score).map(|m| {
+        let stopped = |text: &str, m: &Match| !self.stop.is_empty() && self.stop.contains(&normalize_name(&text[m.start..m.end]));
+        let mut found: Vec<(&str, Vec<Match>)> = fields
+            .iter()
+            .map(|field| {
+                let text = match &offsets {
+                    Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
+                    None => doc.text.as_str(),
+                };
+                let matches = self.matcher.find(text);
+                (text, matches.into_iter().filter(|m| m.score >= self.min_score && !stopped(text, m)).collect())
+            })
+            .collect();
+        if self.abbreviations {
+            link_defined_abbreviations(&mut found);
+        }
+        // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
+        let mut mentions = Vec::with_capacity(found.iter().map(|(_, m)| m.len()).sum());
+        for (field, (_, matches)) in fields.iter().zip(found) {
+            mentions.extend(matches.into_iter().map(|m| {
                 let (id, name) = self.matcher.concept(m.concept);
                 MentionRef {
                     span: Span { start: field.start + m.char_start, end: field.start + m.char_end },
@@ -93,6 +124,8 @@ register_normalizer!(TerminologyNormalizer,
     settings: {
         vocab: string = "/vocab/concepts.tsv", "the concept tables (id, preferred name, synonyms, groups), comma-separated";
         types: string = "", "only concepts of these semantic groups, comma-separated (default: all)";
+        stop: string = "", "a table of text forms never taken for a concept (default: none)";
+        abbreviations: boolean = "true", "link abbreviations the document defines as their long forms";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
     });

@@ -1,0 +1,158 @@
+//! What an annotated training corpus teaches the vocabulary (as DNorm learns its lexicon from
+//! its training set): `corpus.tsv`, each gold mention's text as a name of the concept it is
+//! most often linked to, and `stop.tsv`, the text forms the vocabulary's names match in the
+//! corpus but its annotators (almost) never marked, which the normalizer then leaves alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use medtext::{ConceptRow, Matcher, Options, normalize_name};
+
+use super::table::Concept;
+use crate::data::{InputSpec, Layout, Record};
+
+/// A form is stopped when the vocabulary matched it at least this often in the corpus...
+pub const STOP_MIN_HITS: usize = 2;
+/// ...and the annotators marked at most this share of those matches.
+pub const STOP_MAX_MARKED: f64 = 0.1;
+
+/// What was learned.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// The names the corpus gives its concepts, one row each (`corpus.tsv`).
+    pub concepts: Vec<Concept>,
+    /// Stopped forms with (times matched, times marked), sorted (`stop.tsv`).
+    pub stop: Vec<(String, usize, usize)>,
+    /// Documents read.
+    pub documents: usize,
+    /// Gold mentions read.
+    pub mentions: usize,
+    /// Records of the corpus that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Reads the annotated corpora `paths` (PubTator, BioC XML, JSON) and learns from their gold
+/// mentions; `tables` are the vocabulary's concept rows the stop forms are found with (only
+/// concepts of the corpus's entity types, by group name, are matched).
+pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow]) -> Learned {
+    let mut learned = Learned::default();
+    let mut spec = InputSpec::detected();
+    spec.layout = Some(Layout::Annotated);
+    spec.task = crate::config::TaskKind::Annotate;
+    let mut records: Vec<Record> = Vec::new();
+    for path in paths {
+        let input = crate::data::read(path.as_ref(), &spec);
+        learned.errors.extend(input.errors.iter().map(ToString::to_string));
+        records.extend(input.records);
+    }
+    learned.documents = records.len();
+    // form -> id -> (times, a written form); id -> type -> times
+    let mut forms: BTreeMap<String, BTreeMap<String, (usize, String)>> = BTreeMap::new();
+    let mut types: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
+    for g in records.iter().flat_map(|r| &r.gold) {
+        learned.mentions += 1;
+        // a composite mention names several concepts at once: no name of any one of them
+        let [id] = g.ids.as_slice() else { continue };
+        let form = normalize_name(&g.text);
+        if form.is_empty() {
+            continue;
+        }
+        let e = forms.entry(form).or_default().entry(id.clone()).or_insert((0, g.text.clone()));
+        e.0 += 1;
+        *types.entry(id.clone()).or_default().entry(g.kind.to_lowercase()).or_default() += 1;
+    }
+    // each form goes to the concept it is most often linked to (ties: the smaller id)
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ids in forms.values() {
+        if let Some((id, (_, written))) = ids.iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0))) {
+            names.entry(id.clone()).or_default().push(written.clone());
+        }
+    }
+    // one row per name, each its row's preferred name: the matcher takes preferred names
+    // before synonyms, so a name the corpus links wins over the same words in a later table
+    learned.concepts = names
+        .into_iter()
+        .flat_map(|(id, written)| {
+            let group: Vec<String> =
+                types.get(&id).and_then(|t| t.iter().max_by_key(|(_, n)| **n)).map(|(g, _)| g.clone()).into_iter().collect();
+            written.into_iter().map(move |name| Concept { id: id.clone(), name, synonyms: Vec::new(), groups: group.clone() })
+        })
+        .collect();
+    learned.stop = stop_forms(&records, tables, &learned.concepts);
+    learned
+}
+
+/// The forms matched at least [`STOP_MIN_HITS`] times and marked at most
+/// [`STOP_MAX_MARKED`] of them: a match counts as marked when a gold mention overlaps it.
+fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) -> Vec<(String, usize, usize)> {
+    let kinds: std::collections::BTreeSet<String> = records.iter().flat_map(|r| r.gold.iter().map(|g| g.kind.to_lowercase())).collect();
+    let corpus_rows = learned.iter().map(|c| ConceptRow {
+        id: c.id.clone(),
+        preferred: c.name.clone(),
+        synonyms: c.synonyms.clone(),
+        groups: c.groups.clone(),
+    });
+    let rows: Vec<ConceptRow> = corpus_rows.chain(tables.iter().filter(|r| r.groups.iter().any(|g| kinds.contains(g))).cloned()).collect();
+    let matcher = Matcher::new(&rows, Options::default());
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for r in records {
+        for f in &r.fields {
+            let text = crate::data::slice(&r.text, f.span);
+            for m in matcher.find(&text) {
+                let (a, b) = (f.span.start + m.char_start, f.span.start + m.char_end);
+                let marked = r.gold.iter().any(|g| g.span.start < b && a < g.span.end);
+                let e = counts.entry(normalize_name(&text[m.start..m.end])).or_default();
+                e.0 += 1;
+                e.1 += usize::from(marked);
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (hits, marked))| *hits >= STOP_MIN_HITS && (*marked as f64) <= STOP_MAX_MARKED * *hits as f64)
+        .map(|(form, (hits, marked))| (form, hits, marked))
+        .collect()
+}
+
+/// `stop.tsv`.
+pub fn stop_tsv(stop: &[(String, usize, usize)], header: &str) -> String {
+    let mut out = format!("# {header}\n# form (normalized)\ttimes matched\ttimes marked by the annotators\n");
+    for (form, hits, marked) in stop {
+        out.push_str(&format!("{form}\t{hits}\t{marked}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each form goes to its most frequent id; a form the vocabulary matches but the
+    /// annotators never marked is stopped; a composite mention teaches no name.
+    #[test]
+    fn gold_mentions_become_names_and_unmarked_matches_stop_forms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.pubtator");
+        std::fs::write(
+            &path,
+            "1|t|Drug toxicity.\n1|a|The drug caused toxicity and breast and ovarian cancer.\n\
+             1\t5\t13\ttoxicity\tDisease\tD064420\n1\t31\t39\ttoxicity\tDisease\tD064420\n\
+             1\t44\t69\tbreast and ovarian cancer\tDisease\tD001943|D010051\n\n\
+             2|t|Toxicity of drugs.\n2\t0\t8\tToxicity\tDisease\tD000001\n",
+        )
+        .expect("write");
+        let tables =
+            medtext::parse_concepts("D004364\tPharmaceutical Preparations\tDrug|Drugs\tchemical\nD002\tNeoplasms\tCancer\tdisease\n")
+                .expect("tables");
+        let learned = learn(&[&path], &tables);
+        assert_eq!((learned.documents, learned.mentions), (2, 4));
+        assert_eq!(learned.concepts.len(), 1);
+        assert_eq!((learned.concepts[0].id.as_str(), learned.concepts[0].name.as_str()), ("D064420", "toxicity"));
+        assert_eq!(learned.concepts[0].groups, ["disease"]);
+        // "drug" is a chemical name, and Chemical is no type of this corpus: not matched at all
+        assert!(learned.stop.iter().all(|(f, _, _)| f != "drug"), "{:?}", learned.stop);
+        let tables = medtext::parse_concepts("D004364\tPharmaceutical Preparations\tDrug|Drugs\tdisease\n").expect("tables");
+        let learned = learn(&[&path], &tables);
+        assert_eq!(learned.stop, [("drug".to_owned(), 3, 0)]);
+    }
+}

@@ -1,0 +1,81 @@
+//! Abbreviations a document defines, linked as their long forms are: after "indomethacin
+//! (IDM)", every `IDM` of the document (the one in parentheses too) is a mention of the
+//! concept the matcher found for "indomethacin". A local definition outranks whatever the
+//! dictionary made of the same characters.
+
+use crate::abbrev::definitions;
+use crate::matcher::Match;
+
+/// Adds to each field's matches (`fields`: the field's text and its matches, in order) a
+/// match for every whole-word occurrence of an abbreviation the document defines, with the
+/// concept and score of the match that ends its long form; matches that overlap one are
+/// dropped. Each field's matches stay sorted by position.
+pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
+    // (short form, concept, score), the first definition of a short form winning
+    let mut defined: Vec<(String, u32, f32)> = Vec::new();
+    for (text, found) in fields.iter() {
+        for d in definitions(text) {
+            let long_end = d.long_start + d.long.len();
+            let Some(m) = found.iter().find(|m| m.end == long_end && m.start >= d.long_start) else { continue };
+            if !defined.iter().any(|(s, _, _)| *s == d.short) {
+                defined.push((d.short, m.concept, m.score));
+            }
+        }
+    }
+    if defined.is_empty() {
+        return;
+    }
+    for (text, found) in fields.iter_mut() {
+        for (short, concept, score) in &defined {
+            for (start, end) in whole_words(text, short) {
+                found.retain(|m| m.end <= start || end <= m.start);
+                let char_start = char_offset(text, start);
+                let char_end = char_start + text[start..end].chars().count() as u32;
+                found.push(Match { start, end, char_start, char_end, concept: *concept, score: *score });
+            }
+        }
+        found.sort_by_key(|m| m.start);
+    }
+}
+
+/// The byte ranges of `word` in `text` with no letter or digit right before or after.
+fn whole_words(text: &str, word: &str) -> Vec<(usize, usize)> {
+    let alnum_before = |i: usize| text[..i].chars().next_back().is_some_and(char::is_alphanumeric);
+    let alnum_after = |i: usize| text[i..].chars().next().is_some_and(char::is_alphanumeric);
+    text.match_indices(word).map(|(i, w)| (i, i + w.len())).filter(|&(a, b)| !alnum_before(a) && !alnum_after(b)).collect()
+}
+
+fn char_offset(text: &str, byte: usize) -> u32 {
+    if text.is_ascii() { byte as u32 } else { text[..byte].chars().count() as u32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Matcher, Options, parse_concepts};
+
+    #[test]
+    fn a_defined_abbreviation_is_its_long_forms_concept_everywhere() {
+        let m = Matcher::new(
+            &parse_concepts("D007213\tIndomethacin\t\nD001\tIdm Syndrome\tIDM\nD004298\tDopamine\t\n").expect("vocab"),
+            Options::default(),
+        );
+        let title = "IDM and dopamine (DA) in rats.";
+        let body = "Rats given indomethacin (IDM) and DA; IDM-treated rats, not IDMS.";
+        let mut fields: Vec<(&str, Vec<Match>)> = [title, body].into_iter().map(|t| (t, m.find(t))).collect();
+        link_defined_abbreviations(&mut fields);
+        let named = |(text, found): &(&str, Vec<Match>)| -> Vec<(String, String)> {
+            found.iter().map(|x| (text[x.start..x.end].to_owned(), m.concept(x.concept).0.to_owned())).collect()
+        };
+        assert_eq!(
+            named(&fields[0]),
+            [("IDM", "D007213"), ("dopamine", "D004298"), ("DA", "D004298")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        assert_eq!(
+            named(&fields[1]),
+            [("indomethacin", "D007213"), ("IDM", "D007213"), ("DA", "D004298"), ("IDM", "D007213")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        assert_eq!((fields[1].1[1].char_start, fields[1].1[1].char_end), (25, 28));
+    }
+}
