@@ -93,6 +93,10 @@ pub fn data_fingerprint(config: &Config) -> String {
         format!("{:?}", config.vocab),
     ];
     parts.extend(config.inputs().iter().map(|(path, _)| identity(path)));
+    // the vocabulary's files: a folder built again with other contents reruns the stage
+    if let Some(v) = &config.vocab {
+        parts.push(identity(&config.resolve(&v.dir)));
+    }
     if let Some(t) = &config.data.test_ground_truth {
         parts.push(identity(&config.resolve(t)));
     }

@@ -195,6 +195,10 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
     };
 
     let t = Instant::now();
+    // the vocabulary first: its files are part of the data stage's fingerprint
+    if let Some(opts) = config.vocab_options() {
+        ensure_vocab(&opts, progress)?;
+    }
     let data_fp = data_fingerprint(config);
     let own_data = crate::artifacts::DataManifest::of(config).is_ok_and(|m| m.is_some());
     if stages.done_with(Stage::Data, &data_fp) && own_data && config.work_dir().join("data/processed/train.jsonl").is_file() {

@@ -1,7 +1,8 @@
 //! What an annotated training corpus teaches the vocabulary (as DNorm learns its lexicon from
 //! its training set): `corpus.tsv`, each gold mention's text as a name of the concept it is
-//! most often linked to, and `stop.tsv`, the text forms the vocabulary's names match in the
-//! corpus but its annotators (almost) never marked, which the normalizer then leaves alone.
+//! most often linked to, and `stop.tsv`, the text forms (and the concepts, as `id:` and the
+//! id) the vocabulary's names match in the corpus but its annotators (almost) never marked,
+//! which the normalizer then leaves alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,7 +15,7 @@ use crate::data::{InputSpec, Layout, Record};
 /// A form is stopped when the vocabulary matched it at least this often in the corpus...
 pub const STOP_MIN_HITS: usize = 2;
 /// ...and the annotators marked at most this share of those matches.
-pub const STOP_MAX_MARKED: f64 = 0.1;
+pub const STOP_MAX_MARKED: f64 = 0.25;
 
 /// What was learned.
 #[derive(Debug, Default)]
@@ -94,16 +95,19 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) ->
     });
     let rows: Vec<ConceptRow> = corpus_rows.chain(tables.iter().filter(|r| r.groups.iter().any(|g| kinds.contains(g))).cloned()).collect();
     let matcher = Matcher::new(&rows, Options::default());
+    // by form, and by concept (`id:` and its id: every form of a concept the annotators
+    // leave alone)
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in records {
         for f in &r.fields {
             let text = crate::data::slice(&r.text, f.span);
             for m in matcher.find(&text) {
                 let (a, b) = (f.span.start + m.char_start, f.span.start + m.char_end);
-                let marked = r.gold.iter().any(|g| g.span.start < b && a < g.span.end);
-                let e = counts.entry(normalize_name(&text[m.start..m.end])).or_default();
-                e.0 += 1;
-                e.1 += usize::from(marked);
+                let marked = usize::from(r.gold.iter().any(|g| g.span.start < b && a < g.span.end));
+                for key in [normalize_name(&text[m.start..m.end]), format!("id:{}", matcher.concept(m.concept).0)] {
+                    let e = counts.entry(key).or_default();
+                    (e.0, e.1) = (e.0 + 1, e.1 + marked);
+                }
             }
         }
     }
@@ -116,7 +120,7 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) ->
 
 /// `stop.tsv`.
 pub fn stop_tsv(stop: &[(String, usize, usize)], header: &str) -> String {
-    let mut out = format!("# {header}\n# form (normalized)\ttimes matched\ttimes marked by the annotators\n");
+    let mut out = format!("# {header}\n# form (normalized) or id:ID\ttimes matched\ttimes marked by the annotators\n");
     for (form, hits, marked) in stop {
         out.push_str(&format!("{form}\t{hits}\t{marked}\n"));
     }
@@ -153,6 +157,6 @@ mod tests {
         assert!(learned.stop.iter().all(|(f, _, _)| f != "drug"), "{:?}", learned.stop);
         let tables = medtext::parse_concepts("D004364\tPharmaceutical Preparations\tDrug|Drugs\tdisease\n").expect("tables");
         let learned = learn(&[&path], &tables);
-        assert_eq!(learned.stop, [("drug".to_owned(), 3, 0)]);
+        assert_eq!(learned.stop, [("drug".to_owned(), 3, 0), ("id:D004364".to_owned(), 3, 0)]);
     }
 }

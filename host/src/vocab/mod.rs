@@ -115,6 +115,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
             let records = table(&sources::MESH_SUPPLEMENTARY, ',')?;
             let groups = indra::groups(&descriptors, &records);
             add_entry_terms(&mut concepts, &descriptors, &groups);
+            add_adjectives(&mut concepts);
             let supplementary: Vec<Concept> = records
                 .into_iter()
                 .map(|r| {
@@ -233,6 +234,29 @@ fn add_entry_terms(concepts: &mut [Concept], descriptors: &[indra::Record], grou
     }
 }
 
+/// The adjective of a one-word disease name, as text says it ("ischemic" for Ischemia,
+/// "psychotic" for Psychoses' "Psychosis", "epileptic", "dyskinetic", "parkinsonian").
+fn adjective(name: &str) -> Option<String> {
+    if name.contains(|c: char| !c.is_alphabetic()) || name.chars().count() < 6 {
+        return None;
+    }
+    let rules = [("esia", "etic"), ("osis", "otic"), ("epsy", "eptic"), ("ism", "ian"), ("ia", "ic")];
+    rules.iter().find_map(|(end, adj)| name.strip_suffix(end).map(|stem| format!("{stem}{adj}")))
+}
+
+/// Adds the adjective of each one-word name of a disease ([`adjective`]) as a synonym.
+fn add_adjectives(concepts: &mut [Concept]) {
+    for c in concepts.iter_mut().filter(|c| c.groups.iter().any(|g| g == "disease")) {
+        let mut seen: HashSet<String> = std::iter::once(&c.name).chain(&c.synonyms).map(|s| s.to_lowercase()).collect();
+        let made: Vec<String> = std::iter::once(&c.name).chain(&c.synonyms).filter_map(|n| adjective(n)).collect();
+        for a in made {
+            if seen.insert(a.to_lowercase()) {
+                c.synonyms.push(a);
+            }
+        }
+    }
+}
+
 /// Adds the names and exact synonyms of HPO terms to the MeSH descriptors they cross-reference
 /// (`xref: MSH:`) or share a name with (compared without case and plural).
 fn add_hpo_synonyms(concepts: &mut [Concept], terms: &[hpo::Term]) {
@@ -295,4 +319,17 @@ fn sources_text(used: &[Source], umls: Option<&Path>) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_word_disease_names_get_their_adjective() {
+        let got: Vec<Option<String>> =
+            ["Ischemia", "Psychosis", "Epilepsy", "Dyskinesia", "Parkinsonism", "Gout", "Heart Failure"].iter().map(|n| adjective(n)).collect();
+        let want = [Some("Ischemic"), Some("Psychotic"), Some("Epileptic"), Some("Dyskinetic"), Some("Parkinsonian"), None, None];
+        assert_eq!(got, want.map(|w| w.map(str::to_owned)));
+    }
 }

@@ -57,6 +57,9 @@ pub struct Matcher {
     /// first step from every word of a text is an index, not a second hash lookup.
     root: Vec<u32>,
     terminal: Vec<Option<u32>>,
+    /// Names too short for the trie (one word under `min_single_word_len` characters, with a
+    /// capital: `Na`, `K`, `DA`), matched only as written, case and all.
+    exact: HashMap<String, u32, FxBuild>,
     fuzzy: DeletionIndex,
     /// One-edit lookups done so far: the word id, or `NONE`.
     fuzzy_cache: RefCell<WordTable>,
@@ -84,6 +87,7 @@ impl Matcher {
             edges: HashMap::default(),
             root: Vec::new(),
             terminal: vec![None],
+            exact: HashMap::default(),
             fuzzy: DeletionIndex::default(),
             fuzzy_cache: RefCell::new(WordTable::default()),
             scratch: RefCell::new(Scratch::default()),
@@ -130,7 +134,14 @@ impl Matcher {
 
     fn insert(&mut self, name: &str, concept: u32) {
         let toks: Vec<String> = tokens(name).map(|t| normalize_word(&name[t.start..t.end])).collect();
-        if toks.is_empty() || (toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len) {
+        if toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len {
+            let written = name.trim();
+            if written.chars().any(char::is_uppercase) && tokens(written).count() == 1 && written.len() == toks[0].len() {
+                self.exact.entry(written.to_owned()).or_insert(concept);
+            }
+            return;
+        }
+        if toks.is_empty() {
             return;
         }
         let mut node = 0u32;
@@ -220,7 +231,34 @@ impl Matcher {
                 None => i += 1,
             }
         }
+        if !self.exact.is_empty() {
+            self.find_exact(text, words, &mut out);
+        }
         out
+    }
+
+    /// Adds the matches of the short names kept as written ([`Matcher::exact`]) among the
+    /// words no match covers.
+    fn find_exact(&self, text: &str, words: &[(Token, Option<(u32, bool)>)], out: &mut Vec<Match>) {
+        let before = out.len();
+        let mut next = 0;
+        for (t, _) in words {
+            if t.end - t.start >= self.options.min_single_word_len * 4 {
+                continue;
+            }
+            while next < before && out[next].end <= t.start {
+                next += 1;
+            }
+            if next < before && out[next].start < t.end {
+                continue;
+            }
+            if let Some(&concept) = self.exact.get(&text[t.start..t.end]) {
+                out.push(Match { start: t.start, end: t.end, char_start: t.char_start, char_end: t.char_end, concept, score: 1.0 });
+            }
+        }
+        if out.len() > before {
+            out.sort_by_key(|m| m.start);
+        }
     }
 }
 
@@ -346,6 +384,15 @@ mod tests {
             h.write(&text[..n]);
             assert_eq!(h.finish(), reference(&text[..n]), "{n} bytes");
         }
+    }
+
+    /// A name shorter than a word may be (`Na`, `K`) matches only as written.
+    #[test]
+    fn short_names_match_only_as_written() {
+        let m = matcher("D012964\tNa\t\nD011188\tK\t\nD1\tno\t\nD012965\tSodium Chloride\t\n");
+        let text = "Na and K (not na, k or no); Sodium Chloride Na.";
+        let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);
     }
 
     /// An acronym's final S is not a plural: "ANDS" is no "and", "DIDS" no "did".

@@ -5,8 +5,8 @@
 //! default `/vocab/concepts.tsv`; add `/vocab/supplementary.tsv` for MeSH's supplementary
 //! concepts), `types` (only concepts of these semantic groups, comma-separated, e.g.
 //! `disease,chemical`; default: every concept), `stop` (a table of text forms never taken for
-//! a concept, one per line, as `medtune vocab build --from-corpus` writes `/vocab/stop.tsv`;
-//! default none), `abbreviations` (an abbreviation the document defines, "indomethacin (IDM)",
+//! a concept, and `id:` lines of concepts never reported, one per line, as `medtune vocab build
+//! --from-corpus` writes `/vocab/stop.tsv`; default none), `abbreviations` (an abbreviation the document defines, "indomethacin (IDM)",
 //! is a mention of its long form's concept wherever it is written; default true),
 //! `fuzzy_min_len` (default 8), `min_score` (default 0).
 
@@ -22,6 +22,8 @@ struct TerminologyNormalizer {
     min_score: f32,
     /// Normalized text forms never taken for a concept.
     stop: HashSet<String>,
+    /// Concepts never reported (the stop table's `id:` lines).
+    stop_ids: HashSet<String>,
     /// Whether abbreviations the document defines are linked as their long forms.
     abbreviations: bool,
 }
@@ -60,20 +62,20 @@ impl Normalizer for TerminologyNormalizer {
             }
             rows.append(&mut table);
         }
-        let mut stop = HashSet::new();
+        let (mut stop, mut stop_ids) = (HashSet::new(), HashSet::new());
         if let Some(path) = settings.get("stop").filter(|p| !p.trim().is_empty()) {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| PluginError::MissingResource(format!("cannot read the stop table {path}: {e} (is its folder granted?)")))?;
-            stop.extend(
-                text.lines()
-                    .filter(|l| !l.starts_with('#'))
-                    .filter_map(|l| l.split('\t').next())
-                    .map(normalize_name)
-                    .filter(|f| !f.is_empty()),
-            );
+            for first in text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split('\t').next()) {
+                match first.strip_prefix("id:") {
+                    Some(id) => drop(stop_ids.insert(id.trim().to_owned())),
+                    None => drop(stop.insert(normalize_name(first))),
+                }
+            }
+            stop.remove("");
         }
         let abbreviations = settings.parse_or("abbreviations", true)?;
-        Ok(Self { matcher: Matcher::new(&rows, options), min_score, stop, abbreviations })
+        Ok(Self { matcher: Matcher::new(&rows, options), min_score, stop, stop_ids, abbreviations })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -87,7 +89,10 @@ impl Normalizer for TerminologyNormalizer {
             true => (None, vec![Span { start: 0, end: 0 }]),
             false => (Some(CharOffsets::new(&doc.text)), doc.fields.iter().map(|f| f.span).collect()),
         };
-        let stopped = |text: &str, m: &Match| !self.stop.is_empty() && self.stop.contains(&normalize_name(&text[m.start..m.end]));
+        let stopped = |text: &str, m: &Match| {
+            (!self.stop_ids.is_empty() && self.stop_ids.contains(self.matcher.concept(m.concept).0))
+                || (!self.stop.is_empty() && self.stop.contains(&normalize_name(&text[m.start..m.end])))
+        };
         let mut found: Vec<(&str, Vec<Match>)> = fields
             .iter()
             .map(|field| {
