@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use medtext::{Matcher, Options, parse_concepts};
+use medtext::{Matcher, Options, link_defined_abbreviations, parse_concepts};
 use medtune::plugin::types::PluginKind;
 use medtune::plugin::types::{Concept, Document, Mention, Span};
 use medtune::plugin::{Grant, PluginEngine, PluginSet, Sandbox, SlotSpec, builtin};
@@ -35,10 +35,13 @@ fn docs(repo: &Path) -> Vec<Document> {
         .collect()
 }
 
-/// The plugin's normalize body, natively: match, then build the contract's mentions.
+/// The plugin's normalize body, natively: match, link the abbreviations the document
+/// defines, then build the contract's mentions.
 fn native(matcher: &Matcher, doc: &Document) -> Vec<Mention> {
-    matcher
-        .find(&doc.text)
+    let mut fields = [(doc.text.as_str(), matcher.find(&doc.text))];
+    link_defined_abbreviations(&mut fields);
+    let [(_, found)] = fields;
+    found
         .into_iter()
         .map(|m| {
             let (id, name) = matcher.concept(m.concept);

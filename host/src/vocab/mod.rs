@@ -327,8 +327,10 @@ mod tests {
 
     #[test]
     fn one_word_disease_names_get_their_adjective() {
-        let got: Vec<Option<String>> =
-            ["Ischemia", "Psychosis", "Epilepsy", "Dyskinesia", "Parkinsonism", "Gout", "Heart Failure"].iter().map(|n| adjective(n)).collect();
+        let got: Vec<Option<String>> = ["Ischemia", "Psychosis", "Epilepsy", "Dyskinesia", "Parkinsonism", "Gout", "Heart Failure"]
+            .iter()
+            .map(|n| adjective(n))
+            .collect();
         let want = [Some("Ischemic"), Some("Psychotic"), Some("Epileptic"), Some("Dyskinetic"), Some("Parkinsonian"), None, None];
         assert_eq!(got, want.map(|w| w.map(str::to_owned)));
     }

@@ -71,10 +71,15 @@ pub fn occurrences(text: &str) -> Vec<Occurrence> {
 pub fn definitions(text: &str) -> Vec<Definition> {
     let mut out = Vec::new();
     let mut search = 0;
+    let bytes = text.as_bytes();
     while let Some(open) = text[search..].find('(').map(|i| i + search) {
-        let Some(close) = text[open..].find(')').map(|i| i + open) else { break };
         search = open + 1;
-        let inside = text[open + 1..close].split([';', ',']).next().unwrap_or("").trim();
+        // a short form is at most 10 characters before `)`, `;` or `,`: look no further
+        // (most parentheses hold no abbreviation, and this is the whole cost of those)
+        let window = &bytes[open + 1..bytes.len().min(open + 1 + 4 * 10 + 2)];
+        let Some(stop) = window.iter().position(|&b| matches!(b, b')' | b';' | b',')) else { continue };
+        let Some(close) = text[open..].find(')').map(|i| i + open) else { break };
+        let inside = text[open + 1..open + 1 + stop].trim();
         if !is_abbreviation(inside) || inside.split_whitespace().count() > 1 {
             continue;
         }

@@ -34,13 +34,17 @@ pub struct Options {
     pub fuzzy_min_len: usize,
     /// The score of a match that used a one-edit word.
     pub fuzzy_score: f32,
-    /// Single-word names shorter than this are not matched (too ambiguous).
+    /// Single-word names shorter than this are not matched through the normalized trie (too
+    /// ambiguous once lowercased).
     pub min_single_word_len: usize,
+    /// Whether those short names that have a capital (`Na`, `K`, `DA`) are matched as
+    /// written, case and all.
+    pub short_names: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { fuzzy_min_len: 8, fuzzy_score: 0.85, min_single_word_len: 3 }
+        Self { fuzzy_min_len: 8, fuzzy_score: 0.85, min_single_word_len: 3, short_names: false }
     }
 }
 
@@ -136,7 +140,11 @@ impl Matcher {
         let toks: Vec<String> = tokens(name).map(|t| normalize_word(&name[t.start..t.end])).collect();
         if toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len {
             let written = name.trim();
-            if written.chars().any(char::is_uppercase) && tokens(written).count() == 1 && written.len() == toks[0].len() {
+            if self.options.short_names
+                && written.chars().any(char::is_uppercase)
+                && tokens(written).count() == 1
+                && written.len() == toks[0].len()
+            {
                 self.exact.entry(written.to_owned()).or_insert(concept);
             }
             return;
@@ -389,7 +397,9 @@ mod tests {
     /// A name shorter than a word may be (`Na`, `K`) matches only as written.
     #[test]
     fn short_names_match_only_as_written() {
-        let m = matcher("D012964\tNa\t\nD011188\tK\t\nD1\tno\t\nD012965\tSodium Chloride\t\n");
+        let tsv = "D012964\tNa\t\nD011188\tK\t\nD1\tno\t\nD012965\tSodium Chloride\t\n";
+        assert_eq!(matcher(tsv).find("Na and K").len(), 0, "off by default");
+        let m = Matcher::new(&parse_concepts(tsv).expect("valid"), Options { short_names: true, ..Options::default() });
         let text = "Na and K (not na, k or no); Sodium Chloride Na.";
         let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);

@@ -8,6 +8,8 @@
 //! a concept, and `id:` lines of concepts never reported, one per line, as `medtune vocab build
 //! --from-corpus` writes `/vocab/stop.tsv`; default none), `abbreviations` (an abbreviation the document defines, "indomethacin (IDM)",
 //! is a mention of its long form's concept wherever it is written; default true),
+//! `short_names` (names of one or two characters with a capital, `Na`, `K`, `DA`, matched as
+//! written; default false),
 //! `fuzzy_min_len` (default 8), `min_score` (default 0).
 
 use std::collections::HashSet;
@@ -34,6 +36,7 @@ impl Normalizer for TerminologyNormalizer {
         let defaults = Options::default();
         let options = Options {
             fuzzy_min_len: settings.parse_or("fuzzy_min_len", defaults.fuzzy_min_len)?,
+            short_names: settings.parse_or("short_names", defaults.short_names)?,
             ..defaults
         };
         let min_score = settings.parse_or("min_score", 0.0f32)?;
@@ -90,8 +93,7 @@ impl Normalizer for TerminologyNormalizer {
             false => (Some(CharOffsets::new(&doc.text)), doc.fields.iter().map(|f| f.span).collect()),
         };
         let stopped = |text: &str, m: &Match| {
-            (!self.stop_ids.is_empty() && self.stop_ids.contains(self.matcher.concept(m.concept).0))
-                || (!self.stop.is_empty() && self.stop.contains(&normalize_name(&text[m.start..m.end])))
+            self.stop_ids.contains(self.matcher.concept(m.concept).0) || self.stop.contains(&normalize_name(&text[m.start..m.end]))
         };
         let mut found: Vec<(&str, Vec<Match>)> = fields
             .iter()
@@ -100,8 +102,11 @@ impl Normalizer for TerminologyNormalizer {
                     Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
                     None => doc.text.as_str(),
                 };
-                let matches = self.matcher.find(text);
-                (text, matches.into_iter().filter(|m| m.score >= self.min_score && !stopped(text, m)).collect())
+                let mut matches = self.matcher.find(text);
+                if self.min_score > 0.0 || !self.stop.is_empty() || !self.stop_ids.is_empty() {
+                    matches.retain(|m| m.score >= self.min_score && !stopped(text, m));
+                }
+                (text, matches)
             })
             .collect();
         if self.abbreviations {
@@ -131,6 +136,7 @@ register_normalizer!(TerminologyNormalizer,
         types: string = "", "only concepts of these semantic groups, comma-separated (default: all)";
         stop: string = "", "a table of text forms never taken for a concept (default: none)";
         abbreviations: boolean = "true", "link abbreviations the document defines as their long forms";
+        short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
     });
