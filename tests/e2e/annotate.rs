@@ -1,7 +1,8 @@
 //! Annotated corpora: PubTator files with gold mentions, one file per split, through the data
 //! stage and the normalizer, and `medtune run` / `medtune eval` scoring the mentions against
-//! the gold (per entity type, with the misses and their contexts); bad documents named while
-//! the good ones go on; tasks and layouts that do not fit refused by name.
+//! the gold (per entity type, with the misses and their contexts, in the console and the
+//! report); bad documents named while the good ones go on; tasks and layouts that do not fit
+//! refused by name.
 
 use crate::harness::{Env, read_json, read_jsonl};
 
@@ -70,6 +71,12 @@ fn pubtator_gold_mentions_are_scored_per_type_with_misses() {
     let kinds: Vec<(&str, &str)> = misses.iter().map(|m| (m["kind"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or(""))).collect();
     assert_eq!(kinds, [("link", "asthma"), ("missed", "asthma")]);
     assert!(misses[0]["context"].as_str().unwrap_or("").ends_with("no [asthma]."), "{}", misses[0]);
+
+    // the report: the table per type and the misses in their context
+    let report = std::fs::read_to_string(env.path("work/runs/cdr/report.html")).expect("report.html");
+    for needle in ["id=\"per-type\"", "<td>Chemical</td>", "id=\"misses\"", "no <mark>asthma</mark>.", "annotation-metrics"] {
+        assert!(report.contains(needle), "report lacks {needle}");
+    }
 
     // eval alone again: the same scores; --base has no meaning here
     env.run(&["eval", "--config", c]).expect_code(0).stdout_has("eval on dev (1 documents");

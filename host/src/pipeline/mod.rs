@@ -228,6 +228,9 @@ pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
             save(&mut stages, Stage::Eval, &eval_fp, true)?;
             line(&mut summary, Stage::Eval, StageStatus::Ran, t);
         }
+        let t = Instant::now();
+        let report = crate::report::write(config).context(|| format!("writing the report of {}", config.name))?;
+        line(&mut summary, Stage::Report, StageStatus::Wrote(report), t);
     }
     if config.train.is_none() {
         return Ok(summary);

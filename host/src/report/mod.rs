@@ -3,6 +3,8 @@
 //! baseline, per-class figures and the confusion matrix, rare-concept accuracy, examples of
 //! what the normalizer and disambiguator found, and the audit trail.
 
+mod annotate;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -11,11 +13,13 @@ use crate::config::Config;
 use crate::data::{Record, read_jsonl};
 use crate::train::plot::{escape, loss_chart};
 
+pub use annotate::SECTIONS as ANNOTATION_SECTIONS;
+
 /// Sections every report has, by element id.
 pub const SECTIONS: [&str; 8] = ["summary", "loss", "scores", "per-class", "confusion", "rare", "examples", "audit"];
 
 /// A figure: whole numbers without decimals, others to three; `–` when there is none.
-fn num(v: Option<f64>) -> String {
+pub(crate) fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |x| if x.fract() == 0.0 && x.abs() < 1e9 { format!("{x:.0}") } else { format!("{x:.3}") })
 }
 
@@ -24,11 +28,15 @@ fn count(v: Option<usize>) -> String {
     num(v.map(|n| n as f64))
 }
 
-/// Writes the report of `config`'s run; returns its path.
+/// Writes the report of `config`'s run (an `annotate` task's: [`annotate::write`]); returns
+/// its path.
 pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let run = config.run_dir();
     let manifest: Option<RunManifest> = artifacts::read_if_any(&run.join("manifest.json"));
     let eval: Option<EvalScores> = artifacts::read_if_any(&run.join("eval/scores.json"));
+    if let Some(e) = eval.as_ref().filter(|e| annotate::is_annotation(e)) {
+        return annotate::write(config, e);
+    }
     let score = |name: &str| eval.as_ref().and_then(|e| e.score(name));
     let outcome = manifest.as_ref().map(|m| &m.outcome);
     let rows = crate::train::read_rows(&run.join("metrics.jsonl"));
@@ -269,7 +277,7 @@ fn bar_chart(bars: &[(String, f64, Option<f64>)]) -> String {
     s
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
+pub(crate) const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
 table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}\
 td.hit{background:#e3f1e3}section{margin:2rem 0}mark.concept{background:#cde4ff}mark.abbr{background:#ffe6a8}\
 article{border-left:3px solid #ccc;padding-left:1rem;margin:1rem 0}small{color:#666}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem}";
