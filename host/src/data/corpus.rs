@@ -16,7 +16,7 @@ use super::input::InputError;
 /// mentions as `PMID<TAB>start<TAB>end<TAB>text<TAB>type<TAB>ids[<TAB>parts]` (ids and parts
 /// `|`-separated) and relations as `PMID<TAB>type<TAB>id<TAB>id`. A document with a line
 /// that fits none of these is an error naming that line; the others still come.
-pub fn read_pubtator(path: &Path, each: &mut dyn FnMut(Result<RawRecord, InputError>)) -> Result<(), InputError> {
+pub fn read_pubtator(path: &Path, each: Each<'_>) -> Result<(), InputError> {
     let file = std::fs::File::open(path).map_err(|e| InputError::at(path, "file", format!("cannot read: {e}")))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut doc = PubtatorDoc::default();
@@ -102,7 +102,7 @@ impl PubtatorDoc {
     }
 
     /// Hands the document on (if there is one) and starts the next.
-    fn finish(&mut self, path: &Path, number: &mut usize, each: &mut dyn FnMut(Result<RawRecord, InputError>)) {
+    fn finish(&mut self, path: &Path, number: &mut usize, each: Each<'_>) {
         let doc = std::mem::take(self);
         if doc.first_line == 0 {
             return;
@@ -127,7 +127,7 @@ impl PubtatorDoc {
 /// (`MESH`, `identifier`) and one `<location>`, relations with their infons) becomes one
 /// record. A document medtune cannot take whole (a mention in several locations, a number
 /// that is not one) is an error naming it; malformed XML stops the file there.
-pub fn read_bioc(path: &Path, each: &mut dyn FnMut(Result<RawRecord, InputError>)) -> Result<(), InputError> {
+pub fn read_bioc(path: &Path, each: Each<'_>) -> Result<(), InputError> {
     let file = std::fs::File::open(path).map_err(|e| InputError::at(path, "file", format!("cannot read: {e}")))?;
     let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let mut buf = Vec::new();
@@ -154,8 +154,8 @@ pub fn read_bioc(path: &Path, each: &mut dyn FnMut(Result<RawRecord, InputError>
             }
             Event::Empty(e) => {
                 if let Some(d) = &mut doc {
-                    d.start(&e.local_name().as_ref().to_owned(), &e);
-                    d.end(&e.local_name().as_ref().to_owned(), "");
+                    d.start(e.local_name().as_ref(), &e);
+                    d.end(e.local_name().as_ref(), "");
                 }
             }
             Event::Text(t) => text.push_str(&t.xml10_content()),
@@ -196,6 +196,12 @@ pub fn read_bioc(path: &Path, each: &mut dyn FnMut(Result<RawRecord, InputError>
     Ok(())
 }
 
+/// An annotation's `<location>`: offset and length.
+type Location = (u32, u32);
+
+/// What [`read_pubtator`] and [`read_bioc`] hand each record (or error) to.
+pub type Each<'a> = &'a mut dyn FnMut(Result<RawRecord, InputError>);
+
 #[derive(Default)]
 struct BiocDoc {
     number: usize,
@@ -205,7 +211,7 @@ struct BiocDoc {
     relations: Vec<Value>,
     /// What is being read: a passage, annotation or relation, as its JSON so far.
     passage: Option<Map<String, Value>>,
-    annotation: Option<(Map<String, Value>, Vec<(u32, u32)>)>,
+    annotation: Option<(Map<String, Value>, Vec<Location>)>,
     relation: Option<Vec<(String, String)>>,
     infon_key: Option<String>,
     error: Option<String>,
@@ -294,7 +300,7 @@ impl BiocDoc {
         }
     }
 
-    fn annotation_done(&mut self, a: Map<String, Value>, locations: Vec<(u32, u32)>) {
+    fn annotation_done(&mut self, a: Map<String, Value>, locations: Vec<Location>) {
         let n = self.annotations.len() + 1;
         let &[(offset, length)] = locations.as_slice() else {
             return self.fail(format!(
@@ -332,7 +338,7 @@ mod tests {
 
     fn read(
         path: &Path,
-        f: fn(&Path, &mut dyn FnMut(Result<RawRecord, InputError>)) -> Result<(), InputError>,
+        f: fn(&Path, Each<'_>) -> Result<(), InputError>,
     ) -> Vec<Result<RawRecord, String>> {
         let mut out = Vec::new();
         f(path, &mut |r| out.push(r.map_err(|e| e.to_string()))).expect("readable");

@@ -34,7 +34,7 @@ pub struct Miss {
     pub gold: Vec<String>,
     /// The ids found.
     pub predicted: Vec<String>,
-    /// The text around the mention, the mention in [brackets].
+    /// The text around the mention, the mention in square brackets.
     pub context: String,
 }
 

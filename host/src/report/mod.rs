@@ -28,7 +28,7 @@ fn count(v: Option<usize>) -> String {
     num(v.map(|n| n as f64))
 }
 
-/// Writes the report of `config`'s run (an `annotate` task's: [`annotate::write`]); returns
+/// Writes the report of `config`'s run (an `annotate` task's from `annotate.rs`); returns
 /// its path.
 pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let run = config.run_dir();
