@@ -336,10 +336,7 @@ impl BiocDoc {
 mod tests {
     use super::*;
 
-    fn read(
-        path: &Path,
-        f: fn(&Path, Each<'_>) -> Result<(), InputError>,
-    ) -> Vec<Result<RawRecord, String>> {
+    fn read(path: &Path, f: fn(&Path, Each<'_>) -> Result<(), InputError>) -> Vec<Result<RawRecord, String>> {
         let mut out = Vec::new();
         f(path, &mut |r| out.push(r.map_err(|e| e.to_string()))).expect("readable");
         out

@@ -61,8 +61,9 @@ pub struct Matcher {
     /// first step from every word of a text is an index, not a second hash lookup.
     root: Vec<u32>,
     terminal: Vec<Option<u32>>,
-    /// Names too short for the trie (one word under `min_single_word_len` characters, with a
-    /// capital: `Na`, `K`, `DA`), matched only as written, case and all.
+    /// Names matched only as written, case and all: one-word acronyms (`WHO`, `AIDS`: "who"
+    /// and "aids" are other words), and with `short_names` the names too short for the trie
+    /// (`Na`, `K`, `DA`).
     exact: HashMap<String, u32, FxBuild>,
     fuzzy: DeletionIndex,
     /// One-edit lookups done so far: the word id, or `NONE`.
@@ -138,13 +139,14 @@ impl Matcher {
 
     fn insert(&mut self, name: &str, concept: u32) {
         let toks: Vec<String> = tokens(name).map(|t| normalize_word(&name[t.start..t.end])).collect();
+        let written = name.trim();
+        let one_word = toks.len() == 1 && written.len() == toks[0].len();
+        if one_word && is_acronym(written) && (written.len() >= self.options.min_single_word_len || self.options.short_names) {
+            self.exact.entry(written.to_owned()).or_insert(concept);
+            return;
+        }
         if toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len {
-            let written = name.trim();
-            if self.options.short_names
-                && written.chars().any(char::is_uppercase)
-                && tokens(written).count() == 1
-                && written.len() == toks[0].len()
-            {
+            if self.options.short_names && one_word && written.chars().any(char::is_uppercase) {
                 self.exact.entry(written.to_owned()).or_insert(concept);
             }
             return;
@@ -250,8 +252,10 @@ impl Matcher {
     fn find_exact(&self, text: &str, words: &[(Token, Option<(u32, bool)>)], out: &mut Vec<Match>) {
         let before = out.len();
         let mut next = 0;
+        let bytes = text.as_bytes();
         for (t, _) in words {
-            if t.end - t.start >= self.options.min_single_word_len * 4 {
+            // every name kept as written starts with a capital
+            if !bytes[t.start].is_ascii_uppercase() {
                 continue;
             }
             while next < before && out[next].end <= t.start {
@@ -260,7 +264,10 @@ impl Matcher {
             if next < before && out[next].start < t.end {
                 continue;
             }
-            if let Some(&concept) = self.exact.get(&text[t.start..t.end]) {
+            let word = &text[t.start..t.end];
+            // an acronym's plural: "CABGs"
+            let singular = word.strip_suffix('s').filter(|w| is_acronym(w));
+            if let Some(&concept) = self.exact.get(word).or_else(|| singular.and_then(|w| self.exact.get(w))) {
                 out.push(Match { start: t.start, end: t.end, char_start: t.char_start, char_end: t.char_end, concept, score: 1.0 });
             }
         }
@@ -268,6 +275,12 @@ impl Matcher {
             out.sort_by_key(|m| m.start);
         }
     }
+}
+
+/// Whether a word is an acronym: two to eight ASCII capitals and digits, a capital first.
+fn is_acronym(word: &str) -> bool {
+    let b = word.as_bytes();
+    (2..=8).contains(&b.len()) && b[0].is_ascii_uppercase() && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// FxHash (rustc's hasher): fast for the short keys of the trie.
@@ -405,13 +418,14 @@ mod tests {
         assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);
     }
 
-    /// An acronym's final S is not a plural: "ANDS" is no "and", "DIDS" no "did".
+    /// A one-word acronym matches only as written: "ANDS" is no "and", "WHO" no "who"; its
+    /// plural ("CABGs") is it.
     #[test]
-    fn an_acronym_ending_in_s_keeps_it() {
-        let m = matcher("C1\tnaphthalene disulfonate\tANDS\nD1\tCoronary Artery Bypass\tCABG\n");
-        let text = "ANDS and ands, CABGs";
+    fn acronyms_match_only_as_written() {
+        let m = matcher("C1\tnaphthalene disulfonate\tANDS\nD1\tCoronary Artery Bypass\tCABG\nD2\tWorld Health Organization\tWHO\n");
+        let text = "ANDS and ands, CABGs, who said the WHO Who?";
         let found: Vec<&str> = m.find(text).iter().map(|x| &text[x.start..x.end]).collect();
-        assert_eq!(found, ["ANDS", "CABGs"]);
+        assert_eq!(found, ["ANDS", "CABGs", "WHO"]);
     }
 
     #[test]
