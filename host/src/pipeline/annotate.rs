@@ -139,14 +139,14 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
 }
 
 /// The ids a mention's own text is linked to: the longest mentions first, none overlapping
-/// an earlier pick; sorted, each once.
+/// an earlier pick but those of the same span (a coordination's concepts); sorted, each once.
 fn linked_ids(mentions: &[Sourced<Mention>]) -> Vec<String> {
     let mut by_length: Vec<&Mention> = mentions.iter().map(|m| &m.value).collect();
     by_length.sort_by_key(|m| (std::cmp::Reverse(m.span.end - m.span.start), m.span.start));
     let mut taken: Vec<Span> = Vec::new();
     let mut ids = BTreeSet::new();
     for m in by_length {
-        if taken.iter().all(|t| m.span.end <= t.start || t.end <= m.span.start) {
+        if taken.contains(&m.span) || taken.iter().all(|t| m.span.end <= t.start || t.end <= m.span.start) {
             taken.push(m.span);
             ids.insert(m.concept.id.clone());
         }
@@ -265,8 +265,9 @@ fn units(records: &[Record], links: &[Vec<Vec<String>>], type_of: &dyn Fn(&str) 
                 });
             }
             for (j, m) in r.mentions.iter().enumerate().filter(|(j, _)| !used[*j]) {
-                // a found mention that matches a gold mention without an id is not charged
-                if r.gold.iter().any(|g| g.ids.is_empty() && fits(m.span, g.span)) {
+                // a found mention that matches a gold mention without an id, or is another
+                // concept of a composite gold mention already matched, is not charged
+                if r.gold.iter().any(|g| fits(m.span, g.span) && (g.ids.is_empty() || g.ids.contains(&m.concept.id))) {
                     continue;
                 }
                 units.push(Unit {
@@ -359,6 +360,7 @@ mod tests {
     fn units_compare_found_with_gold_per_measure() {
         assert_eq!(linked_ids(&[mention(0, 5, "D2"), mention(0, 13, "D1"), mention(6, 13, "D3")]), ["D1"]);
         assert_eq!(linked_ids(&[mention(0, 6, "D2"), mention(7, 14, "D1")]), ["D1", "D2"]);
+        assert_eq!(linked_ids(&[mention(0, 25, "D2"), mention(0, 25, "D1"), mention(11, 25, "D3")]), ["D1", "D2"], "a coordination");
 
         let mut r = Record::new("7".into(), String::new(), "Aspirin caused asthma and MI.".into(), None, vec![], String::new());
         r.gold = vec![

@@ -208,7 +208,7 @@ impl Matcher {
             };
             words.push((t, self.word_id(word)));
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Match> = Vec::new();
         let mut i = 0;
         while i < words.len() {
             let mut node = 0u32;
@@ -228,13 +228,35 @@ impl Matcher {
             }
             match best {
                 Some((j, concept, fuzzy)) => {
+                    let score = if fuzzy { self.options.fuzzy_score } else { 1.0 };
+                    let composite = if j > i { self.composite(lower, words, i, j) } else { None };
+                    let from = match composite {
+                        // "breast and ovarian cancer": both concepts over the whole phrase; a
+                        // match of "breast" alone gives way
+                        Some((other, k)) => {
+                            if out.last().is_some_and(|m| m.end > words[k].0.start) {
+                                out.pop();
+                            }
+                            let (a, b) = (&words[k].0, &words[j].0);
+                            out.push(Match {
+                                start: a.start,
+                                end: b.end,
+                                char_start: a.char_start,
+                                char_end: b.char_end,
+                                concept: other,
+                                score,
+                            });
+                            k
+                        }
+                        None => i,
+                    };
                     out.push(Match {
-                        start: words[i].0.start,
+                        start: words[from].0.start,
                         end: words[j].0.end,
-                        char_start: words[i].0.char_start,
+                        char_start: words[from].0.char_start,
                         char_end: words[j].0.char_end,
                         concept,
-                        score: if fuzzy { self.options.fuzzy_score } else { 1.0 },
+                        score,
                     });
                     i = j + 1;
                 }
@@ -245,6 +267,28 @@ impl Matcher {
             self.find_exact(text, words, &mut out);
         }
         out
+    }
+
+    /// The concept of a coordinated name before the match of words `i..=j`: in "breast and
+    /// ovarian cancer" (words `k`, `k + 1`, then the match), the name "breast cancer" made of
+    /// word `k` and the match's words after its first; with the index `k`.
+    fn composite(&self, lower: &str, words: &[(Token, Option<(u32, bool)>)], i: usize, j: usize) -> Option<(u32, usize)> {
+        let k = i.checked_sub(2)?;
+        let (and, _) = &words[k + 1];
+        if !matches!(&lower[and.start..and.end], "and" | "or") {
+            return None;
+        }
+        let (first, _) = words[k].1?;
+        let mut node = self.root[first as usize];
+        for (_, w) in &words[i + 1..=j] {
+            let (w, _) = (*w)?;
+            if node == NONE {
+                return None;
+            }
+            node = self.edges.get(&(node, w)).copied().unwrap_or(NONE);
+        }
+        let concept = self.terminal.get(node as usize).copied().flatten()?;
+        Some((concept, k))
     }
 
     /// Adds the matches of the short names kept as written ([`Matcher::exact`]) among the
@@ -416,6 +460,24 @@ mod tests {
         let text = "Na and K (not na, k or no); Sodium Chloride Na.";
         let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);
+    }
+
+    /// A coordination of two names sharing their head ("breast and ovarian cancer") is both,
+    /// over the whole phrase.
+    #[test]
+    fn a_coordinated_phrase_is_both_names() {
+        let m = matcher("D001943\tBreast Neoplasms\tBreast Cancer\nD010051\tOvarian Neoplasms\tOvarian Cancer\nD001940\tBreast\t\n");
+        let text = "Breast and ovarian cancer; breast or lung cancer; the breast.";
+        let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(
+            found,
+            [
+                ("Breast and ovarian cancer", "D001943"),
+                ("Breast and ovarian cancer", "D010051"),
+                ("breast", "D001940"),
+                ("breast", "D001940")
+            ]
+        );
     }
 
     /// A one-word acronym matches only as written: "ANDS" is no "and", "WHO" no "who"; its
