@@ -94,7 +94,8 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) ->
         groups: c.groups.clone(),
     });
     let rows: Vec<ConceptRow> = corpus_rows.chain(tables.iter().filter(|r| r.groups.iter().any(|g| kinds.contains(g))).cloned()).collect();
-    let matcher = Matcher::new(&rows, Options::default());
+    // short names too (`Hg` of "mm Hg"), in case a config matches them
+    let matcher = Matcher::new(&rows, Options { short_names: true, ..Options::default() });
     // by form, and by concept (`id:` and its id: every form of a concept the annotators
     // leave alone)
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
