@@ -64,7 +64,7 @@ pub struct Matcher {
     /// Names matched only as written, case and all: one-word acronyms (`WHO`, `AIDS`: "who"
     /// and "aids" are other words), and with `short_names` the names too short for the trie
     /// (`Na`, `K`, `DA`).
-    exact: HashMap<String, u32, FxBuild>,
+    exact: WordTable,
     fuzzy: DeletionIndex,
     /// One-edit lookups done so far: the word id, or `NONE`.
     fuzzy_cache: RefCell<WordTable>,
@@ -92,7 +92,7 @@ impl Matcher {
             edges: HashMap::default(),
             root: Vec::new(),
             terminal: vec![None],
-            exact: HashMap::default(),
+            exact: WordTable::default(),
             fuzzy: DeletionIndex::default(),
             fuzzy_cache: RefCell::new(WordTable::default()),
             scratch: RefCell::new(Scratch::default()),
@@ -142,12 +142,12 @@ impl Matcher {
         let written = name.trim();
         let one_word = toks.len() == 1 && written.len() == toks[0].len();
         if one_word && is_acronym(written) && (written.len() >= self.options.min_single_word_len || self.options.short_names) {
-            self.exact.entry(written.to_owned()).or_insert(concept);
+            self.exact.get_or_insert(written, concept);
             return;
         }
         if toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len {
             if self.options.short_names && one_word && written.chars().any(char::is_uppercase) {
-                self.exact.entry(written.to_owned()).or_insert(concept);
+                self.exact.get_or_insert(written, concept);
             }
             return;
         }
@@ -263,7 +263,7 @@ impl Matcher {
                 None => i += 1,
             }
         }
-        if !self.exact.is_empty() {
+        if self.exact.len() > 0 {
             self.find_exact(text, words, &mut out);
         }
         out
@@ -311,7 +311,7 @@ impl Matcher {
             let word = &text[t.start..t.end];
             // an acronym's plural: "CABGs"
             let singular = word.strip_suffix('s').filter(|w| is_acronym(w));
-            if let Some(&concept) = self.exact.get(word).or_else(|| singular.and_then(|w| self.exact.get(w))) {
+            if let Some(concept) = self.exact.get(word).or_else(|| singular.and_then(|w| self.exact.get(w))) {
                 out.push(Match { start: t.start, end: t.end, char_start: t.char_start, char_end: t.char_end, concept, score: 1.0 });
             }
         }
