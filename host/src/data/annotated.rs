@@ -61,7 +61,7 @@ pub fn record(id: String, raw: &Map<String, Value>, source: &str) -> Result<Reco
     if title.len() > 1 {
         return Err(format!("{} passages are titles; a document has at most one", title.len()));
     }
-    let context = rest.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join(super::fields::SEPARATOR);
+    let context = rest.iter().map(|p| p.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(super::fields::SEPARATOR);
     let mut record = Record::new(id, String::new(), context, None, Vec::new(), source.to_owned());
     record.title = title.first().map(|p| p.text.clone()).unwrap_or_default();
     record.compose(false);
@@ -245,6 +245,12 @@ mod tests {
         bad["annotations"][0]["offset"] = 30.into();
         let err = record("2".into(), &bad, "f").expect_err("between passages");
         assert!(err.contains("offsets 30-39 fall in no passage"), "{err}");
+        // an empty passage takes no place in the record's text
+        let mut empty = raw.clone();
+        empty["passages"][1]["text"] = "".into();
+        let r = record("2".into(), &empty, "f").expect("record");
+        assert_eq!(r.text, "Aspirin.\n\nIbuprofen.");
+        assert_eq!(super::super::fields::slice(&r.text, r.gold[0].span), "Ibuprofen");
         let mut overlap = raw.clone();
         overlap["passages"][1]["offset"] = 3.into();
         assert!(record("2".into(), &overlap, "f").expect_err("overlap").contains("passage 2: starts at 3"));
