@@ -338,6 +338,11 @@ impl EvalScores {
     pub fn score(&self, name: &str) -> Option<f64> {
         self.scores.get(name).copied()
     }
+
+    /// Whether these are an `annotate` task's scores (linking, document concepts).
+    pub fn is_annotation(&self) -> bool {
+        self.score("link/accuracy").is_some() || self.score("document/f1").is_some()
+    }
 }
 
 /// One line of `runs/<name>/eval/predictions.jsonl`: one scored question.

@@ -170,7 +170,7 @@ fn print_trained(trained: &Trained) {
 /// An evaluation's headline figures, per-class table and confusion matrix.
 pub fn print_scores(r: &EvalScores) {
     let f = |k: &str| r.score(k).map_or("-".into(), |v| format!("{v:.3}"));
-    if r.score("link/accuracy").is_some() || r.score("document/f1").is_some() {
+    if r.is_annotation() {
         return print_annotation_scores(r);
     }
     if r.labels.is_empty() {

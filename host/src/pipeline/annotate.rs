@@ -12,7 +12,7 @@ use crate::artifacts::{self, EvalScores, MetricPluginRef, ScoredQuestion};
 use crate::config::Config;
 use crate::data::{GoldMention, Record, Sourced, read_jsonl};
 use crate::plugin::types::{Mention, PluginKind, Prediction, Reference, Span};
-use crate::plugin::{PluginEngine, PluginSet, Sandbox, SlotSpec};
+use crate::plugin::{PluginEngine, PluginSet, SlotSpec};
 
 /// Characters of text kept on each side of a miss.
 const CONTEXT_CHARS: usize = 60;
@@ -64,7 +64,7 @@ pub fn evaluate(config: &Config, progress: &mut dyn Progress) -> Result<EvalScor
     let predictions: Vec<Prediction> = units.iter().map(|u| Prediction { id: u.id.clone(), label: u.predicted.clone() }).collect();
     let references: Vec<Reference> =
         units.iter().map(|u| Reference { id: u.id.clone(), label: u.gold.clone(), tags: u.tags.clone() }).collect();
-    let mut set = metric_plugins(config)?;
+    let mut set = super::eval::metric_plugins(config, "annotation-metrics", Vec::new())?;
     let scores = crate::train::eval::metrics_of(&mut set, &predictions, &references).map_err(PipelineError::Stopped)?;
     let seconds = started.elapsed().as_secs_f64();
 
@@ -313,23 +313,6 @@ fn context(text: &str, span: Span) -> String {
     let to = (b + CONTEXT_CHARS).min(chars.len());
     let piece = |x: usize, y: usize| chars[x..y].iter().collect::<String>().replace(['\n', '\r'], " ");
     format!("{}[{}]{}", piece(from, a.min(b)), piece(a.min(b), b), piece(b, to))
-}
-
-/// The metric plugins of the chain, or the built-in `annotation-metrics`.
-fn metric_plugins(config: &Config) -> Result<PluginSet> {
-    let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(|s| s.kind == PluginKind::Metric).collect();
-    if specs.is_empty() {
-        specs.push(SlotSpec {
-            entry: "the built-in metric annotation-metrics".into(),
-            name: "annotation-metrics".into(),
-            kind: PluginKind::Metric,
-            path: None,
-            version: None,
-            sandbox: Sandbox::default(),
-        });
-    }
-    let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins"))).context(|| "starting the plugin engine".into())?;
-    PluginSet::load(engine, specs, config.plugin_dirs()).context(|| "loading the metric plugins".into())
 }
 
 #[cfg(test)]

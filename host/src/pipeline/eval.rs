@@ -64,7 +64,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
         if scored.is_empty() {
             return Err(nothing_to_evaluate(&split_path, &problems));
         }
-        let mut set = metric_plugins(config, &[])?;
+        let mut set = task_metric_plugins(config, &[])?;
         let mut scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
         scores.extend(native);
         return finish(config, &e, adapter, model_path, set, scored, scores, problems, seconds, Vec::new(), progress);
@@ -97,7 +97,7 @@ pub fn evaluate(config: &Config, request: &EvalRequest, progress: &mut dyn Progr
     }
     let seconds = started.elapsed().as_secs_f64();
     let scored = eval::predictions(&exs, &probs, &rare, &labels);
-    let mut set = metric_plugins(config, &labels)?;
+    let mut set = task_metric_plugins(config, &labels)?;
     let scores = eval::metrics(&mut set, &scored).map_err(PipelineError::Stopped)?;
     finish(config, &e, adapter, model_path, set, scored, scores, problems, seconds, labels, progress)
 }
@@ -246,13 +246,18 @@ fn teacher_forced(m: &crate::model::LoadedModel, x: &crate::train::examples::Exa
 
 /// The metric plugins of the chain (or the built-in one: classification metrics over
 /// `labels`, or text metrics for a `generate` task, which has none).
-fn metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
+fn task_metric_plugins(config: &Config, labels: &[String]) -> Result<PluginSet> {
+    match labels.is_empty() {
+        true => metric_plugins(config, "text-metrics", vec![]),
+        false => metric_plugins(config, "classification-metrics", vec![("labels".into(), labels.join(","))]),
+    }
+}
+
+/// The metric plugins of the chain, or the built-in metric `name` with `settings` when the
+/// chain has none.
+pub(super) fn metric_plugins(config: &Config, name: &str, settings: Vec<(String, String)>) -> Result<PluginSet> {
     let mut specs: Vec<SlotSpec> = config.slots().into_iter().filter(|s| s.kind == PluginKind::Metric).collect();
     if specs.is_empty() {
-        let (name, settings) = match labels.is_empty() {
-            true => ("text-metrics", vec![]),
-            false => ("classification-metrics", vec![("labels".into(), labels.join(","))]),
-        };
         specs.push(SlotSpec {
             entry: format!("the built-in metric {name}"),
             name: name.into(),

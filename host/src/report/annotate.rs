@@ -11,9 +11,6 @@ use crate::config::Config;
 use crate::pipeline::Miss;
 use crate::train::plot::escape;
 
-/// Sections of an annotate task's report, by element id.
-pub const SECTIONS: [&str; 4] = ["summary", "per-type", "misses", "audit"];
-
 /// Misses shown per kind (all are in `eval/misses.jsonl`).
 const MISSES_SHOWN: usize = 40;
 
@@ -126,9 +123,4 @@ pub fn write(config: &Config, eval: &EvalScores) -> std::io::Result<PathBuf> {
     let path = run.join("report.html");
     crate::atomic::write(&path, h.as_bytes())?;
     Ok(path)
-}
-
-/// Whether `eval` holds an annotate task's scores.
-pub fn is_annotation(eval: &EvalScores) -> bool {
-    eval.score("link/accuracy").is_some() || eval.score("document/f1").is_some()
 }

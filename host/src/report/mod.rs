@@ -13,8 +13,6 @@ use crate::config::Config;
 use crate::data::{Record, read_jsonl};
 use crate::train::plot::{escape, loss_chart};
 
-pub use annotate::SECTIONS as ANNOTATION_SECTIONS;
-
 /// Sections every report has, by element id.
 pub const SECTIONS: [&str; 8] = ["summary", "loss", "scores", "per-class", "confusion", "rare", "examples", "audit"];
 
@@ -34,7 +32,7 @@ pub fn write(config: &Config) -> std::io::Result<PathBuf> {
     let run = config.run_dir();
     let manifest: Option<RunManifest> = artifacts::read_if_any(&run.join("manifest.json"));
     let eval: Option<EvalScores> = artifacts::read_if_any(&run.join("eval/scores.json"));
-    if let Some(e) = eval.as_ref().filter(|e| annotate::is_annotation(e)) {
+    if let Some(e) = eval.as_ref().filter(|e| e.is_annotation()) {
         return annotate::write(config, e);
     }
     let score = |name: &str| eval.as_ref().and_then(|e| e.score(name));
