@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::token::{normalize_token, tokens};
 use crate::vocab::VocabError;
+use crate::word::find_byte;
 
 /// An abbreviation written in a text, in byte offsets.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,28 +73,23 @@ pub fn definitions(text: &str) -> Vec<Definition> {
     let mut out = Vec::new();
     let mut search = 0;
     let bytes = text.as_bytes();
-    while let Some(open) = text[search..].find('(').map(|i| i + search) {
+    while let Some(open) = find_byte(bytes, search, b'(') {
         search = open + 1;
         // a short form is at most 10 characters before `)`, `;` or `,`: look no further
         // (most parentheses hold no abbreviation, and this is the whole cost of those)
         let window = &bytes[open + 1..bytes.len().min(open + 1 + 4 * 10 + 2)];
         let Some(stop) = window.iter().position(|&b| matches!(b, b')' | b';' | b',')) else { continue };
-        let Some(close) = text[open..].find(')').map(|i| i + open) else { break };
+        let Some(close) = find_byte(bytes, open, b')') else { break };
         let inside = text[open + 1..open + 1 + stop].trim();
         if !is_abbreviation(inside) || inside.split_whitespace().count() > 1 {
             continue;
         }
-        let before = &text[..open];
-        let sentence_start = before.rfind(['.', ';', ':', '(', ')', '\n']).map_or(0, |i| i + 1);
-        let window = before[sentence_start..].trim_end();
         let max_words = (inside.chars().count() + 5).min(inside.chars().count() * 2);
-        let words: Vec<(usize, &str)> = word_starts(window);
-        let first = words.len().saturating_sub(max_words);
-        let Some(&(w0, _)) = words.get(first) else { continue };
-        let candidate = &window[w0..];
+        let Some((w0, w_end)) = last_words(&text[..open], max_words) else { continue };
+        let candidate = &text[w0..w_end];
         if let Some(offset) = best_long_form(inside, candidate) {
             let long = candidate[offset..].trim();
-            let long_start = sentence_start + w0 + offset;
+            let long_start = w0 + offset;
             if long.chars().count() > inside.chars().count() && !long.contains(inside) {
                 out.push(Definition { short: inside.to_owned(), long: long.to_owned(), long_start, end: close + 1 });
             }
@@ -102,22 +98,32 @@ pub fn definitions(text: &str) -> Vec<Definition> {
     out
 }
 
-fn word_starts(s: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in s.char_indices() {
+/// Where the last `max_words` whitespace-separated words of `before` begin and where the
+/// last of them ends, reading back no further than the sentence (after the last `.`, `;`,
+/// `:`, `(`, `)` or line break); `None` if it has no word. One backward pass over only the
+/// characters it needs.
+fn last_words(before: &str, max_words: usize) -> Option<(usize, usize)> {
+    let (mut start, mut end) = (None, None);
+    let (mut words, mut in_word) = (0, false);
+    for (i, c) in before.char_indices().rev() {
+        if matches!(c, '.' | ';' | ':' | '(' | ')' | '\n') {
+            break;
+        }
         if c.is_whitespace() {
-            if let Some(st) = start.take() {
-                out.push((st, &s[st..i]));
+            if in_word && words == max_words {
+                break;
             }
+            in_word = false;
         } else {
-            start.get_or_insert(i);
+            if !in_word {
+                in_word = true;
+                words += 1;
+                end.get_or_insert(i + c.len_utf8());
+            }
+            start = Some(i);
         }
     }
-    if let Some(st) = start {
-        out.push((st, &s[st..]));
-    }
-    out
+    Some((start?, end?))
 }
 
 /// Schwartz & Hearst's `findBestLongForm`: match the short form's characters right to left in
@@ -143,7 +149,7 @@ fn best_long_form(short: &str, long: &str) -> Option<usize> {
         si -= 1;
     }
     let li = (li + 1) as usize;
-    let start = l[..=li.min(l.len().saturating_sub(1))].iter().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, _)| i + 1);
+    let start = l[..=li.min(l.len().saturating_sub(1))].iter().rev().find(|(_, c)| c.is_whitespace()).map_or(0, |(i, c)| i + c.len_utf8());
     Some(start)
 }
 
@@ -346,6 +352,19 @@ mod tests {
             vec![("MI", "myocardial infarction"), ("COPD", "chronic obstructive pulmonary disease"), ("HRV", "Heart rate variability"),]
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
+    }
+
+    #[test]
+    fn a_long_form_is_looked_for_among_the_last_words_of_its_sentence() {
+        // a sentence break inside a number, a thin space between words, words past the limit
+        let text = "Dose was 3.5 mg\u{2009}tumour necrosis factor (TNF) now. one two three four five six seven eight (OTE)";
+        let d = definitions(text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].short.as_str(), d[0].long.as_str()), ("TNF", "tumour necrosis factor"));
+        assert_eq!(last_words("one two three four five  ", 4), Some((4, 23)));
+        assert_eq!(last_words("x. one two", 4), Some((3, 10)));
+        assert_eq!(last_words("3.5 mg", 4), Some((2, 6)));
+        assert_eq!(last_words("a (  ", 4), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::abbrev::definitions;
 use crate::matcher::Match;
+use crate::word::find_bytes;
 
 /// Adds to each field's matches (`fields`: the field's text and its matches, in order) a
 /// match for every whole-word occurrence of an abbreviation the document defines, with the
@@ -26,27 +27,50 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
         return;
     }
     for (text, found) in fields.iter_mut() {
+        let mut added: Vec<(usize, usize, u32, f32)> = Vec::new();
         for (short, concept, score) in &defined {
             for (start, end) in whole_words(text, short) {
-                found.retain(|m| m.end <= start || end <= m.start);
-                let char_start = char_offset(text, start);
-                let char_end = char_start + text[start..end].chars().count() as u32;
-                found.push(Match { start, end, char_start, char_end, concept: *concept, score: *score });
+                // a later definition's occurrence wins over an earlier one's it overlaps ("IL-6", "IL")
+                added.retain(|&(s, e, ..)| e <= start || end <= s);
+                added.push((start, end, *concept, *score));
             }
+        }
+        if added.is_empty() {
+            continue;
+        }
+        added.sort_by_key(|a| a.0);
+        found.retain(|m| !added.iter().any(|&(start, end, ..)| m.start < end && start < m.end));
+        // character offsets counted once, left to right (a text's ASCII prefix needs none)
+        let ascii = text.is_ascii();
+        let (mut byte, mut chars) = (0, 0u32);
+        let mut char_at = |at: usize| {
+            if ascii {
+                return at as u32;
+            }
+            chars += text[byte..at].chars().count() as u32;
+            byte = at;
+            chars
+        };
+        for (start, end, concept, score) in added {
+            let char_start = char_at(start);
+            let char_end = char_at(end);
+            found.push(Match { start, end, char_start, char_end, concept, score });
         }
         found.sort_by_key(|m| m.start);
     }
 }
 
 /// The byte ranges of `word` in `text` with no letter or digit right before or after.
-fn whole_words(text: &str, word: &str) -> Vec<(usize, usize)> {
+fn whole_words<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
     let alnum_before = |i: usize| text[..i].chars().next_back().is_some_and(char::is_alphanumeric);
     let alnum_after = |i: usize| text[i..].chars().next().is_some_and(char::is_alphanumeric);
-    text.match_indices(word).map(|(i, w)| (i, i + w.len())).filter(|&(a, b)| !alnum_before(a) && !alnum_after(b)).collect()
-}
-
-fn char_offset(text: &str, byte: usize) -> u32 {
-    if text.is_ascii() { byte as u32 } else { text[..byte].chars().count() as u32 }
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = find_bytes(text.as_bytes(), from, word.as_bytes())?;
+        from = at + word.len();
+        Some((at, at + word.len()))
+    })
+    .filter(move |&(a, b)| !alnum_before(a) && !alnum_after(b))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Words of a text and their normalized form (lowercase, singular, American spelling).
 
-use crate::word::{load, load_short};
+use crate::word::{HIGH, LANES, load, load_short};
 
 /// A word of a text: a run of letters and digits, in byte and character offsets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,9 +86,6 @@ impl Iterator for Tokens<'_> {
         Some(Token { start, end: self.i, char_start: char_start as u32, char_end: (self.i - self.extra) as u32 })
     }
 }
-
-const LANES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x80 * LANES;
 
 /// 0x80 in each byte of `x` that lies in `lo..=hi`; every byte of `x` must be below 0x80
 /// (then no sum carries into the next byte).
