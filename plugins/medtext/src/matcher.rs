@@ -2,10 +2,9 @@
 //! hyphens, punctuation and British/American spelling, with one-edit matching of long words.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use crate::fuzzy::DeletionIndex;
-use crate::table::WordTable;
+use crate::table::{EdgeTable, WordTable};
 use crate::token::{Token, ascii_lowercase_into, is_caps_acronym_s, normalize_lowercase, normalize_token_into, normalize_word, tokens};
 use crate::vocab::ConceptRow;
 use crate::word::{load, load_short};
@@ -56,7 +55,7 @@ pub struct Matcher {
     ids: Vec<String>,
     names: Vec<String>,
     words: WordTable,
-    edges: HashMap<(u32, u32), u32, FxBuild>,
+    edges: EdgeTable,
     /// The trie node each word leads to from the root (`NONE` if no name starts with it): the
     /// first step from every word of a text is an index, not a second hash lookup.
     root: Vec<u32>,
@@ -89,7 +88,7 @@ impl Matcher {
             ids: Vec::with_capacity(rows.len()),
             names: Vec::with_capacity(rows.len()),
             words: WordTable::default(),
-            edges: HashMap::default(),
+            edges: EdgeTable::default(),
             root: Vec::new(),
             terminal: vec![None],
             exact: WordTable::default(),
@@ -113,7 +112,7 @@ impl Matcher {
         let long = m.words.iter().filter(|(w, _)| w.chars().count() >= m.options.fuzzy_min_len);
         m.fuzzy = DeletionIndex::build(long);
         m.root = vec![NONE; m.words.len()];
-        for (&(node, word), &next) in &m.edges {
+        for (node, word, next) in m.edges.iter() {
             if node == 0 {
                 m.root[word as usize] = next;
             }
@@ -159,7 +158,7 @@ impl Matcher {
             let next_word = self.words.len() as u32;
             let word = self.words.get_or_insert(&t, next_word);
             let next_node = self.terminal.len() as u32;
-            node = *self.edges.entry((node, word)).or_insert(next_node);
+            node = self.edges.get_or_insert(node, word, next_node);
             if node == next_node {
                 self.terminal.push(None);
             }
@@ -216,7 +215,7 @@ impl Matcher {
             let mut fuzzy = false;
             for (j, (_, word)) in words.iter().enumerate().skip(i) {
                 let Some((w, f)) = *word else { break };
-                let next = if node == 0 { self.root[w as usize] } else { self.edges.get(&(node, w)).copied().unwrap_or(NONE) };
+                let next = if node == 0 { self.root[w as usize] } else { self.edges.get(node, w).unwrap_or(NONE) };
                 if next == NONE {
                     break;
                 }
@@ -285,7 +284,7 @@ impl Matcher {
             if node == NONE {
                 return None;
             }
-            node = self.edges.get(&(node, w)).copied().unwrap_or(NONE);
+            node = self.edges.get(node, w).unwrap_or(NONE);
         }
         let concept = self.terminal.get(node as usize).copied().flatten()?;
         Some((concept, k))

@@ -1,7 +1,8 @@
-//! An open-addressing hash table from words to ids for the matcher's per-word lookup: one
-//! linear probe loop over 8-byte slots, always inlined into the matcher's loop. Inside
+//! Open-addressing hash tables for the matcher's per-word lookups (words to ids, trie edges):
+//! one linear probe loop over 8-byte slots, always inlined into the matcher's loop. Inside
 //! WebAssembly a call costs the caller its registers (Wasm calls save none) and an epoch
-//! check, and the standard map reaches its hasher through calls the compiler keeps.
+//! check, the standard map reaches its hasher through calls the compiler keeps, and its
+//! probe groups are four bytes wide there.
 
 use crate::word::{load, load_short, same};
 
@@ -136,6 +137,75 @@ impl WordTable {
     }
 }
 
+/// No edge in a slot of [`EdgeTable`] (no node is `u32::MAX`).
+const NO_EDGE: u64 = u64::MAX;
+
+/// The trie's edges: `(node, word)` to the next node, keyed by `node << 32 | word`.
+pub struct EdgeTable {
+    keys: Vec<u64>,
+    values: Vec<u32>,
+    bits: u32,
+    len: usize,
+}
+
+impl Default for EdgeTable {
+    fn default() -> Self {
+        Self { keys: vec![NO_EDGE; 1 << MIN_BITS], values: vec![0; 1 << MIN_BITS], bits: MIN_BITS, len: 0 }
+    }
+}
+
+impl EdgeTable {
+    /// The slot where `key` is, or the empty slot where it would go.
+    #[inline(always)]
+    fn probe(&self, key: u64) -> usize {
+        let mask = self.keys.len() - 1;
+        let mut i = (key.wrapping_mul(K) >> (64 - self.bits)) as usize;
+        loop {
+            let k = self.keys[i];
+            if k == key || k == NO_EDGE {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The node the edge `word` leads to from `node`.
+    #[inline(always)]
+    pub fn get(&self, node: u32, word: u32) -> Option<u32> {
+        let i = self.probe(u64::from(node) << 32 | u64::from(word));
+        (self.keys[i] != NO_EDGE).then(|| self.values[i])
+    }
+
+    /// The node of the edge, inserting `value` first if the edge is new.
+    pub fn get_or_insert(&mut self, node: u32, word: u32, value: u32) -> u32 {
+        let key = u64::from(node) << 32 | u64::from(word);
+        let i = self.probe(key);
+        if self.keys[i] == key {
+            return self.values[i];
+        }
+        (self.keys[i], self.values[i]) = (key, value);
+        self.len += 1;
+        if bits_for(self.len) > self.bits {
+            let old = std::mem::replace(self, Self::with_bits(bits_for(self.len)));
+            for (k, v) in old.keys.into_iter().zip(old.values).filter(|&(k, _)| k != NO_EDGE) {
+                let j = self.probe(k);
+                (self.keys[j], self.values[j]) = (k, v);
+            }
+            self.len = old.len;
+        }
+        value
+    }
+
+    fn with_bits(bits: u32) -> Self {
+        Self { keys: vec![NO_EDGE; 1 << bits], values: vec![0; 1 << bits], bits, len: 0 }
+    }
+
+    /// Every edge: `(node, word, next node)`, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.keys.iter().zip(&self.values).filter(|&(&k, _)| k != NO_EDGE).map(|(&k, &v)| ((k >> 32) as u32, k as u32, v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -185,6 +255,24 @@ mod tests {
         assert_eq!(table.len(), stored.len());
         let listed: Vec<(&str, u32)> = table.iter().collect();
         assert_eq!(listed, stored.iter().enumerate().map(|(i, w)| (w.as_str(), i as u32)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn edges_are_found_through_growth() {
+        let mut table = EdgeTable::default();
+        let edges: Vec<(u32, u32)> = (0..3000u32).map(|i| (i / 7, i.wrapping_mul(2_654_435_761) % 5000)).collect();
+        for (n, &(node, word)) in edges.iter().enumerate() {
+            assert_eq!(table.get_or_insert(node, word, n as u32), n as u32);
+        }
+        for (n, &(node, word)) in edges.iter().enumerate() {
+            assert_eq!(table.get(node, word), Some(n as u32));
+            assert_eq!(table.get_or_insert(node, word, 0), n as u32, "a second insert keeps the first value");
+        }
+        assert_eq!(table.get(1, 1), None);
+        assert_eq!(table.get(u32::MAX - 1, 3), None);
+        let mut listed: Vec<(u32, u32, u32)> = table.iter().collect();
+        listed.sort_by_key(|e| e.2);
+        assert_eq!(listed, edges.iter().enumerate().map(|(n, &(a, b))| (a, b, n as u32)).collect::<Vec<_>>());
     }
 
     #[test]
