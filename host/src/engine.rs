@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::export::{OrtCache, OrtModel};
-use crate::model::{Config, GenerateOptions, Generation, LoadedModel, ModelError, Tokenizer, generate, generate_with};
+use crate::model::{Config, GenerateOptions, Generation, LoadedModel, ModelError, TokenLogprob, Tokenizer, generate, generate_with};
 
 /// Which engine a command runs (`--engine`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +98,12 @@ impl Engine {
     }
 
     /// Generates a continuation of `prompt`.
-    pub fn generate(&self, prompt: &str, opts: &GenerateOptions, on_text: impl FnMut(&str)) -> Result<Generation, ModelError> {
+    pub fn generate(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str, &[TokenLogprob]),
+    ) -> Result<Generation, ModelError> {
         match self {
             Engine::Candle(m) => generate(&m.llama, &m.tokenizer, prompt, opts, on_text),
             Engine::Ort { model, tokenizer, config } => {

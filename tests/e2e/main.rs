@@ -9,6 +9,7 @@ mod harness;
 mod hot_swap;
 mod medical;
 mod model;
+mod openai_client;
 mod own_data;
 mod pipeline;
 mod plugin_cli;

@@ -131,7 +131,7 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
     let c = json(&body);
     assert_eq!(c["object"], "chat.completion");
     assert!(c["usage"]["completion_tokens"].as_u64().is_some_and(|n| (1..=8).contains(&n)), "{c}");
-    let stream = r#"{"model": "test", "messages": [{"role": "user", "content": "What is aspirin?"}], "max_tokens": 8, "stream": true}"#;
+    let stream = r#"{"model": "test", "messages": [{"role": "user", "content": "What is aspirin?"}], "max_tokens": 8, "stream": true, "stream_options": {"include_usage": true}}"#;
     let (code, body) = http(addr, "POST", "/v1/chat/completions", Some(stream));
     assert_eq!(code, 200, "{body}");
     let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
@@ -172,6 +172,15 @@ fn the_server_answers_limits_and_swaps_plugins_while_serving() {
         ),
         ("POST", "/v1/answer", big, 413, "length limit"),
         ("GET", "/v2/nothing", String::new(), 404, "no endpoint"),
+        ("GET", "/v1/chat/completions", String::new(), 405, "takes POST"),
+        ("POST", "/metrics", String::new(), 405, "takes GET"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model": "test", "messages": [{"role": "user", "content": "hi"}], "temprature": 0.5}"#.into(),
+            400,
+            "unknown field \"temprature\"",
+        ),
     ];
     for (method, path, body, want, needle) in cases {
         let (code, got) = http(addr, method, path, Some(&body));

@@ -125,9 +125,15 @@ pub fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     };
     let user = medtune::prompt::user_question(&args.question, args.context.as_deref().unwrap_or(""));
     let prompt = engine.tokenizer().chat_prompt(&[ChatMessage { role: "user".into(), content: user.clone() }])?;
-    let opts = GenerateOptions { max_new_tokens: args.max_tokens, temperature: args.temperature, top_p: args.top_p, seed: args.seed };
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..Default::default()
+    };
     let mut stdout = std::io::stdout();
-    let g = engine.generate(&prompt, &opts, |piece| {
+    let g = engine.generate(&prompt, &opts, |piece, _| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();
     })?;

@@ -1,6 +1,10 @@
-//! Generation with the KV cache (greedy, temperature, top-p; stop tokens; a token callback),
-//! and PubMedQA-style answers: the probabilities of yes, no and maybe as the first word.
+//! Generation with the KV cache (greedy, temperature, top-p; stop tokens and stop strings;
+//! log-probabilities; cancellation and a deadline checked at every token; a callback per piece
+//! of text), and PubMedQA-style answers: the probabilities of yes, no and maybe as the first
+//! word.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{D, Tensor};
@@ -21,18 +25,88 @@ pub struct GenerateOptions {
     pub top_p: Option<f64>,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Texts that end the generation where they appear (not part of the text).
+    pub stop: Vec<String>,
+    /// Log-probabilities of the chosen tokens, with this many most likely alternatives each;
+    /// `None`: none.
+    pub top_logprobs: Option<usize>,
+    /// Stops the generation from outside (checked before every token).
+    pub cancel: Cancel,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 256, temperature: 0.0, top_p: None, seed: 0 }
+        Self {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: None,
+            seed: 0,
+            stop: Vec::new(),
+            top_logprobs: None,
+            cancel: Cancel::default(),
+        }
     }
+}
+
+/// A flag that stops a generation (the client went away) and a deadline; clones share the
+/// flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl Cancel {
+    /// A token that also stops at `deadline`.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self { flag: Arc::default(), deadline: Some(deadline) }
+    }
+
+    /// Stops the generations that hold a clone of this token, at their next token.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// Why a generation must stop now, if it must.
+    pub fn reason(&self) -> Option<Finish> {
+        if self.flag.load(Ordering::Relaxed) {
+            Some(Finish::Cancelled)
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Finish::TimedOut)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token or a stop string.
+    Stop,
+    /// `max_new_tokens`, or the model's context.
+    Length,
+    /// [`Cancel::cancel`].
+    Cancelled,
+    /// The [`Cancel`] deadline passed.
+    TimedOut,
+}
+
+/// One generated token's log-probability, and the most likely tokens at its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its natural log-probability under the model (before temperature and top-p).
+    pub logprob: f32,
+    /// The most likely tokens there, most likely first: text and log-probability.
+    pub top: Vec<(String, f32)>,
 }
 
 /// What a generation produced, and how fast.
 #[derive(Debug, Clone)]
 pub struct Generation {
-    /// The generated text (stop token excluded).
+    /// The generated text (stop token and stop string excluded).
     pub text: String,
     /// Tokens of the prompt.
     pub prompt_tokens: usize,
@@ -42,17 +116,21 @@ pub struct Generation {
     pub prompt_secs: f64,
     /// Seconds spent generating.
     pub generate_secs: f64,
-    /// Whether a stop token ended it (else `max_new_tokens` did).
-    pub stopped: bool,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Per generated token, when asked for ([`GenerateOptions::top_logprobs`]).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
-/// Generates a continuation of `prompt`; `on_text` gets each new piece of text as it appears.
+/// Generates a continuation of `prompt`; `on_text` gets each new piece of text as it appears,
+/// with the log-probabilities of the tokens generated since the previous piece (when asked
+/// for). Text that may be the start of a stop string is held back until it is not.
 pub fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
     prompt: &str,
     opts: &GenerateOptions,
-    on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str, &[TokenLogprob]),
 ) -> Result<Generation, ModelError> {
     let mut cache = Cache::new(model);
     let limit = model.config().max_sequence();
@@ -67,7 +145,7 @@ pub fn generate_with(
     opts: &GenerateOptions,
     limit: usize,
     mut step: impl FnMut(&[u32]) -> Result<Tensor, ModelError>,
-    mut on_text: impl FnMut(&str),
+    mut on_text: impl FnMut(&str, &[TokenLogprob]),
 ) -> Result<Generation, ModelError> {
     let ids = tokenizer.encode(prompt)?;
     let sampling = match (opts.temperature, opts.top_p) {
@@ -77,41 +155,102 @@ pub fn generate_with(
     };
     let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
     let start = Instant::now();
+    let done = |finish, text: String, out: &[u32], logprobs, prompt_secs, generate_secs| Generation {
+        text,
+        prompt_tokens: ids.len(),
+        generated_tokens: out.len(),
+        prompt_secs,
+        generate_secs,
+        finish,
+        logprobs,
+    };
+    if let Some(finish) = opts.cancel.reason() {
+        return Ok(done(finish, String::new(), &[], Vec::new(), 0.0, 0.0));
+    }
     let mut logits = step(&ids)?;
     let prompt_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut out: Vec<u32> = Vec::new();
-    let mut shown = 0;
-    let mut stopped = false;
+    let mut logprobs: Vec<TokenLogprob> = Vec::new();
+    let (mut shown, mut shown_logprobs) = (0, 0);
+    let mut finish = Finish::Length;
+    let mut text = String::new();
     while out.len() < opts.max_new_tokens {
-        let next = sampler.sample(&logits).ctx(|| "sampling".into())?;
-        if tokenizer.stop_ids.contains(&next) {
-            stopped = true;
+        if let Some(reason) = opts.cancel.reason() {
+            finish = reason;
             break;
         }
+        let next = sampler.sample(&logits).ctx(|| "sampling".into())?;
+        if tokenizer.stop_ids.contains(&next) {
+            finish = Finish::Stop;
+            break;
+        }
+        if let Some(k) = opts.top_logprobs {
+            logprobs.push(token_logprob(tokenizer, &logits, next, k)?);
+        }
         out.push(next);
-        let text = tokenizer.decode(&out)?;
-        if text.len() > shown && !text.ends_with('\u{fffd}') {
-            on_text(&text[shown..]);
-            shown = text.len();
+        text = tokenizer.decode(&out)?;
+        if let Some(at) = first_stop(&text, &opts.stop, shown) {
+            text.truncate(at);
+            finish = Finish::Stop;
+            break;
+        }
+        let safe = text.len() - held_back(&text, &opts.stop);
+        if safe > shown && text.is_char_boundary(safe) && !text[..safe].ends_with('\u{fffd}') {
+            on_text(&text[shown..safe], &logprobs[shown_logprobs..]);
+            (shown, shown_logprobs) = (safe, logprobs.len());
         }
         if ids.len() + out.len() >= limit {
             break;
         }
         logits = step(&[next])?;
     }
-    let text = tokenizer.decode(&out)?;
-    if text.len() > shown {
-        on_text(&text[shown..]);
+    if text.len() > shown || logprobs.len() > shown_logprobs {
+        on_text(&text[shown.min(text.len())..], &logprobs[shown_logprobs..]);
     }
-    Ok(Generation {
-        text,
-        prompt_tokens: ids.len(),
-        generated_tokens: out.len(),
-        prompt_secs,
-        generate_secs: start.elapsed().as_secs_f64(),
-        stopped,
-    })
+    Ok(done(finish, text, &out, logprobs, prompt_secs, start.elapsed().as_secs_f64()))
+}
+
+/// Where the first stop string starts in `text`, looking only where a new one can be: from
+/// a stop string's length before `shown` (what was shown had none).
+fn first_stop(text: &str, stops: &[String], shown: usize) -> Option<usize> {
+    stops
+        .iter()
+        .filter_map(|s| {
+            let mut from = shown.saturating_sub(s.len());
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            text[from..].find(s.as_str()).map(|i| from + i)
+        })
+        .min()
+}
+
+/// How many bytes at the end of `text` could be the start of a stop string (held back from
+/// the callback until the next tokens say).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|s| (1..s.len().min(text.len() + 1)).rev().find(|&n| text.as_bytes().ends_with(&s.as_bytes()[..n])).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The log-probability of `chosen` after `logits`, and the `k` most likely tokens there.
+fn token_logprob(tokenizer: &Tokenizer, logits: &Tensor, chosen: u32, k: usize) -> Result<TokenLogprob, ModelError> {
+    let logits: Vec<f32> =
+        logits.to_dtype(candle_core::DType::F32).and_then(|l| l.to_vec1()).ctx(|| "logits for log-probabilities".into())?;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(order.len());
+    if k > 0 {
+        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    }
+    order.truncate(k);
+    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    let top = order.iter().map(|&t| Ok((tokenizer.decode(&[t])?, logits[t as usize] - log_sum))).collect::<Result<_, ModelError>>()?;
+    Ok(TokenLogprob { token: tokenizer.decode(&[chosen])?, logprob: logits[chosen as usize] - log_sum, top })
 }
 
 /// Logits of the last position after feeding `ids`.
@@ -148,4 +287,33 @@ pub fn answer_probabilities_from(logits: &Tensor, tokenizer: &Tokenizer) -> Resu
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_are_found_once_and_their_starts_held_back() {
+        let stops = vec!["\n\n".to_owned(), "END".to_owned()];
+        assert_eq!(first_stop("abc\n\ndef", &stops, 0), Some(3));
+        // only where a new stop can start: the shown text had none
+        assert_eq!(first_stop("abEND", &stops, 3), Some(2));
+        assert_eq!(first_stop("ab EN", &stops, 0), None);
+        assert_eq!(held_back("ab EN", &stops), 2);
+        assert_eq!(held_back("ab\n", &stops), 1);
+        assert_eq!(held_back("abc", &stops), 0);
+        assert_eq!(held_back("é", &["éa".to_owned()]), 2);
+        assert_eq!(held_back("x", &[]), 0);
+    }
+
+    #[test]
+    fn a_cancel_token_says_why() {
+        let c = Cancel::default();
+        assert_eq!(c.reason(), None);
+        let clone = c.clone();
+        c.cancel();
+        assert_eq!(clone.reason(), Some(Finish::Cancelled));
+        assert_eq!(Cancel::with_deadline(Instant::now()).reason(), Some(Finish::TimedOut));
+    }
 }

@@ -25,7 +25,9 @@ use std::path::PathBuf;
 pub use adapter::Adapter;
 pub use config::{Config, Family, RopeScaling};
 pub use fetch::{SMOLLM2, fetch_smollm2};
-pub use generate::{GenerateOptions, Generation, answer_probabilities, answer_probabilities_from, generate, generate_with};
+pub use generate::{
+    Cancel, Finish, GenerateOptions, Generation, TokenLogprob, answer_probabilities, answer_probabilities_from, generate, generate_with,
+};
 pub use linear::Linear;
 pub use llama::{Adapters, Cache, Llama, Pass};
 pub use random::{random, shape, uniform};

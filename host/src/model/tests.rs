@@ -72,7 +72,7 @@ fn logits_equal_hugging_face_with_f32_weights() {
             }
         }
         let prompt = case["prompt"].as_str().expect("prompt");
-        let g = generate(&m.llama, &m.tokenizer, prompt, &GenerateOptions { max_new_tokens: 16, ..Default::default() }, |_| {})
+        let g = generate(&m.llama, &m.tokenizer, prompt, &GenerateOptions { max_new_tokens: 16, ..Default::default() }, |_, _| {})
             .expect("generate");
         let want = ids_of(&case["greedy"]);
         let ours = m.tokenizer.encode(&g.text).expect("ids");
@@ -124,13 +124,14 @@ fn greedy_generation_answers_and_stops() {
     let prompt =
         m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]).expect("prompt");
     let mut streamed = String::new();
-    let g =
-        generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s| streamed.push_str(s))
-            .expect("generate");
+    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |s, _| {
+        streamed.push_str(s)
+    })
+    .expect("generate");
     assert!(g.text.contains("Paris"), "{:?}", g.text);
     assert_eq!(streamed, g.text, "streamed pieces add up to the text");
     let again =
-        generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |_| {}).expect("again");
+        generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 40, ..Default::default() }, |_, _| {}).expect("again");
     assert_eq!(again.text, g.text, "greedy decoding is deterministic");
     let p = answer_probabilities(&m.llama, &m.tokenizer, &prompt).expect("probabilities");
     let total: f64 = p.iter().map(|(_, x)| x).sum();
@@ -152,7 +153,7 @@ fn bf16_inference_through_quantized_layers_runs_and_stays_close() {
     let diff = f32_logits.iter().zip(&bf16_logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let scale = f32_logits.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
     assert!(diff < 0.05 * scale, "bf16 logits differ by {diff} (largest {scale})");
-    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 6, ..Default::default() }, |_| {})
+    let g = generate(&m.llama, &m.tokenizer, &prompt, &GenerateOptions { max_new_tokens: 6, ..Default::default() }, |_, _| {})
         .expect("bf16 generation");
     assert!(!g.text.trim().is_empty());
 }

@@ -194,7 +194,7 @@ fn generated(
         let last = messages.len() - 1;
         let made = m.tokenizer.render_chat(&messages[..last], true).and_then(|prompt| {
             let opts = GenerateOptions { max_new_tokens: e.max_new_tokens, ..Default::default() };
-            generate(&m.llama, &m.tokenizer, &prompt, &opts, |_| {})
+            generate(&m.llama, &m.tokenizer, &prompt, &opts, |_, _| {})
         });
         let text = match made {
             Ok(g) => g.text.trim().to_owned(),

@@ -1,23 +1,22 @@
 //! The endpoint handlers: request checks, admission (a bounded queue), the plugin chain over
 //! incoming questions, model calls on blocking threads, OpenAI-shaped responses.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{StatusCode, Uri, header};
-use axum::response::sse::{Event, Sse};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::complete::{Meta, Shape, respond};
+use super::openai::{ChatRequest, CompletionRequest, Input, Job};
 use crate::data::Record;
 use crate::engine::Engine;
-use crate::model::{ChatMessage, GenerateOptions};
 use crate::prompt::{Choices, Question, expanded, prompt_ids};
 
 use super::{ApiError, AppState};
@@ -49,15 +48,28 @@ pub async fn models(State(s): S) -> Response {
 }
 
 pub async fn metrics(State(s): S) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    let in_flight = s.opts.queue.max(1) - s.admitted.available_permits();
+    let running = s.running_now();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(in_flight.saturating_sub(running), running)).into_response()
 }
 
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no endpoint {uri} (see /v1/models, /v1/chat/completions, /v1/answer, /health, /metrics)"),
-    )
+pub async fn not_found(State(s): S, uri: Uri) -> Response {
+    counted(&s, "none", async move {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {uri} (see /v1/models, /v1/chat/completions, /v1/completions, /v1/answer, /health, /metrics)"),
+        ))
+    })
+    .await
+}
+
+pub async fn method_not_allowed(State(s): S, method: Method, uri: Uri) -> Response {
+    let allowed = if ["/health", "/v1/models", "/metrics"].contains(&uri.path()) { "GET" } else { "POST" };
+    counted(&s, "none", async move {
+        Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} {uri}: this endpoint takes {allowed}")))
+    })
+    .await
 }
 
 /// A place in the queue, or 429.
@@ -79,30 +91,39 @@ fn model(s: &AppState) -> Result<Arc<Engine>, ApiError> {
     }
 }
 
-/// Runs blocking model work under the engine permit and the request's time limit.
-async fn on_engine<T: Send + 'static>(s: &AppState, f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, ApiError> {
+/// Runs blocking model work under the engine permit, by `deadline` (the wait for the engine
+/// is inside it).
+pub(super) async fn on_engine<T: Send + 'static>(
+    s: &Arc<AppState>,
+    deadline: Instant,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
     let engine = s.engine.clone();
-    // the time limit covers the wait for the engine too
+    let state = s.clone();
     let job = async move {
         let permit = engine
             .acquire_owned()
             .await
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
         tokio::task::spawn_blocking(move || {
+            let running = state.running();
             let out = f();
-            drop(permit);
+            drop((running, permit));
             out
         })
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the model call failed: {e}")))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
     };
-    match tokio::time::timeout(s.opts.timeout, job).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()),
-        )),
+    match tokio::time::timeout_at(deadline.into(), job).await {
+        Err(_) => {
+            s.metrics.abandoned("timeout");
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()),
+            ))
+        }
         Ok(r) => r,
     }
 }
@@ -190,6 +211,7 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         }
         check_model(&s2, req.model.as_deref())?;
         let options = request_options(&s2, req.options)?;
+        let admitted = Instant::now();
         let _place = admit(&s2)?;
         let m = model(&s2)?;
         // one paragraph: the record's text is question, blank line, context
@@ -197,7 +219,7 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         let opts = s2.opts.prompts;
         let (q, c) = if opts.expand { expanded(&record) } else { (record.question.clone(), record.context.clone()) };
         let (m2, labels, asked) = (m.clone(), s2.opts.task.labels.clone(), options.clone());
-        let (probs, n) = on_engine(&s2, move || {
+        let (probs, n) = on_engine(&s2, admitted + s2.opts.timeout, move || {
             let choices = Choices::new(&labels, m2.tokenizer()).map_err(|e| e.to_string())?;
             let question = Question { question: &q, context: &c, options: &asked };
             let ids = prompt_ids(m2.tokenizer(), &question, &choices, opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
@@ -239,148 +261,62 @@ fn check_model(s: &AppState, asked: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ChatRequest {
-    model: String,
-    messages: Vec<Message>,
-    #[serde(default)]
-    max_tokens: Option<usize>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    seed: Option<u64>,
+/// The plugin chain over the last user message (its expansions written in, as in
+/// training, when the run expands), then the prompt the engine continues.
+async fn chat_prompt(s: &Arc<AppState>, m: &Engine, job: &mut Job) -> Result<(String, Value), ApiError> {
+    let mut found = json!({});
+    let prompt = match &mut job.input {
+        Input::Chat(messages) => {
+            if let Some(last) = messages.iter_mut().rev().find(|x| x.role == "user") {
+                let record = annotate(s, &last.content, "").await?;
+                if s.opts.prompts.expand {
+                    last.content = expanded(&record).0;
+                }
+                found = findings(&record);
+            }
+            m.tokenizer().chat_prompt(messages).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        Input::Text(p) => {
+            found = findings(&annotate(s, p, "").await?);
+            p.clone()
+        }
+    };
+    let n = m.tokenizer().encode(&prompt).map_err(|e| ApiError::bad_request(e.to_string()))?.len();
+    if n >= m.max_positions() {
+        return Err(ApiError::bad_request(format!("the prompt is {n} tokens, over the model's context of {}", m.max_positions())));
+    }
+    Ok((prompt, found))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Message {
-    role: String,
-    content: String,
+/// A checked job through admission, the plugin chain and the engine.
+async fn complete(s: Arc<AppState>, mut job: Job, model_name: &str, shape: Shape) -> Result<Response, ApiError> {
+    check_model(&s, Some(model_name))?;
+    let admitted = Instant::now();
+    let place = admit(&s)?;
+    let m = model(&s)?;
+    let (prompt, found) = chat_prompt(&s, &m, &mut job).await?;
+    let meta = Meta { shape, model: s.opts.model_name.clone(), found, admitted };
+    respond(s, m, job, prompt, meta, place).await
 }
 
-pub async fn chat(State(s): S, body: Result<Json<ChatRequest>, JsonRejection>) -> Response {
+pub async fn chat(State(s): S, body: Result<Json<Value>, JsonRejection>) -> Response {
     let s2 = s.clone();
     counted(&s, "chat", async move {
-        let Json(req) = body?;
-        check_model(&s2, Some(&req.model))?;
-        if req.messages.is_empty() {
-            return Err(ApiError::bad_request("messages is empty"));
-        }
-        if let Some((i, _)) = req.messages.iter().enumerate().find(|(_, m)| m.content.trim().is_empty()) {
-            return Err(ApiError::bad_request(format!("messages[{i}].content is empty")));
-        }
-        if let Some((i, m)) = req.messages.iter().enumerate().find(|(_, m)| !["system", "user", "assistant"].contains(&m.role.as_str())) {
-            return Err(ApiError::bad_request(format!("messages[{i}].role {:?} is not system, user or assistant", m.role)));
-        }
-        let max_tokens = req.max_tokens.unwrap_or(s2.opts.max_tokens);
-        if max_tokens == 0 || max_tokens > s2.opts.max_tokens {
-            return Err(ApiError::bad_request(format!("max_tokens {max_tokens} is outside 1..={}", s2.opts.max_tokens)));
-        }
-        if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) || req.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-            return Err(ApiError::bad_request("temperature must be in [0, 2] and top_p in (0, 1]"));
-        }
-        let place = admit(&s2)?;
-        let m = model(&s2)?;
-        // the last user message goes through the plugin chain; its expansions are written in,
-        // as in training
-        let mut messages: Vec<ChatMessage> = req.messages.iter().map(|x| ChatMessage { role: x.role.clone(), content: x.content.clone() }).collect();
-        let mut found = json!({});
-        if let Some(last) = messages.iter_mut().rev().find(|x| x.role == "user") {
-            let record = annotate(&s2, &last.content, "").await?;
-            if s2.opts.prompts.expand {
-                last.content = expanded(&record).0;
-            }
-            found = findings(&record);
-        }
-        let prompt = m.tokenizer().chat_prompt(&messages).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let n = m.tokenizer().encode(&prompt).map_err(|e| ApiError::bad_request(e.to_string()))?.len();
-        if n >= m.max_positions() {
-            return Err(ApiError::bad_request(format!("the prompt is {n} tokens, over the model's context of {}", m.max_positions())));
-        }
-        let opts = GenerateOptions { max_new_tokens: max_tokens, temperature: req.temperature.unwrap_or(0.0), top_p: req.top_p, seed: req.seed.unwrap_or(0) };
-        let id = format!("chatcmpl-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let name = s2.opts.model_name.clone();
-        if req.stream {
-            return Ok(stream(s2.clone(), m, prompt, opts, id, created, name, place).await);
-        }
-        let m2 = m.clone();
-        let g = on_engine(&s2, move || m2.generate(&prompt, &opts, |_| {}).map_err(|e| e.to_string())).await?;
-        s2.metrics.tokens("prompt", g.prompt_tokens);
-        s2.metrics.tokens("completion", g.generated_tokens);
-        Ok(Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": if g.stopped { "stop" } else { "length" }}],
-            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.generated_tokens, "total_tokens": g.prompt_tokens + g.generated_tokens},
-            "medtune": found,
-        }))
-        .into_response())
+        let req = ChatRequest::parse(body?.0)?;
+        let model = req.common.model.clone();
+        let job = req.job(s2.opts.max_tokens)?;
+        complete(s2, job, &model, Shape::Chat).await
     })
     .await
 }
 
-/// Server-sent events: one `chat.completion.chunk` per piece of text, a last chunk with the
-/// finish reason and `usage`, then `data: [DONE]`.
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    s: Arc<AppState>,
-    m: Arc<Engine>,
-    prompt: String,
-    opts: GenerateOptions,
-    id: String,
-    created: u64,
-    name: String,
-    place: OwnedSemaphorePermit,
-) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let chunk = move |delta: Value, finish: Value, usage: Option<Value>| {
-        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let Some(u) = usage {
-            c["usage"] = u;
-        }
-        Event::default().data(c.to_string())
-    };
-    tokio::spawn(async move {
-        let _place = place;
-        let Ok(engine) = s.engine.clone().acquire_owned().await else { return };
-        let tx2 = tx.clone();
-        let chunk2 = chunk.clone();
-        let s2 = s.clone();
-        // after a timeout the generation may run on; it stops sending
-        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let late2 = late.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _ = tx2.blocking_send(chunk2(json!({"role": "assistant", "content": ""}), Value::Null, None));
-            let g = m.generate(&prompt, &opts, |piece| {
-                if !late2.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = tx2.blocking_send(chunk2(json!({"content": piece}), Value::Null, None));
-                }
-            });
-            drop(engine);
-            g
-        });
-        let last = match tokio::time::timeout(s.opts.timeout, job).await {
-            Ok(Ok(Ok(g))) => {
-                s2.metrics.tokens("prompt", g.prompt_tokens);
-                s2.metrics.tokens("completion", g.generated_tokens);
-                let usage = json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": g.generated_tokens, "total_tokens": g.prompt_tokens + g.generated_tokens});
-                chunk(json!({}), json!(if g.stopped { "stop" } else { "length" }), Some(usage))
-            }
-            Ok(Ok(Err(e))) => Event::default().data(json!({"error": {"message": e.to_string(), "type": "internal"}}).to_string()),
-            Ok(Err(e)) => Event::default().data(json!({"error": {"message": e.to_string(), "type": "internal"}}).to_string()),
-            Err(_) => {
-                late.store(true, std::sync::atomic::Ordering::Relaxed);
-                Event::default().data(json!({"error": {"message": format!("the request took longer than its limit of {} ms", s.opts.timeout.as_millis()), "type": "timeout"}}).to_string())
-            }
-        };
-        let _ = tx.send(last).await;
-        let _ = tx.send(Event::default().data("[DONE]")).await;
-    });
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let events = tokio_stream::StreamExt::map(events, Ok::<Event, Infallible>);
-    Sse::new(events).into_response()
+pub async fn completions(State(s): S, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let s2 = s.clone();
+    counted(&s, "completions", async move {
+        let req = CompletionRequest::parse(body?.0)?;
+        let model = req.common.model.clone();
+        let job = req.job(s2.opts.max_tokens)?;
+        complete(s2, job, &model, Shape::Text).await
+    })
+    .await
 }

@@ -2,20 +2,25 @@
 //! plugin chain applied to every incoming question and hot-swapped while serving.
 //!
 //! Endpoints: `/health` (503 while the model loads, then 200), `/v1/models`,
-//! `/v1/chat/completions` (SSE streaming with `data: [DONE]`; `usage` in every response),
-//! `/v1/answer` (the task's label, or a multiple-choice question's letter, with probabilities
-//! and what the plugins found), `/metrics`
-//! (Prometheus). Limits: request body size, `max_tokens`, a per-request timeout, a bounded
-//! queue (429 when full); SIGTERM or Ctrl-C drains in-flight requests and stops.
+//! `/v1/chat/completions` and `/v1/completions` (OpenAI's arguments and shapes, SSE streaming
+//! with `data: [DONE]`), `/v1/answer` (the task's label, or a multiple-choice question's
+//! letter, with probabilities and what the plugins found), `/metrics` (Prometheus). Every
+//! error, 404 and 405 included, is OpenAI's JSON shape. Limits: request body size,
+//! `max_tokens`, a per-request deadline from admission (the queue's wait inside it), a bounded
+//! queue (429 when full); a client that goes away or a deadline passed stops the generation
+//! at its next token; SIGTERM or Ctrl-C drains in-flight requests and stops.
 //!
 //! Invariant: handlers never block the runtime: model and plugin calls run on blocking
 //! threads, one model call at a time.
 
 mod api;
+mod complete;
 mod error;
 mod metrics;
+mod openai;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -59,7 +64,18 @@ pub struct AppState {
     chain: Mutex<PluginSet>,
     admitted: Arc<Semaphore>,
     engine: Arc<Semaphore>,
+    /// Model calls running now.
+    running: AtomicUsize,
     metrics: Metrics,
+}
+
+/// Counts a model call as running while it lives.
+pub(crate) struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
@@ -68,11 +84,23 @@ impl AppState {
         Arc::new(Self {
             admitted: Arc::new(Semaphore::new(opts.queue.max(1))),
             engine: Arc::new(Semaphore::new(1)),
+            running: AtomicUsize::new(0),
+            metrics: Metrics::new(opts.timeout),
             opts,
             model: OnceLock::new(),
             chain: Mutex::new(chain),
-            metrics: Metrics::default(),
         })
+    }
+
+    /// Marks a model call running until the guard drops.
+    pub(crate) fn running(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Running(&self.running)
+    }
+
+    /// Model calls running now.
+    fn running_now(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Hands over the loaded engine (or why it failed to load).
@@ -88,9 +116,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(api::health))
         .route("/v1/models", get(api::models))
         .route("/v1/chat/completions", post(api::chat))
+        .route("/v1/completions", post(api::completions))
         .route("/v1/answer", post(api::answer))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
