@@ -181,3 +181,69 @@ fn a_request_past_its_deadline_is_504_and_stops_generating() {
     let m = String::from_utf8_lossy(&raw);
     assert!(m.contains("medtune_request_seconds_bucket{endpoint=\"chat\",le=\"1.5\"}"), "the latency buckets stop below the limit:\n{m}");
 }
+
+/// The bounded load test: 64 requests at concurrency 16 on loopback, one long prompt among
+/// them and one client that hangs up: no failure (429 only by design), and the short
+/// requests, batched beside the long one as it is read in chunks, are not held behind it.
+#[test]
+fn sixty_four_requests_at_concurrency_sixteen_with_a_long_prompt_and_a_hang_up() {
+    let env = Env::new();
+    let server = server(&env, &["--max-tokens", "16", "--queue", "16", "--max-body-bytes", "262144"]);
+    let addr = server.addr.as_str();
+    let long_text = "The patient was admitted with chest pain and shortness of breath. ".repeat(110);
+    let long = serde_json::json!({"model": "test", "messages": [{"role": "user", "content": long_text}], "max_tokens": 16}).to_string();
+    let short = |i: usize| {
+        format!(
+            r#"{{"model": "test", "messages": [{{"role": "user", "content": "Name a symptom of disease number {i}."}}], "max_tokens": 8}}"#
+        )
+    };
+    let started = Instant::now();
+    let results: Vec<(usize, u16, f64, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|c| {
+                let (long, short) = (&long, &short);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for r in 0..4 {
+                        let i = c * 4 + r;
+                        if i == 5 {
+                            // the client that hangs up once its request is in
+                            let mut s = TcpStream::connect(addr).expect("connect");
+                            let body = short(i);
+                            write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                                .expect("send");
+                            std::thread::sleep(Duration::from_millis(100));
+                            drop(s);
+                            continue;
+                        }
+                        let body = if i == 0 { long.clone() } else { short(i) };
+                        let t = Instant::now();
+                        let (code, got) = http(addr, "POST", "/v1/chat/completions", Some(&body));
+                        out.push((i, code, t.elapsed().as_secs_f64(), got));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("client")).collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    for (i, code, _, body) in &results {
+        assert!(*code == 200 || *code == 429, "request {i}: {code} {body}");
+    }
+    let long_latency = results.iter().find(|r| r.0 == 0).map(|r| r.2).expect("the long request");
+    assert_eq!(results.iter().find(|r| r.0 == 0).map(|r| r.1), Some(200), "the long request failed");
+    let mut shorts: Vec<f64> = results.iter().filter(|r| r.0 != 0 && r.1 == 200).map(|r| r.2).collect();
+    shorts.sort_by(f64::total_cmp);
+    let p95 = shorts[(shorts.len() * 95 / 100).min(shorts.len() - 1)];
+    let refused = results.iter().filter(|r| r.1 == 429).count();
+    eprintln!(
+        "load: {} answered, {refused} refused (429) in {wall:.1} s; short p50 {:.2} s, p95 {p95:.2} s; the long prompt {long_latency:.2} s",
+        shorts.len() + 1,
+        shorts[shorts.len() / 2]
+    );
+    assert!(shorts.len() >= 40, "only {} short requests answered", shorts.len());
+    assert!(p95 < long_latency, "short requests' p95 {p95:.2} s is not below the long prompt's {long_latency:.2} s");
+    idle(addr);
+    assert_eq!(metric(addr, "medtune_queue_depth "), 0.0);
+}

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Requests admitted at once (running or waiting); more are answered 429.
     #[arg(long, default_value_t = 16)]
     pub queue: usize,
+    /// Sequences decoded together in one model step (continuous batching, candle engine).
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
 }
 
 pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -72,6 +75,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_tokens: args.max_tokens,
         timeout: Duration::from_millis(args.timeout_ms),
         queue: args.queue,
+        max_batch: args.max_batch,
         prompts: PromptOptions::of(config.train.as_ref()),
         task: medtune::artifacts::TaskLabels::of(&config),
     };

@@ -148,67 +148,128 @@ pub fn generate_with(
     mut on_text: impl FnMut(&str, &[TokenLogprob]),
 ) -> Result<Generation, ModelError> {
     let ids = tokenizer.encode(prompt)?;
-    let sampling = match (opts.temperature, opts.top_p) {
-        (t, _) if t <= 0.0 => Sampling::ArgMax,
-        (t, Some(p)) => Sampling::TopP { p, temperature: t },
-        (t, None) => Sampling::All { temperature: t },
-    };
-    let mut sampler = LogitsProcessor::from_sampling(opts.seed, sampling);
-    let start = Instant::now();
-    let done = |finish, text: String, out: &[u32], logprobs, prompt_secs, generate_secs| Generation {
-        text,
-        prompt_tokens: ids.len(),
-        generated_tokens: out.len(),
-        prompt_secs,
-        generate_secs,
-        finish,
-        logprobs,
-    };
-    if let Some(finish) = opts.cancel.reason() {
-        return Ok(done(finish, String::new(), &[], Vec::new(), 0.0, 0.0));
+    let mut decoder = Decoder::new(tokenizer, opts, ids.len(), limit);
+    if decoder.cancelled() {
+        return Ok(decoder.into_generation(&mut on_text));
     }
     let mut logits = step(&ids)?;
-    let prompt_secs = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let mut out: Vec<u32> = Vec::new();
-    let mut logprobs: Vec<TokenLogprob> = Vec::new();
-    let (mut shown, mut shown_logprobs) = (0, 0);
-    let mut finish = Finish::Length;
-    let mut text = String::new();
-    while out.len() < opts.max_new_tokens {
-        if let Some(reason) = opts.cancel.reason() {
-            finish = reason;
-            break;
-        }
-        let next = sampler.sample(&logits).ctx(|| "sampling".into())?;
-        if tokenizer.stop_ids.contains(&next) {
-            finish = Finish::Stop;
-            break;
-        }
-        if let Some(k) = opts.top_logprobs {
-            logprobs.push(token_logprob(tokenizer, &logits, next, k)?);
-        }
-        out.push(next);
-        text = tokenizer.decode(&out)?;
-        if let Some(at) = first_stop(&text, &opts.stop, shown) {
-            text.truncate(at);
-            finish = Finish::Stop;
-            break;
-        }
-        let safe = text.len() - held_back(&text, &opts.stop);
-        if safe > shown && text.is_char_boundary(safe) && !text[..safe].ends_with('\u{fffd}') {
-            on_text(&text[shown..safe], &logprobs[shown_logprobs..]);
-            (shown, shown_logprobs) = (safe, logprobs.len());
-        }
-        if ids.len() + out.len() >= limit {
-            break;
-        }
+    decoder.prompt_done();
+    while let Some(next) = decoder.accept(&logits, &mut on_text)? {
         logits = step(&[next])?;
     }
-    if text.len() > shown || logprobs.len() > shown_logprobs {
-        on_text(&text[shown.min(text.len())..], &logprobs[shown_logprobs..]);
+    Ok(decoder.into_generation(&mut on_text))
+}
+
+/// One sequence's decoding, whatever runs the model: sampling, stop tokens and stop strings,
+/// log-probabilities, the text shown so far, cancellation. [`generate_with`] drives one;
+/// a batched server drives many, one model step for all.
+pub struct Decoder<'t> {
+    tokenizer: &'t Tokenizer,
+    opts: GenerateOptions,
+    sampler: LogitsProcessor,
+    prompt_tokens: usize,
+    limit: usize,
+    out: Vec<u32>,
+    logprobs: Vec<TokenLogprob>,
+    text: String,
+    shown: usize,
+    shown_logprobs: usize,
+    finish: Option<Finish>,
+    started: Instant,
+    prompt_secs: f64,
+}
+
+impl<'t> Decoder<'t> {
+    /// A decoder for a prompt of `prompt_tokens` tokens; `limit` is the longest sequence.
+    pub fn new(tokenizer: &'t Tokenizer, opts: &GenerateOptions, prompt_tokens: usize, limit: usize) -> Self {
+        let sampling = match (opts.temperature, opts.top_p) {
+            (t, _) if t <= 0.0 => Sampling::ArgMax,
+            (t, Some(p)) => Sampling::TopP { p, temperature: t },
+            (t, None) => Sampling::All { temperature: t },
+        };
+        Self {
+            tokenizer,
+            opts: opts.clone(),
+            sampler: LogitsProcessor::from_sampling(opts.seed, sampling),
+            prompt_tokens,
+            limit,
+            out: Vec::new(),
+            logprobs: Vec::new(),
+            text: String::new(),
+            shown: 0,
+            shown_logprobs: 0,
+            finish: None,
+            started: Instant::now(),
+            prompt_secs: 0.0,
+        }
     }
-    Ok(done(finish, text, &out, logprobs, prompt_secs, start.elapsed().as_secs_f64()))
+
+    /// Whether the generation must stop before the model runs again (cancelled, or past its
+    /// deadline); it is then finished.
+    pub fn cancelled(&mut self) -> bool {
+        if let Some(reason) = self.opts.cancel.reason() {
+            self.finish.get_or_insert(reason);
+        }
+        self.finish.is_some()
+    }
+
+    /// The prompt has been read: the time so far is the prompt's.
+    pub fn prompt_done(&mut self) {
+        self.prompt_secs = self.started.elapsed().as_secs_f64();
+        self.started = Instant::now();
+    }
+
+    /// Takes the logits after the last token fed: samples the next token and shows the text
+    /// it completes. Returns the token to feed next, or `None` when the generation is over.
+    pub fn accept(&mut self, logits: &Tensor, on_text: &mut impl FnMut(&str, &[TokenLogprob])) -> Result<Option<u32>, ModelError> {
+        if self.out.len() >= self.opts.max_new_tokens {
+            self.finish.get_or_insert(Finish::Length);
+        }
+        if self.finish.is_some() || self.cancelled() {
+            return Ok(None);
+        }
+        let next = self.sampler.sample(logits).ctx(|| "sampling".into())?;
+        if self.tokenizer.stop_ids.contains(&next) {
+            self.finish = Some(Finish::Stop);
+            return Ok(None);
+        }
+        if let Some(k) = self.opts.top_logprobs {
+            self.logprobs.push(token_logprob(self.tokenizer, logits, next, k)?);
+        }
+        self.out.push(next);
+        self.text = self.tokenizer.decode(&self.out)?;
+        if let Some(at) = first_stop(&self.text, &self.opts.stop, self.shown) {
+            self.text.truncate(at);
+            self.finish = Some(Finish::Stop);
+            return Ok(None);
+        }
+        let safe = self.text.len() - held_back(&self.text, &self.opts.stop);
+        if safe > self.shown && self.text.is_char_boundary(safe) && !self.text[..safe].ends_with('\u{fffd}') {
+            on_text(&self.text[self.shown..safe], &self.logprobs[self.shown_logprobs..]);
+            (self.shown, self.shown_logprobs) = (safe, self.logprobs.len());
+        }
+        if self.prompt_tokens + self.out.len() >= self.limit || self.out.len() >= self.opts.max_new_tokens {
+            self.finish = Some(Finish::Length);
+            return Ok(None);
+        }
+        Ok(Some(next))
+    }
+
+    /// The generation, after the text still held back is shown.
+    pub fn into_generation(self, on_text: &mut impl FnMut(&str, &[TokenLogprob])) -> Generation {
+        if self.text.len() > self.shown || self.logprobs.len() > self.shown_logprobs {
+            on_text(&self.text[self.shown.min(self.text.len())..], &self.logprobs[self.shown_logprobs..]);
+        }
+        Generation {
+            generated_tokens: self.out.len(),
+            text: self.text,
+            prompt_tokens: self.prompt_tokens,
+            prompt_secs: self.prompt_secs,
+            generate_secs: if self.out.is_empty() && self.prompt_secs == 0.0 { 0.0 } else { self.started.elapsed().as_secs_f64() },
+            finish: self.finish.unwrap_or(Finish::Length),
+            logprobs: self.logprobs,
+        }
+    }
 }
 
 /// Where the first stop string starts in `text`, looking only where a new one can be: from

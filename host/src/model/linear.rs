@@ -13,6 +13,10 @@ use crate::quant::Nf4Weight;
 /// From this many rows on, a quantized weight is dequantized for a dense product.
 const DENSE_FROM_ROWS: usize = 16;
 
+/// From this many rows on, a [`Linear::Resident`] weight takes its dense copy: the quantized
+/// kernels stream the whole weight once per row, the dense product once per call.
+const RESIDENT_DENSE_FROM_ROWS: usize = 4;
+
 /// `y = x W^T` with `W` of shape (out, in), in the Hugging Face layout.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -22,6 +26,14 @@ pub enum Linear {
     Nf4(Nf4Weight),
     /// Dense weights.
     Dense(Tensor),
+    /// GGUF-quantized weights for a few rows and their dense copy, kept, for many (a server
+    /// batching many sequences per step).
+    Resident {
+        /// The quantized weights.
+        q: QMatMul,
+        /// The same, dequantized once.
+        dense: Tensor,
+    },
 }
 
 fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -41,7 +53,20 @@ impl Linear {
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
             Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) | Linear::Dense(w) => Ok(w.clone()),
+            Linear::Resident { dense, .. } => Ok(dense.clone()),
             Linear::Nf4(q) => q.dequantize(),
+        }
+    }
+
+    /// This layer with a dense copy of its GGUF-quantized weight kept beside it
+    /// ([`Linear::Resident`]); another kind is returned as it is.
+    pub fn with_dense_copy(self) -> Result<Self> {
+        match self {
+            Linear::Quantized(QMatMul::QTensor(q)) => {
+                let dense = q.dequantize(&q.device())?;
+                Ok(Linear::Resident { q: QMatMul::QTensor(q), dense })
+            }
+            other => Ok(other),
         }
     }
 
@@ -74,7 +99,7 @@ impl Linear {
                 QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dim(0),
             },
             Linear::Nf4(q) => Ok(q.dims().0),
-            Linear::Dense(w) => w.dim(0),
+            Linear::Dense(w) | Linear::Resident { dense: w, .. } => w.dim(0),
         }
     }
 
@@ -116,6 +141,9 @@ impl Module for Linear {
             Linear::Quantized(q) => q.forward(x),
             Linear::Nf4(q) => dense(x, &q.dequantize()?.to_dtype(x.dtype())?),
             Linear::Dense(w) => dense(x, &w.to_dtype(x.dtype())?),
+            Linear::Resident { dense: w, .. } if rows >= RESIDENT_DENSE_FROM_ROWS => dense(x, &w.to_dtype(x.dtype())?),
+            Linear::Resident { q, .. } if x.dtype() != DType::F32 => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+            Linear::Resident { q, .. } => q.forward(x),
         }
     }
 }
@@ -127,6 +155,37 @@ mod tests {
 
     use super::*;
     use crate::quant::Nf4Weight;
+
+    /// A resident layer answers a few rows as its quantized kernels do and many rows as its
+    /// dense copy does, and each row alike whatever rows come with it in those two regimes.
+    #[test]
+    fn a_resident_weight_takes_the_quantized_kernel_for_few_rows_and_its_copy_for_many() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (16, 256), &dev).expect("w");
+        let q = || Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).expect("q4k")).expect("qmatmul"));
+        let resident = q().with_dense_copy().expect("copy");
+        let dense = Linear::Dense(q().weight().expect("dequantized"));
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.flatten_all())
+                .and_then(|d| d.max(0))
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff")
+        };
+        let x = Tensor::randn(0f32, 1., (1, 8, 256), &dev).expect("x");
+        for rows in [1, 3, 4, 8] {
+            let part = x.narrow(1, 0, rows).expect("rows");
+            let got = resident.forward(&part).expect("resident");
+            let want = if rows < RESIDENT_DENSE_FROM_ROWS { q().forward(&part) } else { dense.forward(&part) }.expect("reference");
+            assert_eq!(max_diff(&got, &want), 0.0, "{rows} rows");
+        }
+        // the quantized kernels round the activations: the regimes differ, a little
+        let few = resident.forward(&x.narrow(1, 0, 1).expect("row")).expect("few");
+        let many = resident.forward(&x).expect("many").narrow(1, 0, 1).expect("row");
+        let diff = max_diff(&few, &many);
+        assert!(diff > 0.0 && diff < 0.05, "{diff}");
+    }
 
     /// The training product of every kind of frozen weight: the value is `x W^T` of the
     /// weight it dequantizes to, the input gradient matches finite differences, and the

@@ -3,6 +3,7 @@
 //! output. A separate [`Cache`] holds the keys and values of earlier positions.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
 
 use super::config::Config;
 use super::linear::Linear;
@@ -155,6 +156,94 @@ impl Cache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One sequence's keys and values for [`Llama::forward_segments`], per block, in slots
+/// written in place (candle's KV cache, growing 256 positions at a time): a step appends
+/// without copying what is cached.
+pub struct SeqCache {
+    kv: Vec<KvCache>,
+}
+
+/// Positions a sequence cache grows by.
+const SLOT_GROWTH: usize = 256;
+
+impl SeqCache {
+    /// An empty cache for `model`.
+    pub fn new(model: &Llama) -> Self {
+        SeqCache { kv: (0..model.blocks.len()).map(|_| KvCache::new(2, SLOT_GROWTH)).collect() }
+    }
+
+    /// How many positions are cached.
+    pub fn len(&self) -> usize {
+        self.kv.first().map_or(0, KvCache::current_seq_len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A piece of one sequence in a batched step: its next tokens (a prompt chunk, or the one
+/// token just sampled) after what its cache holds.
+pub struct Segment<'a> {
+    /// The tokens.
+    pub ids: &'a [u32],
+    /// The sequence's cache, extended by the step.
+    pub cache: &'a mut SeqCache,
+}
+
+/// A segment's place in the step: its rows in the batch, and its RoPE tables and mask.
+struct SegmentPlan {
+    offset: usize,
+    len: usize,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+}
+
+impl Attention {
+    /// Attention for a batched step: the projections over all rows at once, then each
+    /// segment's rows rotated at its own positions, appended to its own cache and attending
+    /// to it alone.
+    fn forward_segments(&self, x: &Tensor, plan: &[SegmentPlan], segs: &mut [Segment<'_>], layer: usize) -> Result<Tensor> {
+        let pass = Pass::Infer;
+        let prefix = format!("model.layers.{layer}");
+        let [q, k, v]: [Tensor; 3] = pass
+            .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
+        let [q, k, v] = match &self.bias {
+            Some([bq, bk, bv]) => {
+                let add = |y: Tensor, b: &Tensor| y.broadcast_add(&b.to_dtype(y.dtype())?);
+                [add(q, bq)?, add(k, bk)?, add(v, bv)?]
+            }
+            None => [q, k, v],
+        };
+        let group = self.n_head / self.n_kv_head;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut ys = Vec::with_capacity(plan.len());
+        for (p, seg) in plan.iter().zip(segs.iter_mut()) {
+            let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
+                x.narrow(1, p.offset, p.len)?.reshape((1, p.len, n, self.head_dim))?.transpose(1, 2)?.contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope(&heads(&q, self.n_head)?, &p.cos, &p.sin)?;
+            let k = candle_nn::rotary_emb::rope(&heads(&k, self.n_kv_head)?, &p.cos, &p.sin)?;
+            let v = heads(&v, self.n_kv_head)?;
+            let (k, v) = seg.cache.kv[layer].append(&k, &v)?;
+            let (k, v) = (super::ops::repeat_heads(&k.contiguous()?, group)?, super::ops::repeat_heads(&v.contiguous()?, group)?);
+            let att = (q.matmul(&k.t()?)? * scale)?;
+            let att = match &p.mask {
+                Some(m) => att.broadcast_add(m)?,
+                None => att,
+            };
+            let y = candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?;
+            ys.push(super::ops::swap_heads(&y)?.reshape((1, p.len, self.n_head * self.head_dim))?);
+        }
+        let y = Tensor::cat(&ys, 1)?;
+        pass.last_linear(&self.o, &y, || format!("{prefix}.self_attn.o_proj"))
     }
 }
 
@@ -427,6 +516,23 @@ impl Llama {
         &self.device
     }
 
+    /// Keeps a dense copy beside every GGUF-quantized weight ([`Linear::Resident`]): a step
+    /// over many rows (a batch of sequences) then multiplies dense weights once instead of
+    /// streaming the quantized ones once per row. Memory: 4 bytes per parameter more on the CPU.
+    pub fn keep_dense_copies(&mut self) -> Result<()> {
+        let keep = |l: &mut Linear| -> Result<()> {
+            let taken = std::mem::replace(l, Linear::Dense(Tensor::zeros(0, DType::F32, &Device::Cpu)?));
+            *l = taken.with_dense_copy()?;
+            Ok(())
+        };
+        for b in &mut self.blocks {
+            for l in [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v, &mut b.attn.o, &mut b.mlp.gate, &mut b.mlp.up, &mut b.mlp.down] {
+                keep(l)?;
+            }
+        }
+        keep(&mut self.lm_head)
+    }
+
     /// Activations in `dtype` from the embeddings on (bf16 on a GPU halves their memory and
     /// runs the products on bf16 tensor cores); logits and losses stay f32.
     pub fn set_compute_dtype(&mut self, dtype: DType) {
@@ -437,6 +543,54 @@ impl Llama {
     /// shape (batch, seq, vocab), f32.
     pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         self.forward_pass(ids, cache, Pass::Infer)
+    }
+
+    /// One step over several sequences at once (continuous batching): each segment's tokens
+    /// continue its own cache, prompt chunks and single sampled tokens mixed. The linear
+    /// layers run once over every row; attention runs per sequence. Returns the logits of each
+    /// segment's last token, (segments, vocab), f32.
+    pub fn forward_segments(&self, segs: &mut [Segment<'_>]) -> Result<Tensor> {
+        let ids: Vec<u32> = segs.iter().flat_map(|s| s.ids.iter().copied()).collect();
+        if ids.is_empty() || segs.iter().any(|s| s.ids.is_empty()) {
+            candle_core::bail!("a batched step needs at least one token per segment");
+        }
+        let dt = self.compute;
+        let mut plan = Vec::with_capacity(segs.len());
+        let mut offset = 0;
+        for s in segs.iter() {
+            let (len, pos) = (s.ids.len(), s.cache.len());
+            if let Some(w) = self.config.sliding_window
+                && pos + len > w
+            {
+                candle_core::bail!("a sequence of {} tokens is longer than the model's sliding window of {w}", pos + len);
+            }
+            let mask = match len > 1 {
+                true => Some(causal_mask(len, pos, &self.device)?.to_dtype(dt)?),
+                false => None,
+            };
+            plan.push(SegmentPlan {
+                offset,
+                len,
+                cos: self.cos.narrow(0, pos, len)?.to_dtype(dt)?,
+                sin: self.sin.narrow(0, pos, len)?.to_dtype(dt)?,
+                mask,
+            });
+            offset += len;
+        }
+        let mut x = self
+            .embed
+            .index_select(&Tensor::new(ids.as_slice(), &self.device)?, 0)?
+            .reshape((1, ids.len(), self.config.hidden_size))?
+            .to_dtype(dt)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let h = block.input_norm.forward(&x, Pass::Infer)?;
+            x = (x + block.attn.forward_segments(&h, &plan, segs, i)?)?;
+            x = block.mlp_half(&x, Pass::Infer, i)?;
+        }
+        let last: Vec<u32> = plan.iter().map(|p| (p.offset + p.len - 1) as u32).collect();
+        let h = x.squeeze(0)?.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?.unsqueeze(0)?;
+        let h = self.norm.forward(&h, Pass::Infer)?;
+        self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)
     }
 
     /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'

@@ -26,10 +26,11 @@ pub use adapter::Adapter;
 pub use config::{Config, Family, RopeScaling};
 pub use fetch::{SMOLLM2, fetch_smollm2};
 pub use generate::{
-    Cancel, Finish, GenerateOptions, Generation, TokenLogprob, answer_probabilities, answer_probabilities_from, generate, generate_with,
+    Cancel, Decoder, Finish, GenerateOptions, Generation, TokenLogprob, answer_probabilities, answer_probabilities_from, generate,
+    generate_with,
 };
 pub use linear::Linear;
-pub use llama::{Adapters, Cache, Llama, Pass};
+pub use llama::{Adapters, Cache, Llama, Pass, Segment, SeqCache};
 pub use random::{random, shape, uniform};
 pub use save::{save_checkpoint, write_config};
 pub use tokenizer::{ChatMessage, DEFAULT_CHAT_TEMPLATE, Tokenizer};

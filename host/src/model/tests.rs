@@ -817,3 +817,58 @@ fn family_adapters_medtune_trained_give_pefts_logits() {
         assert!(want["merged_max_diff"].as_f64().is_some_and(|m| m < 1e-4), "{family}: {}", want["merged_max_diff"]);
     }
 }
+
+/// Continuous batching's step: three sequences of different lengths, prompts read in chunks
+/// of 5 tokens while the others decode, give each the greedy tokens it gets alone (dense
+/// weights on both sides: the quantized kernels round activations, and a step's rows decide
+/// which product runs).
+#[test]
+fn batched_steps_give_each_sequence_what_it_gets_alone() {
+    let m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+    let questions = ["What is the capital of France?", "Is aspirin an anticoagulant? Answer briefly, please.", "Name a vitamin."];
+    let prompts: Vec<String> = questions
+        .iter()
+        .map(|q| m.tokenizer.chat_prompt(&[ChatMessage { role: "user".into(), content: (*q).into() }]).expect("prompt"))
+        .collect();
+    let opts = GenerateOptions { max_new_tokens: 12, ..Default::default() };
+    let alone: Vec<String> = prompts.iter().map(|p| generate(&m.llama, &m.tokenizer, p, &opts, |_, _| {}).expect("alone").text).collect();
+    let limit = m.llama.config().max_sequence();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| m.tokenizer.encode(p).expect("ids")).collect();
+    let mut caches: Vec<SeqCache> = ids.iter().map(|_| SeqCache::new(&m.llama)).collect();
+    let mut decoders: Vec<Decoder<'_>> = ids.iter().map(|i| Decoder::new(&m.tokenizer, &opts, i.len(), limit)).collect();
+    // sequence k starts k steps late; `fed` prompt tokens read, then `next` is fed
+    let (mut fed, mut next, mut done) = (vec![0usize; 3], vec![None::<u32>; 3], vec![false; 3]);
+    for step in 0.. {
+        assert!(step < 200, "no end after 200 steps");
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        let mut chosen = Vec::new();
+        let mut segments = Vec::new();
+        for (k, cache) in caches.iter_mut().enumerate() {
+            if done[k] || step < k {
+                continue;
+            }
+            let piece: &[u32] = match &next[k] {
+                Some(t) => std::slice::from_ref(t),
+                None => &ids[k][fed[k]..(fed[k] + 5).min(ids[k].len())],
+            };
+            chosen.push((k, piece.len()));
+            segments.push(Segment { ids: piece, cache });
+        }
+        let logits = m.llama.forward_segments(&mut segments).expect("step");
+        drop(segments);
+        for (row, (k, n)) in chosen.into_iter().enumerate() {
+            if next[k].is_none() {
+                fed[k] += n;
+                if fed[k] < ids[k].len() {
+                    continue;
+                }
+            }
+            next[k] = decoders[k].accept(&logits.get(row).expect("row"), &mut |_, _| {}).expect("accept");
+            done[k] = next[k].is_none();
+        }
+    }
+    let batched: Vec<String> = decoders.into_iter().map(|d| d.into_generation(&mut |_, _| {}).text).collect();
+    assert_eq!(batched, alone);
+}

@@ -122,6 +122,82 @@ fn text_logprobs(lps: &[TokenLogprob], mut offset: usize) -> Value {
     })
 }
 
+/// Where each piece of each choice's text goes (streaming), called on the thread that
+/// generates: it must not block.
+type Sink = Arc<dyn Fn(usize, &str, &[TokenLogprob]) + Send + Sync>;
+
+/// Generates the job's `n` choices by `deadline`: in the running batch when the engine
+/// batches (all `n` at once, beside the other requests), else one after another under the
+/// engine permit. Generations end early when `cancel` says so.
+async fn generate_all(
+    s: &Arc<AppState>,
+    engine: Arc<Engine>,
+    job: &Job,
+    prompt: String,
+    cancel: &Cancel,
+    deadline: Instant,
+    sink: Option<Sink>,
+) -> Result<Vec<Generation>, ApiError> {
+    let opts = options(job, cancel);
+    let choice = move |i: usize| GenerateOptions { seed: opts.seed.wrapping_add(i as u64), ..opts.clone() };
+    let Some(batcher) = s.batcher() else {
+        let (n, state) = (job.n, s.clone());
+        return super::api::on_engine(s, deadline, move || {
+            let mut out: Vec<Generation> = Vec::with_capacity(n);
+            for i in 0..n {
+                let g = engine
+                    .generate(&prompt, &choice(i), |t, l| {
+                        if let Some(sink) = &sink {
+                            sink(i, t, l);
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                state.metrics.generation(&g);
+                let over = matches!(g.finish, Finish::Cancelled | Finish::TimedOut);
+                out.push(g);
+                if over {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await;
+    };
+    let mut waiting = Vec::with_capacity(job.n);
+    for i in 0..job.n {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let sink = sink.clone();
+        let on_text: super::batch::OnText = Box::new(move |t: &str, l: &[TokenLogprob]| {
+            if let Some(sink) = &sink {
+                sink(i, t, l);
+            }
+        });
+        batcher
+            .submit(super::batch::Request { prompt: prompt.clone(), opts: choice(i), on_text, done })
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e))?;
+        waiting.push(rx);
+    }
+    let all = async {
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            match rx.await {
+                Ok(Ok(g)) => out.push(g),
+                Ok(Err(e)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)),
+                Err(_) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the batching thread has stopped")),
+            }
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout_at(deadline.into(), all).await {
+        Ok(r) => r,
+        // the sequences stop at their next step: their deadline is the same
+        Err(_) => {
+            s.metrics.abandoned("timeout");
+            Err(timeout_error(s))
+        }
+    }
+}
+
 /// Answers `job` after `prompt` (the chat template already applied for chat).
 pub async fn respond(
     s: Arc<AppState>,
@@ -137,24 +213,7 @@ pub async fn respond(
         return Ok(stream(s, engine, job, prompt, meta, place, cancel));
     }
     let mut guard = CancelOnDrop { cancel: cancel.clone(), state: s.clone(), armed: true };
-    let opts = options(&job, &cancel);
-    let n = job.n;
-    let state = s.clone();
-    let gens = super::api::on_engine(&s, deadline, move || {
-        let mut out: Vec<Generation> = Vec::with_capacity(n);
-        for i in 0..n {
-            let o = GenerateOptions { seed: opts.seed.wrapping_add(i as u64), ..opts.clone() };
-            let g = engine.generate(&prompt, &o, |_, _| {}).map_err(|e| e.to_string())?;
-            state.metrics.generation(&g);
-            let over = matches!(g.finish, Finish::Cancelled | Finish::TimedOut);
-            out.push(g);
-            if over {
-                break;
-            }
-        }
-        Ok(out)
-    })
-    .await;
+    let gens = generate_all(&s, engine, &job, prompt, &cancel, deadline, None).await;
     guard.armed = false;
     let gens = gens?;
     if gens.iter().any(|g| g.finish == Finish::TimedOut) {
@@ -248,84 +307,74 @@ fn stream(
     place: OwnedSemaphorePermit,
     cancel: Cancel,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    // unbounded: the generating thread never waits on a slow reader (a choice's text is
+    // bounded by max_tokens)
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let (id, created) = ids(meta.shape);
     let chunks = Chunks { id, created, model: meta.model, shape: meta.shape, include_usage: job.include_usage };
     let deadline = meta.admitted + s.opts.timeout;
     tokio::spawn(async move {
         let _place = place;
-        let waited = tokio::select! {
-            permit = tokio::time::timeout_at(deadline.into(), s.engine.clone().acquire_owned()) => permit,
-            () = tx.closed() => {
-                s.metrics.abandoned("client_gone");
-                return;
+        for i in 0..job.n {
+            if let Some(e) = chunks.start(i) {
+                let _ = tx.send(e);
             }
-        };
-        let permit = match waited {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return, // the server is stopping
-            Err(_) => {
-                s.metrics.abandoned("timeout");
-                let _ = tx.send(error_event(&timeout_error(&s))).await;
-                let _ = tx.send(Event::default().data("[DONE]")).await;
-                return;
-            }
-        };
-        let (s2, tx2, chunks2, cancel2) = (s.clone(), tx.clone(), chunks.clone(), cancel.clone());
-        let opts = options(&job, &cancel);
-        let worker = tokio::task::spawn_blocking(move || -> Result<(usize, usize, Finish), String> {
-            let _running = s2.running();
-            let (mut prompt_tokens, mut completion) = (0, 0);
-            for i in 0..job.n {
-                let send = |e: Event| {
-                    if tx2.blocking_send(e).is_err() {
-                        cancel2.cancel();
-                    }
-                };
-                if let Some(e) = chunks2.start(i) {
-                    send(e);
-                }
-                let o = GenerateOptions { seed: opts.seed.wrapping_add(i as u64), ..opts.clone() };
-                let t0 = Instant::now();
-                let mut first = true;
-                let mut offset = 0;
-                let g = engine
-                    .generate(&prompt, &o, |piece, lps| {
-                        if std::mem::take(&mut first) {
-                            s2.metrics.first_token(t0.elapsed().as_secs_f64());
-                        }
-                        send(chunks2.piece(i, piece, job.top_logprobs.map(|_| lps), offset));
-                        offset += piece.len();
-                    })
-                    .map_err(|e| e.to_string())?;
-                s2.metrics.generation(&g);
-                (prompt_tokens, completion) = (g.prompt_tokens, completion + g.generated_tokens);
-                if matches!(g.finish, Finish::Cancelled | Finish::TimedOut) {
-                    return Ok((prompt_tokens, completion, g.finish));
-                }
-                send(chunks2.finish(i, g.finish));
-            }
-            drop(permit);
-            Ok((prompt_tokens, completion, Finish::Stop))
-        });
-        let last = match worker.await {
-            Ok(Ok((_, _, Finish::Cancelled))) => {
-                s.metrics.abandoned("client_gone");
-                return;
-            }
-            Ok(Ok((_, _, Finish::TimedOut))) => {
-                s.metrics.abandoned("timeout");
-                Some(error_event(&timeout_error(&s)))
-            }
-            Ok(Ok((p, c, _))) => chunks.include_usage.then(|| chunks.event(json!([]), Some(usage(p, c)))),
-            Ok(Err(e)) => Some(error_event(&ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))),
-            Err(e) => Some(error_event(&ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))),
-        };
-        if let Some(e) = last {
-            let _ = tx.send(e).await;
         }
-        let _ = tx.send(Event::default().data("[DONE]")).await;
+        let offsets = Arc::new(std::sync::Mutex::new(vec![0usize; job.n]));
+        let (tx2, chunks2, cancel2, metrics, t0) = (tx.clone(), chunks.clone(), cancel.clone(), s.metrics.clone(), Instant::now());
+        let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let with_logprobs = job.top_logprobs.is_some();
+        let sink: Sink = Arc::new(move |i, text, lps| {
+            if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                metrics.first_token(t0.elapsed().as_secs_f64());
+            }
+            let offset = offsets
+                .lock()
+                .map(|mut o| {
+                    let at = o[i];
+                    o[i] += text.len();
+                    at
+                })
+                .unwrap_or(0);
+            if tx2.send(chunks2.piece(i, text, with_logprobs.then_some(lps), offset)).is_err() {
+                cancel2.cancel();
+            }
+        });
+        let gens = tokio::select! {
+            g = generate_all(&s, engine, &job, prompt, &cancel, deadline, Some(sink)) => g,
+            () = tx.closed() => {
+                cancel.cancel();
+                s.metrics.abandoned("client_gone");
+                return;
+            }
+        };
+        let gens = match gens {
+            Ok(g) if g.iter().any(|g| g.finish == Finish::Cancelled) => {
+                s.metrics.abandoned("client_gone");
+                return;
+            }
+            Ok(g) if g.iter().any(|g| g.finish == Finish::TimedOut) => {
+                s.metrics.abandoned("timeout");
+                Err(timeout_error(&s))
+            }
+            other => other,
+        };
+        match gens {
+            Ok(gens) => {
+                for (i, g) in gens.iter().enumerate() {
+                    let _ = tx.send(chunks.finish(i, g.finish));
+                }
+                if chunks.include_usage {
+                    let prompt_tokens = gens.first().map_or(0, |g| g.prompt_tokens);
+                    let _ = tx.send(chunks.event(json!([]), Some(usage(prompt_tokens, gens.iter().map(|g| g.generated_tokens).sum()))));
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(error_event(&e));
+            }
+        }
+        let _ = tx.send(Event::default().data("[DONE]"));
     });
-    let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     Sse::new(tokio_stream::StreamExt::map(events, Ok::<Event, Infallible>)).into_response()
 }

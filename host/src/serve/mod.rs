@@ -14,6 +14,7 @@
 //! threads, one model call at a time.
 
 mod api;
+mod batch;
 mod complete;
 mod error;
 mod metrics;
@@ -51,6 +52,8 @@ pub struct ServeOptions {
     pub timeout: Duration,
     /// Requests admitted at once (running or waiting); more get 429.
     pub queue: usize,
+    /// Sequences decoded together in one step (continuous batching on candle).
+    pub max_batch: usize,
     /// How prompts for `/v1/answer` are made (as in training).
     pub prompts: PromptOptions,
     /// The task's labels (the answers `/v1/answer` picks among).
@@ -64,9 +67,11 @@ pub struct AppState {
     chain: Mutex<PluginSet>,
     admitted: Arc<Semaphore>,
     engine: Arc<Semaphore>,
-    /// Model calls running now.
+    /// Continuous batching over the model (candle), once it has loaded.
+    batcher: OnceLock<Option<batch::Batcher>>,
+    /// Model calls running now (besides the batch).
     running: AtomicUsize,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 /// Counts a model call as running while it lives.
@@ -84,8 +89,9 @@ impl AppState {
         Arc::new(Self {
             admitted: Arc::new(Semaphore::new(opts.queue.max(1))),
             engine: Arc::new(Semaphore::new(1)),
+            batcher: OnceLock::new(),
             running: AtomicUsize::new(0),
-            metrics: Metrics::new(opts.timeout),
+            metrics: Arc::new(Metrics::new(opts.timeout)),
             opts,
             model: OnceLock::new(),
             chain: Mutex::new(chain),
@@ -98,14 +104,35 @@ impl AppState {
         Running(&self.running)
     }
 
-    /// Model calls running now.
+    /// Sequences in the batch and other model calls running now.
     fn running_now(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        self.running.load(Ordering::Relaxed) + self.batcher().map_or(0, batch::Batcher::active)
     }
 
-    /// Hands over the loaded engine (or why it failed to load).
+    /// Hands over the loaded engine (or why it failed to load), and starts batching over it.
     pub fn set_model(&self, model: Result<Engine, String>) {
-        let _ = self.model.set(model.map(Arc::new));
+        let model = model.and_then(|mut engine| {
+            if let Engine::Candle(m) = &mut engine
+                && self.opts.max_batch > 1
+            {
+                m.llama.keep_dense_copies().map_err(|e| format!("dense copies of the weights for batching: {e}"))?;
+            }
+            Ok(engine)
+        });
+        let model = model.map(Arc::new);
+        if let Ok(m) = &model {
+            let metrics = self.metrics.clone();
+            let batcher = (self.opts.max_batch > 1)
+                .then(|| batch::Batcher::start(m.clone(), self.opts.max_batch, move |g| metrics.generation(g)))
+                .flatten();
+            let _ = self.batcher.set(batcher);
+        }
+        let _ = self.model.set(model);
+    }
+
+    /// The batcher, when the engine batches.
+    fn batcher(&self) -> Option<&batch::Batcher> {
+        self.batcher.get().and_then(Option::as_ref)
     }
 }
 
