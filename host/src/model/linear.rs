@@ -58,12 +58,12 @@ impl Linear {
         }
     }
 
-    /// This layer with a dense copy of its GGUF-quantized weight kept beside it
+    /// This layer with a dense copy of its GGUF-quantized weight kept beside it, in `dtype`
     /// ([`Linear::Resident`]); another kind is returned as it is.
-    pub fn with_dense_copy(self) -> Result<Self> {
+    pub fn with_dense_copy(self, dtype: DType) -> Result<Self> {
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) => {
-                let dense = q.dequantize(&q.device())?;
+                let dense = q.dequantize(&q.device())?.to_dtype(dtype)?;
                 Ok(Linear::Resident { q: QMatMul::QTensor(q), dense })
             }
             other => Ok(other),
@@ -163,7 +163,7 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (16, 256), &dev).expect("w");
         let q = || Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).expect("q4k")).expect("qmatmul"));
-        let resident = q().with_dense_copy().expect("copy");
+        let resident = q().with_dense_copy(DType::F32).expect("copy");
         let dense = Linear::Dense(q().weight().expect("dequantized"));
         let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
             (a - b)

@@ -518,11 +518,13 @@ impl Llama {
 
     /// Keeps a dense copy beside every GGUF-quantized weight ([`Linear::Resident`]): a step
     /// over many rows (a batch of sequences) then multiplies dense weights once instead of
-    /// streaming the quantized ones once per row. Memory: 4 bytes per parameter more on the CPU.
+    /// streaming the quantized ones once per row. The copies are in the compute dtype: 4 bytes
+    /// per parameter more on the CPU (f32), 2 on a GPU computing in bf16.
     pub fn keep_dense_copies(&mut self) -> Result<()> {
+        let dtype = self.compute;
         let keep = |l: &mut Linear| -> Result<()> {
             let taken = std::mem::replace(l, Linear::Dense(Tensor::zeros(0, DType::F32, &Device::Cpu)?));
-            *l = taken.with_dense_copy()?;
+            *l = taken.with_dense_copy(dtype)?;
             Ok(())
         };
         for b in &mut self.blocks {

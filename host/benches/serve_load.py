@@ -1,0 +1,102 @@
+"""Continuous batching under load, and time to first token, for `medtune serve` (client
+mode) or Hugging Face transformers in-process (hf mode, time to first token only).
+
+    python3 serve_load.py serve URL REQUESTS MAX_TOKENS
+    python3 serve_load.py hf MODEL_DIR THREADS
+
+serve: completion tokens/s of one stream (REQUESTS requests one after another), then of 16
+concurrent streams (REQUESTS each), and the time to the first streamed token of a 256-token
+prompt (p50 of 10, idle server). hf: the same prompt's time to its first token (a forward pass
+over the prompt and the argmax), p50 of 10. The prompt: a clinical sentence repeated, cut
+to 256 tokens by the model's own tokenizer (both sides use SmolLM2's)."""
+import json, statistics, sys, threading, time, urllib.request
+
+SENTENCE = "The patient was admitted with chest pain, shortness of breath and a history of hypertension. "
+QUESTIONS = ["Write a long story about a hospital.", "Describe the work of a nurse in detail.", "Explain how the heart works.", "Write a long letter to a doctor."]
+
+
+def post(url, body, stream=False):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=900)
+
+
+def serve(url, requests, max_tokens):
+    name = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
+
+    def one(i):
+        body = {"model": name, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], "max_tokens": max_tokens}
+        with post(url + "/v1/chat/completions", body) as r:
+            return json.loads(r.read())["usage"]["completion_tokens"]
+
+    one(0)  # warm-up
+    t = time.time()
+    single = sum(one(i) for i in range(requests))
+    single_rate = single / (time.time() - t)
+    totals = [0] * 16
+
+    def stream_worker(k):
+        totals[k] = sum(one(k * requests + i) for i in range(requests))
+
+    t = time.time()
+    threads = [threading.Thread(target=stream_worker, args=(k,)) for k in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    multi_rate = sum(totals) / (time.time() - t)
+    # a raw prompt of exactly 256 tokens (the server counts them)
+    words = 256
+    while True:
+        prompt = " ".join((SENTENCE * 40).split()[:words])
+        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 1}) as r:
+            n = json.loads(r.read())["usage"]["prompt_tokens"]
+        if n == 256 or words <= 1:
+            break
+        words += 256 - n if abs(256 - n) > 1 else (1 if n < 256 else -1)
+    ttft = []
+    for _ in range(10):
+        t = time.time()
+        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 4, "stream": True}) as r:
+            for line in r:
+                if line.startswith(b"data: ") and b'"text":"' in line and b'"text":""' not in line:
+                    ttft.append(time.time() - t)
+                    break
+            r.read()
+    print(json.dumps({
+        "one_stream_tokens_per_s": round(single_rate, 1),
+        "sixteen_streams_tokens_per_s": round(multi_rate, 1),
+        "ratio": round(multi_rate / single_rate, 2),
+        "ttft_256_p50_ms": round(statistics.median(ttft) * 1e3, 1),
+        "prompt_tokens": n,
+    }))
+
+
+def hf(model_dir, threads):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    words = 256
+    while True:
+        ids = tok.encode(" ".join((SENTENCE * 40).split()[:words]), add_special_tokens=False)
+        if len(ids) == 256 or words <= 1:
+            break
+        words += 256 - len(ids) if abs(256 - len(ids)) > 1 else (1 if len(ids) < 256 else -1)
+    x = torch.tensor([ids])
+    ttft = []
+    with torch.no_grad():
+        model(input_ids=x, use_cache=True)  # warm-up
+        for _ in range(10):
+            t = time.time()
+            out = model(input_ids=x, use_cache=True)
+            int(out.logits[0, -1].argmax())
+            ttft.append(time.time() - t)
+    print(json.dumps({"engine": "transformers", "ttft_256_p50_ms": round(statistics.median(ttft) * 1e3, 1), "prompt_tokens": len(ids)}))
+
+
+if sys.argv[1] == "serve":
+    serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+else:
+    hf(sys.argv[2], int(sys.argv[3]))
