@@ -247,3 +247,17 @@ fn sixty_four_requests_at_concurrency_sixteen_with_a_long_prompt_and_a_hang_up()
     idle(addr);
     assert_eq!(metric(addr, "medtune_queue_depth "), 0.0);
 }
+
+/// `serve` needs only the sections it uses: a config with no `[data]` serves; the data stage
+/// refuses it by name.
+#[test]
+fn a_config_without_data_serves_and_the_data_stage_names_what_is_missing() {
+    let env = Env::new();
+    let config = env.write("config.toml", format!("name = \"test\"\nwork_dir = {:?}\n", env.path("work").display().to_string()));
+    let config = config.to_str().expect("utf-8");
+    let server = spawn(&env, &["serve", "-c", config, "--addr", "127.0.0.1:0", "--base", "--max-tokens", "4"]);
+    wait_healthy(&server.addr);
+    let (code, body) = http(&server.addr, "POST", "/v1/chat/completions", Some(r#"{"model": "test", "messages": [{"role": "user", "content": "Hi"}]}"#));
+    assert_eq!(code, 200, "{body}");
+    env.run(&["data", "-c", config]).expect_code(1).stderr_has("data.input: this command reads the data: add a [data] section");
+}

@@ -42,7 +42,9 @@ pub struct Config {
     /// Where every output goes (`data/processed`, `runs/`, caches).
     #[serde(default = "default_work_dir")]
     pub work_dir: PathBuf,
-    /// The data stage.
+    /// The data stage (no section: no input; `serve` and the model commands need none, the
+    /// data stage refuses to run).
+    #[serde(default)]
     pub data: DataConfig,
     /// What the model learns to do with the records (default: a `choice` among the labels).
     #[serde(default)]
@@ -136,6 +138,28 @@ pub struct DataConfig {
 
 fn default_batch_size() -> usize {
     64
+}
+
+/// No `[data]` section: no input, every other field at its default.
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            input: PathBuf::new(),
+            dev_input: None,
+            test_input: None,
+            format: None,
+            layout: None,
+            fields: FieldMap::default(),
+            answer_index: IndexBase::default(),
+            test_ground_truth: None,
+            split: SplitKind::default(),
+            dev_fraction: default_fraction(),
+            test_fraction: default_fraction(),
+            batch_size: default_batch_size(),
+            on_error: OnError::default(),
+            seed: 0,
+        }
+    }
 }
 
 fn default_fraction() -> f64 {
@@ -286,6 +310,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The data stage's input, or an error naming the config: a config without a `[data]`
+    /// section serves and loads models but has no data to read.
+    pub fn require_data(&self) -> Result<(), ConfigError> {
+        match self.data.input.as_os_str().is_empty() {
+            true => Err(self.invalid("data.input", "this command reads the data: add a [data] section with its input")),
+            false => Ok(()),
+        }
+    }
+
     /// The config with `train.gpus` set to `n` (the command line's `--gpus`), checked again.
     pub fn with_gpus(mut self, n: usize) -> Result<Self, ConfigError> {
         let t = self.train.as_mut().ok_or_else(|| ConfigError::Invalid {
@@ -380,7 +413,8 @@ impl Config {
                 }
             }
         }
-        for (field, input) in [("data.input", Some(&self.data.input))].into_iter().chain(files.map(|(f, p)| (f, p.as_ref()))) {
+        let given = (!self.data.input.as_os_str().is_empty()).then_some(&self.data.input);
+        for (field, input) in [("data.input", given)].into_iter().chain(files.map(|(f, p)| (f, p.as_ref()))) {
             let Some(input) = input.map(|p| self.resolve(p)) else { continue };
             if !input.is_file() {
                 return Err(self.invalid(field, format!("{} does not exist", input.display())));

@@ -11,6 +11,7 @@ use crate::plugin::PluginEngine;
 /// Runs the data stage of `config`. Records that fail are kept and reported in the result
 /// (`DataReport::has_errors`); the error is for a stage that could not run at all.
 pub fn data(config: &Config, progress: &mut dyn Progress) -> Result<DataReport> {
+    config.require_data()?;
     if let Some(opts) = config.vocab_options() {
         ensure_vocab(&opts, progress)?;
     }

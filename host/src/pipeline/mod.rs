@@ -184,6 +184,7 @@ pub struct RunSummary {
 /// unchanged and whose outputs exist; an interrupted training resumes from its last
 /// checkpoint. Records that fail are kept going unless `data.on_error = "stop"`.
 pub fn run(config: &Config, progress: &mut dyn Progress) -> Result<RunSummary> {
+    config.require_data()?;
     let mut stages = Stages::load(config);
     let mut summary = RunSummary::default();
     let save = |stages: &mut Stages, stage: Stage, fp: &str, done: bool| {
