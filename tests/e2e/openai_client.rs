@@ -257,7 +257,8 @@ fn a_config_without_data_serves_and_the_data_stage_names_what_is_missing() {
     let config = config.to_str().expect("utf-8");
     let server = spawn(&env, &["serve", "-c", config, "--addr", "127.0.0.1:0", "--base", "--max-tokens", "4"]);
     wait_healthy(&server.addr);
-    let (code, body) = http(&server.addr, "POST", "/v1/chat/completions", Some(r#"{"model": "test", "messages": [{"role": "user", "content": "Hi"}]}"#));
+    let (code, body) =
+        http(&server.addr, "POST", "/v1/chat/completions", Some(r#"{"model": "test", "messages": [{"role": "user", "content": "Hi"}]}"#));
     assert_eq!(code, 200, "{body}");
     env.run(&["data", "-c", config]).expect_code(1).stderr_has("data.input: this command reads the data: add a [data] section");
 }

@@ -329,3 +329,25 @@ fn the_ort_engine_serves_what_candle_serves() {
         assert!((probs[0][i] - probs[1][i]).abs() < 1e-3, "candle {:?} vs ort {:?}", probs[0], probs[1]);
     }
 }
+
+/// A client that never finishes its headers is cut off after `--header-timeout-ms`; the
+/// others are served meanwhile.
+#[test]
+fn a_connection_that_stalls_in_its_headers_is_closed() {
+    let env = Env::new();
+    let input = env.write("in.jsonl", crate::harness::jsonl(&[("q1", "first")]));
+    let config = env.config(&input, "");
+    let server = start(&env, config.to_str().expect("utf-8"), &["--header-timeout-ms", "300"]);
+    wait_healthy(&server.addr);
+    let mut slow = TcpStream::connect(&server.addr).expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").expect("half the headers");
+    slow.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let t = Instant::now();
+    let (code, _) = http(&server.addr, "GET", "/health", None);
+    assert_eq!(code, 200, "another client is served while one stalls");
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = t.elapsed();
+    assert!(waited < Duration::from_secs(10), "the stalled connection stayed open {waited:?}");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "a request without its end of headers was answered");
+}

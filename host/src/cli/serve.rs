@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Sequences decoded together in one model step (continuous batching, candle engine).
     #[arg(long, default_value_t = 16)]
     pub max_batch: usize,
+    /// Milliseconds a client may take to send a request's headers (then the connection is
+    /// closed).
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
 }
 
 pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_millis(args.timeout_ms),
         queue: args.queue,
         max_batch: args.max_batch,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
         prompts: PromptOptions::of(config.train.as_ref()),
         task: medtune::artifacts::TaskLabels::of(&config),
     };

@@ -54,6 +54,8 @@ pub struct ServeOptions {
     pub queue: usize,
     /// Sequences decoded together in one step (continuous batching on candle).
     pub max_batch: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
     /// How prompts for `/v1/answer` are made (as in training).
     pub prompts: PromptOptions,
     /// The task's labels (the answers `/v1/answer` picks among).
@@ -153,11 +155,36 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish. `on_bound` gets the
-/// bound address (before the model has loaded).
+/// bound address (before the model has loaded). A client has `header_timeout` to send a
+/// request's headers; a connection that stalls longer is closed.
 pub async fn serve(state: Arc<AppState>, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(state.opts.addr).await?;
     on_bound(listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await
+    let header_timeout = state.opts.header_timeout;
+    let app = router(state);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // a connection that failed before it was ours (reset, out of descriptors): go on
+                Err(_) => continue,
+            },
+            () = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown() {
