@@ -351,3 +351,33 @@ fn a_connection_that_stalls_in_its_headers_is_closed() {
     assert!(waited < Duration::from_secs(10), "the stalled connection stayed open {waited:?}");
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "a request without its end of headers was answered");
 }
+
+/// A plugin that times out on three requests in a row is taken out of the chain: the next
+/// requests are answered at once, with a note that names it.
+#[test]
+fn a_plugin_that_keeps_timing_out_is_taken_out_of_the_chain() {
+    let env = Env::new();
+    let input = env.write("in.jsonl", crate::harness::jsonl(&[("q1", "first")]));
+    let chain = format!(
+        "[[plugins.chain]]\nname = \"hostile\"\nkind = \"normalizer\"\npath = {:?}\ntimeout_ms = 400\n",
+        guest("hostile").display().to_string()
+    );
+    let config = env.config(&input, &chain);
+    let server = start(&env, config.to_str().expect("utf-8"), &[]);
+    wait_healthy(&server.addr);
+    let ask = |text: &str| {
+        let body = serde_json::json!({"model": "test", "messages": [{"role": "user", "content": text}], "max_tokens": 1}).to_string();
+        let t = Instant::now();
+        let (code, got) = http(&server.addr, "POST", "/v1/chat/completions", Some(&body));
+        assert_eq!(code, 200, "{got}");
+        (json(&got)["medtune"]["plugin_failures"].to_string(), t.elapsed())
+    };
+    for _ in 0..3 {
+        let (failures, _) = ask("LOOP forever");
+        assert!(failures.contains("timed out"), "{failures}");
+    }
+    let (failures, took) = ask("LOOP forever");
+    assert!(failures.contains("taken out of the chain"), "{failures}");
+    assert!(!failures.contains("timed out after"), "the benched plugin was called: {failures}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

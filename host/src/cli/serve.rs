@@ -20,6 +20,9 @@ use medtune::plugin::{PluginEngine, PluginSet, SlotSpec};
 use medtune::prompt::PromptOptions;
 use medtune::serve::{AppState, ServeOptions, serve};
 
+/// Requests in a row on which a plugin times out before it is taken out of the chain.
+const BENCH_AFTER: u32 = 3;
+
 /// `medtune serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -64,7 +67,8 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = PluginEngine::new(Some(config.work_dir().join("cache/plugins")))?;
     let mut chain = PluginSet::load(engine, specs, config.plugin_dirs())
         .context("loading the plugin chain")?
-        .with_precedence(config.plugins.precedence.clone());
+        .with_precedence(config.plugins.precedence.clone())
+        .bench_after(BENCH_AFTER);
     if config.plugins.watch {
         chain.watch(Some(config.watch_source(in_chain))).context("watching the plugin folders")?;
     }

@@ -37,17 +37,33 @@ pub fn annotate(
         ChainReport { plugin_time: set.plugins().iter().map(|p| (p.id(), Duration::ZERO)).collect(), ..ChainReport::default() };
     let mut done = 0;
     for batch in records.chunks_mut(batch_size.max(1)) {
-        let swaps = set.apply_swaps();
+        let mut swaps = set.apply_swaps();
+        let benched = set.benched();
+        let mut timed_out = vec![false; benched.len()];
         for (slot, plugin) in set.plugins_mut().iter_mut().enumerate() {
+            if benched[slot] {
+                let reason = "skipped: taken out of the chain after timing out on every call of a row; back when it is swapped".to_owned();
+                batch.iter_mut().for_each(|r| {
+                    r.failures.push(RecordFailure { plugin: plugin.id(), record: r.id.clone(), reason: reason.clone(), timed_out: false })
+                });
+                continue;
+            }
             let t = Instant::now();
+            let before: Vec<usize> = batch.iter().map(|r| r.failures.len()).collect();
             match plugin.kind() {
                 PluginKind::Normalizer => run_normalizer(plugin, batch),
                 PluginKind::Disambiguator => run_disambiguator(plugin, batch),
                 PluginKind::Augmenter | PluginKind::Metric => {}
             }
+            timed_out[slot] = batch.iter().zip(&before).any(|(r, &n)| r.failures[n..].iter().any(|f| f.timed_out));
             if let Some(entry) = report.plugin_time.get_mut(slot) {
                 entry.0 = plugin.id();
                 entry.1 += t.elapsed();
+            }
+        }
+        for (slot, &out_of_time) in timed_out.iter().enumerate() {
+            if !benched[slot] {
+                swaps.extend(set.record_call(slot, out_of_time));
             }
         }
         if !set.precedence().is_empty() {
@@ -185,7 +201,12 @@ fn failure(plugin: &Plugin, id: &str, e: &CallError, batch: Option<usize>) -> Re
         Some(n) if n > 1 => format!(" (tried alone after its batch of {n} failed)"),
         _ => String::new(),
     };
-    RecordFailure { plugin: plugin.id(), record: id.to_owned(), reason: format!("{e}{context}") }
+    RecordFailure {
+        plugin: plugin.id(),
+        record: id.to_owned(),
+        reason: format!("{e}{context}"),
+        timed_out: matches!(e, CallError::Timeout { .. }),
+    }
 }
 
 fn run_normalizer(plugin: &mut Plugin, batch: &mut [Record]) {
@@ -286,7 +307,7 @@ pub fn augment(
                             match record.derive(k, d, aug) {
                                 Ok(new) => report.records.push(new),
                                 Err(reason) => {
-                                    let f = RecordFailure { plugin: plugin.id(), record: record.id.clone(), reason };
+                                    let f = RecordFailure { plugin: plugin.id(), record: record.id.clone(), reason, timed_out: false };
                                     report.failures.push(f.clone());
                                     record.failures.push(f);
                                 }

@@ -63,6 +63,8 @@ pub struct RecordFailure {
     pub record: String,
     /// What went wrong.
     pub reason: String,
+    /// Whether the plugin ran out of time on it.
+    pub timed_out: bool,
 }
 
 impl std::fmt::Display for RecordFailure {

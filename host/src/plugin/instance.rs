@@ -379,7 +379,7 @@ impl Plugin {
             .zip(results)
             .enumerate()
             .map(|(i, (record, r))| {
-                let fail = |reason: String| RecordFailure { plugin: self.id(), record: record.to_owned(), reason };
+                let fail = |reason: String| RecordFailure { plugin: self.id(), record: record.to_owned(), reason, timed_out: false };
                 match r {
                     Ok(out) => check(i, &out).map(|()| out).map_err(|e| fail(format!("invalid output: {e}"))),
                     Err(e) => Err(fail(plugin_error_text(&e))),

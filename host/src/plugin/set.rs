@@ -65,6 +65,11 @@ pub struct PluginSet {
     slots: Vec<Plugin>,
     swaps: Option<(Watcher, Receiver<SwapEvent>)>,
     precedence: Vec<String>,
+    /// Calls in a row that time out after which a slot is benched (`None`: never).
+    bench_after: Option<u32>,
+    /// Per slot: calls in a row that timed out, and whether it is benched.
+    strikes: Vec<u32>,
+    benched: Vec<bool>,
 }
 
 /// Loads `pick` (its `bytes`) into `spec`'s slot: kind, sandbox, settings and version checked.
@@ -109,7 +114,18 @@ impl PluginSet {
             };
             slots.push(plugin);
         }
-        Ok(Self { engine, specs, dirs, slots, swaps: None, precedence: Vec::new() })
+        let n = slots.len();
+        Ok(Self {
+            engine,
+            specs,
+            dirs,
+            slots,
+            swaps: None,
+            precedence: Vec::new(),
+            bench_after: None,
+            strikes: vec![0; n],
+            benched: vec![false; n],
+        })
     }
 
     /// Starts watching the plugin folders, the slots' own files and granted folders, and the
@@ -150,11 +166,41 @@ impl PluginSet {
                     ));
                     *old = *plugin;
                     *old_spec = *spec;
+                    if std::mem::take(&mut self.benched[slot]) {
+                        log.push(format!("{} is back in the chain", old.id()));
+                    }
+                    self.strikes[slot] = 0;
                 }
                 SwapEvent::Refused { what, error } => log.push(format!("refused {what}: {error}; the running version stays")),
             }
         }
         log
+    }
+
+    /// Takes a slot out of the chain after `n` calls in a row that time out, until a swap
+    /// replaces it (a server: one plugin stuck on every request would hold all of them up).
+    pub fn bench_after(mut self, n: u32) -> Self {
+        self.bench_after = Some(n.max(1));
+        self
+    }
+
+    /// Which slots are benched, by slot.
+    pub fn benched(&self) -> Vec<bool> {
+        self.benched.clone()
+    }
+
+    /// Counts a slot's call: one that timed out is a strike, one that did not clears them.
+    /// Returns a log line when the slot is benched by it.
+    pub fn record_call(&mut self, slot: usize, timed_out: bool) -> Option<String> {
+        let (Some(strikes), Some(limit), Some(plugin)) = (self.strikes.get_mut(slot), self.bench_after, self.slots.get(slot)) else {
+            return None;
+        };
+        *strikes = if timed_out { *strikes + 1 } else { 0 };
+        if *strikes < limit || self.benched[slot] {
+            return None;
+        }
+        self.benched[slot] = true;
+        Some(format!("{} timed out on {limit} calls in a row: taken out of the chain until it is swapped", plugin.id()))
     }
 
     /// Sets which normalizers' mentions win where two overlap (names, highest first).
