@@ -205,23 +205,29 @@ struct SegmentPlan {
 }
 
 impl Attention {
+    /// The query, key and value projections of `x` (with their biases when the family has
+    /// them).
+    fn qkv(&self, x: &Tensor, pass: Pass<'_>, prefix: &str) -> Result<[Tensor; 3]> {
+        let [q, k, v]: [Tensor; 3] = pass
+            .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
+        Ok(match &self.bias {
+            Some([bq, bk, bv]) => {
+                let add = |y: Tensor, b: &Tensor| y.broadcast_add(&b.to_dtype(y.dtype())?);
+                [add(q, bq)?, add(k, bk)?, add(v, bv)?]
+            }
+            None => [q, k, v],
+        })
+    }
+
     /// Attention for a batched step: the projections over all rows at once, then each
     /// segment's rows rotated at its own positions, appended to its own cache and attending
     /// to it alone.
     fn forward_segments(&self, x: &Tensor, plan: &[SegmentPlan], segs: &mut [Segment<'_>], layer: usize) -> Result<Tensor> {
         let pass = Pass::Infer;
         let prefix = format!("model.layers.{layer}");
-        let [q, k, v]: [Tensor; 3] = pass
-            .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
-        let [q, k, v] = match &self.bias {
-            Some([bq, bk, bv]) => {
-                let add = |y: Tensor, b: &Tensor| y.broadcast_add(&b.to_dtype(y.dtype())?);
-                [add(q, bq)?, add(k, bk)?, add(v, bv)?]
-            }
-            None => [q, k, v],
-        };
+        let [q, k, v] = self.qkv(x, pass, &prefix)?;
         let group = self.n_head / self.n_kv_head;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut ys = Vec::with_capacity(plan.len());
@@ -262,17 +268,7 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let shape = |h| (b, t, h, self.head_dim);
         let name = |m: &'static str| move || format!("{prefix}.self_attn.{m}");
-        let [q, k, v]: [Tensor; 3] = pass
-            .linear_shared(&[(&self.q, "q_proj"), (&self.k, "k_proj"), (&self.v, "v_proj")], x, &format!("{prefix}.self_attn"))?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("q, k, v: three products expected".into()))?;
-        let [q, k, v] = match &self.bias {
-            Some([bq, bk, bv]) => {
-                let add = |y: Tensor, b: &Tensor| y.broadcast_add(&b.to_dtype(y.dtype())?);
-                [add(q, bq)?, add(k, bk)?, add(v, bv)?]
-            }
-            None => [q, k, v],
-        };
+        let [q, k, v] = self.qkv(x, pass, prefix)?;
         let q = q.reshape(shape(self.n_head))?;
         let k = k.reshape(shape(self.n_kv_head))?;
         let v = super::ops::swap_heads(&v.reshape(shape(self.n_kv_head))?)?;
