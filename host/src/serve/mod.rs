@@ -11,7 +11,8 @@
 //! at its next token; SIGTERM or Ctrl-C drains in-flight requests and stops.
 //!
 //! Invariant: handlers never block the runtime: model and plugin calls run on blocking
-//! threads, one model call at a time.
+//! threads; generations run on the one batching thread (candle) or one at a time under the
+//! engine permit (ONNX Runtime, `--max-batch 1`), `/v1/answer` calls one at a time.
 
 mod api;
 mod batch;
