@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::export::{OrtCache, OrtModel};
-use crate::model::{Config, GenerateOptions, Generation, LoadedModel, ModelError, TokenLogprob, Tokenizer, generate, generate_with};
+use crate::model::{Config, GenerateOptions, Generation, LoadedModel, Lora, ModelError, TokenLogprob, Tokenizer, generate, generate_with};
 
 /// Which engine a command runs (`--engine`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -69,10 +69,12 @@ impl Engine {
         }
     }
 
-    /// Probabilities of the answer tokens after `ids`, renormalized over them.
-    pub fn answer(&self, ids: &[u32], label_tokens: &[u32]) -> Result<Vec<f64>, String> {
+    /// Probabilities of the answer tokens after `ids`, renormalized over them; with `lora`'s
+    /// updates (candle) when given.
+    pub fn answer(&self, ids: &[u32], label_tokens: &[u32], lora: Option<&Lora>) -> Result<Vec<f64>, String> {
         let logits: Vec<f32> = match self {
-            Engine::Candle(m) => return candle_answer(m, ids, label_tokens).map_err(|e| e.to_string()),
+            Engine::Candle(m) => return candle_answer(m, ids, label_tokens, lora).map_err(|e| e.to_string()),
+            Engine::Ort { .. } if lora.is_some() => return Err("an ONNX export takes no unmerged adapter".into()),
             Engine::Ort { model, .. } => model.forward(ids, &mut OrtCache::default()).map_err(|e| e.to_string())?,
         };
         let picked: Vec<f64> = label_tokens.iter().map(|&t| f64::from(logits[t as usize])).collect();
@@ -125,13 +127,17 @@ fn ort_error(e: crate::export::ExportError) -> ModelError {
 
 /// The answer probabilities after `ids` on candle: the last position's logits of the answer
 /// tokens, softmaxed (as evaluation scores a batch of one).
-fn candle_answer(m: &LoadedModel, ids: &[u32], label_tokens: &[u32]) -> candle_core::Result<Vec<f64>> {
+fn candle_answer(m: &LoadedModel, ids: &[u32], label_tokens: &[u32], lora: Option<&Lora>) -> candle_core::Result<Vec<f64>> {
     let Some(last) = ids.len().checked_sub(1) else { candle_core::bail!("an empty prompt has no answer") };
     let device = m.llama.device();
     let input = Tensor::new(ids, device)?.unsqueeze(0)?;
     let at = Tensor::new(&[last as u32], device)?;
     let labels = Tensor::new(label_tokens, device)?;
-    let logits = m.llama.logits_at(&input, &at, None)?.index_select(&labels, 1)?;
+    let logits = match lora {
+        Some(l) => m.llama.logits_at_unmerged(&input, &at, l)?,
+        None => m.llama.logits_at(&input, &at, None)?,
+    };
+    let logits = logits.index_select(&labels, 1)?;
     let p = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
     Ok(p[0].iter().map(|&x| f64::from(x)).collect())
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `medtune` binary: one test binary, one module per area.
 //! (Declared as a test target of host/ so that cargo builds the binary first.)
 
+mod adapters;
 mod annotate;
 mod contract;
 mod data_stage;

@@ -1,5 +1,6 @@
 //! PEFT LoRA adapters (`adapter_config.json` + `adapter_model.safetensors`), merged into the
-//! model's weights: `W + (alpha/r) · B·A` (or `alpha/√r` with rsLoRA).
+//! model's weights: `W + (alpha/r) · B·A` (or `alpha/√r` with rsLoRA), or kept apart
+//! ([`Lora`]) for a server that answers with several adapters over one base model.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 
 use super::ModelError;
 use super::linear::Linear;
+use super::llama::Llama;
 
 #[derive(Debug, Deserialize)]
 struct AdapterConfig {
@@ -111,5 +113,58 @@ impl Adapter {
         }
         let merged = w.to_dtype(candle_core::DType::F32).and_then(|w| w + update).map_err(ctx)?;
         Ok(Some(Linear::Dense(merged)))
+    }
+}
+
+/// An adapter kept apart from the weights, applied to the rows of the sequences that ask for
+/// it ([`super::Segment::lora`]): per module, `Aᵀ` (in, r) and `scale · Bᵀ` (r, out), in the
+/// model's compute dtype on its device, so a row's update is `(x·Aᵀ)·(scale·Bᵀ)`.
+pub struct Lora {
+    layers: HashMap<String, (Tensor, Tensor)>,
+}
+
+impl Adapter {
+    /// This adapter ready to be applied unmerged to `llama`'s rows: every module it names must
+    /// be one of the model's projections, with shapes that fit.
+    pub fn unmerged(&self, llama: &Llama) -> Result<Lora, ModelError> {
+        let mut layers = HashMap::with_capacity(self.layers.len());
+        for (module, (a, b)) in &self.layers {
+            let Some(linear) = llama.adapted_layer(module) else { return Err(llama.unknown_modules(self.modules())) };
+            let ctx = |e: candle_core::Error| ModelError::Candle { context: format!("preparing the adapter's {module}"), source: e };
+            let (out, inputs) = (linear.out_dim().map_err(ctx)?, linear.in_dim().map_err(ctx)?);
+            let (ra, ia) = a.dims2().map_err(ctx)?;
+            let (ob, rb) = b.dims2().map_err(ctx)?;
+            if ra != rb || ia != inputs || ob != out {
+                return Err(ModelError::Format {
+                    path: module.into(),
+                    message: format!("adapter lora_A {:?} and lora_B {:?} do not fit the weight ({out}, {inputs})", a.dims(), b.dims()),
+                });
+            }
+            let dtype = llama.compute_dtype();
+            let prepare = || -> candle_core::Result<(Tensor, Tensor)> {
+                let at = a.t()?.contiguous()?.to_dtype(dtype)?.to_device(llama.device())?;
+                let bt = (b.t()?.contiguous()? * self.scale)?.to_dtype(dtype)?.to_device(llama.device())?;
+                Ok((at, bt))
+            };
+            layers.insert(module.clone(), prepare().map_err(ctx)?);
+        }
+        Ok(Lora { layers })
+    }
+}
+
+impl Lora {
+    /// `Aᵀ` and `scale · Bᵀ` of `module`, when the adapter changes it.
+    pub(crate) fn get(&self, module: &str) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(module)
+    }
+
+    /// How many modules it changes.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
     }
 }

@@ -103,6 +103,18 @@ impl Linear {
         }
     }
 
+    /// The number of inputs (the weight's columns).
+    pub fn in_dim(&self) -> Result<usize> {
+        match self {
+            Linear::Quantized(q) => match q {
+                QMatMul::QTensor(t) => t.shape().dims2().map(|(_, inputs)| inputs),
+                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dim(1),
+            },
+            Linear::Nf4(q) => Ok(q.dims().1),
+            Linear::Dense(w) | Linear::Resident { dense: w, .. } => w.dim(1),
+        }
+    }
+
     /// The training product's value `x W^T`, outside any graph (a dense product).
     pub fn frozen_value(&self, x: &Tensor) -> Result<Tensor> {
         dense(x, &self.weight()?.to_dtype(x.dtype())?)

@@ -50,12 +50,49 @@ pub enum Pass<'a> {
     /// A training pass of a block half run again in backward, whose output value is not used
     /// (only its known gradient is): the half's last product gives gradients, not values.
     Recompute(&'a dyn Adapters),
+    /// Inference with unmerged adapters on groups of rows (a server's several adapters).
+    Rows(&'a RowLora<'a>),
+}
+
+/// Unmerged adapters over the rows of an inference pass: each group, its rows (all of them
+/// when `None`) and its adapter. A layer's rows get `y + (x·Aᵀ)·(scale·Bᵀ)` from their
+/// group's adapter after the shared product `y = x·Wᵀ`.
+pub struct RowLora<'a> {
+    groups: Vec<(Option<Tensor>, &'a super::Lora)>,
+}
+
+impl<'a> RowLora<'a> {
+    /// One adapter over every row.
+    pub fn all(lora: &'a super::Lora) -> Self {
+        RowLora { groups: vec![(None, lora)] }
+    }
+
+    /// `y` (the shared product of `module` for `x`) with each group's update added to its rows.
+    fn apply(&self, module: &str, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let (width, out) = (x.dim(candle_core::D::Minus1)?, y.dim(candle_core::D::Minus1)?);
+        let rows = x.elem_count() / width.max(1);
+        let dims = y.dims().to_vec();
+        let x = x.reshape((rows, width))?;
+        let mut y = y.reshape((rows, out))?;
+        for (idx, lora) in &self.groups {
+            let Some((at, bt)) = lora.get(module) else { continue };
+            y = match idx {
+                None => (&y + x.matmul(at)?.matmul(bt)?.to_dtype(y.dtype())?)?,
+                Some(idx) => {
+                    let d = x.index_select(idx, 0)?.matmul(at)?.matmul(bt)?;
+                    y.index_add(idx, &d.to_dtype(y.dtype())?, 0)?
+                }
+            };
+        }
+        y.reshape(dims)
+    }
 }
 
 impl Pass<'_> {
     fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
         match self {
             Pass::Infer => l.forward(x),
+            Pass::Rows(r) => r.apply(&module(), x, l.forward(x)?),
             Pass::Train(a) | Pass::Recompute(a) => a.linear(&module(), l, x),
         }
     }
@@ -73,6 +110,7 @@ impl Pass<'_> {
     fn linear_shared(&self, layers: &[(&Linear, &str)], x: &Tensor, prefix: &str) -> Result<Vec<Tensor>> {
         match self {
             Pass::Infer => layers.iter().map(|(l, _)| l.forward(x)).collect(),
+            Pass::Rows(r) => layers.iter().map(|(l, m)| r.apply(&format!("{prefix}.{m}"), x, l.forward(x)?)).collect(),
             Pass::Train(a) | Pass::Recompute(a) => {
                 let names: Vec<String> = layers.iter().map(|(_, m)| format!("{prefix}.{m}")).collect();
                 let named: Vec<(&str, &Linear)> = names.iter().zip(layers).map(|(n, (l, _))| (n.as_str(), *l)).collect();
@@ -82,7 +120,7 @@ impl Pass<'_> {
     }
 
     fn training(&self) -> bool {
-        !matches!(self, Pass::Infer)
+        !matches!(self, Pass::Infer | Pass::Rows(_))
     }
 }
 
@@ -193,6 +231,8 @@ pub struct Segment<'a> {
     pub ids: &'a [u32],
     /// The sequence's cache, extended by the step.
     pub cache: &'a mut SeqCache,
+    /// The adapter its rows go through, unmerged (none: the weights as loaded).
+    pub lora: Option<&'a super::Lora>,
 }
 
 /// A segment's place in the step: its rows in the batch, and its RoPE tables and mask.
@@ -224,8 +264,7 @@ impl Attention {
     /// Attention for a batched step: the projections over all rows at once, then each
     /// segment's rows rotated at its own positions, appended to its own cache and attending
     /// to it alone.
-    fn forward_segments(&self, x: &Tensor, plan: &[SegmentPlan], segs: &mut [Segment<'_>], layer: usize) -> Result<Tensor> {
-        let pass = Pass::Infer;
+    fn forward_segments(&self, x: &Tensor, plan: &[SegmentPlan], segs: &mut [Segment<'_>], layer: usize, pass: Pass<'_>) -> Result<Tensor> {
         let prefix = format!("model.layers.{layer}");
         let [q, k, v] = self.qkv(x, pass, &prefix)?;
         let group = self.n_head / self.n_kv_head;
@@ -440,31 +479,41 @@ impl Llama {
             }
         }
         if merged != adapter.len() {
-            let known: Vec<String> = (0..self.blocks.len())
-                .flat_map(|i| {
-                    [
-                        "self_attn.q_proj",
-                        "self_attn.k_proj",
-                        "self_attn.v_proj",
-                        "self_attn.o_proj",
-                        "mlp.gate_proj",
-                        "mlp.up_proj",
-                        "mlp.down_proj",
-                    ]
-                    .map(|n| format!("model.layers.{i}.{n}"))
-                })
-                .collect();
-            let mut unknown: Vec<&String> = adapter.modules().filter(|m| !known.contains(m)).collect();
-            unknown.sort();
-            return Err(super::ModelError::Format {
-                path: "adapter".into(),
-                message: format!(
-                    "the adapter targets modules this model does not have: {}",
-                    unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(self.unknown_modules(adapter.modules()));
         }
         Ok(merged)
+    }
+
+    /// The linear layer an adapter's `module` names (`model.layers.3.self_attn.q_proj`): the
+    /// seven projections of each block, nothing else.
+    pub(crate) fn adapted_layer(&self, module: &str) -> Option<&Linear> {
+        let (i, name) = module.strip_prefix("model.layers.")?.split_once('.')?;
+        let b = self.blocks.get(i.parse::<usize>().ok()?)?;
+        Some(match name {
+            "self_attn.q_proj" => &b.attn.q,
+            "self_attn.k_proj" => &b.attn.k,
+            "self_attn.v_proj" => &b.attn.v,
+            "self_attn.o_proj" => &b.attn.o,
+            "mlp.gate_proj" => &b.mlp.gate,
+            "mlp.up_proj" => &b.mlp.up,
+            "mlp.down_proj" => &b.mlp.down,
+            _ => return None,
+        })
+    }
+
+    /// The error for an adapter whose modules this model lacks, naming them.
+    pub(crate) fn unknown_modules<'m>(&self, modules: impl Iterator<Item = &'m String>) -> super::ModelError {
+        let mut unknown: Vec<&str> = modules.filter(|m| self.adapted_layer(m).is_none()).map(String::as_str).collect();
+        unknown.sort_unstable();
+        super::ModelError::Format {
+            path: "adapter".into(),
+            message: format!("the adapter targets modules this model does not have: {}", unknown.join(", ")),
+        }
+    }
+
+    /// The dtype activations flow in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// Every weight (and bias) under its Hugging Face name, dense f32 (the output layer only
@@ -575,20 +624,58 @@ impl Llama {
             });
             offset += len;
         }
+        let rows = self.row_lora(segs, &plan)?;
+        let pass = rows.as_ref().map_or(Pass::Infer, Pass::Rows);
         let mut x = self
             .embed
             .index_select(&Tensor::new(ids.as_slice(), &self.device)?, 0)?
             .reshape((1, ids.len(), self.config.hidden_size))?
             .to_dtype(dt)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.input_norm.forward(&x, Pass::Infer)?;
-            x = (x + block.attn.forward_segments(&h, &plan, segs, i)?)?;
-            x = block.mlp_half(&x, Pass::Infer, i)?;
+            let h = block.input_norm.forward(&x, pass)?;
+            x = (x + block.attn.forward_segments(&h, &plan, segs, i, pass)?)?;
+            x = block.mlp_half(&x, pass, i)?;
         }
         let last: Vec<u32> = plan.iter().map(|p| (p.offset + p.len - 1) as u32).collect();
         let h = x.squeeze(0)?.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?.unsqueeze(0)?;
         let h = self.norm.forward(&h, Pass::Infer)?;
         self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    /// The segments' adapters as groups of rows (one per adapter), or none when no segment
+    /// has one.
+    fn row_lora<'s>(&self, segs: &[Segment<'s>], plan: &[SegmentPlan]) -> Result<Option<RowLora<'s>>> {
+        let mut groups: Vec<(Vec<u32>, &'s super::Lora)> = Vec::new();
+        for (s, p) in segs.iter().zip(plan) {
+            let Some(lora) = s.lora else { continue };
+            let rows = (p.offset as u32)..((p.offset + p.len) as u32);
+            match groups.iter_mut().find(|(_, l)| std::ptr::eq(*l, lora)) {
+                Some((r, _)) => r.extend(rows),
+                None => groups.push((rows.collect(), lora)),
+            }
+        }
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let total: usize = plan.iter().map(|p| p.len).sum();
+        let groups = groups
+            .into_iter()
+            .map(|(rows, lora)| {
+                let idx = if rows.len() == total { None } else { Some(Tensor::new(rows.as_slice(), &self.device)?) };
+                Ok((idx, lora))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(RowLora { groups }))
+    }
+
+    /// [`Llama::logits_at`] of the weights as loaded with `lora`'s updates added unmerged.
+    pub fn logits_at_unmerged(&self, ids: &Tensor, last: &Tensor, lora: &super::Lora) -> Result<Tensor> {
+        let rows = RowLora::all(lora);
+        let h = self.hidden(ids, None, &mut Cache::new(self), Pass::Rows(&rows))?;
+        let (b, t, d) = h.dims3()?;
+        let picked = h.reshape((b * t, d))?.index_select(last, 0)?;
+        let w = self.lm_head.weight()?.to_dtype(picked.dtype())?;
+        picked.matmul(&w.t()?)?.to_dtype(DType::F32)
     }
 
     /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'

@@ -22,7 +22,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use adapter::Adapter;
+pub use adapter::{Adapter, Lora};
 pub use config::{Config, Family, RopeScaling};
 pub use fetch::{SMOLLM2, fetch_smollm2};
 pub use generate::{
@@ -30,7 +30,7 @@ pub use generate::{
     generate_with,
 };
 pub use linear::Linear;
-pub use llama::{Adapters, Cache, Llama, Pass, Segment, SeqCache};
+pub use llama::{Adapters, Cache, Llama, Pass, RowLora, Segment, SeqCache};
 pub use random::{random, shape, uniform};
 pub use save::{save_checkpoint, write_config};
 pub use tokenizer::{ChatMessage, DEFAULT_CHAT_TEMPLATE, Tokenizer};

@@ -421,6 +421,52 @@ fn adapter_matches_peft(dir: &str) -> serde_json::Value {
     want
 }
 
+/// Two PEFT adapters kept apart from the weights ([`Lora`]) and a sequence without one, in one
+/// batched step: each row gets the logits peft computes with its adapter (golden values of
+/// `adapter_matches_peft`), and the bare row the base model's.
+#[test]
+fn unmerged_adapters_batched_together_give_pefts_logits() {
+    let m = load_with(&smollm2(), &Device::Cpu, LoadOptions { dequantize: true }).expect("load");
+    let adapters = ["tests/fixtures/peft_smollm2", "tests/fixtures/medtune_adapter"].map(|d| {
+        let dir = repo().join(d);
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("JSON");
+        let lora = Adapter::load(&dir, &Device::Cpu).and_then(|a| a.unmerged(&m.llama)).expect("unmerged");
+        assert_eq!(lora.len(), 60, "{d}: q_proj and v_proj of 30 blocks");
+        (d, want, lora)
+    });
+    let check = |d: &str, ours: &[f32], want: &serde_json::Value| {
+        for (k, v) in [("top_ids", "top_values"), ("probe_ids", "probe_values")] {
+            for (id, w) in ids_of(&want[k]).iter().zip(want[v].as_array().expect("values")) {
+                let w = w.as_f64().expect("f64") as f32;
+                assert!((ours[*id as usize] - w).abs() < 2e-3, "{d}: token {id}: {} vs peft {w}", ours[*id as usize]);
+            }
+        }
+    };
+    for (d, want, lora) in &adapters {
+        let ids = ids_of(&want["ids"]);
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+        let at = Tensor::new(&[(ids.len() - 1) as u32], &Device::Cpu).expect("at");
+        let ours = m.llama.logits_at_unmerged(&input, &at, lora).and_then(|l| l.get(0)).and_then(|l| l.to_vec1::<f32>()).expect("logits");
+        check(d, &ours, want);
+    }
+    let ids: Vec<Vec<u32>> = adapters.iter().map(|(_, w, _)| ids_of(&w["ids"])).collect();
+    let mut caches: Vec<SeqCache> = (0..3).map(|_| SeqCache::new(&m.llama)).collect();
+    let [c0, c1, c2] = &mut caches[..] else { unreachable!("three caches") };
+    let mut segments = [
+        Segment { ids: &ids[0], cache: c0, lora: Some(&adapters[0].2) },
+        Segment { ids: &ids[1], cache: c1, lora: Some(&adapters[1].2) },
+        Segment { ids: &ids[0], cache: c2, lora: None },
+    ];
+    let logits = m.llama.forward_segments(&mut segments).expect("step");
+    let row = |i: usize| logits.get(i).and_then(|l| l.to_vec1::<f32>()).expect("row");
+    check(adapters[0].0, &row(0), &adapters[0].1);
+    check(adapters[1].0, &row(1), &adapters[1].1);
+    let base = last_logits(&m, &ids[0]);
+    let d = row(2).iter().zip(&base).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d < 1e-3, "the row without an adapter is off the base model's by {d}");
+}
+
 /// NF4 in bf16 stores the embeddings and the output layer in bf16 too: a bf16 pass gives the
 /// logits it gave with them kept in f32 (it cast them to bf16 itself), for training and for
 /// a cached inference pass.
@@ -854,7 +900,7 @@ fn batched_steps_give_each_sequence_what_it_gets_alone() {
                 None => &ids[k][fed[k]..(fed[k] + 5).min(ids[k].len())],
             };
             chosen.push((k, piece.len()));
-            segments.push(Segment { ids: piece, cache });
+            segments.push(Segment { ids: piece, cache, lora: None });
         }
         let logits = m.llama.forward_segments(&mut segments).expect("step");
         drop(segments);

@@ -85,8 +85,8 @@ pub fn export(config: &Config, request: &ExportRequest, progress: &mut dyn Progr
     // the check prompt is PubMedQA's, whatever the task: the graph is checked, not the task
     let labels = crate::prompt::Choices::pubmedqa(&m.tokenizer).context(|| "the answer tokens".into())?.tokens;
     let candle = Engine::Candle(m);
-    let a = candle.answer(&ids, &labels).map_err(PipelineError::Stopped)?;
-    let b = ort.answer(&ids, &labels).map_err(PipelineError::Stopped)?;
+    let a = candle.answer(&ids, &labels, None).map_err(PipelineError::Stopped)?;
+    let b = ort.answer(&ids, &labels, None).map_err(PipelineError::Stopped)?;
     let max_difference = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f64, f64::max);
     let tolerance = match request.precision {
         Precision::F32 => 1e-3,

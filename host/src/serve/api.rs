@@ -42,7 +42,8 @@ pub async fn health(State(s): S) -> Response {
 
 pub async fn models(State(s): S) -> Response {
     counted(&s, "models", async {
-        Ok(Json(json!({"object": "list", "data": [{"id": s.opts.model_name, "object": "model", "owned_by": "medtune"}]})).into_response())
+        let data: Vec<Value> = s.models.ids().into_iter().map(|id| json!({"id": id, "object": "model", "owned_by": "medtune"})).collect();
+        Ok(Json(json!({"object": "list", "data": data})).into_response())
     })
     .await
 }
@@ -209,7 +210,8 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         if req.question.trim().is_empty() {
             return Err(ApiError::bad_request("question is empty"));
         }
-        check_model(&s2, req.model.as_deref())?;
+        let name = req.model.unwrap_or_else(|| s2.models.main().to_owned());
+        let lora = s2.models.pick(&name)?;
         let options = request_options(&s2, req.options)?;
         let admitted = Instant::now();
         let _place = admit(&s2)?;
@@ -224,7 +226,7 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
             let question = Question { question: &q, context: &c, options: &asked };
             let ids = prompt_ids(m2.tokenizer(), &question, &choices, opts.max_len, opts.keep_end).map_err(|e| e.to_string())?;
             let offered = if asked.is_empty() { choices.tokens.len() } else { asked.len() };
-            Ok((m2.answer(&ids, &choices.tokens[..offered])?, ids.len()))
+            Ok((m2.answer(&ids, &choices.tokens[..offered], lora.as_deref())?, ids.len()))
         })
         .await?;
         s2.metrics.tokens("prompt", n);
@@ -233,7 +235,7 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         let probabilities: serde_json::Map<String, Value> = labels.iter().zip(&probs).map(|(l, p)| (l.clone(), json!(p))).collect();
         let mut body = json!({
             "object": "answer",
-            "model": s2.opts.model_name,
+            "model": name,
             "engine": m.name(),
             "answer": labels[best],
             "probabilities": probabilities,
@@ -248,17 +250,6 @@ pub async fn answer(State(s): S, body: Result<Json<AnswerRequest>, JsonRejection
         Ok(Json(body).into_response())
     })
     .await
-}
-
-fn check_model(s: &AppState, asked: Option<&str>) -> Result<(), ApiError> {
-    match asked {
-        Some(m) if m != s.opts.model_name => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("unknown model {m:?}: this server serves {:?} (see /v1/models)", s.opts.model_name),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// The plugin chain over the last user message (its expansions written in, as in
@@ -290,12 +281,12 @@ async fn chat_prompt(s: &Arc<AppState>, m: &Engine, job: &mut Job) -> Result<(St
 
 /// A checked job through admission, the plugin chain and the engine.
 async fn complete(s: Arc<AppState>, mut job: Job, model_name: &str, shape: Shape) -> Result<Response, ApiError> {
-    check_model(&s, Some(model_name))?;
+    let lora = s.models.pick(model_name)?;
     let admitted = Instant::now();
     let place = admit(&s)?;
     let m = model(&s)?;
     let (prompt, found) = chat_prompt(&s, &m, &mut job).await?;
-    let meta = Meta { shape, model: s.opts.model_name.clone(), found, admitted };
+    let meta = Meta { shape, model: model_name.to_owned(), found, admitted, lora };
     respond(s, m, job, prompt, meta, place).await
 }
 

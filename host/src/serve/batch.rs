@@ -2,7 +2,8 @@
 //! sequence at once ([`Llama::forward_segments`]). A request joins at the next step and
 //! leaves when it is done; its prompt is read in chunks (at most [`PREFILL_BUDGET`] prompt
 //! tokens per step over all sequences), so a long prompt cannot stall the others; each
-//! sequence keeps its own KV cache slots ([`SeqCache`]).
+//! sequence keeps its own KV cache slots ([`SeqCache`]). Sequences of different adapters
+//! share a step: each one's rows get its own adapter's update ([`Segment::lora`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use candle_core::Tensor;
 
 use crate::engine::Engine;
-use crate::model::{Decoder, GenerateOptions, Generation, LoadedModel, Segment, SeqCache, TokenLogprob};
+use crate::model::{Decoder, GenerateOptions, Generation, LoadedModel, Lora, Segment, SeqCache, TokenLogprob};
 
 /// Prompt tokens read per step, over all sequences.
 pub const PREFILL_BUDGET: usize = 256;
@@ -25,6 +26,8 @@ pub struct Request {
     pub prompt: String,
     /// How to decode; its cancel token stops it at the next step.
     pub opts: GenerateOptions,
+    /// The adapter its rows go through, unmerged (none: the weights as loaded).
+    pub lora: Option<Arc<Lora>>,
     /// Each new piece of text.
     pub on_text: OnText,
     /// The generation, or why it failed.
@@ -76,6 +79,7 @@ struct Active<'m> {
     /// The prompt's tokens; `fed` of them are in the cache.
     prompt: Vec<u32>,
     fed: usize,
+    lora: Option<Arc<Lora>>,
     /// The token sampled last, to feed next (after the prompt).
     next: Option<u32>,
     on_text: OnText,
@@ -118,6 +122,7 @@ fn run(m: &LoadedModel, rx: &Receiver<Request>, max_batch: usize, counter: &Atom
                 cache: SeqCache::new(&m.llama),
                 prompt,
                 fed: 0,
+                lora: request.lora,
                 next: None,
                 on_text: request.on_text,
                 done: request.done,
@@ -151,7 +156,7 @@ fn run(m: &LoadedModel, rx: &Receiver<Request>, max_batch: usize, counter: &Atom
                 None => continue,
             };
             stepped.push(j);
-            segments.push(Segment { ids, cache: &mut a.cache });
+            segments.push(Segment { ids, cache: &mut a.cache, lora: a.lora.as_deref() });
         }
         let fed: Vec<usize> = segments.iter().map(|s| s.ids.len()).collect();
         let logits = m.llama.forward_segments(&mut segments);

@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::openai::Job;
 use super::{ApiError, AppState};
 use crate::engine::Engine;
-use crate::model::{Cancel, Finish, GenerateOptions, Generation, TokenLogprob};
+use crate::model::{Cancel, Finish, GenerateOptions, Generation, Lora, TokenLogprob};
 
 /// Which endpoint's shape the answer takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct Meta {
     pub found: Value,
     /// When the request was admitted: its deadline runs from here.
     pub admitted: Instant,
+    /// The adapter of the model it names, kept apart from the weights.
+    pub lora: Option<Arc<Lora>>,
 }
 
 /// Cancels the generation when dropped armed: axum drops a handler's future when its client
@@ -129,6 +131,7 @@ type Sink = Arc<dyn Fn(usize, &str, &[TokenLogprob]) + Send + Sync>;
 /// Generates the job's `n` choices by `deadline`: in the running batch when the engine
 /// batches (all `n` at once, beside the other requests), else one after another under the
 /// engine permit. Generations end early when `cancel` says so.
+#[allow(clippy::too_many_arguments)]
 async fn generate_all(
     s: &Arc<AppState>,
     engine: Arc<Engine>,
@@ -137,10 +140,15 @@ async fn generate_all(
     cancel: &Cancel,
     deadline: Instant,
     sink: Option<Sink>,
+    lora: Option<Arc<Lora>>,
 ) -> Result<Vec<Generation>, ApiError> {
     let opts = options(job, cancel);
     let choice = move |i: usize| GenerateOptions { seed: opts.seed.wrapping_add(i as u64), ..opts.clone() };
     let Some(batcher) = s.batcher() else {
+        if lora.is_some() {
+            // the server starts the batcher whenever adapters are kept apart
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unmerged adapter needs the batching engine"));
+        }
         let (n, state) = (job.n, s.clone());
         return super::api::on_engine(s, deadline, move || {
             let mut out: Vec<Generation> = Vec::with_capacity(n);
@@ -173,7 +181,7 @@ async fn generate_all(
             }
         });
         batcher
-            .submit(super::batch::Request { prompt: prompt.clone(), opts: choice(i), on_text, done })
+            .submit(super::batch::Request { prompt: prompt.clone(), opts: choice(i), lora: lora.clone(), on_text, done })
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e))?;
         waiting.push(rx);
     }
@@ -213,7 +221,7 @@ pub async fn respond(
         return Ok(stream(s, engine, job, prompt, meta, place, cancel));
     }
     let mut guard = CancelOnDrop { cancel: cancel.clone(), state: s.clone(), armed: true };
-    let gens = generate_all(&s, engine, &job, prompt, &cancel, deadline, None).await;
+    let gens = generate_all(&s, engine, &job, prompt, &cancel, deadline, None, meta.lora.clone()).await;
     guard.armed = false;
     let gens = gens?;
     if gens.iter().any(|g| g.finish == Finish::TimedOut) {
@@ -311,6 +319,7 @@ fn stream(
     // bounded by max_tokens)
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let (id, created) = ids(meta.shape);
+    let lora = meta.lora;
     let chunks = Chunks { id, created, model: meta.model, shape: meta.shape, include_usage: job.include_usage };
     let deadline = meta.admitted + s.opts.timeout;
     tokio::spawn(async move {
@@ -341,7 +350,7 @@ fn stream(
             }
         });
         let gens = tokio::select! {
-            g = generate_all(&s, engine, &job, prompt, &cancel, deadline, Some(sink)) => g,
+            g = generate_all(&s, engine, &job, prompt, &cancel, deadline, Some(sink), lora) => g,
             () = tx.closed() => {
                 cancel.cancel();
                 s.metrics.abandoned("client_gone");

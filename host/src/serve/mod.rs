@@ -14,6 +14,7 @@
 //! threads; generations run on the one batching thread (candle) or one at a time under the
 //! engine permit (ONNX Runtime, `--max-batch 1`), `/v1/answer` calls one at a time.
 
+mod adapters;
 mod api;
 mod batch;
 mod complete;
@@ -35,6 +36,7 @@ use crate::engine::Engine;
 use crate::plugin::PluginSet;
 use crate::prompt::PromptOptions;
 
+pub use adapters::{AdapterFolder, AdapterSpec, Models, load as load_adapter};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -55,6 +57,9 @@ pub struct ServeOptions {
     pub queue: usize,
     /// Sequences decoded together in one step (continuous batching on candle).
     pub max_batch: usize,
+    /// Whether adapters are kept apart from the weights (several models over one base): the
+    /// generations then all run on the batching thread, whatever `max_batch`.
+    pub unmerged: bool,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
     /// How prompts for `/v1/answer` are made (as in training).
@@ -67,6 +72,8 @@ pub struct ServeOptions {
 pub struct AppState {
     opts: ServeOptions,
     model: OnceLock<Result<Arc<Engine>, String>>,
+    /// The models requests may name.
+    models: Arc<Models>,
     chain: Mutex<PluginSet>,
     admitted: Arc<Semaphore>,
     engine: Arc<Semaphore>,
@@ -95,6 +102,7 @@ impl AppState {
             batcher: OnceLock::new(),
             running: AtomicUsize::new(0),
             metrics: Arc::new(Metrics::new(opts.timeout)),
+            models: Arc::new(Models::new(opts.model_name.clone())),
             opts,
             model: OnceLock::new(),
             chain: Mutex::new(chain),
@@ -125,12 +133,22 @@ impl AppState {
         let model = model.map(Arc::new);
         if let Ok(m) = &model {
             let metrics = self.metrics.clone();
-            let batcher = (self.opts.max_batch > 1)
+            let batcher = (self.opts.max_batch > 1 || self.opts.unmerged)
                 .then(|| batch::Batcher::start(m.clone(), self.opts.max_batch, move |g| metrics.generation(g)))
                 .flatten();
             let _ = self.batcher.set(batcher);
         }
         let _ = self.model.set(model);
+    }
+
+    /// The models requests may name (adapters are added before [`AppState::set_model`]).
+    pub fn models(&self) -> &Arc<Models> {
+        &self.models
+    }
+
+    /// The engine, once it has loaded.
+    pub fn engine(&self) -> Option<Arc<Engine>> {
+        self.model.get().and_then(|m| m.as_ref().ok()).cloned()
     }
 
     /// The batcher, when the engine batches.
