@@ -8,8 +8,11 @@ serve: completion tokens/s of one stream (REQUESTS requests one after another), 
 concurrent streams (REQUESTS each), and the time to the first streamed token of a 256-token
 prompt (p50 of 10, idle server). hf: the same prompt's time to its first token (a forward pass
 over the prompt and the argmax), p50 of 10. The prompt: a clinical sentence repeated, cut
-to 256 tokens by the model's own tokenizer (both sides use SmolLM2's)."""
-import json, statistics, sys, threading, time, urllib.request
+to 256 tokens by the model's own tokenizer (both sides use SmolLM2's). With MODELS=a,b,c the
+requests name these models in turn (stream k always model k mod 3): several adapters batched
+together (`serve --adapter NAME=DIR`)."""
+import json
+import os, statistics, sys, threading, time, urllib.request
 
 SENTENCE = "The patient was admitted with chest pain, shortness of breath and a history of hypertension. "
 QUESTIONS = ["Write a long story about a hospital.", "Describe the work of a nurse in detail.", "Explain how the heart works.", "Write a long letter to a doctor."]
@@ -22,9 +25,11 @@ def post(url, body, stream=False):
 
 def serve(url, requests, max_tokens):
     name = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
+    # MODELS=a,b,c: the streams take these models in turn (several adapters in one batch)
+    models = os.environ.get("MODELS", name).split(",")
 
-    def one(i):
-        body = {"model": name, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], "max_tokens": max_tokens}
+    def one(i, model=name):
+        body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], "max_tokens": max_tokens}
         with post(url + "/v1/chat/completions", body) as r:
             return json.loads(r.read())["usage"]["completion_tokens"]
 
@@ -35,7 +40,7 @@ def serve(url, requests, max_tokens):
     totals = [0] * 16
 
     def stream_worker(k):
-        totals[k] = sum(one(k * requests + i) for i in range(requests))
+        totals[k] = sum(one(k * requests + i, models[k % len(models)]) for i in range(requests))
 
     t = time.time()
     threads = [threading.Thread(target=stream_worker, args=(k,)) for k in range(16)]

@@ -8,6 +8,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Module, Result, Tensor};
 
+use super::amx::TileWeight;
 use crate::quant::Nf4Weight;
 
 /// From this many rows on, a quantized weight is dequantized for a dense product.
@@ -34,6 +35,14 @@ pub enum Linear {
         /// The same, dequantized once.
         dense: Tensor,
     },
+    /// A layer (quantized or dense) for a few rows and its copy packed for AMX tile products
+    /// (bf16 products with f32 sums), kept, for many: on a CPU that has them.
+    Tiles {
+        /// The layer as it was.
+        few: Box<Linear>,
+        /// Its weight, packed once.
+        tiles: std::sync::Arc<TileWeight>,
+    },
 }
 
 fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -52,16 +61,28 @@ impl Linear {
     pub fn weight(&self) -> Result<Tensor> {
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
+            Linear::Tiles { few, .. } => few.weight(),
             Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) | Linear::Dense(w) => Ok(w.clone()),
             Linear::Resident { dense, .. } => Ok(dense.clone()),
             Linear::Nf4(q) => q.dequantize(),
         }
     }
 
-    /// This layer with a dense copy of its GGUF-quantized weight kept beside it, in `dtype`
-    /// ([`Linear::Resident`]); another kind is returned as it is.
+    /// This layer with a copy kept for products of many rows: on a CPU with AMX computing in
+    /// f32, its weight packed for tile products ([`Linear::Tiles`], quantized or dense layers);
+    /// elsewhere a dense copy of a GGUF-quantized weight, in `dtype` ([`Linear::Resident`]).
+    /// Another kind is returned as it is.
     pub fn with_dense_copy(self, dtype: DType) -> Result<Self> {
+        let tiled = dtype == DType::F32 && super::amx::available();
         match self {
+            Linear::Quantized(QMatMul::QTensor(q)) if tiled && q.device().is_cpu() => {
+                let tiles = TileWeight::pack(&q.dequantize(&q.device())?)?;
+                Ok(Linear::Tiles { few: Box::new(Linear::Quantized(QMatMul::QTensor(q))), tiles: std::sync::Arc::new(tiles) })
+            }
+            Linear::Dense(w) if tiled && w.device().is_cpu() => {
+                let tiles = TileWeight::pack(&w)?;
+                Ok(Linear::Tiles { few: Box::new(Linear::Dense(w)), tiles: std::sync::Arc::new(tiles) })
+            }
             Linear::Quantized(QMatMul::QTensor(q)) => {
                 let dense = q.dequantize(&q.device())?.to_dtype(dtype)?;
                 Ok(Linear::Resident { q: QMatMul::QTensor(q), dense })
@@ -98,6 +119,7 @@ impl Linear {
                 QMatMul::QTensor(t) => t.shape().dims2().map(|(out, _)| out),
                 QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dim(0),
             },
+            Linear::Tiles { tiles, .. } => Ok(tiles.out_dim()),
             Linear::Nf4(q) => Ok(q.dims().0),
             Linear::Dense(w) | Linear::Resident { dense: w, .. } => w.dim(0),
         }
@@ -110,6 +132,7 @@ impl Linear {
                 QMatMul::QTensor(t) => t.shape().dims2().map(|(_, inputs)| inputs),
                 QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dim(1),
             },
+            Linear::Tiles { tiles, .. } => Ok(tiles.in_dim()),
             Linear::Nf4(q) => Ok(q.dims().1),
             Linear::Dense(w) | Linear::Resident { dense: w, .. } => w.dim(1),
         }
@@ -156,6 +179,10 @@ impl Module for Linear {
             Linear::Resident { dense: w, .. } if rows >= RESIDENT_DENSE_FROM_ROWS => dense(x, &w.to_dtype(x.dtype())?),
             Linear::Resident { q, .. } if x.dtype() != DType::F32 => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
             Linear::Resident { q, .. } => q.forward(x),
+            // a quantized weight streams fewer bytes per row than the tiles' bf16 for a few rows;
+            // a dense f32 one twice as many
+            Linear::Tiles { few, .. } if rows < RESIDENT_DENSE_FROM_ROWS && !matches!(**few, Linear::Dense(_)) => few.forward(x),
+            Linear::Tiles { tiles, .. } => tiles.matmul(x)?.to_dtype(x.dtype()),
         }
     }
 }
@@ -175,7 +202,8 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (16, 256), &dev).expect("w");
         let q = || Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).expect("q4k")).expect("qmatmul"));
-        let resident = q().with_dense_copy(DType::F32).expect("copy");
+        let Linear::Quantized(QMatMul::QTensor(qt)) = q() else { unreachable!("a quantized layer") };
+        let resident = Linear::Resident { q: QMatMul::QTensor(qt), dense: q().weight().expect("dequantized") };
         let dense = Linear::Dense(q().weight().expect("dequantized"));
         let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
             (a - b)
@@ -197,6 +225,32 @@ mod tests {
         let many = resident.forward(&x).expect("many").narrow(1, 0, 1).expect("row");
         let diff = max_diff(&few, &many);
         assert!(diff > 0.0 && diff < 0.05, "{diff}");
+    }
+
+    /// With AMX, the kept copy is packed for tiles: a few rows still take the quantized
+    /// kernels; many take the tiles, whose product is the bf16-rounded one.
+    #[test]
+    fn a_tiled_copy_takes_the_quantized_kernel_for_few_rows_and_tiles_for_many() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (64, 256), &dev).expect("w");
+        let q = || Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).expect("q8")).expect("qmatmul"));
+        let copy = q().with_dense_copy(DType::F32).expect("copy");
+        if !crate::model::amx::available() {
+            assert!(matches!(copy, Linear::Resident { .. }), "without AMX the copy is dense");
+            return;
+        }
+        assert!(matches!(copy, Linear::Tiles { .. }));
+        assert_eq!((copy.out_dim().expect("out"), copy.in_dim().expect("in")), (64, 256));
+        let x = Tensor::randn(0f32, 1., (1, 8, 256), &dev).expect("x");
+        let few = x.narrow(1, 0, 3).expect("rows");
+        let same = (copy.forward(&few).expect("few") - q().forward(&few).expect("quantized"))
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+            .expect("diff");
+        assert_eq!(same, 0.0, "a few rows take the quantized kernel");
+        let dense = copy.weight().expect("weight");
+        let want = x.broadcast_matmul(&dense.t().expect("t")).expect("f32");
+        let diff = (copy.forward(&x).expect("many") - want).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()).expect("diff");
+        assert!(diff > 0.0 && diff < 0.05, "bf16 products stay close to f32's: {diff}");
     }
 
     /// The training product of every kind of frozen weight: the value is `x W^T` of the

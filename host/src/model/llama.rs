@@ -561,10 +561,12 @@ impl Llama {
         &self.device
     }
 
-    /// Keeps a dense copy beside every GGUF-quantized weight ([`Linear::Resident`]): a step
-    /// over many rows (a batch of sequences) then multiplies dense weights once instead of
-    /// streaming the quantized ones once per row. The copies are in the compute dtype: 4 bytes
-    /// per parameter more on the CPU (f32), 2 on a GPU computing in bf16.
+    /// Keeps a copy of every weight for steps over many rows (a batch of sequences), beside
+    /// the layer that serves a few: on a CPU with AMX (computing in f32), every weight packed
+    /// for bf16 tile products, 2 bytes per parameter ([`Linear::Tiles`]); elsewhere a dense copy
+    /// of each GGUF-quantized weight, in the compute dtype ([`Linear::Resident`]: the quantized
+    /// kernels stream the weight once per row): 4 bytes per parameter more on the CPU (f32), 2
+    /// on a GPU computing in bf16.
     pub fn keep_dense_copies(&mut self) -> Result<()> {
         let dtype = self.compute;
         let keep = |l: &mut Linear| -> Result<()> {

@@ -4,6 +4,7 @@
 //! Invariant: model/ knows nothing about plugins, data files or HTTP.
 
 mod adapter;
+pub mod amx;
 mod chat;
 mod config;
 mod fetch;
