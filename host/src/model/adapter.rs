@@ -153,6 +153,12 @@ impl Adapter {
 }
 
 impl Lora {
+    /// An adapter from its modules' `Aᵀ` and `scale · Bᵀ` (tests).
+    #[cfg(test)]
+    pub(crate) fn from_parts(layers: HashMap<String, (Tensor, Tensor)>) -> Self {
+        Lora { layers }
+    }
+
     /// `Aᵀ` and `scale · Bᵀ` of `module`, when the adapter changes it.
     pub(crate) fn get(&self, module: &str) -> Option<&(Tensor, Tensor)> {
         self.layers.get(module)

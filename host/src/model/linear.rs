@@ -35,8 +35,9 @@ pub enum Linear {
         /// The same, dequantized once.
         dense: Tensor,
     },
-    /// A layer (quantized or dense) for a few rows and its copy packed for AMX tile products
-    /// (bf16 products with f32 sums), kept, for many: on a CPU that has them.
+    /// A layer (quantized or dense) and its copy packed for AMX tile products (bf16 products
+    /// with f32 sums), on a CPU that has them: the copy serves a server's batched steps
+    /// ([`Linear::forward_batched`]), the layer every other product.
     Tiles {
         /// The layer as it was.
         few: Box<Linear>,
@@ -166,6 +167,18 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `x W^T` in a server's batched step: a tiled copy always takes the tiles, whatever the
+    /// step's rows, so a sequence gets the same numbers whichever sequences share its steps
+    /// (and, for a dense weight, half the bytes per step); other kinds as [`Module::forward`].
+    pub fn forward_batched(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Tiles { tiles, .. } => tiles.matmul(x)?.to_dtype(x.dtype()),
+            other => other.forward(x),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows: usize = x.dims()[..x.rank() - 1].iter().product();
@@ -179,10 +192,7 @@ impl Module for Linear {
             Linear::Resident { dense: w, .. } if rows >= RESIDENT_DENSE_FROM_ROWS => dense(x, &w.to_dtype(x.dtype())?),
             Linear::Resident { q, .. } if x.dtype() != DType::F32 => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
             Linear::Resident { q, .. } => q.forward(x),
-            // a quantized weight streams fewer bytes per row than the tiles' bf16 for a few rows;
-            // a dense f32 one twice as many
-            Linear::Tiles { few, .. } if rows < RESIDENT_DENSE_FROM_ROWS && !matches!(**few, Linear::Dense(_)) => few.forward(x),
-            Linear::Tiles { tiles, .. } => tiles.matmul(x)?.to_dtype(x.dtype()),
+            Linear::Tiles { few, .. } => few.forward(x),
         }
     }
 }
@@ -227,10 +237,10 @@ mod tests {
         assert!(diff > 0.0 && diff < 0.05, "{diff}");
     }
 
-    /// With AMX, the kept copy is packed for tiles: a few rows still take the quantized
-    /// kernels; many take the tiles, whose product is the bf16-rounded one.
+    /// With AMX, the kept copy is packed for tiles: the plain product stays the layer's own;
+    /// the batched one takes the tiles (bf16-rounded) for any number of rows, each row alike.
     #[test]
-    fn a_tiled_copy_takes_the_quantized_kernel_for_few_rows_and_tiles_for_many() {
+    fn a_tiled_copy_keeps_plain_products_and_batches_on_tiles_row_by_row() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (64, 256), &dev).expect("w");
         let q = || Linear::Quantized(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).expect("q8")).expect("qmatmul"));
@@ -241,16 +251,21 @@ mod tests {
         }
         assert!(matches!(copy, Linear::Tiles { .. }));
         assert_eq!((copy.out_dim().expect("out"), copy.in_dim().expect("in")), (64, 256));
+        let max_diff = |a: Tensor, b: Tensor| (a - b).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()).expect("diff");
         let x = Tensor::randn(0f32, 1., (1, 8, 256), &dev).expect("x");
-        let few = x.narrow(1, 0, 3).expect("rows");
-        let same = (copy.forward(&few).expect("few") - q().forward(&few).expect("quantized"))
-            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
-            .expect("diff");
-        assert_eq!(same, 0.0, "a few rows take the quantized kernel");
+        for rows in [1, 8] {
+            let part = x.narrow(1, 0, rows).expect("rows");
+            let exact = max_diff(copy.forward(&part).expect("exact"), q().forward(&part).expect("quantized"));
+            assert_eq!(exact, 0.0, "{rows} rows: the plain product is the layer's own");
+        }
         let dense = copy.weight().expect("weight");
         let want = x.broadcast_matmul(&dense.t().expect("t")).expect("f32");
-        let diff = (copy.forward(&x).expect("many") - want).and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()).expect("diff");
+        let diff = max_diff(copy.forward_batched(&x).expect("batched"), want);
         assert!(diff > 0.0 && diff < 0.05, "bf16 products stay close to f32's: {diff}");
+        // a row's batched product does not depend on the rows beside it
+        let one = copy.forward_batched(&x.narrow(1, 2, 1).expect("row")).expect("one");
+        let among = copy.forward_batched(&x).and_then(|y| y.narrow(1, 2, 1)).expect("among");
+        assert_eq!(max_diff(one, among), 0.0, "a row's tile product changed with its neighbours");
     }
 
     /// The training product of every kind of frozen weight: the value is `x W^T` of the

@@ -7,6 +7,7 @@ use candle_nn::kv_cache::KvCache;
 
 use super::config::Config;
 use super::linear::Linear;
+use super::rowlora::RowLora;
 
 /// Where the loaders find weights, by Hugging Face name.
 pub(crate) trait Weights {
@@ -50,49 +51,20 @@ pub enum Pass<'a> {
     /// A training pass of a block half run again in backward, whose output value is not used
     /// (only its known gradient is): the half's last product gives gradients, not values.
     Recompute(&'a dyn Adapters),
-    /// Inference with unmerged adapters on groups of rows (a server's several adapters).
+    /// Inference in a server's batched step: the weights' batched products
+    /// ([`Linear::forward_batched`]).
+    Batch,
+    /// Inference with unmerged adapters on groups of rows (a server's several adapters), in a
+    /// batched step or not ([`RowLora`]).
     Rows(&'a RowLora<'a>),
-}
-
-/// Unmerged adapters over the rows of an inference pass: each group, its rows (all of them
-/// when `None`) and its adapter. A layer's rows get `y + (x·Aᵀ)·(scale·Bᵀ)` from their
-/// group's adapter after the shared product `y = x·Wᵀ`.
-pub struct RowLora<'a> {
-    groups: Vec<(Option<Tensor>, &'a super::Lora)>,
-}
-
-impl<'a> RowLora<'a> {
-    /// One adapter over every row.
-    pub fn all(lora: &'a super::Lora) -> Self {
-        RowLora { groups: vec![(None, lora)] }
-    }
-
-    /// `y` (the shared product of `module` for `x`) with each group's update added to its rows.
-    fn apply(&self, module: &str, x: &Tensor, y: Tensor) -> Result<Tensor> {
-        let (width, out) = (x.dim(candle_core::D::Minus1)?, y.dim(candle_core::D::Minus1)?);
-        let rows = x.elem_count() / width.max(1);
-        let dims = y.dims().to_vec();
-        let x = x.reshape((rows, width))?;
-        let mut y = y.reshape((rows, out))?;
-        for (idx, lora) in &self.groups {
-            let Some((at, bt)) = lora.get(module) else { continue };
-            y = match idx {
-                None => (&y + x.matmul(at)?.matmul(bt)?.to_dtype(y.dtype())?)?,
-                Some(idx) => {
-                    let d = x.index_select(idx, 0)?.matmul(at)?.matmul(bt)?;
-                    y.index_add(idx, &d.to_dtype(y.dtype())?, 0)?
-                }
-            };
-        }
-        y.reshape(dims)
-    }
 }
 
 impl Pass<'_> {
     fn linear(&self, l: &Linear, x: &Tensor, module: impl FnOnce() -> String) -> Result<Tensor> {
         match self {
             Pass::Infer => l.forward(x),
-            Pass::Rows(r) => r.apply(&module(), x, l.forward(x)?),
+            Pass::Batch => l.forward_batched(x),
+            Pass::Rows(r) => r.apply(&module(), x, r.base(l, x)?),
             Pass::Train(a) | Pass::Recompute(a) => a.linear(&module(), l, x),
         }
     }
@@ -110,7 +82,8 @@ impl Pass<'_> {
     fn linear_shared(&self, layers: &[(&Linear, &str)], x: &Tensor, prefix: &str) -> Result<Vec<Tensor>> {
         match self {
             Pass::Infer => layers.iter().map(|(l, _)| l.forward(x)).collect(),
-            Pass::Rows(r) => layers.iter().map(|(l, m)| r.apply(&format!("{prefix}.{m}"), x, l.forward(x)?)).collect(),
+            Pass::Batch => layers.iter().map(|(l, _)| l.forward_batched(x)).collect(),
+            Pass::Rows(r) => layers.iter().map(|(l, m)| r.apply(&format!("{prefix}.{m}"), x, r.base(l, x)?)).collect(),
             Pass::Train(a) | Pass::Recompute(a) => {
                 let names: Vec<String> = layers.iter().map(|(_, m)| format!("{prefix}.{m}")).collect();
                 let named: Vec<(&str, &Linear)> = names.iter().zip(layers).map(|(n, (l, _))| (n.as_str(), *l)).collect();
@@ -120,7 +93,7 @@ impl Pass<'_> {
     }
 
     fn training(&self) -> bool {
-        !matches!(self, Pass::Infer | Pass::Rows(_))
+        !matches!(self, Pass::Infer | Pass::Batch | Pass::Rows(_))
     }
 }
 
@@ -627,7 +600,7 @@ impl Llama {
             offset += len;
         }
         let rows = self.row_lora(segs, &plan)?;
-        let pass = rows.as_ref().map_or(Pass::Infer, Pass::Rows);
+        let pass = rows.as_ref().map_or(Pass::Batch, Pass::Rows);
         let mut x = self
             .embed
             .index_select(&Tensor::new(ids.as_slice(), &self.device)?, 0)?
@@ -641,7 +614,7 @@ impl Llama {
         let last: Vec<u32> = plan.iter().map(|p| (p.offset + p.len - 1) as u32).collect();
         let h = x.squeeze(0)?.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?.unsqueeze(0)?;
         let h = self.norm.forward(&h, Pass::Infer)?;
-        self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)
+        self.lm_head.forward_batched(&h)?.squeeze(0)?.to_dtype(DType::F32)
     }
 
     /// The segments' adapters as groups of rows (one per adapter), or none when no segment
@@ -660,14 +633,7 @@ impl Llama {
             return Ok(None);
         }
         let total: usize = plan.iter().map(|p| p.len).sum();
-        let groups = groups
-            .into_iter()
-            .map(|(rows, lora)| {
-                let idx = if rows.len() == total { None } else { Some(Tensor::new(rows.as_slice(), &self.device)?) };
-                Ok((idx, lora))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(RowLora { groups }))
+        RowLora::batched(groups, total, &self.device).map(Some)
     }
 
     /// [`Llama::logits_at`] of the weights as loaded with `lora`'s updates added unmerged.

@@ -14,6 +14,7 @@ mod linear;
 mod llama;
 pub mod ops;
 mod random;
+mod rowlora;
 mod safetensors;
 mod save;
 mod tokenizer;
@@ -31,8 +32,9 @@ pub use generate::{
     generate_with,
 };
 pub use linear::Linear;
-pub use llama::{Adapters, Cache, Llama, Pass, RowLora, Segment, SeqCache};
+pub use llama::{Adapters, Cache, Llama, Pass, Segment, SeqCache};
 pub use random::{random, shape, uniform};
+pub use rowlora::RowLora;
 pub use save::{save_checkpoint, write_config};
 pub use tokenizer::{ChatMessage, DEFAULT_CHAT_TEMPLATE, Tokenizer};
 
