@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::export::{OrtCache, OrtModel};
+use crate::export::{OrtCache, OrtDevice, OrtModel};
 use crate::model::{Config, GenerateOptions, Generation, LoadedModel, Lora, ModelError, TokenLogprob, Tokenizer, generate, generate_with};
 
 /// Which engine a command runs (`--engine`).
@@ -38,9 +38,14 @@ pub enum Engine {
 impl Engine {
     /// Loads an export folder (`model.onnx`, `config.json`, `tokenizer.json`) on ONNX Runtime.
     pub fn ort(dir: &Path, library: &Path, threads: usize) -> Result<Self, String> {
+        Self::ort_on(dir, library, threads, OrtDevice::Cpu)
+    }
+
+    /// [`Engine::ort`] on `device` (a GPU through the library's CUDA provider).
+    pub fn ort_on(dir: &Path, library: &Path, threads: usize, device: OrtDevice) -> Result<Self, String> {
         let config = Config::from_hf_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
-        let model = OrtModel::load(library, &dir.join("model.onnx"), &config, threads)
+        let model = OrtModel::load_on(library, &dir.join("model.onnx"), &config, threads, device)
             .map_err(|e| format!("{}: {e}", dir.join("model.onnx").display()))?;
         Ok(Engine::Ort { model, tokenizer, config })
     }

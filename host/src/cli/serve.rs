@@ -130,7 +130,7 @@ pub fn serve_cmd(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let models = loader.models().clone();
         let loaded = (|| -> anyhow::Result<medtune::engine::Engine> {
             if engine == EngineKind::Ort {
-                return Ok(pipeline::ort_engine(&config.work_dir(), &onnx)?);
+                return Ok(pipeline::ort_engine_for(&config, &onnx)?);
             }
             let (_, mut m) = pipeline::load_model(&config)?;
             match &adapter {

@@ -16,7 +16,7 @@ use candle_core::{DType, Tensor};
 
 use crate::model::Llama;
 
-pub use runtime::{ONNXRUNTIME, OrtCache, OrtModel, ort_library, ort_warnings};
+pub use runtime::{ONNXRUNTIME, OrtCache, OrtDevice, OrtModel, ort_library, ort_warnings};
 
 pub use graph::Precision;
 
@@ -274,6 +274,11 @@ mod tests {
         let lib = ort_library(&root.join("target/ort"), &root.join("target/wheels")).expect("libonnxruntime");
         let ort = OrtModel::load(&lib, &onnx, m.llama.config(), 2).expect("ORT session");
         assert_eq!(ort_warnings(), Vec::<String>::new(), "ONNX Runtime warned about the graph");
+        // the CUDA provider: this build or this (CPU) library has none, and says so
+        let Err(e) = OrtModel::load_on(&lib, &onnx, m.llama.config(), 2, OrtDevice::Cuda(0)) else {
+            panic!("a CPU library ran a session on the CUDA provider")
+        };
+        assert!(e.to_string().contains("--features cuda") || e.to_string().contains("no usable CUDA execution provider"), "{e}");
         for prompt in [
             "Context: Aspirin inhibits platelets.\nQuestion: Is aspirin an antiplatelet drug?\nAnswer:",
             "<|im_start|>user\nWhat is MI?<|im_end|>\n",

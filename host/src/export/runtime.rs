@@ -104,12 +104,49 @@ impl OrtCache {
     }
 }
 
+/// Where ONNX Runtime runs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrtDevice {
+    /// The CPU provider.
+    Cpu,
+    /// The CUDA provider on this GPU.
+    Cuda(usize),
+}
+
 impl OrtModel {
     /// Loads `onnx` with the runtime library at `library`; `config` gives the cache's shape.
     pub fn load(library: &Path, onnx: &Path, config: &crate::model::Config, threads: usize) -> Result<Self, ExportError> {
+        Self::load_on(library, onnx, config, threads, OrtDevice::Cpu)
+    }
+
+    /// [`OrtModel::load`] on `device`: a GPU through the library's CUDA execution provider,
+    /// refused (naming the library) when the library has none.
+    pub fn load_on(
+        library: &Path,
+        onnx: &Path,
+        config: &crate::model::Config,
+        threads: usize,
+        device: OrtDevice,
+    ) -> Result<Self, ExportError> {
         let env = environment(library)?;
-        let session = Session::builder(env)
-            .map_err(ort_err)?
+        let builder = Session::builder(env).map_err(ort_err)?;
+        let builder = match device {
+            OrtDevice::Cpu => builder,
+            #[cfg(feature = "cuda")]
+            OrtDevice::Cuda(gpu) => builder
+                .with_execution_providers([ort::ep::CUDA::default().with_device_id(gpu as i32).build().error_on_failure()])
+                .map_err(|e| {
+                    ExportError::Ort(format!(
+                        "{}: no usable CUDA execution provider ({e}); onnxruntime-gpu's library has one",
+                        library.display()
+                    ))
+                })?,
+            #[cfg(not(feature = "cuda"))]
+            OrtDevice::Cuda(_) => {
+                return Err(ExportError::Ort("the CUDA execution provider needs a medtune built with --features cuda".into()));
+            }
+        };
+        let session = builder
             .with_intra_threads(threads.max(1))
             .map_err(ort_err)?
             // masked attention scores underflow into subnormals in the softmax, which made it

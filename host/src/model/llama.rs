@@ -555,6 +555,30 @@ impl Llama {
         keep(&mut self.lm_head)
     }
 
+    /// Stores every dense weight (the embeddings, dense and merged layers, a dense output
+    /// layer) in the compute dtype: a pass in bf16 then reads 2 bytes per parameter and casts
+    /// nothing per step (a server's weights, which never train). Quantized layers stay as they
+    /// are.
+    pub fn store_dense_in_compute_dtype(&mut self) -> Result<()> {
+        let dtype = self.compute;
+        let cast = |l: &mut Linear| -> Result<()> {
+            if let Linear::Dense(w) = l
+                && w.dtype() != dtype
+            {
+                *w = w.to_dtype(dtype)?;
+            }
+            Ok(())
+        };
+        for b in &mut self.blocks {
+            for l in [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v, &mut b.attn.o, &mut b.mlp.gate, &mut b.mlp.up, &mut b.mlp.down] {
+                cast(l)?;
+            }
+        }
+        cast(&mut self.lm_head)?;
+        self.embed = self.embed.to_dtype(dtype)?;
+        Ok(())
+    }
+
     /// Activations in `dtype` from the embeddings on (bf16 on a GPU halves their memory and
     /// runs the products on bf16 tensor cores); logits and losses stay f32.
     pub fn set_compute_dtype(&mut self, dtype: DType) {

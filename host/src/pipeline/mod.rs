@@ -19,7 +19,7 @@ pub use data::data;
 pub use eval::{EvalRequest, evaluate};
 pub use export::{ExportOutcome, ExportRequest, OrtCheck, export};
 pub use fingerprint::{StageRecord, Stages, data_fingerprint, eval_fingerprint, export_fingerprint, train_fingerprint};
-pub use model::{default_adapter, device, load_model, load_model_on, merge_adapter, model_path, ort_engine};
+pub use model::{default_adapter, device, load_model, load_model_on, merge_adapter, model_path, ort_engine, ort_engine_for};
 pub use train::{EXIT_PARTIAL, TrainRequest, Trained, train};
 pub use vocab::{build_vocab, ensure_vocab};
 

@@ -73,8 +73,22 @@ pub fn default_adapter(config: &Config, named: Option<&Path>, base: bool) -> Opt
 /// ONNX Runtime over an export folder, with `libonnxruntime` from the pinned wheel (cached in
 /// `work/cache`, or `$ORT_DYLIB_PATH`).
 pub fn ort_engine(work: &Path, dir: &Path) -> Result<Engine> {
+    ort_engine_on(work, dir, crate::export::OrtDevice::Cpu)
+}
+
+/// [`ort_engine`] where the config's device says: with `model.device = "cuda"`, ONNX
+/// Runtime's CUDA provider on GPU 0 (refused when the library has none).
+pub fn ort_engine_for(config: &Config, dir: &Path) -> Result<Engine> {
+    let device = match config.model.device {
+        Device::Cuda => crate::export::OrtDevice::Cuda(0),
+        Device::Cpu => crate::export::OrtDevice::Cpu,
+    };
+    ort_engine_on(&config.work_dir(), dir, device)
+}
+
+fn ort_engine_on(work: &Path, dir: &Path, device: crate::export::OrtDevice) -> Result<Engine> {
     let lib = crate::export::ort_library(&work.join("cache"), &crate::wheel::cache_dir(work.join("cache/wheels")))
         .context(|| "the ONNX Runtime library".into())?;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    Engine::ort(dir, &lib, threads).map_err(|e| super::PipelineError::Stopped(format!("{}: {e}", dir.display())))
+    Engine::ort_on(dir, &lib, threads, device).map_err(|e| super::PipelineError::Stopped(format!("{}: {e}", dir.display())))
 }

@@ -123,10 +123,11 @@ impl AppState {
     /// Hands over the loaded engine (or why it failed to load), and starts batching over it.
     pub fn set_model(&self, model: Result<Engine, String>) {
         let model = model.and_then(|mut engine| {
-            if let Engine::Candle(m) = &mut engine
-                && self.opts.max_batch > 1
-            {
-                m.llama.keep_dense_copies().map_err(|e| format!("dense copies of the weights for batching: {e}"))?;
+            if let Engine::Candle(m) = &mut engine {
+                m.llama.store_dense_in_compute_dtype().map_err(|e| format!("the weights in the compute dtype: {e}"))?;
+                if self.opts.max_batch > 1 {
+                    m.llama.keep_dense_copies().map_err(|e| format!("dense copies of the weights for batching: {e}"))?;
+                }
             }
             Ok(engine)
         });
