@@ -137,33 +137,40 @@ mod imp {
         Config(c)
     };
 
-    /// Rounds a row of f32 to bf16, 32 values per instruction.
+    /// Rounds up to 16 rows of `inputs` f32 to bf16 into one block of A's tiles: for each
+    /// 32 inputs, a tile of 16 rows × 32 bf16 (`dst`: `in_pad / 32` tiles, zeroed), 32 values
+    /// per instruction.
     ///
     /// # Safety
-    /// The CPU has AVX512-BF16 ([`enable`] said so); `dst` is at least as long as `src`.
+    /// The CPU has AVX512-BF16 ([`enable`] said so); `dst` is at least `in_pad / 32 * 512`
+    /// long for `in_pad >= inputs`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
-        let whole = src.len() / 32 * 32;
-        let mut i = 0;
-        while i < whole {
-            // SAFETY: i + 32 <= src.len() <= dst.len(); unaligned loads and stores
-            unsafe {
-                asm!("vmovups zmm0, [{s}]", "vmovups zmm1, [{s} + 64]", "vcvtne2ps2bf16 zmm2, zmm1, zmm0", "vmovups [{d}], zmm2",
-                     s = in(reg) src.as_ptr().add(i), d = in(reg) dst.as_mut_ptr().add(i),
-                     out("zmm0") _, out("zmm1") _, out("zmm2") _, options(nostack));
+    unsafe fn round_block(src: &[f32], inputs: usize, dst: &mut [u16]) {
+        for (i, row) in src.chunks_exact(inputs).enumerate() {
+            for (kb, chunk) in row.chunks(32).enumerate() {
+                let at = kb * 512 + i * 32;
+                if chunk.len() == 32 {
+                    // SAFETY: 32 values in, 32 out, inside `dst` (at + 32 <= in_pad / 32 * 512)
+                    unsafe {
+                        asm!("vmovups zmm0, [{s}]", "vmovups zmm1, [{s} + 64]", "vcvtne2ps2bf16 zmm2, zmm1, zmm0", "vmovups [{d}], zmm2",
+                             s = in(reg) chunk.as_ptr(), d = in(reg) dst.as_mut_ptr().add(at),
+                             out("zmm0") _, out("zmm1") _, out("zmm2") _, options(nostack));
+                    }
+                } else {
+                    for (j, &v) in chunk.iter().enumerate() {
+                        dst[at + j] = super::bf16(v);
+                    }
+                }
             }
-            i += 32;
-        }
-        for j in whole..src.len() {
-            dst[j] = super::bf16(src[j]);
         }
     }
 
     /// `C[.., pairs of 16-column blocks in `pairs`] = A · B` over 32-row blocks.
     ///
     /// # Safety
-    /// Tiles are enabled; `a` holds `m_pad` rows of `in_pad` bf16, `b` the packed weight,
-    /// `c` `m_pad` rows of `out_pad` f32; `m_pad`, `in_pad`, `out_pad` multiples of 32.
+    /// Tiles are enabled; `a` holds `m_pad` rows of `in_pad` bf16 in tiles (blocks of 16 rows,
+    /// each `in_pad / 32` tiles of 16 × 32), `b` the packed weight, `c` `m_pad` rows of
+    /// `out_pad` f32; `m_pad`, `in_pad`, `out_pad` multiples of 32.
     unsafe fn kernel(
         a: *const u16,
         b: *const u16,
@@ -174,7 +181,7 @@ mod imp {
         pairs: std::ops::Range<usize>,
     ) {
         let k_blocks = in_pad / 32;
-        let (stride_a, stride_c) = (in_pad * 2, out_pad * 4);
+        let (stride_a, stride_c) = (64usize, out_pad * 4);
         // SAFETY: every tile read and written lies inside the buffers the caller sized
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack));
@@ -183,14 +190,14 @@ mod imp {
                 let b1 = b.add((2 * pair + 1) * k_blocks * 512);
                 for mb in (0..m_pad).step_by(32) {
                     asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
-                    let a0 = a.add(mb * in_pad);
-                    let a1 = a.add((mb + 16) * in_pad);
+                    let a0 = a.add((mb / 16) * k_blocks * 512);
+                    let a1 = a.add((mb / 16 + 1) * k_blocks * 512);
                     for kb in 0..k_blocks {
                         asm!("tileloadd tmm4, [{a0} + {sa}*1]", "tileloadd tmm5, [{a1} + {sa}*1]",
                              "tileloadd tmm6, [{b0} + {sb}*1]", "tileloadd tmm7, [{b1} + {sb}*1]",
                              "tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm1, tmm4, tmm7",
                              "tdpbf16ps tmm2, tmm5, tmm6", "tdpbf16ps tmm3, tmm5, tmm7",
-                             a0 = in(reg) a0.add(kb * 32), a1 = in(reg) a1.add(kb * 32), sa = in(reg) stride_a,
+                             a0 = in(reg) a0.add(kb * 512), a1 = in(reg) a1.add(kb * 512), sa = in(reg) stride_a,
                              b0 = in(reg) b0.add(kb * 512), b1 = in(reg) b1.add(kb * 512), sb = in(reg) 64usize,
                              options(nostack));
                     }
@@ -209,10 +216,11 @@ mod imp {
     /// `x Wᵀ` for `rows` rows of `x`, f32 (rows × w.out).
     pub fn product(x: &[f32], rows: usize, w: &TileWeight) -> Vec<f32> {
         let m_pad = rows.div_ceil(32) * 32;
+        // A in tiles, 16 rows a block: a tile load then reads 1 KiB in one piece
         let mut a = vec![0u16; m_pad * w.in_pad];
-        a.par_chunks_mut(w.in_pad).zip(x.par_chunks(w.inputs)).for_each(|(dst, src)| {
-            // SAFETY: `available()` checked AVX512-BF16; dst is in_pad >= inputs long
-            unsafe { round_row(src, dst) }
+        a.par_chunks_mut(16 * w.in_pad).zip(x.par_chunks(16 * w.inputs)).for_each(|(dst, src)| {
+            // SAFETY: `available()` checked AVX512-BF16; a block is in_pad / 32 tiles of 512
+            unsafe { round_block(src, w.inputs, dst) }
         });
         // not zeroed: the kernel's tile stores write every element
         let mut c: Vec<f32> = Vec::with_capacity(m_pad * w.out_pad);
