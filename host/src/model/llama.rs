@@ -662,12 +662,7 @@ impl Llama {
 
     /// [`Llama::logits_at`] of the weights as loaded with `lora`'s updates added unmerged.
     pub fn logits_at_unmerged(&self, ids: &Tensor, last: &Tensor, lora: &super::Lora) -> Result<Tensor> {
-        let rows = RowLora::all(lora);
-        let h = self.hidden(ids, None, &mut Cache::new(self), Pass::Rows(&rows))?;
-        let (b, t, d) = h.dims3()?;
-        let picked = h.reshape((b * t, d))?.index_select(last, 0)?;
-        let w = self.lm_head.weight()?.to_dtype(picked.dtype())?;
-        picked.matmul(&w.t()?)?.to_dtype(DType::F32)
+        self.logits_at_pass(ids, last, Pass::Rows(&RowLora::all(lora)))
     }
 
     /// Logits of every position of `ids` through ops that pass gradients, with `adapters`'
@@ -686,7 +681,11 @@ impl Llama {
     /// Logits (n, vocab) at the flat positions `last` (row × width + column) of `ids`
     /// (batch, width), without a cache; through `adapters` when given (no gradients needed).
     pub fn logits_at(&self, ids: &Tensor, last: &Tensor, adapters: Option<&dyn Adapters>) -> Result<Tensor> {
-        let pass = adapters.map_or(Pass::Infer, Pass::Train);
+        self.logits_at_pass(ids, last, adapters.map_or(Pass::Infer, Pass::Train))
+    }
+
+    /// [`Llama::logits_at`] through `pass`.
+    fn logits_at_pass(&self, ids: &Tensor, last: &Tensor, pass: Pass<'_>) -> Result<Tensor> {
         let h = self.hidden(ids, None, &mut Cache::new(self), pass)?;
         let (b, t, d) = h.dims3()?;
         let picked = h.reshape((b * t, d))?.index_select(last, 0)?;
