@@ -40,7 +40,7 @@ pub enum Linear {
     /// ([`Linear::forward_batched`]), the layer every other product.
     Tiles {
         /// The layer as it was.
-        few: Box<Linear>,
+        layer: Box<Linear>,
         /// Its weight, packed once.
         tiles: std::sync::Arc<TileWeight>,
     },
@@ -62,7 +62,7 @@ impl Linear {
     pub fn weight(&self) -> Result<Tensor> {
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
-            Linear::Tiles { few, .. } => few.weight(),
+            Linear::Tiles { layer, .. } => layer.weight(),
             Linear::Quantized(QMatMul::Tensor(w)) | Linear::Quantized(QMatMul::TensorF16(w)) | Linear::Dense(w) => Ok(w.clone()),
             Linear::Resident { dense, .. } => Ok(dense.clone()),
             Linear::Nf4(q) => q.dequantize(),
@@ -78,11 +78,11 @@ impl Linear {
         match self {
             Linear::Quantized(QMatMul::QTensor(q)) if tiled && q.device().is_cpu() => {
                 let tiles = TileWeight::pack(&q.dequantize(&q.device())?)?;
-                Ok(Linear::Tiles { few: Box::new(Linear::Quantized(QMatMul::QTensor(q))), tiles: std::sync::Arc::new(tiles) })
+                Ok(Linear::Tiles { layer: Box::new(Linear::Quantized(QMatMul::QTensor(q))), tiles: std::sync::Arc::new(tiles) })
             }
             Linear::Dense(w) if tiled && w.device().is_cpu() => {
                 let tiles = TileWeight::pack(&w)?;
-                Ok(Linear::Tiles { few: Box::new(Linear::Dense(w)), tiles: std::sync::Arc::new(tiles) })
+                Ok(Linear::Tiles { layer: Box::new(Linear::Dense(w)), tiles: std::sync::Arc::new(tiles) })
             }
             Linear::Quantized(QMatMul::QTensor(q)) => {
                 let dense = q.dequantize(&q.device())?.to_dtype(dtype)?;
@@ -192,7 +192,7 @@ impl Module for Linear {
             Linear::Resident { dense: w, .. } if rows >= RESIDENT_DENSE_FROM_ROWS => dense(x, &w.to_dtype(x.dtype())?),
             Linear::Resident { q, .. } if x.dtype() != DType::F32 => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
             Linear::Resident { q, .. } => q.forward(x),
-            Linear::Tiles { few, .. } => few.forward(x),
+            Linear::Tiles { layer, .. } => layer.forward(x),
         }
     }
 }
