@@ -109,3 +109,32 @@ fn tasks_and_layouts_that_do_not_fit_annotated_documents_are_refused() {
         .stderr_has("data.dev_input")
         .stderr_has("belongs to data.split = \"files\"");
 }
+
+/// A gold mention no name matches word for word ("hypertensive") is linked to the concept of
+/// the name nearest its whole text by character trigrams, among the concepts of its own type
+/// (a chemical's "Hypertensin" is nearer); `link_min_score` above 1 turns that off.
+#[test]
+fn a_gold_mention_no_name_matches_is_linked_to_the_nearest_name_of_its_type() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/concepts.tsv", "D006973\tHypertension\t\tdisease\nC000001\tHypertensin\t\tchemical\nD003000\tClonidine\t\tchemical\n");
+    let doc = |id: u32| format!("{id}|t|Clonidine in hypertensive rats.\n{id}\t0\t9\tClonidine\tChemical\tD003000\n{id}\t13\t25\thypertensive\tDisease\tD006973\n\n");
+    env.write("cdr/train.pubtator", doc(1));
+    env.write("cdr/dev.pubtator", doc(2));
+    for (extra, linked) in [("", 1.0), (", link_min_score = 2.0", 0.5)] {
+        let config = env.write(
+            "near.toml",
+            format!(
+                "name = \"near\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
+                 [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
+                 grants = {{ \"/vocab\" = \"vocab\" }}\nsettings = {{ types = \"disease,chemical\"{extra} }}\n\n[eval]\nsplit = \"dev\"\n"
+            ),
+        );
+        env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
+        let scores = read_json(env.path("work/runs/near/eval/scores.json"));
+        let s = |k: &str| scores["scores"][k].as_f64().unwrap_or(f64::NAN);
+        assert_eq!((s("link/accuracy"), s("link/accuracy/Disease")), (linked, 2.0 * linked - 1.0), "settings{extra}");
+        // the document's own text is matched word for word only: no concept for "hypertensive"
+        assert_eq!(s("document/recall/Disease"), 0.0, "settings{extra}");
+    }
+}

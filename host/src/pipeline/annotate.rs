@@ -105,13 +105,18 @@ pub fn evaluate(config: &Config, progress: &mut dyn Progress) -> Result<EvalScor
 /// The ids the chain links each gold mention to (records in order, their gold mentions in
 /// order): the document's own mentions of exactly the gold span, where the data stage found
 /// it (so what the document says, "indomethacin (IDM)", counts); else the gold mention's
-/// text as a document of its own, through the chain's normalizers and disambiguators.
+/// text as a document of its own (one field, `mention/TYPE`), through the chain's normalizers
+/// and disambiguators.
 fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>>> {
     let mut docs: Vec<Record> = Vec::new();
     for r in records {
         for (i, g) in r.gold.iter().enumerate() {
             let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), g.text.clone(), None, Vec::new(), String::new());
             doc.split = r.split;
+            // the whole text is one mention of its type (the contract's `mention/TYPE` field)
+            for f in &mut doc.fields {
+                f.name = format!("mention/{}", g.kind);
+            }
             docs.push(doc);
         }
     }

@@ -7,6 +7,7 @@ pub mod fields;
 mod fuzzy;
 mod local;
 mod matcher;
+mod nearest;
 mod table;
 mod token;
 mod vocab;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use crate::fuzzy::DeletionIndex;
+use crate::nearest::NameIndex;
 use crate::table::{EdgeTable, WordTable};
 use crate::token::{Token, ascii_lowercase_into, is_caps_acronym_s, normalize_lowercase, normalize_token_into, normalize_word, tokens};
 use crate::vocab::ConceptRow;
@@ -70,6 +71,8 @@ pub struct Matcher {
     /// Buffers [`Matcher::find`] reuses from text to text (inside WebAssembly each growth of
     /// a fresh buffer is an allocation and a copy out of the guest).
     scratch: RefCell<Scratch>,
+    /// The trigram index of the trie's names, built by the first [`Matcher::nearest`].
+    nearest: std::cell::OnceCell<NameIndex>,
     options: Options,
 }
 
@@ -95,6 +98,7 @@ impl Matcher {
             fuzzy: DeletionIndex::default(),
             fuzzy_cache: RefCell::new(WordTable::default()),
             scratch: RefCell::new(Scratch::default()),
+            nearest: std::cell::OnceCell::new(),
             options,
         };
         for row in rows {
@@ -134,6 +138,41 @@ impl Matcher {
     pub fn concept(&self, index: u32) -> (&str, &str) {
         let i = index as usize;
         (self.ids[i].as_str(), self.names[i].as_str())
+    }
+
+    /// The concept whose name is nearest the whole of `text` by character trigrams (see
+    /// [`NameIndex`]), among those `keep` accepts, with the cosine similarity. The first call
+    /// indexes every name of the trie (not the names matched only as written).
+    pub fn nearest(&self, text: &str, keep: impl Fn(u32) -> bool) -> Option<(u32, f32)> {
+        self.nearest.get_or_init(|| NameIndex::build(&self.trie_names())).nearest(text, keep)
+    }
+
+    /// Every name of the trie, its normalized words joined by a space, with its concept.
+    fn trie_names(&self) -> Vec<(String, u32)> {
+        let mut words = vec![""; self.words.len()];
+        for (w, id) in self.words.iter() {
+            words[id as usize] = w;
+        }
+        let mut edges: Vec<(u32, u32, u32)> = self.edges.iter().collect();
+        edges.sort_unstable();
+        let mut names = Vec::new();
+        // depth first from the root: (node, the word that led to it, its depth)
+        let mut stack: Vec<(u32, &str, usize)> = vec![(0, "", 0)];
+        let mut path: Vec<&str> = Vec::new();
+        while let Some((node, word, depth)) = stack.pop() {
+            if node != 0 {
+                path.truncate(depth - 1);
+                path.push(word);
+                if let Some(c) = self.terminal[node as usize] {
+                    names.push((path.join(" "), c));
+                }
+            }
+            let from = edges.partition_point(|e| e.0 < node);
+            for &(_, w, next) in edges[from..].iter().take_while(|e| e.0 == node) {
+                stack.push((next, words[w as usize], depth + 1));
+            }
+        }
+        names
     }
 
     fn insert(&mut self, name: &str, concept: u32) {
@@ -487,6 +526,19 @@ mod tests {
         let text = "ANDS and ands, CABGs, who said the WHO Who?";
         let found: Vec<&str> = m.find(text).iter().map(|x| &text[x.start..x.end]).collect();
         assert_eq!(found, ["ANDS", "CABGs", "WHO"]);
+    }
+
+    /// A mention no name matches word for word finds the name nearest it; `keep` narrows
+    /// the concepts it may be.
+    #[test]
+    fn a_mention_no_name_matches_finds_its_nearest_name() {
+        let m = matcher("D1\tTuberculosis\t\nD2\tTuberculosis, Meningeal\tMeningeal Tuberculosis\nD3\tObesity\t\nD4\tObese\t\n");
+        assert!(m.find("tuberculous").is_empty());
+        let (c, s) = m.nearest("tuberculous", |_| true).expect("a name");
+        assert_eq!((m.concept(c).0, s > 0.5 && s < 1.0), ("D1", true), "{s}");
+        assert_eq!(m.nearest("obese", |_| true).map(|x| m.concept(x.0).0), Some("D4"));
+        assert_eq!(m.nearest("obese", |c| m.concept(c).0 != "D4").map(|x| m.concept(x.0).0), Some("D3"));
+        assert_eq!(m.nearest("meningeal tuberculosis", |_| true).map(|x| m.concept(x.0).0), Some("D2"));
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! is a mention of its long form's concept wherever it is written; default true),
 //! `short_names` (names of one or two characters with a capital, `Na`, `K`, `DA`, matched as
 //! written; default false),
-//! `fuzzy_min_len` (default 8), `min_score` (default 0).
+//! `fuzzy_min_len` (default 8), `min_score` (default 0), `link_min_score` (a field named
+//! `mention` or `mention/TYPE` is one mention, a gold span to link: when no name matches in
+//! it, the concept of the name nearest its whole text by character trigrams, of a group named
+//! TYPE where one is, if at least this similar; default 0.5; above 1 never).
 
 use std::collections::HashSet;
 
@@ -28,6 +31,13 @@ struct TerminologyNormalizer {
     stop_ids: HashSet<String>,
     /// Whether abbreviations the document defines are linked as their long forms.
     abbreviations: bool,
+    /// The lowest similarity of a nearest name taken for a whole mention.
+    link_min_score: f32,
+    /// The semantic groups of the vocabulary, and each concept's as bits of that list.
+    group_names: Vec<String>,
+    groups: Vec<u64>,
+    /// Whether each concept is stopped (`stop_ids`), by index.
+    stopped: Vec<bool>,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -78,7 +88,23 @@ impl Normalizer for TerminologyNormalizer {
             stop.remove("");
         }
         let abbreviations = settings.parse_or("abbreviations", true)?;
-        Ok(Self { matcher: Matcher::new(&rows, options), min_score, stop, stop_ids, abbreviations })
+        let link_min_score = settings.parse_or("link_min_score", 0.5f32)?;
+        let mut group_names: Vec<String> = Vec::new();
+        let groups = rows
+            .iter()
+            .map(|r| {
+                r.groups.iter().fold(0u64, |bits, g| {
+                    let i = group_names.iter().position(|n| n == g).unwrap_or_else(|| {
+                        group_names.push(g.clone());
+                        group_names.len() - 1
+                    });
+                    bits | 1u64.checked_shl(i as u32).unwrap_or(0)
+                })
+            })
+            .collect();
+        let stopped = rows.iter().map(|r| stop_ids.contains(&r.id)).collect();
+        let matcher = Matcher::new(&rows, options);
+        Ok(Self { matcher, min_score, stop, stop_ids, abbreviations, link_min_score, group_names, groups, stopped })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -92,19 +118,30 @@ impl Normalizer for TerminologyNormalizer {
             true => (None, vec![Span { start: 0, end: 0 }]),
             false => (Some(CharOffsets::new(&doc.text)), doc.fields.iter().map(|f| f.span).collect()),
         };
-        let stopped = |text: &str, m: &Match| {
-            self.stop_ids.contains(self.matcher.concept(m.concept).0) || self.stop.contains(&normalize_name(&text[m.start..m.end]))
+        // a field that is one mention: `Some(its entity type)`, `Some("")` when untyped
+        let mention_types: Vec<Option<&str>> =
+            doc.fields.iter().map(|f| f.name.strip_prefix("mention").filter(|t| t.is_empty() || t.starts_with('/'))).collect();
+        // a mention's own text is no stop form (the annotators marked it); a stopped concept
+        // stays stopped
+        let stopped = |text: &str, m: &Match, mention: bool| {
+            self.stop_ids.contains(self.matcher.concept(m.concept).0)
+                || (!mention && self.stop.contains(&normalize_name(&text[m.start..m.end])))
         };
         let mut found: Vec<(&str, Vec<Match>)> = fields
             .iter()
-            .map(|field| {
+            .enumerate()
+            .map(|(i, field)| {
                 let text = match &offsets {
                     Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
                     None => doc.text.as_str(),
                 };
                 let mut matches = self.matcher.find(text);
+                let mention = mention_types.get(i).copied().flatten();
                 if self.min_score > 0.0 || !self.stop.is_empty() || !self.stop_ids.is_empty() {
-                    matches.retain(|m| m.score >= self.min_score && !stopped(text, m));
+                    matches.retain(|m| m.score >= self.min_score && !stopped(text, m, mention.is_some()));
+                }
+                if let (Some(kind), true) = (mention, matches.is_empty()) {
+                    matches.extend(self.nearest(text, kind));
                 }
                 (text, matches)
             })
@@ -129,6 +166,21 @@ impl Normalizer for TerminologyNormalizer {
     }
 }
 
+impl TerminologyNormalizer {
+    /// The whole of `text`, one mention of an entity of type `kind` (`/Disease`; empty when
+    /// untyped), as the concept of its nearest name, when that is similar enough.
+    fn nearest(&self, text: &str, kind: &str) -> Option<Match> {
+        if self.link_min_score > 1.0 {
+            return None;
+        }
+        let kind = kind.trim_start_matches('/').to_lowercase();
+        let bit = self.group_names.iter().position(|g| *g == kind).and_then(|i| 1u64.checked_shl(i as u32));
+        let keep = |c: u32| !self.stopped[c as usize] && bit.is_none_or(|b| self.groups[c as usize] & b != 0);
+        let (concept, score) = self.matcher.nearest(text, keep).filter(|&(_, s)| s >= self.link_min_score)?;
+        Some(Match { start: 0, end: text.len(), char_start: 0, char_end: text.chars().count() as u32, concept, score })
+    }
+}
+
 register_normalizer!(TerminologyNormalizer,
     grants: ["/vocab"],
     settings: {
@@ -139,4 +191,5 @@ register_normalizer!(TerminologyNormalizer,
         short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
+        link_min_score: float = "0.5", "lowest similarity of the nearest name taken for a mention field no name matches (above 1: never)";
     });
