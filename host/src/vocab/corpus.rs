@@ -2,7 +2,9 @@
 //! its training set): `corpus.tsv`, each gold mention's text as a name of the concept it is
 //! most often linked to, and `stop.tsv`, the text forms (and the concepts, as `id:` and the
 //! id) the vocabulary's names match in the corpus but its annotators (almost) never marked,
-//! which the normalizer then leaves alone.
+//! which the normalizer then leaves alone. A branch of the MeSH tree so left alone
+//! (`tree:D08.811.682.690`: superoxide dismutases) stops every descriptor of it that the corpus never
+//! marked, seen in it or not (`id:` lines naming the branch).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,14 +18,19 @@ use crate::data::{InputSpec, Layout, Record};
 pub const STOP_MIN_HITS: usize = 2;
 /// ...and the annotators marked at most this share of those matches.
 pub const STOP_MAX_MARKED: f64 = 0.25;
+/// The depth of the MeSH tree's branches counted (`D08.811.682.690`, superoxide dismutases'
+/// branch: four parts).
+pub const STOP_BRANCH_DEPTH: usize = 4;
 
 /// What was learned.
 #[derive(Debug, Default)]
 pub struct Learned {
     /// The names the corpus gives its concepts, one row each (`corpus.tsv`).
     pub concepts: Vec<Concept>,
-    /// Stopped forms with (times matched, times marked), sorted (`stop.tsv`).
-    pub stop: Vec<(String, usize, usize)>,
+    /// Stopped forms, `id:` concepts and `tree:` branches with (times matched, times marked),
+    /// sorted, then the `id:` lines of the stopped branches' descriptors, each with its branch
+    /// (`stop.tsv`).
+    pub stop: Vec<Stop>,
     /// Documents read.
     pub documents: usize,
     /// Gold mentions read.
@@ -32,10 +39,24 @@ pub struct Learned {
     pub errors: Vec<String>,
 }
 
+/// One line of `stop.tsv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    /// A normalized form, `id:ID` or `tree:BRANCH`.
+    pub key: String,
+    /// Times the vocabulary matched it in the corpus.
+    pub hits: usize,
+    /// Times the annotators marked those matches.
+    pub marked: usize,
+    /// For a descriptor stopped with its branch: the branch.
+    pub branch: Option<String>,
+}
+
 /// Reads the annotated corpora `paths` (PubTator, BioC XML, JSON) and learns from their gold
 /// mentions; `tables` are the vocabulary's concept rows the stop forms are found with (only
-/// concepts of the corpus's entity types, by group name, are matched).
-pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow]) -> Learned {
+/// concepts of the corpus's entity types, by group name, are matched), `branches` the MeSH
+/// tree branches of its descriptors ([`STOP_BRANCH_DEPTH`] deep; empty: none stopped).
+pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], branches: &HashMap<String, Vec<String>>) -> Learned {
     let mut learned = Learned::default();
     let mut spec = InputSpec::detected();
     spec.layout = Some(Layout::Annotated);
@@ -79,13 +100,13 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow]) -> Learned {
             written.into_iter().map(move |name| Concept { id: id.clone(), name, synonyms: Vec::new(), groups: group.clone() })
         })
         .collect();
-    learned.stop = stop_forms(&records, tables, &learned.concepts);
+    learned.stop = stop_forms(&records, tables, &learned.concepts, branches);
     learned
 }
 
 /// The forms matched at least [`STOP_MIN_HITS`] times and marked at most
 /// [`STOP_MAX_MARKED`] of them: a match counts as marked when a gold mention overlaps it.
-fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) -> Vec<(String, usize, usize)> {
+fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], branches: &HashMap<String, Vec<String>>) -> Vec<Stop> {
     let kinds: std::collections::BTreeSet<String> = records.iter().flat_map(|r| r.gold.iter().map(|g| g.kind.to_lowercase())).collect();
     let corpus_rows = learned.iter().map(|c| ConceptRow {
         id: c.id.clone(),
@@ -105,25 +126,49 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept]) ->
             for m in matcher.find(&text) {
                 let (a, b) = (f.span.start + m.char_start, f.span.start + m.char_end);
                 let marked = usize::from(r.gold.iter().any(|g| g.span.start < b && a < g.span.end));
-                for key in [normalize_name(&text[m.start..m.end]), format!("id:{}", matcher.concept(m.concept).0)] {
+                let id = matcher.concept(m.concept).0;
+                let trees = branches.get(id).into_iter().flatten().map(|b| format!("tree:{b}"));
+                for key in [normalize_name(&text[m.start..m.end]), format!("id:{id}")].into_iter().chain(trees) {
                     let e = counts.entry(key).or_default();
                     (e.0, e.1) = (e.0 + 1, e.1 + marked);
                 }
             }
         }
     }
-    counts
-        .into_iter()
-        .filter(|(_, (hits, marked))| *hits >= STOP_MIN_HITS && (*marked as f64) <= STOP_MAX_MARKED * *hits as f64)
-        .map(|(form, (hits, marked))| (form, hits, marked))
-        .collect()
+    let stopped = |(hits, marked): (usize, usize)| hits >= STOP_MIN_HITS && (marked as f64) <= STOP_MAX_MARKED * hits as f64;
+    let mut out: Vec<Stop> = counts
+        .iter()
+        .filter(|(_, c)| stopped(**c))
+        .map(|(key, &(hits, marked))| Stop { key: key.clone(), hits, marked, branch: None })
+        .collect();
+    // a descriptor whose every branch is stopped, that the corpus never marked (no name of it
+    // learned, none of its matches marked), is stopped with its branch
+    let named: std::collections::HashSet<&str> = learned.iter().map(|c| c.id.as_str()).collect();
+    let kept: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut by_branch: Vec<Stop> = Vec::new();
+    for (id, trees) in branches.iter().filter(|(id, t)| !t.is_empty() && kept.contains(id.as_str()) && !named.contains(id.as_str())) {
+        let own = counts.get(&format!("id:{id}")).copied().unwrap_or_default();
+        if own.1 > 0 || stopped(own) || !trees.iter().all(|b| counts.get(&format!("tree:{b}")).is_some_and(|c| stopped(*c))) {
+            continue;
+        }
+        by_branch.push(Stop { key: format!("id:{id}"), hits: own.0, marked: own.1, branch: Some(trees.join("|")) });
+    }
+    by_branch.sort_by(|a, b| a.key.cmp(&b.key));
+    out.extend(by_branch);
+    out
 }
 
 /// `stop.tsv`.
-pub fn stop_tsv(stop: &[(String, usize, usize)], header: &str) -> String {
-    let mut out = format!("# {header}\n# form (normalized) or id:ID\ttimes matched\ttimes marked by the annotators\n");
-    for (form, hits, marked) in stop {
-        out.push_str(&format!("{form}\t{hits}\t{marked}\n"));
+pub fn stop_tsv(stop: &[Stop], header: &str) -> String {
+    let mut out = format!(
+        "# {header}\n# form (normalized), id:ID or tree:BRANCH\ttimes matched\ttimes marked by the annotators\tthe stopped branch an id: line is stopped with\n"
+    );
+    for s in stop {
+        out.push_str(&format!("{}\t{}\t{}", s.key, s.hits, s.marked));
+        if let Some(b) = &s.branch {
+            out.push_str(&format!("\ttree:{b}"));
+        }
+        out.push('\n');
     }
     out
 }
@@ -149,15 +194,30 @@ mod tests {
         let tables =
             medtext::parse_concepts("D004364\tPharmaceutical Preparations\tDrug|Drugs\tchemical\nD002\tNeoplasms\tCancer\tdisease\n")
                 .expect("tables");
-        let learned = learn(&[&path], &tables);
+        let learned = learn(&[&path], &tables, &HashMap::new());
         assert_eq!((learned.documents, learned.mentions), (2, 4));
         assert_eq!(learned.concepts.len(), 1);
         assert_eq!((learned.concepts[0].id.as_str(), learned.concepts[0].name.as_str()), ("D064420", "toxicity"));
         assert_eq!(learned.concepts[0].groups, ["disease"]);
         // "drug" is a chemical name, and Chemical is no type of this corpus: not matched at all
-        assert!(learned.stop.iter().all(|(f, _, _)| f != "drug"), "{:?}", learned.stop);
-        let tables = medtext::parse_concepts("D004364\tPharmaceutical Preparations\tDrug|Drugs\tdisease\n").expect("tables");
-        let learned = learn(&[&path], &tables);
-        assert_eq!(learned.stop, [("drug".to_owned(), 3, 0), ("id:D004364".to_owned(), 3, 0)]);
+        assert!(learned.stop.iter().all(|s| s.key != "drug"), "{:?}", learned.stop);
+        let tables = medtext::parse_concepts(
+            "D004364\tPharmaceutical Preparations\tDrug|Drugs\tdisease\nD005\tPharmaceutical Products\t\tdisease\nD006\tToxic Drugs\tToxic Drug\tdisease\n",
+        )
+        .expect("tables");
+        // D004364 and D005 share a branch that is never marked: D005, never seen, stops with it;
+        // D006 has another branch too
+        let branches: HashMap<String, Vec<String>> = [("D004364", "D26.1"), ("D005", "D26.1"), ("D006", "D26.1|D27.1")]
+            .iter()
+            .map(|(id, b)| (id.to_string(), b.split('|').map(str::to_owned).collect()))
+            .collect();
+        let learned = learn(&[&path], &tables, &branches);
+        let stop: Vec<(&str, usize, usize, Option<&str>)> =
+            learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked, s.branch.as_deref())).collect();
+        assert_eq!(
+            stop,
+            [("drug", 3, 0, None), ("id:D004364", 3, 0, None), ("tree:D26.1", 3, 0, None), ("id:D005", 0, 0, Some("D26.1"))]
+        );
+        assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26.1\n"));
     }
 }

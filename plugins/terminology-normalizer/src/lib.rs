@@ -79,7 +79,8 @@ impl Normalizer for TerminologyNormalizer {
         if let Some(path) = settings.get("stop").filter(|p| !p.trim().is_empty()) {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| PluginError::MissingResource(format!("cannot read the stop table {path}: {e} (is its folder granted?)")))?;
-            for first in text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split('\t').next()) {
+            // `tree:` lines say which branches the `id:` lines after them come from
+            for first in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("tree:")).filter_map(|l| l.split('\t').next()) {
                 match first.strip_prefix("id:") {
                     Some(id) => drop(stop_ids.insert(id.trim().to_owned())),
                     None => drop(stop.insert(normalize_name(first))),
