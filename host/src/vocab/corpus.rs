@@ -105,7 +105,7 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], branches: &HashM
 }
 
 /// The forms matched at least [`STOP_MIN_HITS`] times and marked at most
-/// [`STOP_MAX_MARKED`] of them: a match counts as marked when a gold mention overlaps it.
+/// [`STOP_MAX_MARKED`] of them: a match counts as marked when a gold mention covers it.
 fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], branches: &HashMap<String, Vec<String>>) -> Vec<Stop> {
     let kinds: std::collections::BTreeSet<String> = records.iter().flat_map(|r| r.gold.iter().map(|g| g.kind.to_lowercase())).collect();
     let corpus_rows = learned.iter().map(|c| ConceptRow {
@@ -125,7 +125,9 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], br
             let text = crate::data::slice(&r.text, f.span);
             for m in matcher.find(&text) {
                 let (a, b) = (f.span.start + m.char_start, f.span.start + m.char_end);
-                let marked = usize::from(r.gold.iter().any(|g| g.span.start < b && a < g.span.end));
+                // marked: a gold mention covers it (one inside it, "creatine" of "creatine kinase",
+                // marks only the name inside, which the normalizer finds once this one stops)
+                let marked = usize::from(r.gold.iter().any(|g| g.span.start <= a && b <= g.span.end));
                 let id = matcher.concept(m.concept).0;
                 let trees = branches.get(id).into_iter().flatten().map(|b| format!("tree:{b}"));
                 for key in [normalize_name(&text[m.start..m.end]), format!("id:{id}")].into_iter().chain(trees) {

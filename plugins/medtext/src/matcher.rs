@@ -82,6 +82,8 @@ struct Scratch {
     lower: String,
     word: String,
     words: Vec<(Token, Option<(u32, bool)>)>,
+    /// The names ending along one walk of the trie: (last word, concept, fuzzy).
+    ends: Vec<(usize, u32, bool)>,
 }
 
 impl Matcher {
@@ -225,8 +227,16 @@ impl Matcher {
 
     /// All longest, non-overlapping matches in `text`, left to right.
     pub fn find(&self, text: &str) -> Vec<Match> {
+        self.find_where(text, |_, _| true)
+    }
+
+    /// All longest, non-overlapping matches in `text` that `keep` accepts (given the matched
+    /// text and the concept), left to right: where it refuses the longest name at a word, the
+    /// next longer one it accepts is taken ("creatine" of "creatine kinase" when the enzyme
+    /// is refused).
+    pub fn find_where(&self, text: &str, keep: impl Fn(&str, u32) -> bool) -> Vec<Match> {
         let mut scratch = self.scratch.borrow_mut();
-        let Scratch { lower, word: buf, words } = &mut *scratch;
+        let Scratch { lower, word: buf, words, ends } = &mut *scratch;
         // The text's ASCII letters are lowercased once, whole; most of its words (the ASCII
         // ones: as many bytes as characters) are then looked up as slices of it, without a
         // copy each.
@@ -250,8 +260,8 @@ impl Matcher {
         let mut i = 0;
         while i < words.len() {
             let mut node = 0u32;
-            let mut best: Option<(usize, u32, bool)> = None;
             let mut fuzzy = false;
+            ends.clear();
             for (j, (_, word)) in words.iter().enumerate().skip(i) {
                 let Some((w, f)) = *word else { break };
                 let next = if node == 0 { self.root[w as usize] } else { self.edges.get(node, w).unwrap_or(NONE) };
@@ -261,13 +271,16 @@ impl Matcher {
                 node = next;
                 fuzzy |= f;
                 if let Some(c) = self.terminal[node as usize] {
-                    best = Some((j, c, fuzzy));
+                    ends.push((j, c, fuzzy));
                 }
             }
+            let start = words[i].0.start;
+            let best = ends.iter().rev().find(|&&(j, c, _)| keep(&text[start..words[j].0.end], c)).copied();
             match best {
                 Some((j, concept, fuzzy)) => {
                     let score = if fuzzy { self.options.fuzzy_score } else { 1.0 };
                     let composite = if j > i { self.composite(lower, words, i, j) } else { None };
+                    let composite = composite.filter(|&(c, k)| keep(&text[words[k].0.start..words[j].0.end], c));
                     let from = match composite {
                         // "breast and ovarian cancer": both concepts over the whole phrase; a
                         // match of "breast" alone gives way
@@ -302,7 +315,7 @@ impl Matcher {
             }
         }
         if self.exact.len() > 0 {
-            self.find_exact(text, words, &mut out);
+            self.find_exact(text, words, &mut out, &keep);
         }
         out
     }
@@ -331,7 +344,7 @@ impl Matcher {
 
     /// Adds the matches of the short names kept as written ([`Matcher::exact`]) among the
     /// words no match covers.
-    fn find_exact(&self, text: &str, words: &[(Token, Option<(u32, bool)>)], out: &mut Vec<Match>) {
+    fn find_exact(&self, text: &str, words: &[(Token, Option<(u32, bool)>)], out: &mut Vec<Match>, keep: &impl Fn(&str, u32) -> bool) {
         let before = out.len();
         let mut next = 0;
         let bytes = text.as_bytes();
@@ -349,7 +362,8 @@ impl Matcher {
             let word = &text[t.start..t.end];
             // an acronym's plural: "CABGs"
             let singular = word.strip_suffix('s').filter(|w| is_acronym(w));
-            if let Some(concept) = self.exact.get(word).or_else(|| singular.and_then(|w| self.exact.get(w))) {
+            let concept = self.exact.get(word).or_else(|| singular.and_then(|w| self.exact.get(w)));
+            if let Some(concept) = concept.filter(|&c| keep(word, c)) {
                 out.push(Match { start: t.start, end: t.end, char_start: t.char_start, char_end: t.char_end, concept, score: 1.0 });
             }
         }
@@ -539,6 +553,19 @@ mod tests {
         assert_eq!(m.nearest("obese", |_| true).map(|x| m.concept(x.0).0), Some("D4"));
         assert_eq!(m.nearest("obese", |c| m.concept(c).0 != "D4").map(|x| m.concept(x.0).0), Some("D3"));
         assert_eq!(m.nearest("meningeal tuberculosis", |_| true).map(|x| m.concept(x.0).0), Some("D2"));
+    }
+
+    /// A name refused gives way to the longest shorter one at its first word.
+    #[test]
+    fn a_refused_name_gives_way_to_the_names_inside_it() {
+        let m = matcher("D1\tCreatine Kinase\t\nD2\tCreatine\t\nD3\tKinase\t\nD4\tBreast Cancer\t\nD5\tOvarian Cancer\t\n");
+        let text = "creatine kinase; breast and ovarian cancer";
+        let found = |keep: &dyn Fn(&str, u32) -> bool| -> Vec<(&str, &str)> {
+            m.find_where(text, keep).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect()
+        };
+        assert_eq!(found(&|_, _| true)[0], ("creatine kinase", "D1"));
+        assert_eq!(found(&|t, _| t != "creatine kinase"), [("creatine", "D2"), ("kinase", "D3"), ("breast and ovarian cancer", "D4"), ("breast and ovarian cancer", "D5")]);
+        assert_eq!(found(&|_, c| m.concept(c).0 != "D4")[1..], [("ovarian cancer", "D5")]);
     }
 
     #[test]

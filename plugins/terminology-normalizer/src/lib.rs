@@ -124,9 +124,8 @@ impl Normalizer for TerminologyNormalizer {
             doc.fields.iter().map(|f| f.name.strip_prefix("mention").filter(|t| t.is_empty() || t.starts_with('/'))).collect();
         // a mention's own text is no stop form (the annotators marked it); a stopped concept
         // stays stopped
-        let stopped = |text: &str, m: &Match, mention: bool| {
-            self.stop_ids.contains(self.matcher.concept(m.concept).0)
-                || (!mention && self.stop.contains(&normalize_name(&text[m.start..m.end])))
+        let stopped = |matched: &str, concept: u32, mention: bool| {
+            self.stopped[concept as usize] || (!mention && self.stop.contains(&normalize_name(matched)))
         };
         let mut found: Vec<(&str, Vec<Match>)> = fields
             .iter()
@@ -136,10 +135,14 @@ impl Normalizer for TerminologyNormalizer {
                     Some(o) => &doc.text[o.byte_at(field.start)..o.byte_at(field.end)],
                     None => doc.text.as_str(),
                 };
-                let mut matches = self.matcher.find(text);
                 let mention = mention_types.get(i).copied().flatten();
-                if self.min_score > 0.0 || !self.stop.is_empty() || !self.stop_ids.is_empty() {
-                    matches.retain(|m| m.score >= self.min_score && !stopped(text, m, mention.is_some()));
+                // a stopped name gives way to the names inside it ("creatine" of "creatine kinase")
+                let mut matches = match self.stop.is_empty() && self.stop_ids.is_empty() {
+                    true => self.matcher.find(text),
+                    false => self.matcher.find_where(text, |matched, c| !stopped(matched, c, mention.is_some())),
+                };
+                if self.min_score > 0.0 {
+                    matches.retain(|m| m.score >= self.min_score);
                 }
                 if let (Some(kind), true) = (mention, matches.is_empty()) {
                     matches.extend(self.nearest(text, kind));
