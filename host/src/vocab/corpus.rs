@@ -81,6 +81,12 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], branches: &HashM
         }
         let e = forms.entry(form).or_default().entry(id.clone()).or_insert((0, g.text.clone()));
         e.0 += 1;
+        // the name is written as it is written least in capitals ("alcohol", not a title's
+        // "ALCOHOL", which the matcher would take for an acronym matched only as written)
+        let caps = |t: &str| t.chars().filter(char::is_ascii_uppercase).count();
+        if caps(&g.text) < caps(&e.1) {
+            e.1 = g.text.clone();
+        }
         *types.entry(id.clone()).or_default().entry(g.kind.to_lowercase()).or_default() += 1;
     }
     // each form goes to the concept it is most often linked to (ties: the smaller id)
@@ -221,5 +227,26 @@ mod tests {
             [("drug", 3, 0, None), ("id:D004364", 3, 0, None), ("tree:D26.1", 3, 0, None), ("id:D005", 0, 0, Some("D26.1"))]
         );
         assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26.1\n"));
+    }
+
+    /// A name with a gold mention inside it ("creatine" of "creatine kinase") is not marked
+    /// by it, so it stops; a name is learned as written least in capitals.
+    #[test]
+    fn a_mention_inside_a_name_does_not_mark_it_and_names_are_learned_in_lowercase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.pubtator");
+        std::fs::write(
+            &path,
+            "3|t|Creatine kinase and ALCOHOL.\n3|a|Creatine kinase rose with alcohol.\n\
+             3\t0\t8\tCreatine\tChemical\tD003401\n3\t20\t27\tALCOHOL\tChemical\tD000431\n\
+             3\t29\t37\tCreatine\tChemical\tD003401\n3\t55\t62\talcohol\tChemical\tD000431\n",
+        )
+        .expect("write");
+        let tables = medtext::parse_concepts("D003402\tCreatine Kinase\t\tchemical\n").expect("tables");
+        let learned = learn(&[&path], &tables, &HashMap::new());
+        let names: Vec<(&str, &str)> = learned.concepts.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect();
+        assert_eq!(names, [("D000431", "alcohol"), ("D003401", "Creatine")]);
+        let stop: Vec<(&str, usize, usize)> = learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked)).collect();
+        assert_eq!(stop, [("creatine kinase", 2, 0), ("id:D003402", 2, 0)]);
     }
 }

@@ -27,8 +27,6 @@ struct TerminologyNormalizer {
     min_score: f32,
     /// Normalized text forms never taken for a concept.
     stop: HashSet<String>,
-    /// Concepts never reported (the stop table's `id:` lines).
-    stop_ids: HashSet<String>,
     /// Whether abbreviations the document defines are linked as their long forms.
     abbreviations: bool,
     /// The lowest similarity of a nearest name taken for a whole mention.
@@ -36,8 +34,10 @@ struct TerminologyNormalizer {
     /// The semantic groups of the vocabulary, and each concept's as bits of that list.
     group_names: Vec<String>,
     groups: Vec<u64>,
-    /// Whether each concept is stopped (`stop_ids`), by index.
+    /// Whether each concept is never reported (the stop table's `id:` lines), by index.
     stopped: Vec<bool>,
+    /// Whether any form or concept is stopped.
+    stops: bool,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -105,7 +105,8 @@ impl Normalizer for TerminologyNormalizer {
             .collect();
         let stopped = rows.iter().map(|r| stop_ids.contains(&r.id)).collect();
         let matcher = Matcher::new(&rows, options);
-        Ok(Self { matcher, min_score, stop, stop_ids, abbreviations, link_min_score, group_names, groups, stopped })
+        let stops = !stop.is_empty() || !stop_ids.is_empty();
+        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -122,10 +123,10 @@ impl Normalizer for TerminologyNormalizer {
         // a field that is one mention: `Some(its entity type)`, `Some("")` when untyped
         let mention_types: Vec<Option<&str>> =
             doc.fields.iter().map(|f| f.name.strip_prefix("mention").filter(|t| t.is_empty() || t.starts_with('/'))).collect();
-        // a mention's own text is no stop form (the annotators marked it); a stopped concept
-        // stays stopped
+        // a mention's own text is neither a stop form nor a stopped concept: the annotators
+        // marked it
         let stopped = |matched: &str, concept: u32, mention: bool| {
-            self.stopped[concept as usize] || (!mention && self.stop.contains(&normalize_name(matched)))
+            !mention && (self.stopped[concept as usize] || self.stop.contains(&normalize_name(matched)))
         };
         let mut found: Vec<(&str, Vec<Match>)> = fields
             .iter()
@@ -137,15 +138,19 @@ impl Normalizer for TerminologyNormalizer {
                 };
                 let mention = mention_types.get(i).copied().flatten();
                 // a stopped name gives way to the names inside it ("creatine" of "creatine kinase")
-                let mut matches = match self.stop.is_empty() && self.stop_ids.is_empty() {
-                    true => self.matcher.find(text),
-                    false => self.matcher.find_where(text, |matched, c| !stopped(matched, c, mention.is_some())),
+                let mut matches = match self.stops {
+                    false => self.matcher.find(text),
+                    true => self.matcher.find_where(text, |matched, c| !stopped(matched, c, mention.is_some())),
                 };
                 if self.min_score > 0.0 {
                     matches.retain(|m| m.score >= self.min_score);
                 }
-                if let (Some(kind), true) = (mention, matches.is_empty()) {
-                    matches.extend(self.nearest(text, kind));
+                // a mention its names cover only in part ("disease" of "adenovirus disease") is
+                // its nearest name when one is near enough
+                if let Some(kind) = mention.filter(|_| covered(text, &matches) < MIN_COVERED) {
+                    if let Some(m) = self.nearest(text, kind) {
+                        matches = vec![m];
+                    }
                 }
                 (text, matches)
             })
@@ -170,6 +175,23 @@ impl Normalizer for TerminologyNormalizer {
     }
 }
 
+/// The share of a mention's letters and digits its names must cover for them to stand.
+const MIN_COVERED: f32 = 0.85;
+
+/// The share of the letters and digits of `text` that `matches` cover.
+fn covered(text: &str, matches: &[Match]) -> f32 {
+    let mut covered = vec![false; text.len()];
+    for m in matches {
+        covered[m.start..m.end].iter_mut().for_each(|c| *c = true);
+    }
+    let (mut all, mut inside) = (0usize, 0usize);
+    for (i, c) in text.char_indices().filter(|(_, c)| c.is_alphanumeric()) {
+        all += 1;
+        inside += usize::from(covered[i]);
+    }
+    if all == 0 { 1.0 } else { inside as f32 / all as f32 }
+}
+
 impl TerminologyNormalizer {
     /// The whole of `text`, one mention of an entity of type `kind` (`/Disease`; empty when
     /// untyped), as the concept of its nearest name, when that is similar enough.
@@ -179,7 +201,12 @@ impl TerminologyNormalizer {
         }
         let kind = kind.trim_start_matches('/').to_lowercase();
         let bit = self.group_names.iter().position(|g| *g == kind).and_then(|i| 1u64.checked_shl(i as u32));
-        let keep = |c: u32| !self.stopped[c as usize] && bit.is_none_or(|b| self.groups[c as usize] & b != 0);
+        // an acronym or a word of a few letters is no string to compare ("DEN", "Pb")
+        let word = text.trim();
+        if word.chars().count() < 4 || (word.len() <= 8 && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())) {
+            return None;
+        }
+        let keep = |c: u32| bit.is_none_or(|b| self.groups[c as usize] & b != 0);
         let (concept, score) = self.matcher.nearest(text, keep).filter(|&(_, s)| s >= self.link_min_score)?;
         Some(Match { start: 0, end: text.len(), char_start: 0, char_end: text.chars().count() as u32, concept, score })
     }
