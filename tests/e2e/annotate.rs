@@ -138,3 +138,27 @@ fn a_gold_mention_no_name_matches_is_linked_to_the_nearest_name_of_its_type() {
         assert_eq!(s("document/recall/Disease"), 0.0, "settings{extra}");
     }
 }
+
+/// A gold mention that is an abbreviation its document defines ("OAB" after "overactive
+/// bladder (OAB)") is linked as its long form: here by the long form's nearest name, as no
+/// name matches "overactive bladder" word for word.
+#[test]
+fn a_defined_abbreviation_is_linked_as_its_long_form() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/concepts.tsv", "D053201\tUrinary Bladder, Overactive\t\tdisease\nD001743\tUrinary Bladder\t\tanatomy\n");
+    let doc = |id: u32| {
+        format!("{id}|t|Drugs for overactive bladder (OAB).\n{id}|a|OAB is common.\n{id}\t30\t33\tOAB\tDisease\tD053201\n{id}\t36\t39\tOAB\tDisease\tD053201\n\n")
+    };
+    env.write("cdr/train.pubtator", doc(1));
+    env.write("cdr/dev.pubtator", doc(2));
+    let config = env.write(
+        "oab.toml",
+        "name = \"oab\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
+         [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
+         grants = { \"/vocab\" = \"vocab\" }\nsettings = { types = \"disease\" }\n\n[eval]\nsplit = \"dev\"\n",
+    );
+    env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
+    let scores = read_json(env.path("work/runs/oab/eval/scores.json"));
+    assert_eq!(scores["scores"]["link/accuracy/Disease"].as_f64(), Some(1.0), "{scores}");
+}

@@ -105,13 +105,22 @@ pub fn evaluate(config: &Config, progress: &mut dyn Progress) -> Result<EvalScor
 /// The ids the chain links each gold mention to (records in order, their gold mentions in
 /// order): the document's own mentions of exactly the gold span, where the data stage found
 /// it (so what the document says, "indomethacin (IDM)", counts); else the gold mention's
-/// text as a document of its own (one field, `mention/TYPE`), through the chain's normalizers
-/// and disambiguators.
+/// text (an abbreviation the record defines: its long form) as a document of its own (one
+/// field, `mention/TYPE`), through the chain's normalizers and disambiguators.
 fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>>> {
     let mut docs: Vec<Record> = Vec::new();
     for r in records {
+        // an abbreviation the record defines ("overactive bladder (OAB)") is linked as its
+        // long form
+        let defined: std::collections::HashMap<String, String> = r
+            .fields
+            .iter()
+            .flat_map(|f| medtext::abbrev::definitions(&crate::data::slice(&r.text, f.span)))
+            .map(|d| (d.short, d.long))
+            .collect();
         for (i, g) in r.gold.iter().enumerate() {
-            let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), g.text.clone(), None, Vec::new(), String::new());
+            let text = defined.get(g.text.trim()).unwrap_or(&g.text).clone();
+            let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), text, None, Vec::new(), String::new());
             doc.split = r.split;
             // the whole text is one mention of its type (the contract's `mention/TYPE` field)
             for f in &mut doc.fields {
