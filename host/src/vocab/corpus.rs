@@ -3,7 +3,7 @@
 //! most often linked to, and `stop.tsv`, the text forms (and the concepts, as `id:` and the
 //! id) the vocabulary's names match in the corpus but its annotators (almost) never marked,
 //! which the normalizer then leaves alone. A branch of the MeSH tree so left alone
-//! (`tree:D08.811.682.690`: superoxide dismutases) stops every descriptor of it that the corpus never
+//! (`tree:D08`: enzymes and coenzymes) stops every descriptor of it that the corpus never
 //! marked, seen in it or not (`id:` lines naming the branch).
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,9 +18,18 @@ use crate::data::{InputSpec, Layout, Record};
 pub const STOP_MIN_HITS: usize = 2;
 /// ...and the annotators marked at most this share of those matches.
 pub const STOP_MAX_MARKED: f64 = 0.25;
-/// The depth of the MeSH tree's branches counted (`D08.811.682.690`, superoxide dismutases'
-/// branch: four parts).
-pub const STOP_BRANCH_DEPTH: usize = 4;
+/// The depths of the MeSH tree's branches counted: from a category (`D08`, enzymes and
+/// coenzymes) to four parts (`D08.811.682.690`, superoxide dismutases); chosen on BC5CDR's
+/// development set (chemical document F 0.854 with three and four parts, 0.866 from two,
+/// 0.867 from one).
+pub const STOP_BRANCH_DEPTHS: std::ops::RangeInclusive<usize> = 1..=4;
+
+/// The branches of a tree number ([`STOP_BRANCH_DEPTHS`] deep, where it is that deep).
+fn branches_of(tree: &str) -> impl Iterator<Item = String> + '_ {
+    let parts: Vec<&str> = tree.split('.').collect();
+    let deepest = parts.len();
+    STOP_BRANCH_DEPTHS.filter(move |&d| d <= deepest).map(move |d| parts[..d].join("."))
+}
 
 /// What was learned.
 #[derive(Debug, Default)]
@@ -54,9 +63,9 @@ pub struct Stop {
 
 /// Reads the annotated corpora `paths` (PubTator, BioC XML, JSON) and learns from their gold
 /// mentions; `tables` are the vocabulary's concept rows the stop forms are found with (only
-/// concepts of the corpus's entity types, by group name, are matched), `branches` the MeSH
-/// tree branches of its descriptors ([`STOP_BRANCH_DEPTH`] deep; empty: none stopped).
-pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], branches: &HashMap<String, Vec<String>>) -> Learned {
+/// concepts of the corpus's entity types, by group name, are matched), `trees` the MeSH tree
+/// numbers of its descriptors (empty: no branch stopped).
+pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], trees: &HashMap<String, Vec<String>>) -> Learned {
     let mut learned = Learned::default();
     let mut spec = InputSpec::detected();
     spec.layout = Some(Layout::Annotated);
@@ -106,13 +115,13 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], branches: &HashM
             written.into_iter().map(move |name| Concept { id: id.clone(), name, synonyms: Vec::new(), groups: group.clone() })
         })
         .collect();
-    learned.stop = stop_forms(&records, tables, &learned.concepts, branches);
+    learned.stop = stop_forms(&records, tables, &learned.concepts, trees);
     learned
 }
 
 /// The forms matched at least [`STOP_MIN_HITS`] times and marked at most
 /// [`STOP_MAX_MARKED`] of them: a match counts as marked when a gold mention covers it.
-fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], branches: &HashMap<String, Vec<String>>) -> Vec<Stop> {
+fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], trees: &HashMap<String, Vec<String>>) -> Vec<Stop> {
     let kinds: std::collections::BTreeSet<String> = records.iter().flat_map(|r| r.gold.iter().map(|g| g.kind.to_lowercase())).collect();
     let corpus_rows = learned.iter().map(|c| ConceptRow {
         id: c.id.clone(),
@@ -135,8 +144,9 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], br
                 // marks only the name inside, which the normalizer finds once this one stops)
                 let marked = usize::from(r.gold.iter().any(|g| g.span.start <= a && b <= g.span.end));
                 let id = matcher.concept(m.concept).0;
-                let trees = branches.get(id).into_iter().flatten().map(|b| format!("tree:{b}"));
-                for key in [normalize_name(&text[m.start..m.end]), format!("id:{id}")].into_iter().chain(trees) {
+                let branches: std::collections::BTreeSet<String> =
+                    trees.get(id).into_iter().flatten().flat_map(|t| branches_of(t)).map(|b| format!("tree:{b}")).collect();
+                for key in [normalize_name(&text[m.start..m.end]), format!("id:{id}")].into_iter().chain(branches) {
                     let e = counts.entry(key).or_default();
                     (e.0, e.1) = (e.0 + 1, e.1 + marked);
                 }
@@ -149,17 +159,20 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], br
         .filter(|(_, c)| stopped(**c))
         .map(|(key, &(hits, marked))| Stop { key: key.clone(), hits, marked, branch: None })
         .collect();
-    // a descriptor whose every branch is stopped, that the corpus never marked (no name of it
-    // learned, none of its matches marked), is stopped with its branch
+    // a descriptor each of whose tree numbers lies in a stopped branch, that the corpus never
+    // marked (no name of it learned, none of its matches marked), is stopped with its branches
     let named: std::collections::HashSet<&str> = learned.iter().map(|c| c.id.as_str()).collect();
     let kept: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let mut by_branch: Vec<Stop> = Vec::new();
-    for (id, trees) in branches.iter().filter(|(id, t)| !t.is_empty() && kept.contains(id.as_str()) && !named.contains(id.as_str())) {
+    for (id, numbers) in trees.iter().filter(|(id, t)| !t.is_empty() && kept.contains(id.as_str()) && !named.contains(id.as_str())) {
         let own = counts.get(&format!("id:{id}")).copied().unwrap_or_default();
-        if own.1 > 0 || stopped(own) || !trees.iter().all(|b| counts.get(&format!("tree:{b}")).is_some_and(|c| stopped(*c))) {
+        if own.1 > 0 || stopped(own) {
             continue;
         }
-        by_branch.push(Stop { key: format!("id:{id}"), hits: own.0, marked: own.1, branch: Some(trees.join("|")) });
+        let stopped_branch =
+            |tree: &String| branches_of(tree).find(|b| counts.get(&format!("tree:{b}")).is_some_and(|c| stopped(*c)));
+        let Some(why) = numbers.iter().map(stopped_branch).collect::<Option<std::collections::BTreeSet<String>>>() else { continue };
+        by_branch.push(Stop { key: format!("id:{id}"), hits: own.0, marked: own.1, branch: Some(why.into_iter().collect::<Vec<_>>().join("|")) });
     }
     by_branch.sort_by(|a, b| a.key.cmp(&b.key));
     out.extend(by_branch);
@@ -215,18 +228,25 @@ mod tests {
         .expect("tables");
         // D004364 and D005 share a branch that is never marked: D005, never seen, stops with it;
         // D006 has another branch too
-        let branches: HashMap<String, Vec<String>> = [("D004364", "D26.1"), ("D005", "D26.1"), ("D006", "D26.1|D27.1")]
+        let trees: HashMap<String, Vec<String>> = [("D004364", "D26.1.2"), ("D005", "D26.1.2.9"), ("D006", "D26.1.5|D27.1.6")]
             .iter()
             .map(|(id, b)| (id.to_string(), b.split('|').map(str::to_owned).collect()))
             .collect();
-        let learned = learn(&[&path], &tables, &branches);
+        let learned = learn(&[&path], &tables, &trees);
         let stop: Vec<(&str, usize, usize, Option<&str>)> =
             learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked, s.branch.as_deref())).collect();
         assert_eq!(
             stop,
-            [("drug", 3, 0, None), ("id:D004364", 3, 0, None), ("tree:D26.1", 3, 0, None), ("id:D005", 0, 0, Some("D26.1"))]
+            [
+                ("drug", 3, 0, None),
+                ("id:D004364", 3, 0, None),
+                ("tree:D26", 3, 0, None),
+                ("tree:D26.1", 3, 0, None),
+                ("tree:D26.1.2", 3, 0, None),
+                ("id:D005", 0, 0, Some("D26"))
+            ]
         );
-        assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26.1\n"));
+        assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26\n"));
     }
 
     /// A name with a gold mention inside it ("creatine" of "creatine kinase") is not marked

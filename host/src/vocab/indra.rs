@@ -64,16 +64,9 @@ pub fn group_of(tree: &str) -> Option<&'static str> {
     })
 }
 
-/// Each descriptor's branches of the MeSH tree: its tree numbers cut to `depth` parts
-/// (`D08.811.682.690` at 3: `D08.811.682`), sorted, each once.
-pub fn branches(descriptors: &[Record], depth: usize) -> HashMap<String, Vec<String>> {
-    descriptors
-        .iter()
-        .map(|d| {
-            let b: BTreeSet<String> = d.links.iter().map(|t| t.split('.').take(depth).collect::<Vec<_>>().join(".")).collect();
-            (d.id.clone(), b.into_iter().collect())
-        })
-        .collect()
+/// Each descriptor's tree numbers.
+pub fn trees(descriptors: &[Record]) -> HashMap<String, Vec<String>> {
+    descriptors.iter().map(|d| (d.id.clone(), d.links.clone())).collect()
 }
 
 /// The groups of each descriptor (from its tree numbers) and supplementary record (from the

