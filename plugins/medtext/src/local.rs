@@ -10,16 +10,18 @@ use crate::word::find_bytes;
 /// Adds to each field's matches (`fields`: the field's text and its matches, in order) a
 /// match for every whole-word occurrence of an abbreviation the document defines, with the
 /// concept and score of the match that ends its long form; matches that overlap one are
-/// dropped. Each field's matches stay sorted by position.
+/// dropped. An abbreviation whose long form is no concept ("mean arterial pressure (MAP)")
+/// is no concept anywhere in the document: the dictionary's matches of it are dropped. Each
+/// field's matches stay sorted by position.
 pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
-    // (short form, concept, score), the first definition of a short form winning
-    let mut defined: Vec<(String, u32, f32)> = Vec::new();
+    // (short form, concept and score), the first definition of a short form winning
+    let mut defined: Vec<(String, Option<(u32, f32)>)> = Vec::new();
     for (text, found) in fields.iter() {
         for d in definitions(text) {
             let long_end = d.long_start + d.long.len();
-            let Some(m) = found.iter().find(|m| m.end == long_end && m.start >= d.long_start) else { continue };
-            if !defined.iter().any(|(s, _, _)| *s == d.short) {
-                defined.push((d.short, m.concept, m.score));
+            let m = found.iter().find(|m| m.end == long_end && m.start >= d.long_start);
+            if !defined.iter().any(|(s, _)| *s == d.short) {
+                defined.push((d.short, m.map(|m| (m.concept, m.score))));
             }
         }
     }
@@ -27,19 +29,27 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
         return;
     }
     for (text, found) in fields.iter_mut() {
-        let mut added: Vec<(usize, usize, u32, f32)> = Vec::new();
-        for (short, concept, score) in &defined {
+        let mut added: Vec<(usize, usize, Option<(u32, f32)>)> = Vec::new();
+        for (short, concept) in &defined {
             for (start, end) in whole_words(text, short) {
                 // a later definition's occurrence wins over an earlier one's it overlaps ("IL-6", "IL")
-                added.retain(|&(s, e, ..)| e <= start || end <= s);
-                added.push((start, end, *concept, *score));
+                added.retain(|&(s, e, _)| e <= start || end <= s);
+                added.push((start, end, *concept));
             }
         }
         if added.is_empty() {
             continue;
         }
         added.sort_by_key(|a| a.0);
-        found.retain(|m| !added.iter().any(|&(start, end, ..)| m.start < end && start < m.end));
+        // a match of exactly an occurrence whose long form is no concept goes; one that
+        // overlaps an occurrence of a linked one gives way to it
+        found.retain(|m| {
+            !added.iter().any(|&(start, end, c)| match c {
+                Some(_) => m.start < end && start < m.end,
+                None => m.start == start && m.end == end,
+            })
+        });
+        let added: Vec<(usize, usize, u32, f32)> = added.into_iter().filter_map(|(s, e, c)| c.map(|(c, x)| (s, e, c, x))).collect();
         // character offsets counted once, left to right (a text's ASCII prefix needs none)
         let ascii = text.is_ascii();
         let (mut byte, mut chars) = (0, 0u32);
@@ -101,5 +111,18 @@ mod tests {
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
         assert_eq!((fields[1].1[1].char_start, fields[1].1[1].char_end), (25, 28));
+    }
+
+    /// An abbreviation whose long form is no concept is none anywhere in the document, whatever
+    /// the dictionary makes of its letters.
+    #[test]
+    fn an_abbreviation_defined_as_no_concept_is_none() {
+        let m = Matcher::new(&parse_concepts("D008694\tMethamphetamine\tMAP\n").expect("vocab"), Options::default());
+        let title = "MAP in rats.";
+        let body = "The mean arterial pressure (MAP) fell; MAP rose.";
+        let mut fields: Vec<(&str, Vec<Match>)> = [title, body].into_iter().map(|t| (t, m.find(t))).collect();
+        assert_eq!(fields.iter().map(|f| f.1.len()).sum::<usize>(), 3, "the dictionary's");
+        link_defined_abbreviations(&mut fields);
+        assert!(fields.iter().all(|f| f.1.is_empty()), "{:?}", fields);
     }
 }
