@@ -162,3 +162,25 @@ fn a_defined_abbreviation_is_linked_as_its_long_form() {
     let scores = read_json(env.path("work/runs/oab/eval/scores.json"));
     assert_eq!(scores["scores"]["link/accuracy/Disease"].as_f64(), Some(1.0), "{scores}");
 }
+
+/// A name of several concepts at once (the id `D006470+D003556`, as `vocab build
+/// --from-corpus` learns a composite gold mention) is a mention of each.
+#[test]
+fn a_composite_name_is_a_mention_of_each_of_its_concepts() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/concepts.tsv", "D006470+D003556\themorrhagic cystitis\t\tdisease\nD003556\tCystitis\t\tdisease\n");
+    let doc = |id: u32| format!("{id}|t|Hemorrhagic cystitis after ifosfamide.\n{id}\t0\t20\tHemorrhagic cystitis\tDisease\tD006470|D003556\n\n");
+    env.write("cdr/train.pubtator", doc(1));
+    env.write("cdr/dev.pubtator", doc(2));
+    let config = env.write(
+        "hc.toml",
+        "name = \"hc\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
+         [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
+         grants = { \"/vocab\" = \"vocab\" }\n\n[eval]\nsplit = \"dev\"\n",
+    );
+    env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
+    let scores = read_json(env.path("work/runs/hc/eval/scores.json"));
+    let s = |k: &str| scores["scores"][k].as_f64();
+    assert_eq!((s("link/accuracy"), s("document/recall"), s("document/precision")), (Some(1.0), Some(1.0), Some(1.0)), "{scores}");
+}

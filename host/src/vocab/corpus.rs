@@ -82,8 +82,12 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], trees: &HashMap<
     let mut types: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
     for g in records.iter().flat_map(|r| &r.gold) {
         learned.mentions += 1;
-        // a composite mention names several concepts at once: no name of any one of them
-        let [id] = g.ids.as_slice() else { continue };
+        // a composite mention names several concepts at once: a name of them all together
+        // (the id `D006470+D003556`), of no one of them
+        if g.ids.is_empty() {
+            continue;
+        }
+        let id = &g.ids.join("+");
         let form = normalize_name(&g.text);
         if form.is_empty() {
             continue;
@@ -199,7 +203,8 @@ mod tests {
     use super::*;
 
     /// Each form goes to its most frequent id; a form the vocabulary matches but the
-    /// annotators never marked is stopped; a composite mention teaches no name.
+    /// annotators never marked is stopped; a composite mention is a name of its concepts
+    /// together.
     #[test]
     fn gold_mentions_become_names_and_unmarked_matches_stop_forms() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -217,9 +222,9 @@ mod tests {
                 .expect("tables");
         let learned = learn(&[&path], &tables, &HashMap::new());
         assert_eq!((learned.documents, learned.mentions), (2, 4));
-        assert_eq!(learned.concepts.len(), 1);
-        assert_eq!((learned.concepts[0].id.as_str(), learned.concepts[0].name.as_str()), ("D064420", "toxicity"));
-        assert_eq!(learned.concepts[0].groups, ["disease"]);
+        let names: Vec<(&str, &str)> = learned.concepts.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect();
+        assert_eq!(names, [("D001943+D010051", "breast and ovarian cancer"), ("D064420", "toxicity")]);
+        assert_eq!(learned.concepts[1].groups, ["disease"]);
         // "drug" is a chemical name, and Chemical is no type of this corpus: not matched at all
         assert!(learned.stop.iter().all(|s| s.key != "drug"), "{:?}", learned.stop);
         let tables = medtext::parse_concepts(

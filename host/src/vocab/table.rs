@@ -1,5 +1,6 @@
 //! The vocabulary folder's files: `concepts.tsv` and `supplementary.tsv`
-//! (`id<TAB>name<TAB>synonym|...<TAB>group|...`) and `abbreviations.tsv`
+//! (`id<TAB>name<TAB>synonym|...<TAB>group|...`; the id of a name of several concepts at once,
+//! learned from a corpus's composite mentions, is theirs joined by `+`) and `abbreviations.tsv`
 //! (`abbreviation<TAB>sense|sense...`), the formats the default plugins read.
 
 /// One concept with its names.

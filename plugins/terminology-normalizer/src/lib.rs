@@ -161,14 +161,16 @@ impl Normalizer for TerminologyNormalizer {
         // Sized up front: a growing vector is a reallocation and a copy each time it doubles.
         let mut mentions = Vec::with_capacity(found.iter().map(|(_, m)| m.len()).sum());
         for (field, (_, matches)) in fields.iter().zip(found) {
-            mentions.extend(matches.into_iter().map(|m| {
-                let (id, name) = self.matcher.concept(m.concept);
-                MentionRef {
+            // a composite concept (`D006470+D003556`, "hemorrhagic cystitis" as a corpus links
+            // it) is a mention of each of its concepts
+            mentions.extend(matches.into_iter().flat_map(|m| {
+                let (ids, name) = self.matcher.concept(m.concept);
+                ids.split('+').map(move |id| MentionRef {
                     span: Span { start: field.start + m.char_start, end: field.start + m.char_end },
                     id: id.into(),
                     preferred_name: name.into(),
                     score: m.score,
-                }
+                })
             }));
         }
         Ok(mentions)
