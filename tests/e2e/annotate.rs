@@ -118,7 +118,11 @@ fn a_gold_mention_no_name_matches_is_linked_to_the_nearest_name_of_its_type() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
     env.write("vocab/concepts.tsv", "D006973\tHypertension\t\tdisease\nC000001\tHypertensin\t\tchemical\nD003000\tClonidine\t\tchemical\n");
-    let doc = |id: u32| format!("{id}|t|Clonidine in hypertensive rats.\n{id}\t0\t9\tClonidine\tChemical\tD003000\n{id}\t13\t25\thypertensive\tDisease\tD006973\n\n");
+    let doc = |id: u32| {
+        format!(
+            "{id}|t|Clonidine in hypertensive rats.\n{id}\t0\t9\tClonidine\tChemical\tD003000\n{id}\t13\t25\thypertensive\tDisease\tD006973\n\n"
+        )
+    };
     env.write("cdr/train.pubtator", doc(1));
     env.write("cdr/dev.pubtator", doc(2));
     for (extra, linked) in [("", 1.0), (", link_min_score = 2.0", 0.5)] {
@@ -148,7 +152,9 @@ fn a_defined_abbreviation_is_linked_as_its_long_form() {
     std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
     env.write("vocab/concepts.tsv", "D053201\tUrinary Bladder, Overactive\t\tdisease\nD001743\tUrinary Bladder\t\tanatomy\n");
     let doc = |id: u32| {
-        format!("{id}|t|Drugs for overactive bladder (OAB).\n{id}|a|OAB is common.\n{id}\t30\t33\tOAB\tDisease\tD053201\n{id}\t36\t39\tOAB\tDisease\tD053201\n\n")
+        format!(
+            "{id}|t|Drugs for overactive bladder (OAB).\n{id}|a|OAB is common.\n{id}\t30\t33\tOAB\tDisease\tD053201\n{id}\t36\t39\tOAB\tDisease\tD053201\n\n"
+        )
     };
     env.write("cdr/train.pubtator", doc(1));
     env.write("cdr/dev.pubtator", doc(2));
@@ -170,7 +176,8 @@ fn a_composite_name_is_a_mention_of_each_of_its_concepts() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
     env.write("vocab/concepts.tsv", "D006470+D003556\themorrhagic cystitis\t\tdisease\nD003556\tCystitis\t\tdisease\n");
-    let doc = |id: u32| format!("{id}|t|Hemorrhagic cystitis after ifosfamide.\n{id}\t0\t20\tHemorrhagic cystitis\tDisease\tD006470|D003556\n\n");
+    let doc =
+        |id: u32| format!("{id}|t|Hemorrhagic cystitis after ifosfamide.\n{id}\t0\t20\tHemorrhagic cystitis\tDisease\tD006470|D003556\n\n");
     env.write("cdr/train.pubtator", doc(1));
     env.write("cdr/dev.pubtator", doc(2));
     let config = env.write(

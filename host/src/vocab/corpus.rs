@@ -173,10 +173,14 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], tr
         if own.1 > 0 || stopped(own) {
             continue;
         }
-        let stopped_branch =
-            |tree: &String| branches_of(tree).find(|b| counts.get(&format!("tree:{b}")).is_some_and(|c| stopped(*c)));
+        let stopped_branch = |tree: &String| branches_of(tree).find(|b| counts.get(&format!("tree:{b}")).is_some_and(|c| stopped(*c)));
         let Some(why) = numbers.iter().map(stopped_branch).collect::<Option<std::collections::BTreeSet<String>>>() else { continue };
-        by_branch.push(Stop { key: format!("id:{id}"), hits: own.0, marked: own.1, branch: Some(why.into_iter().collect::<Vec<_>>().join("|")) });
+        by_branch.push(Stop {
+            key: format!("id:{id}"),
+            hits: own.0,
+            marked: own.1,
+            branch: Some(why.into_iter().collect::<Vec<_>>().join("|")),
+        });
     }
     by_branch.sort_by(|a, b| a.key.cmp(&b.key));
     out.extend(by_branch);

@@ -15,7 +15,7 @@ use crate::word::find_bytes;
 /// field's matches stay sorted by position.
 pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
     // (short form, concept and score), the first definition of a short form winning
-    let mut defined: Vec<(String, Option<(u32, f32)>)> = Vec::new();
+    let mut defined: Vec<(String, Option<Linked>)> = Vec::new();
     for (text, found) in fields.iter() {
         for d in definitions(text) {
             let long_end = d.long_start + d.long.len();
@@ -29,7 +29,7 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
         return;
     }
     for (text, found) in fields.iter_mut() {
-        let mut added: Vec<(usize, usize, Option<(u32, f32)>)> = Vec::new();
+        let mut added: Vec<(usize, usize, Option<Linked>)> = Vec::new();
         for (short, concept) in &defined {
             for (start, end) in whole_words(text, short) {
                 // a later definition's occurrence wins over an earlier one's it overlaps ("IL-6", "IL")
@@ -69,6 +69,9 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
         found.sort_by_key(|m| m.start);
     }
 }
+
+/// The concept and score an abbreviation's long form was matched with.
+type Linked = (u32, f32);
 
 /// The byte ranges of `word` in `text` with no letter or digit right before or after.
 fn whole_words<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {

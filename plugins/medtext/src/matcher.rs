@@ -564,7 +564,10 @@ mod tests {
             m.find_where(text, keep).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect()
         };
         assert_eq!(found(&|_, _| true)[0], ("creatine kinase", "D1"));
-        assert_eq!(found(&|t, _| t != "creatine kinase"), [("creatine", "D2"), ("kinase", "D3"), ("breast and ovarian cancer", "D4"), ("breast and ovarian cancer", "D5")]);
+        assert_eq!(
+            found(&|t, _| t != "creatine kinase"),
+            [("creatine", "D2"), ("kinase", "D3"), ("breast and ovarian cancer", "D4"), ("breast and ovarian cancer", "D5")]
+        );
         assert_eq!(found(&|_, c| m.concept(c).0 != "D4")[1..], [("ovarian cancer", "D5")]);
     }
 

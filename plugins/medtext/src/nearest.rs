@@ -134,8 +134,11 @@ mod tests {
     /// Cosines pinned to scikit-learn's (`tests/fixtures/trigram_golden.py`).
     #[test]
     fn cosines_are_scikit_learns_char_wb_tfidf() {
-        let names: Vec<(String, u32)> =
-            ["tuberculosi", "tuberculosi meningeal", "obesity", "ischemia", "obese"].iter().zip(0..).map(|(n, c)| (n.to_string(), c)).collect();
+        let names: Vec<(String, u32)> = ["tuberculosi", "tuberculosi meningeal", "obesity", "ischemia", "obese"]
+            .iter()
+            .zip(0..)
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
         let index = NameIndex::build(&names);
         for (query, concept, golden) in [("tuberculou", 0, 0.852803), ("ischemic", 3, 0.866025), ("meningeal tuberculosi", 1, 1.0)] {
             let (c, s) = index.nearest(query, |_| true).expect("a name");
