@@ -143,7 +143,7 @@ impl Matcher {
     }
 
     /// The concept whose name is nearest the whole of `text` by character trigrams (see
-    /// [`NameIndex`]), among those `keep` accepts, with the cosine similarity. The first call
+    /// the `nearest` module), among those `keep` accepts, with the cosine similarity. The first call
     /// indexes every name of the trie (not the names matched only as written).
     pub fn nearest(&self, text: &str, keep: impl Fn(u32) -> bool) -> Option<(u32, f32)> {
         self.nearest.get_or_init(|| NameIndex::build(&self.trie_names())).nearest(text, keep)
