@@ -110,32 +110,40 @@ fn tasks_and_layouts_that_do_not_fit_annotated_documents_are_refused() {
         .stderr_has("belongs to data.split = \"files\"");
 }
 
+/// Scores one annotated document with the normalizer over the table `vocab` and `settings`
+/// (a TOML inline table's fields): `doc(1)` is the training split, `doc(2)` the development
+/// split; the eval's `scores.json`.
+fn scored(env: &Env, vocab: &str, doc: impl Fn(u32) -> String, settings: &str) -> serde_json::Value {
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/concepts.tsv", vocab);
+    env.write("cdr/train.pubtator", doc(1));
+    env.write("cdr/dev.pubtator", doc(2));
+    let config = env.write(
+        "one.toml",
+        format!(
+            "name = \"one\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
+             [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
+             grants = {{ \"/vocab\" = \"vocab\" }}\nsettings = {{ {settings} }}\n\n[eval]\nsplit = \"dev\"\n"
+        ),
+    );
+    env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
+    read_json(env.path("work/runs/one/eval/scores.json"))
+}
+
 /// A gold mention no name matches word for word ("hypertensive") is linked to the concept of
 /// the name nearest its whole text by character trigrams, among the concepts of its own type
 /// (a chemical's "Hypertensin" is nearer); `link_min_score` above 1 turns that off.
 #[test]
 fn a_gold_mention_no_name_matches_is_linked_to_the_nearest_name_of_its_type() {
     let env = Env::new();
-    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
-    env.write("vocab/concepts.tsv", "D006973\tHypertension\t\tdisease\nC000001\tHypertensin\t\tchemical\nD003000\tClonidine\t\tchemical\n");
+    let vocab = "D006973\tHypertension\t\tdisease\nC000001\tHypertensin\t\tchemical\nD003000\tClonidine\t\tchemical\n";
     let doc = |id: u32| {
         format!(
             "{id}|t|Clonidine in hypertensive rats.\n{id}\t0\t9\tClonidine\tChemical\tD003000\n{id}\t13\t25\thypertensive\tDisease\tD006973\n\n"
         )
     };
-    env.write("cdr/train.pubtator", doc(1));
-    env.write("cdr/dev.pubtator", doc(2));
     for (extra, linked) in [("", 1.0), (", link_min_score = 2.0", 0.5)] {
-        let config = env.write(
-            "near.toml",
-            format!(
-                "name = \"near\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
-                 [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
-                 grants = {{ \"/vocab\" = \"vocab\" }}\nsettings = {{ types = \"disease,chemical\"{extra} }}\n\n[eval]\nsplit = \"dev\"\n"
-            ),
-        );
-        env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
-        let scores = read_json(env.path("work/runs/near/eval/scores.json"));
+        let scores = scored(&env, vocab, doc, &format!("types = \"disease,chemical\"{extra}"));
         let s = |k: &str| scores["scores"][k].as_f64().unwrap_or(f64::NAN);
         assert_eq!((s("link/accuracy"), s("link/accuracy/Disease")), (linked, 2.0 * linked - 1.0), "settings{extra}");
         // the document's own text is matched word for word only: no concept for "hypertensive"
@@ -149,23 +157,13 @@ fn a_gold_mention_no_name_matches_is_linked_to_the_nearest_name_of_its_type() {
 #[test]
 fn a_defined_abbreviation_is_linked_as_its_long_form() {
     let env = Env::new();
-    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
-    env.write("vocab/concepts.tsv", "D053201\tUrinary Bladder, Overactive\t\tdisease\nD001743\tUrinary Bladder\t\tanatomy\n");
+    let vocab = "D053201\tUrinary Bladder, Overactive\t\tdisease\nD001743\tUrinary Bladder\t\tanatomy\n";
     let doc = |id: u32| {
         format!(
             "{id}|t|Drugs for overactive bladder (OAB).\n{id}|a|OAB is common.\n{id}\t30\t33\tOAB\tDisease\tD053201\n{id}\t36\t39\tOAB\tDisease\tD053201\n\n"
         )
     };
-    env.write("cdr/train.pubtator", doc(1));
-    env.write("cdr/dev.pubtator", doc(2));
-    let config = env.write(
-        "oab.toml",
-        "name = \"oab\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
-         [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
-         grants = { \"/vocab\" = \"vocab\" }\nsettings = { types = \"disease\" }\n\n[eval]\nsplit = \"dev\"\n",
-    );
-    env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
-    let scores = read_json(env.path("work/runs/oab/eval/scores.json"));
+    let scores = scored(&env, vocab, doc, "types = \"disease\"");
     assert_eq!(scores["scores"]["link/accuracy/Disease"].as_f64(), Some(1.0), "{scores}");
 }
 
@@ -174,20 +172,10 @@ fn a_defined_abbreviation_is_linked_as_its_long_form() {
 #[test]
 fn a_composite_name_is_a_mention_of_each_of_its_concepts() {
     let env = Env::new();
-    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
-    env.write("vocab/concepts.tsv", "D006470+D003556\themorrhagic cystitis\t\tdisease\nD003556\tCystitis\t\tdisease\n");
+    let vocab = "D006470+D003556\themorrhagic cystitis\t\tdisease\nD003556\tCystitis\t\tdisease\n";
     let doc =
         |id: u32| format!("{id}|t|Hemorrhagic cystitis after ifosfamide.\n{id}\t0\t20\tHemorrhagic cystitis\tDisease\tD006470|D003556\n\n");
-    env.write("cdr/train.pubtator", doc(1));
-    env.write("cdr/dev.pubtator", doc(2));
-    let config = env.write(
-        "hc.toml",
-        "name = \"hc\"\nwork_dir = \"work\"\n\n[data]\ninput = \"cdr/train.pubtator\"\ndev_input = \"cdr/dev.pubtator\"\nsplit = \"files\"\n\n\
-         [task]\nkind = \"annotate\"\n\n[[plugins.chain]]\nname = \"terminology-normalizer\"\nkind = \"normalizer\"\n\
-         grants = { \"/vocab\" = \"vocab\" }\n\n[eval]\nsplit = \"dev\"\n",
-    );
-    env.run(&["run", config.to_str().expect("utf-8")]).expect_code(0);
-    let scores = read_json(env.path("work/runs/hc/eval/scores.json"));
+    let scores = scored(&env, vocab, doc, "");
     let s = |k: &str| scores["scores"][k].as_f64();
     assert_eq!((s("link/accuracy"), s("document/recall"), s("document/precision")), (Some(1.0), Some(1.0), Some(1.0)), "{scores}");
 }
