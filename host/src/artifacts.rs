@@ -182,13 +182,17 @@ impl DataManifest {
         let Some(m) = read_if_any::<Self>(&path) else { return Ok(None) };
         match m.fingerprint.as_deref().is_none_or(|f| f == crate::pipeline::data_fingerprint(config)) {
             true => Ok(Some(m)),
-            false => Err(format!(
-                "{} holds the data of {}, not of {}: run the data stage of this config first (`medtune data --config {}`)",
-                path.parent().unwrap_or(&path).display(),
-                m.config.path.display(),
-                config.path.display(),
-                config.path.display()
-            )),
+            false => {
+                let folder = path.parent().unwrap_or(&path).display();
+                let whose = match m.config.path == config.path {
+                    true => format!("the data of {} before its config, inputs, vocabulary or plugins changed", config.path.display()),
+                    false => format!("the data of {}, not of {}", m.config.path.display(), config.path.display()),
+                };
+                Err(format!(
+                    "{folder} holds {whose}: run the data stage of this config first (`medtune data --config {}`)",
+                    config.path.display()
+                ))
+            }
         }
     }
 }

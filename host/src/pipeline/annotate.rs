@@ -111,13 +111,21 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
     let mut docs: Vec<Record> = Vec::new();
     for r in records {
         // an abbreviation the record defines ("overactive bladder (OAB)") is linked as its
-        // long form
-        let defined: std::collections::HashMap<String, String> = r
+        // long form, all through the record
+        let mut defined: std::collections::HashMap<String, String> = r
             .fields
             .iter()
             .flat_map(|f| medtext::abbrev::definitions(&crate::data::slice(&r.text, f.span)))
             .map(|d| (d.short, d.long))
             .collect();
+        // and so is a gold mention in parentheses right after another of its type ("sodium (Na)")
+        let byte = |c: u32| r.text.char_indices().nth(c as usize).map_or(r.text.len(), |(b, _)| b);
+        for long in &r.gold {
+            let Some(short) = medtext::abbrev::short_form_after(&r.text, byte(long.span.end)) else { continue };
+            if let Some(g) = r.gold.iter().find(|g| g.kind == long.kind && (byte(g.span.start), byte(g.span.end)) == short) {
+                defined.insert(g.text.trim().to_owned(), long.text.clone());
+            }
+        }
         for (i, g) in r.gold.iter().enumerate() {
             let text = defined.get(g.text.trim()).unwrap_or(&g.text).clone();
             let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), text, None, Vec::new(), String::new());

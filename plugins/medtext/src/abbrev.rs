@@ -98,6 +98,31 @@ pub fn definitions(text: &str) -> Vec<Definition> {
     out
 }
 
+/// The short form written in parentheses right after a named thing that ends at byte `end`
+/// of `text` ("sodium (Na)", "uridine (Urd)", "ammonia (NH3)", "diethylnitrosamine (DEN: 10
+/// mg)"): one word of at most 10 characters with a letter, and a capital or a digit, closed
+/// by `)`, `;`, `,` or `:`. Its byte range. Schwartz & Hearst ask its letters to be the long
+/// form's; a named thing right before it needs no such proof, so it is found only where
+/// the caller knows what ends at `end` (a dictionary match, a gold mention).
+pub fn short_form_after(text: &str, end: usize) -> Option<(usize, usize)> {
+    let rest = text.get(end..)?;
+    let open = rest.len() - rest.trim_start_matches([' ', '\u{a0}']).len();
+    if !rest[open..].starts_with('(') || open > 1 {
+        return None;
+    }
+    let start = end + open + 1;
+    let inside = &text[start..];
+    let len = inside.find([')', ';', ',', ':'])?;
+    let short = &inside[..len];
+    let n = short.chars().count();
+    let fits = (1..=10).contains(&n)
+        && !short.contains(char::is_whitespace)
+        && short.starts_with(char::is_alphanumeric)
+        && short.contains(char::is_alphabetic)
+        && short.contains(|c: char| c.is_uppercase() || c.is_ascii_digit());
+    fits.then_some((start, start + len))
+}
+
 /// Where the last `max_words` whitespace-separated words of `before` begin and where the
 /// last of them ends, reading back no further than the sentence (after the last `.`, `;`,
 /// `:`, `(`, `)` or line break); `None` if it has no word. One backward pass over only the
@@ -352,6 +377,23 @@ mod tests {
             vec![("MI", "myocardial infarction"), ("COPD", "chronic obstructive pulmonary disease"), ("HRV", "Heart rate variability"),]
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
+    }
+
+    #[test]
+    fn a_short_form_follows_a_named_thing_in_parentheses() {
+        let text = "sodium (Na), uridine (Urd); DEN (DEN: 10 mg) rats (n = 5) saline (0.9%) X (ip) Y  (Z)";
+        let after = |word: &str| {
+            let end = text.find(word).expect("in the text") + word.len();
+            short_form_after(text, end).map(|(a, b)| &text[a..b])
+        };
+        assert_eq!(after("sodium"), Some("Na"));
+        assert_eq!(after("uridine"), Some("Urd"));
+        assert_eq!(after("DEN"), Some("DEN"));
+        assert_eq!(after("rats"), None, "more than one word");
+        assert_eq!(after("saline"), None, "no letter");
+        assert_eq!(after("X"), None, "no capital or digit");
+        assert_eq!(after("Y"), None, "not right after");
+        assert_eq!(after("(Z)"), None, "nothing after");
     }
 
     #[test]

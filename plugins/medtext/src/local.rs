@@ -3,12 +3,13 @@
 //! concept the matcher found for "indomethacin". A local definition outranks whatever the
 //! dictionary made of the same characters.
 
-use crate::abbrev::definitions;
+use crate::abbrev::{definitions, short_form_after};
 use crate::matcher::Match;
 use crate::word::find_bytes;
 
 /// Adds to each field's matches (`fields`: the field's text and its matches, in order) a
-/// match for every whole-word occurrence of an abbreviation the document defines, with the
+/// match for every whole-word occurrence of an abbreviation the document defines (as
+/// Schwartz & Hearst find them, or in parentheses right after a match), with the
 /// concept and score of the match that ends its long form; matches that overlap one are
 /// dropped. An abbreviation whose long form is no concept ("mean arterial pressure (MAP)")
 /// is no concept anywhere in the document: the dictionary's matches of it are dropped. Each
@@ -22,6 +23,20 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
             let m = found.iter().find(|m| m.end == long_end && m.start >= d.long_start);
             if !defined.iter().any(|(s, _)| *s == d.short) {
                 defined.push((d.short, m.map(|m| (m.concept, m.score))));
+            }
+        }
+    }
+    // a short form in parentheses right after a match ("sodium (Na)"), where the letters
+    // need not be the long form's; the longest match ending there names it
+    for (text, found) in fields.iter() {
+        for (i, m) in found.iter().enumerate() {
+            if found[..i].iter().any(|o| o.end == m.end) {
+                continue;
+            }
+            let Some((a, b)) = short_form_after(text, m.end) else { continue };
+            let (short, long) = (&text[a..b], &text[m.start..m.end]);
+            if short.len() < long.len() && !long.contains(short) && !defined.iter().any(|(s, _)| s == short) {
+                defined.push((short.to_owned(), Some((m.concept, m.score))));
             }
         }
     }
@@ -83,7 +98,13 @@ fn whole_words<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = (usize,
         from = at + word.len();
         Some((at, at + word.len()))
     })
-    .filter(move |&(a, b)| !alnum_before(a) && !alnum_after(b))
+    .filter(move |&(a, b)| !alnum_before(a) && !alnum_after(b) && !(word.len() == 1 && compared(&text[b..])))
+}
+
+/// Whether a text begins with a comparison ("P < 0.05", "n = 12"): a one-letter abbreviation
+/// before one is a statistic's name, not the defined one.
+fn compared(rest: &str) -> bool {
+    rest.trim_start().starts_with(['<', '>', '=', '\u{2264}', '\u{2265}'])
 }
 
 #[cfg(test)]
@@ -114,6 +135,25 @@ mod tests {
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
         assert_eq!((fields[1].1[1].char_start, fields[1].1[1].char_end), (25, 28));
+    }
+
+    /// A short form right after a match is that match's concept, though its letters are not
+    /// the long form's; a one-letter one before a comparison is a statistic.
+    #[test]
+    fn a_short_form_right_after_a_match_is_its_concept() {
+        let m = Matcher::new(
+            &parse_concepts("D012964\tSodium\t\nD010695\tPhlorizin\t\nD002713\tChlorides\tchloride\n").expect("vocab"),
+            Options::default(),
+        );
+        let text = "Serum sodium (Na) fell after phlorizin (P; 1 g) and Na rose (P < 0.05); P and Cl.";
+        let mut fields: Vec<(&str, Vec<Match>)> = vec![(text, m.find(text))];
+        link_defined_abbreviations(&mut fields);
+        let found: Vec<(usize, &str, &str)> =
+            fields[0].1.iter().map(|x| (x.start, &text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(
+            found,
+            [(6, "sodium", "D012964"), (14, "Na", "D012964"), (29, "phlorizin", "D010695"), (40, "P", "D010695"), (52, "Na", "D012964"), (72, "P", "D010695")]
+        );
     }
 
     /// An abbreviation whose long form is no concept is none anywhere in the document, whatever
