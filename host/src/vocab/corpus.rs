@@ -77,8 +77,8 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], trees: &HashMap<
         records.extend(input.records);
     }
     learned.documents = records.len();
-    // form -> id -> (times, a written form); id -> type -> times
-    let mut forms: BTreeMap<String, BTreeMap<String, (usize, String)>> = BTreeMap::new();
+    // form -> id -> written form -> times; id -> type -> times
+    let mut forms: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>> = BTreeMap::new();
     let mut types: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
     for g in records.iter().flat_map(|r| &r.gold) {
         learned.mentions += 1;
@@ -92,21 +92,21 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], trees: &HashMap<
         if form.is_empty() {
             continue;
         }
-        let e = forms.entry(form).or_default().entry(id.clone()).or_insert((0, g.text.clone()));
-        e.0 += 1;
-        // the name is written as it is written least in capitals ("alcohol", not a title's
-        // "ALCOHOL", which the matcher would take for an acronym matched only as written)
-        let caps = |t: &str| t.chars().filter(char::is_ascii_uppercase).count();
-        if caps(&g.text) < caps(&e.1) {
-            e.1 = g.text.clone();
-        }
+        *forms.entry(form).or_default().entry(id.clone()).or_default().entry(g.text.trim().to_owned()).or_default() += 1;
         *types.entry(id.clone()).or_default().entry(g.kind.to_lowercase()).or_default() += 1;
     }
-    // each form goes to the concept it is most often linked to (ties: the smaller id)
+    // each form goes to the concept it is most often linked to (ties: the smaller id), written
+    // as it is written most often, ties in fewer capitals: "Na" (sodium), not its "na", and
+    // "alcohol", not a title's "ALCOHOL" (the matcher takes short names and acronyms only as
+    // written)
+    let caps = |t: &str| t.chars().filter(char::is_ascii_uppercase).count();
     let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ids in forms.values() {
-        if let Some((id, (_, written))) = ids.iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0))) {
-            names.entry(id.clone()).or_default().push(written.clone());
+        let total = |w: &BTreeMap<String, usize>| w.values().sum::<usize>();
+        if let Some((id, written)) = ids.iter().max_by(|a, b| total(a.1).cmp(&total(b.1)).then_with(|| b.0.cmp(a.0)))
+            && let Some((w, _)) = written.iter().max_by(|a, b| a.1.cmp(b.1).then_with(|| caps(b.0).cmp(&caps(a.0))))
+        {
+            names.entry(id.clone()).or_default().push(w.clone());
         }
     }
     // one row per name, each its row's preferred name: the matcher takes preferred names
@@ -259,22 +259,24 @@ mod tests {
     }
 
     /// A name with a gold mention inside it ("creatine" of "creatine kinase") is not marked
-    /// by it, so it stops; a name is learned as written least in capitals.
+    /// by it, so it stops; a name is learned as written most often, ties in fewer capitals.
     #[test]
-    fn a_mention_inside_a_name_does_not_mark_it_and_names_are_learned_in_lowercase() {
+    fn a_mention_inside_a_name_does_not_mark_it_and_names_are_learned_as_mostly_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.pubtator");
         std::fs::write(
             &path,
             "3|t|Creatine kinase and ALCOHOL.\n3|a|Creatine kinase rose with alcohol.\n\
              3\t0\t8\tCreatine\tChemical\tD003401\n3\t20\t27\tALCOHOL\tChemical\tD000431\n\
-             3\t29\t37\tCreatine\tChemical\tD003401\n3\t55\t62\talcohol\tChemical\tD000431\n",
+             3\t29\t37\tCreatine\tChemical\tD003401\n3\t55\t62\talcohol\tChemical\tD000431\n\n\
+             4|t|Na and Na rose; na fell.\n4\t0\t2\tNa\tChemical\tD012964\n4\t7\t9\tNa\tChemical\tD012964\n\
+             4\t16\t18\tna\tChemical\tD012964\n",
         )
         .expect("write");
         let tables = medtext::parse_concepts("D003402\tCreatine Kinase\t\tchemical\n").expect("tables");
         let learned = learn(&[&path], &tables, &HashMap::new());
         let names: Vec<(&str, &str)> = learned.concepts.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect();
-        assert_eq!(names, [("D000431", "alcohol"), ("D003401", "Creatine")]);
+        assert_eq!(names, [("D000431", "alcohol"), ("D003401", "Creatine"), ("D012964", "Na")]);
         let stop: Vec<(&str, usize, usize)> = learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked)).collect();
         assert_eq!(stop, [("creatine kinase", 2, 0), ("id:D003402", 2, 0)]);
     }
