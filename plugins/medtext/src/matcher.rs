@@ -108,11 +108,11 @@ impl Matcher {
             m.names.push(row.preferred.clone());
         }
         for (i, row) in rows.iter().enumerate() {
-            m.insert(&row.preferred, i as u32);
+            m.insert_with_variants(&row.preferred, i as u32);
         }
         for (i, row) in rows.iter().enumerate() {
             for syn in &row.synonyms {
-                m.insert(syn, i as u32);
+                m.insert_with_variants(syn, i as u32);
             }
         }
         let long = m.words.iter().filter(|(w, _)| w.chars().count() >= m.options.fuzzy_min_len);
@@ -175,6 +175,14 @@ impl Matcher {
             }
         }
         names
+    }
+
+    /// A name, and a code name's other spelling ("KF 17837" and "KF17837").
+    fn insert_with_variants(&mut self, name: &str, concept: u32) {
+        self.insert(name, concept);
+        if let Some(other) = code_name_variant(name) {
+            self.insert(&other, concept);
+        }
     }
 
     fn insert(&mut self, name: &str, concept: u32) {
@@ -373,6 +381,34 @@ impl Matcher {
     }
 }
 
+/// A code name's other spelling: a drug code of one to four letters (a capital among them)
+/// and two or more digits is written with a space or hyphen between them or none ("KF 17837",
+/// "KF-17837", "KF17837"; "Ro 15-1788", "Ro15-1788"): the name with its first such code
+/// written the other way (joined if it was apart, a space between if it was joined).
+pub fn code_name_variant(name: &str) -> Option<String> {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let word_start = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        let letters = b[i..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        if !word_start || letters == 0 {
+            i += letters.max(1);
+            continue;
+        }
+        let end = i + letters;
+        let apart = matches!(b.get(end), Some(b' ' | b'-'));
+        let from = end + usize::from(apart);
+        let digits = b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let code = letters <= 4 && b[i..end].iter().any(u8::is_ascii_uppercase) && digits >= 2;
+        if code && !b.get(from + digits).is_some_and(u8::is_ascii_alphabetic) {
+            let sep = if apart { "" } else { " " };
+            return Some(format!("{}{sep}{}", &name[..end], &name[from..]));
+        }
+        i = end;
+    }
+    None
+}
+
 /// Whether a word is an acronym: two to eight ASCII capitals and digits, a capital first.
 fn is_acronym(word: &str) -> bool {
     let b = word.as_bytes();
@@ -512,6 +548,21 @@ mod tests {
         let text = "Na and K (not na, k or no); Sodium Chloride Na.";
         let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);
+    }
+
+    /// A drug code matches written apart, hyphenated or joined, whichever way its name is.
+    #[test]
+    fn code_names_match_apart_or_joined() {
+        assert_eq!(code_name_variant("KF 17837").as_deref(), Some("KF17837"));
+        assert_eq!(code_name_variant("Ro15-1788").as_deref(), Some("Ro 15-1788"));
+        assert_eq!(code_name_variant("CGS-21680 hydrochloride").as_deref(), Some("CGS21680 hydrochloride"));
+        for none in ["IL 2", "Sodium 12", "ab 123", "5-HT1A", "COX2", "PGE2alpha"] {
+            assert_eq!(code_name_variant(none), None, "{none}");
+        }
+        let m = matcher("C1\tKF 17837\t\nD2\tFlumazenil\tRo15-1788\n");
+        let text = "KF17837, KF-17837 and Ro 15-1788.";
+        let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(found, [("KF17837", "C1"), ("KF-17837", "C1"), ("Ro 15-1788", "D2")]);
     }
 
     /// A coordination of two names sharing their head ("breast and ovarian cancer") is both,
