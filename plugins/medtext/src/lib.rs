@@ -8,12 +8,14 @@ mod fuzzy;
 mod local;
 mod matcher;
 mod nearest;
+mod salts;
 mod table;
 mod token;
 mod vocab;
 mod word;
 
 pub use local::link_defined_abbreviations;
+pub use salts::fold_salts;
 pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
 pub use token::{Token, Tokens, is_caps_acronym_s, normalize_name, normalize_token, normalize_token_into, normalize_word, tokens};
 pub use vocab::{ConceptRow, VocabError, parse_concepts};

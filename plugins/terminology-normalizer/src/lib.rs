@@ -13,11 +13,13 @@
 //! `fuzzy_min_len` (default 8), `min_score` (default 0), `link_min_score` (a field named
 //! `mention` or `mention/TYPE` is one mention, a gold span to link: when no name matches in
 //! it, the concept of the name nearest its whole text by character trigrams, of a group named
-//! TYPE where one is, if at least this similar; default 0.5; above 1 never).
+//! TYPE where one is, if at least this similar; default 0.5; above 1 never), `salts` (a
+//! concept of the `chemical` group written with its counter-ion, "piperacillin sodium",
+//! "lidocaine hydrochloride", is one mention of it; default true).
 
 use std::collections::HashSet;
 
-use medtext::{link_defined_abbreviations, normalize_name, parse_concepts, Match, Matcher, Options};
+use medtext::{fold_salts, link_defined_abbreviations, normalize_name, parse_concepts, Match, Matcher, Options};
 use medtune_plugin_sdk::{
     register_normalizer, CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
 };
@@ -38,6 +40,8 @@ struct TerminologyNormalizer {
     stopped: Vec<bool>,
     /// Whether any form or concept is stopped.
     stops: bool,
+    /// The bit of the `chemical` group in `groups`, when drugs take their counter-ions.
+    salts: Option<u64>,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -106,7 +110,11 @@ impl Normalizer for TerminologyNormalizer {
         let stopped = rows.iter().map(|r| stop_ids.contains(&r.id)).collect();
         let matcher = Matcher::new(&rows, options);
         let stops = !stop.is_empty() || !stop_ids.is_empty();
-        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops })
+        let salts = match settings.parse_or("salts", true)? {
+            true => group_names.iter().position(|g| g == "chemical").and_then(|i| 1u64.checked_shl(i as u32)),
+            false => None,
+        };
+        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops, salts })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -144,6 +152,9 @@ impl Normalizer for TerminologyNormalizer {
                 };
                 if self.min_score > 0.0 {
                     matches.retain(|m| m.score >= self.min_score);
+                }
+                if let Some(bit) = self.salts {
+                    fold_salts(text, &mut matches, |c| self.groups[c as usize] & bit != 0);
                 }
                 // a mention its names cover only in part ("disease" of "adenovirus disease") is
                 // its nearest name when one is near enough
@@ -224,5 +235,6 @@ register_normalizer!(TerminologyNormalizer,
         short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
+        salts: boolean = "true", "a chemical written with its counter-ion (piperacillin sodium) is one mention of the chemical";
         link_min_score: float = "0.5", "lowest similarity of the nearest name taken for a mention field no name matches (above 1: never)";
     });
