@@ -144,8 +144,14 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
         .context(|| "loading the plugins".into())?
         .with_precedence(config.plugins.precedence.clone());
     let report = crate::data::annotate(&mut set, &mut docs, config.data.batch_size, false, |_, _| {});
-    if report.failed_records > 0 {
-        tracing::warn!("{} gold mention(s) could not be linked: a plugin failed on them (counted as not found)", report.failed_records);
+    if let Some(first) = report.failures.first() {
+        tracing::warn!(
+            "{} gold mention(s) could not be linked: a plugin failed on them (counted as not found); the first, {} (record#mention): {}: {}",
+            report.failed_records,
+            first.record,
+            first.plugin,
+            first.reason
+        );
     }
     let mut out = Vec::with_capacity(records.len());
     let mut it = docs.iter();

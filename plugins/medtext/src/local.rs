@@ -17,10 +17,17 @@ use crate::word::find_bytes;
 pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
     // (short form, concept and score), the first definition of a short form winning
     let mut defined: Vec<(String, Option<Linked>)> = Vec::new();
+    let mut in_part: Vec<String> = Vec::new();
     for (text, found) in fields.iter() {
         for d in definitions(text) {
             let long_end = d.long_start + d.long.len();
             let m = found.iter().find(|m| m.end == long_end && m.start >= d.long_start);
+            // a long form its match names only in part ("puromycin amino-nucleoside" of
+            // "nucleoside") defines nothing: the dictionary's sense of the short form stands
+            if m.is_some_and(|m| 2 * letters(&text[m.start..m.end]) < letters(&d.long)) {
+                in_part.push(d.short);
+                continue;
+            }
             if !defined.iter().any(|(s, _)| *s == d.short) {
                 defined.push((d.short, m.map(|m| (m.concept, m.score))));
             }
@@ -35,7 +42,8 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
             }
             let Some((a, b)) = short_form_after(text, m.end) else { continue };
             let (short, long) = (&text[a..b], &text[m.start..m.end]);
-            if short.len() < long.len() && !long.contains(short) && !defined.iter().any(|(s, _)| s == short) {
+            let known = defined.iter().any(|(s, _)| s == short) || in_part.iter().any(|s| s == short);
+            if short.len() < long.len() && !long.contains(short) && !known {
                 defined.push((short.to_owned(), Some((m.concept, m.score))));
             }
         }
@@ -83,6 +91,11 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
         }
         found.sort_by_key(|m| m.start);
     }
+}
+
+/// The number of letters and digits of a text.
+fn letters(text: &str) -> usize {
+    text.chars().filter(|c| c.is_alphanumeric()).count()
 }
 
 /// The concept and score an abbreviation's long form was matched with.
@@ -154,6 +167,21 @@ mod tests {
             found,
             [(6, "sodium", "D012964"), (14, "Na", "D012964"), (29, "phlorizin", "D010695"), (40, "P", "D010695"), (52, "Na", "D012964"), (72, "P", "D010695")]
         );
+    }
+
+    /// A long form matched only in part defines nothing: the dictionary's concept of the
+    /// short form stands.
+    #[test]
+    fn a_long_form_matched_in_part_leaves_the_dictionarys_sense() {
+        let m = Matcher::new(
+            &parse_concepts("D011692\tPuromycin Aminonucleoside\tPAN\nD009705\tNucleosides\t\n").expect("vocab"),
+            Options::default(),
+        );
+        let text = "Rats given puromycin amino-nucleoside (PAN); PAN again.";
+        let mut fields: Vec<(&str, Vec<Match>)> = vec![(text, m.find(text))];
+        link_defined_abbreviations(&mut fields);
+        let found: Vec<(&str, &str)> = fields[0].1.iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
+        assert_eq!(found, [("nucleoside", "D009705"), ("PAN", "D011692"), ("PAN", "D011692")]);
     }
 
     /// An abbreviation whose long form is no concept is none anywhere in the document, whatever

@@ -73,6 +73,9 @@ pub struct Matcher {
     scratch: RefCell<Scratch>,
     /// The trigram index of the trie's names, built by the first [`Matcher::nearest`].
     nearest: std::cell::OnceCell<NameIndex>,
+    /// The trie nodes only a spelling variant ends at ([`code_name_variant`]): no names of
+    /// their own for [`Matcher::nearest`].
+    variants: std::collections::HashSet<u32, FxBuild>,
     options: Options,
 }
 
@@ -101,6 +104,7 @@ impl Matcher {
             fuzzy_cache: RefCell::new(WordTable::default()),
             scratch: RefCell::new(Scratch::default()),
             nearest: std::cell::OnceCell::new(),
+            variants: Default::default(),
             options,
         };
         for row in rows {
@@ -165,7 +169,7 @@ impl Matcher {
             if node != 0 {
                 path.truncate(depth - 1);
                 path.push(word);
-                if let Some(c) = self.terminal[node as usize] {
+                if let Some(c) = self.terminal[node as usize].filter(|_| !self.variants.contains(&node)) {
                     names.push((path.join(" "), c));
                 }
             }
@@ -179,28 +183,34 @@ impl Matcher {
 
     /// A name, and a code name's other spelling ("KF 17837" and "KF17837").
     fn insert_with_variants(&mut self, name: &str, concept: u32) {
-        self.insert(name, concept);
-        if let Some(other) = code_name_variant(name) {
-            self.insert(&other, concept);
+        if let Some((node, _)) = self.insert(name, concept) {
+            self.variants.remove(&node);
+        }
+        if let Some(other) = code_name_variant(name)
+            && let Some((node, true)) = self.insert(&other, concept)
+        {
+            self.variants.insert(node);
         }
     }
 
-    fn insert(&mut self, name: &str, concept: u32) {
+    /// Adds a name: the trie node it ends at, and whether it was no name's end before (none
+    /// for a name kept as written).
+    fn insert(&mut self, name: &str, concept: u32) -> Option<(u32, bool)> {
         let toks: Vec<String> = tokens(name).map(|t| normalize_word(&name[t.start..t.end])).collect();
         let written = name.trim();
         let one_word = toks.len() == 1 && written.len() == toks[0].len();
         if one_word && is_acronym(written) && (written.len() >= self.options.min_single_word_len || self.options.short_names) {
             self.exact.get_or_insert(written, concept);
-            return;
+            return None;
         }
         if toks.len() == 1 && toks[0].chars().count() < self.options.min_single_word_len {
             if self.options.short_names && one_word && written.chars().any(char::is_uppercase) {
                 self.exact.get_or_insert(written, concept);
             }
-            return;
+            return None;
         }
         if toks.is_empty() {
-            return;
+            return None;
         }
         let mut node = 0u32;
         for t in toks {
@@ -213,9 +223,11 @@ impl Matcher {
             }
         }
         let slot = &mut self.terminal[node as usize];
-        if slot.is_none() {
+        let new = slot.is_none();
+        if new {
             *slot = Some(concept);
         }
+        Some((node, new))
     }
 
     fn word_id(&self, word: &str) -> Option<(u32, bool)> {
@@ -381,9 +393,10 @@ impl Matcher {
     }
 }
 
-/// A code name's other spelling: a drug code of one to four letters (a capital among them)
-/// and two or more digits is written with a space or hyphen between them or none ("KF 17837",
-/// "KF-17837", "KF17837"; "Ro 15-1788", "Ro15-1788"): the name with its first such code
+/// A code name's other spelling: a code of one to four letters (a capital among them) and
+/// two or more digits, or of two letters or more and a digit, is written with a space or
+/// hyphen between them or none ("KF 17837", "KF-17837", "KF17837"; "Ro 15-1788", "Ro15-1788";
+/// "PGE2", "PGE(2)"): the name with its first such code
 /// written the other way (joined if it was apart, a space between if it was joined).
 pub fn code_name_variant(name: &str) -> Option<String> {
     let b = name.as_bytes();
@@ -399,7 +412,7 @@ pub fn code_name_variant(name: &str) -> Option<String> {
         let apart = matches!(b.get(end), Some(b' ' | b'-'));
         let from = end + usize::from(apart);
         let digits = b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let code = letters <= 4 && b[i..end].iter().any(u8::is_ascii_uppercase) && digits >= 2;
+        let code = letters <= 4 && b[i..end].iter().any(u8::is_ascii_uppercase) && (digits >= 2 || (digits == 1 && letters >= 2));
         if code && !b.get(from + digits).is_some_and(u8::is_ascii_alphabetic) {
             let sep = if apart { "" } else { " " };
             return Some(format!("{}{sep}{}", &name[..end], &name[from..]));
@@ -556,13 +569,14 @@ mod tests {
         assert_eq!(code_name_variant("KF 17837").as_deref(), Some("KF17837"));
         assert_eq!(code_name_variant("Ro15-1788").as_deref(), Some("Ro 15-1788"));
         assert_eq!(code_name_variant("CGS-21680 hydrochloride").as_deref(), Some("CGS21680 hydrochloride"));
-        for none in ["IL 2", "Sodium 12", "ab 123", "5-HT1A", "COX2", "PGE2alpha"] {
+        assert_eq!(code_name_variant("PGE2").as_deref(), Some("PGE 2"));
+        for none in ["T 3", "Sodium 12", "ab 123", "5-HT1A", "PGE2alpha"] {
             assert_eq!(code_name_variant(none), None, "{none}");
         }
-        let m = matcher("C1\tKF 17837\t\nD2\tFlumazenil\tRo15-1788\n");
-        let text = "KF17837, KF-17837 and Ro 15-1788.";
+        let m = matcher("C1\tKF 17837\t\nD2\tFlumazenil\tRo15-1788\nD3\tDinoprostone\tPGE2\n");
+        let text = "KF17837, KF-17837 and Ro 15-1788; PGE(2).";
         let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
-        assert_eq!(found, [("KF17837", "C1"), ("KF-17837", "C1"), ("Ro 15-1788", "D2")]);
+        assert_eq!(found, [("KF17837", "C1"), ("KF-17837", "C1"), ("Ro 15-1788", "D2"), ("PGE(2", "D3")]);
     }
 
     /// A coordination of two names sharing their head ("breast and ovarian cancer") is both,

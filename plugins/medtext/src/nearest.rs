@@ -90,7 +90,7 @@ impl NameIndex {
     }
 
     /// The concept of the name nearest `text` among those `keep` accepts, with its cosine
-    /// similarity; `None` when no name shares a trigram with it.
+    /// similarity (at most 1); `None` when no name shares a trigram with it.
     pub fn nearest(&self, text: &str, keep: impl Fn(u32) -> bool) -> Option<(u32, f32)> {
         let mut buf = Vec::new();
         grams(&normalize_name(text), &mut buf);
@@ -123,7 +123,8 @@ impl NameIndex {
                 best = Some((n, s));
             }
         }
-        best.map(|(n, s)| (self.concepts[n as usize], s))
+        // a cosine of identical vectors may round to just above 1
+        best.map(|(n, s)| (self.concepts[n as usize], s.min(1.0)))
     }
 }
 
@@ -146,6 +147,10 @@ mod tests {
             assert!((s - golden).abs() < 1e-5, "{query}: {s} against {golden}");
         }
         assert_eq!(index.nearest("obese", |c| c != 4).map(|x| x.0), Some(2), "the next one when filtered");
+        // the same words in another order: a cosine of 1, never rounded above it
+        let names = [("adenosine cyclic monophosphate".to_owned(), 0), ("adenosine monophosphate".to_owned(), 1)];
+        let s = NameIndex::build(&names).nearest("cyclic adenosine monophosphate", |_| true).map(|x| x.1);
+        assert!(s.is_some_and(|s| (0.9999..=1.0).contains(&s)), "{s:?}");
         assert_eq!(index.nearest("zzz", |_| true), None, "no trigram in common");
     }
 }
