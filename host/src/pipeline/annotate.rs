@@ -126,6 +126,17 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
                 defined.insert(g.text.trim().to_owned(), long.text.clone());
             }
         }
+        // a one-word gold mention right before a longer one of its type in parentheses is a
+        // name of it ("Elavil (amitriptyline)")
+        for (a, b) in r.gold.iter().flat_map(|a| r.gold.iter().map(move |b| (a, b))) {
+            let (a_end, b_start, b_end) = (byte(a.span.end), byte(b.span.start), byte(b.span.end));
+            let between = r.text.get(a_end..b_start).unwrap_or_default();
+            let closed = r.text[b_end.min(r.text.len())..].starts_with([')', ';', ',']);
+            let one_word = !a.text.trim().contains(char::is_whitespace);
+            if a.kind == b.kind && matches!(between, " (" | "(") && closed && one_word && a.text.len() < b.text.len() {
+                defined.entry(a.text.trim().to_owned()).or_insert_with(|| b.text.clone());
+            }
+        }
         for (i, g) in r.gold.iter().enumerate() {
             let text = defined.get(g.text.trim()).unwrap_or(&g.text).clone();
             let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), text, None, Vec::new(), String::new());

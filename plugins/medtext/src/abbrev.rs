@@ -78,10 +78,14 @@ pub fn definitions(text: &str) -> Vec<Definition> {
         // a short form is at most 10 characters before `)`, `;` or `,`: look no further
         // (most parentheses hold no abbreviation, and this is the whole cost of those)
         let window = &bytes[open + 1..bytes.len().min(open + 1 + 4 * 10 + 2)];
-        let Some(stop) = window.iter().position(|&b| matches!(b, b')' | b';' | b',')) else { continue };
         let Some(close) = find_byte(bytes, open, b')') else { break };
+        let Some(stop) = window.iter().position(|&b| matches!(b, b')' | b';' | b',')) else {
+            out.extend(reversed(text, open, close));
+            continue;
+        };
         let inside = text[open + 1..open + 1 + stop].trim();
         if !is_abbreviation(inside) || inside.split_whitespace().count() > 1 {
+            out.extend(reversed(text, open, close));
             continue;
         }
         let max_words = (inside.chars().count() + 5).min(inside.chars().count() * 2);
@@ -121,6 +125,28 @@ pub fn short_form_after(text: &str, end: usize) -> Option<(usize, usize)> {
         && short.contains(char::is_alphabetic)
         && short.contains(|c: char| c.is_uppercase() || c.is_ascii_digit());
     fits.then_some((start, start + len))
+}
+
+/// The definition `SF (long form)`, the other way round (`cAMP (cyclic adenosine
+/// monophosphate)`): the parentheses at `open`..=`close` hold two words or more and nothing
+/// nested, the word right before them is an abbreviation, and Schwartz & Hearst find its
+/// letters in them.
+fn reversed(text: &str, open: usize, close: usize) -> Option<Definition> {
+    let inside = &text[open + 1..close];
+    let long = inside.trim();
+    if close - open > 120 || inside.contains('(') || long.split_whitespace().count() < 2 {
+        return None;
+    }
+    let before = text[..open].trim_end();
+    let start = before.rfind(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '/')).map_or(0, |i| i + 1);
+    let short = &before[start..];
+    if !is_abbreviation(short) || open - before.len() > 1 {
+        return None;
+    }
+    let offset = best_long_form(short, long)?;
+    let long_start = open + 1 + (inside.len() - inside.trim_start().len()) + offset;
+    let long = text[long_start..close].trim_end();
+    (long.chars().count() > short.chars().count()).then(|| Definition { short: short.to_owned(), long: long.to_owned(), long_start, end: close + 1 })
 }
 
 /// Where the last `max_words` whitespace-separated words of `before` begin and where the
@@ -377,6 +403,11 @@ mod tests {
             vec![("MI", "myocardial infarction"), ("COPD", "chronic obstructive pulmonary disease"), ("HRV", "Heart rate variability"),]
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
+        let text = "Intraplatelet cAMP (cyclic adenosine 3',5'-monophosphate) rose; MI (see above) and (a b) too.";
+        let d = definitions(text);
+        let pairs: Vec<(&str, &str)> = d.iter().map(|d| (d.short.as_str(), d.long.as_str())).collect();
+        assert_eq!(pairs, [("cAMP", "cyclic adenosine 3',5'-monophosphate")]);
+        assert_eq!(&text[d[0].long_start..d[0].end], "cyclic adenosine 3',5'-monophosphate)");
     }
 
     #[test]
