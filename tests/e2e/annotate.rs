@@ -167,6 +167,27 @@ fn a_defined_abbreviation_is_linked_as_its_long_form() {
     assert_eq!(scores["scores"]["link/accuracy/Disease"].as_f64(), Some(1.0), "{scores}");
 }
 
+/// A brand before its drug in parentheses ("Elavil (amitriptyline)") is linked as the drug,
+/// a short form after a name ("sodium (Na)") as the name, and a drug with its counter-ion
+/// ("piperacillin sodium") as the drug alone, in place and in the document's concepts.
+#[test]
+fn names_in_parentheses_and_salts_are_linked_as_the_drug() {
+    let env = Env::new();
+    let vocab = "D000639\tAmitriptyline\t\tchemical\nD010878\tPiperacillin\t\tchemical\nD012964\tSodium\t\tchemical\n";
+    let doc = |id: u32| {
+        format!(
+            "{id}|t|Elavil (amitriptyline), piperacillin sodium and sodium (Na).\n{id}\t0\t6\tElavil\tChemical\tD000639\n\
+             {id}\t8\t21\tamitriptyline\tChemical\tD000639\n{id}\t24\t43\tpiperacillin sodium\tChemical\tD010878\n\
+             {id}\t48\t54\tsodium\tChemical\tD012964\n{id}\t56\t58\tNa\tChemical\tD012964\n\n"
+        )
+    };
+    let scores = scored(&env, vocab, doc, "types = \"chemical\"");
+    let s = |k: &str| scores["scores"][k].as_f64();
+    assert_eq!(s("link/accuracy"), Some(1.0), "{scores}");
+    // the document's mentions: all but the brand, each exactly (the salt over both its words)
+    assert_eq!((s("mention-exact/precision"), s("mention-exact/recall")), (Some(1.0), Some(0.8)), "{scores}");
+}
+
 /// A name of several concepts at once (the id `D006470+D003556`, as `vocab build
 /// --from-corpus` learns a composite gold mention) is a mention of each.
 #[test]
