@@ -78,14 +78,14 @@ pub fn definitions(text: &str) -> Vec<Definition> {
         // a short form is at most 10 characters before `)`, `;` or `,`: look no further
         // (most parentheses hold no abbreviation, and this is the whole cost of those)
         let window = &bytes[open + 1..bytes.len().min(open + 1 + 4 * 10 + 2)];
-        let Some(close) = find_byte(bytes, open, b')') else { break };
         let Some(stop) = window.iter().position(|&b| matches!(b, b')' | b';' | b',')) else {
-            out.extend(reversed(text, open, close));
+            out.extend(reversed(text, open));
             continue;
         };
+        let Some(close) = find_byte(bytes, open, b')') else { break };
         let inside = text[open + 1..open + 1 + stop].trim();
         if !is_abbreviation(inside) || inside.split_whitespace().count() > 1 {
-            out.extend(reversed(text, open, close));
+            out.extend(reversed(text, open));
             continue;
         }
         let max_words = (inside.chars().count() + 5).min(inside.chars().count() * 2);
@@ -115,9 +115,10 @@ pub fn short_form_after(text: &str, end: usize) -> Option<(usize, usize)> {
         return None;
     }
     let start = end + open + 1;
-    let inside = &text[start..];
-    let len = inside.find([')', ';', ',', ':'])?;
-    let short = &inside[..len];
+    // at most 10 characters of up to 4 bytes, then the closing mark: look no further
+    let window = &text.as_bytes()[start..text.len().min(start + 4 * 10 + 1)];
+    let len = window.iter().position(|b| matches!(b, b')' | b';' | b',' | b':'))?;
+    let short = &text[start..start + len];
     let n = short.chars().count();
     let fits = (1..=10).contains(&n)
         && !short.contains(char::is_whitespace)
@@ -128,19 +129,29 @@ pub fn short_form_after(text: &str, end: usize) -> Option<(usize, usize)> {
 }
 
 /// The definition `SF (long form)`, the other way round (`cAMP (cyclic adenosine
-/// monophosphate)`): the parentheses at `open`..=`close` hold two words or more and nothing
-/// nested, the word right before them is an abbreviation, and Schwartz & Hearst find its
-/// letters in them.
-fn reversed(text: &str, open: usize, close: usize) -> Option<Definition> {
-    let inside = &text[open + 1..close];
-    let long = inside.trim();
-    if close - open > 120 || inside.contains('(') || long.split_whitespace().count() < 2 {
+/// monophosphate)`): the word right before the parenthesis at `open` is an abbreviation, the
+/// parentheses (closed within 120 bytes) hold two words or more and nothing nested, and
+/// Schwartz & Hearst find its letters in them.
+fn reversed(text: &str, open: usize) -> Option<Definition> {
+    let before = text[..open].trim_end();
+    if text[before.len()..open].chars().count() > 1 {
         return None;
     }
-    let before = text[..open].trim_end();
-    let start = before.rfind(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '/')).map_or(0, |i| i + 1);
+    // an abbreviation is at most 10 characters: read back no further
+    let start = before
+        .char_indices()
+        .rev()
+        .take(11)
+        .find(|&(_, c)| c.is_whitespace() || matches!(c, '(' | '[' | '/'))
+        .map_or(if before.len() <= 40 { 0 } else { before.len() }, |(i, c)| i + c.len_utf8());
     let short = &before[start..];
-    if !is_abbreviation(short) || open - before.len() > 1 {
+    if !is_abbreviation(short) {
+        return None;
+    }
+    let close = open + 1 + text.as_bytes()[open + 1..text.len().min(open + 121)].iter().position(|&b| b == b')')?;
+    let inside = &text[open + 1..close];
+    let long = inside.trim();
+    if inside.contains('(') || long.split_whitespace().count() < 2 {
         return None;
     }
     let offset = best_long_form(short, long)?;
@@ -403,10 +414,11 @@ mod tests {
             vec![("MI", "myocardial infarction"), ("COPD", "chronic obstructive pulmonary disease"), ("HRV", "Heart rate variability"),]
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
-        let text = "Intraplatelet cAMP (cyclic adenosine 3',5'-monophosphate) rose; MI (see above) and (a b) too.";
+        let text = "Intraplatelet\u{a0}cAMP (cyclic adenosine 3',5'-monophosphate) rose; MI (see above) and (a b) too, \
+                    IV\u{a0}(intra venous) \u{a0}(a\u{a0}b).";
         let d = definitions(text);
         let pairs: Vec<(&str, &str)> = d.iter().map(|d| (d.short.as_str(), d.long.as_str())).collect();
-        assert_eq!(pairs, [("cAMP", "cyclic adenosine 3',5'-monophosphate")]);
+        assert_eq!(pairs, [("cAMP", "cyclic adenosine 3',5'-monophosphate"), ("IV", "intra venous")]);
         assert_eq!(&text[d[0].long_start..d[0].end], "cyclic adenosine 3',5'-monophosphate)");
     }
 

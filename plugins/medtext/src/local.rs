@@ -37,7 +37,8 @@ pub fn link_defined_abbreviations(fields: &mut [(&str, Vec<Match>)]) {
     // need not be the long form's; the longest match ending there names it
     for (text, found) in fields.iter() {
         for (i, m) in found.iter().enumerate() {
-            if found[..i].iter().any(|o| o.end == m.end) {
+            // sorted by start and apart, matches share an end only with their neighbour
+            if i > 0 && found[i - 1].end == m.end {
                 continue;
             }
             let Some((a, b)) = short_form_after(text, m.end) else { continue };

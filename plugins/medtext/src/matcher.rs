@@ -181,15 +181,17 @@ impl Matcher {
         names
     }
 
-    /// A name, and a code name's other spelling ("KF 17837" and "KF17837").
+    /// A name, and its other spellings: a code name's ("KF 17837" and "KF17837") and a
+    /// British `sulph` for `sulf` ("sulphate"), as names of their own (no cost per word of
+    /// text).
     fn insert_with_variants(&mut self, name: &str, concept: u32) {
         if let Some((node, _)) = self.insert(name, concept) {
             self.variants.remove(&node);
         }
-        if let Some(other) = code_name_variant(name)
-            && let Some((node, true)) = self.insert(&other, concept)
-        {
-            self.variants.insert(node);
+        for other in [code_name_variant(name), sulph_variant(name)].into_iter().flatten() {
+            if let Some((node, true)) = self.insert(&other, concept) {
+                self.variants.insert(node);
+            }
         }
     }
 
@@ -422,6 +424,24 @@ pub fn code_name_variant(name: &str) -> Option<String> {
     None
 }
 
+/// A name with `sulf` spelled the British way, `sulph` ("Sulfates", "Sulphates"; the text's
+/// "sulphate" then matches it).
+pub fn sulph_variant(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let mut at = lower.match_indices("sulf").map(|(i, _)| i).peekable();
+    at.peek()?;
+    let mut out = String::with_capacity(name.len() + 2);
+    let mut from = 0;
+    for i in at {
+        out.push_str(&name[from..i + 3]);
+        let f_upper = name.as_bytes()[i + 3] == b'F';
+        out.push_str(if f_upper { "PH" } else { "ph" });
+        from = i + 4;
+    }
+    out.push_str(&name[from..]);
+    Some(out)
+}
+
 /// Whether a word is an acronym: two to eight ASCII capitals and digits, a capital first.
 fn is_acronym(word: &str) -> bool {
     let b = word.as_bytes();
@@ -561,6 +581,16 @@ mod tests {
         let text = "Na and K (not na, k or no); Sodium Chloride Na.";
         let found: Vec<(&str, &str)> = m.find(text).iter().map(|x| (&text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(found, [("Na", "D012964"), ("K", "D011188"), ("Sodium Chloride", "D012965"), ("Na", "D012964")]);
+    }
+
+    /// A name with `sulf` matches the British `sulph` too.
+    #[test]
+    fn sulf_names_match_sulph() {
+        assert_eq!(sulph_variant("Pregnenolone Sulfate, disulfiram").as_deref(), Some("Pregnenolone Sulphate, disulphiram"));
+        assert_eq!(sulph_variant("SULFUR").as_deref(), Some("SULPHUR"));
+        assert_eq!(sulph_variant("Sodium"), None);
+        let m = matcher("C1\tpregnenolone sulfate\t\n");
+        assert_eq!(m.find("Pregnenolone sulphate and pregnenolone sulfates.").len(), 2);
     }
 
     /// A drug code matches written apart, hyphenated or joined, whichever way its name is.

@@ -2,13 +2,12 @@
 //! hydrochloride", "sodium warfarin") is the drug, as MeSH indexes it and annotators link it.
 
 use crate::matcher::Match;
-use crate::token::normalize_token;
 
-/// Counter-ions written after a drug's name, as [`normalize_token`] writes them.
+/// Counter-ions written after a drug's name, in lowercase (a plural `s` is dropped).
 const AFTER: &[&str] = &[
     "acetate", "besilate", "besylate", "bisulfate", "bitartrate", "bromide", "calcium", "chloride", "citrate", "dihydrate",
     "dihydrochloride", "dimesylate", "disodium", "fumarate", "gluconate", "hcl", "hemifumarate", "hydrate", "hydrobromide",
-    "hydrochloride", "isethionate", "lactate", "magnesium", "maleate", "mesilate", "mesylate", "monohydrate", "phosphate", "potassium", "sodium", "succinate", "sulfate", "tartrate", "tosylate", "trihydrate",
+    "hydrochloride", "isethionate", "lactate", "magnesium", "maleate", "mesilate", "mesylate", "monohydrate", "phosphate", "potassium", "sodium", "succinate", "sulfate", "sulphate", "tartrate", "tosylate", "trihydrate",
 ];
 
 /// Cations written before a drug's name ("sodium warfarin", "calcium disodium edetate").
@@ -29,7 +28,7 @@ pub fn fold_salts(text: &str, matches: &mut Vec<Match>, is_drug: impl Fn(u32) ->
             continue;
         }
         let (mut start, mut end) = (m.start, m.end);
-        while let Some(after) = word_after(text, end).filter(|&(a, b)| AFTER.contains(&normalize_token(&text[a..b]).as_str())) {
+        while let Some(after) = word_after(text, end).filter(|&(a, b)| one_of(&text[a..b], AFTER)) {
             end = after.1;
         }
         // a cation before a class ("calcium ions", "calcium antagonists") is a concept of its
@@ -37,7 +36,7 @@ pub fn fold_salts(text: &str, matches: &mut Vec<Match>, is_drug: impl Fn(u32) ->
         let class = text[m.start..m.end].ends_with(['s', 'S']);
         let floor = matches[..i].iter().rev().find(|p| !is_counter_ion(&text[p.start..p.end])).map_or(0, |p| p.end);
         while let Some(before) = word_before(text, start)
-            .filter(|&(a, b)| !class && a >= floor && BEFORE.contains(&normalize_token(&text[a..b]).as_str()))
+            .filter(|&(a, b)| !class && a >= floor && one_of(&text[a..b], BEFORE))
         {
             start = before.0;
         }
@@ -58,7 +57,22 @@ pub fn fold_salts(text: &str, matches: &mut Vec<Match>, is_drug: impl Fn(u32) ->
 
 /// Whether a text is one counter-ion word.
 fn is_counter_ion(text: &str) -> bool {
-    AFTER.contains(&normalize_token(text).as_str())
+    one_of(text, AFTER)
+}
+
+/// Whether a word is one of `list`'s, in any case, or its plural; no allocation (a data
+/// stage's every chemical match asks).
+fn one_of(word: &str, list: &[&str]) -> bool {
+    let w = word.as_bytes();
+    if w.len() > 16 || !word.is_ascii() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    buf[..w.len()].copy_from_slice(w);
+    buf[..w.len()].make_ascii_lowercase();
+    let lower = &buf[..w.len()];
+    let singular = lower.strip_suffix(b"s").unwrap_or(lower);
+    list.iter().any(|x| x.as_bytes() == lower || x.as_bytes() == singular)
 }
 
 /// The word (letters) right after byte `end`, past one space or hyphen.

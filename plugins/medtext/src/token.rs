@@ -95,7 +95,7 @@ fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
 }
 
 /// The form a word is compared in: lowercase, British spellings folded to American
-/// (`ae`/`oe` -> `e`, `sulph` -> `sulf`, `-our` -> `-or`), a plural `-ies` -> `-y` and a final `-s` dropped.
+/// (`ae`/`oe` -> `e`, `-our` -> `-or`), a plural `-ies` -> `-y` and a final `-s` dropped.
 pub fn normalize_token(word: &str) -> String {
     let mut w = String::with_capacity(word.len());
     normalize_token_into(word, &mut w);
@@ -142,9 +142,6 @@ pub fn normalize_token_into(word: &str, w: &mut String) {
     if has_british_pair(w.as_bytes()) {
         *w = w.replace("ae", "e").replace("oe", "e");
     }
-    if has_sulph(w.as_bytes()) {
-        *w = w.replace("sulph", "sulf");
-    }
     match ending(w.as_bytes()) {
         Ending::Keep => {}
         Ending::DropS => {
@@ -163,7 +160,7 @@ pub fn normalize_token_into(word: &str, w: &mut String) {
 /// copies nothing (inside WebAssembly every small `memcpy` is a call out of the guest).
 #[inline(always)]
 pub fn normalize_lowercase<'a>(lower: &'a str, buf: &'a mut String) -> &'a str {
-    if has_british_pair(lower.as_bytes()) || has_sulph(lower.as_bytes()) {
+    if has_british_pair(lower.as_bytes()) {
         normalize_token_into(lower, buf);
         return buf;
     }
@@ -212,12 +209,6 @@ pub fn ascii_lowercase_into(text: &str, out: &mut String) {
     // kept: ASCII for ASCII, so it is as valid UTF-8 as `text` (checking it again was a
     // second pass over every text, slow inside WebAssembly).
     *out = unsafe { String::from_utf8_unchecked(buf) };
-}
-
-/// A British `sulph` (sulphate, disulphide) in a lowercase word, folded to `sulf`.
-#[inline(always)]
-fn has_sulph(w: &[u8]) -> bool {
-    w.len() >= 5 && (0..=w.len() - 5).any(|i| w[i] == b's' && w[i + 1] == b'u' && w[i + 2] == b'l' && w[i + 3] == b'p' && w[i + 4] == b'h')
 }
 
 /// A British `ae`/`oe` in a word longer than four bytes. Eight bytes at a time: each window
@@ -432,9 +423,5 @@ mod tests {
         assert_eq!(normalize_token("Teeth"), "tooth");
         assert_eq!(normalize_token("childrens"), "children");
         assert_eq!(normalize_token("mens"), "men");
-        assert_eq!(normalize_token("Sulphates"), "sulfate");
-        assert_eq!(normalize_token("disulphide"), "disulfide");
-        let mut buf = String::new();
-        assert_eq!(normalize_lowercase("thiosulphate", &mut buf), "thiosulfate");
     }
 }
