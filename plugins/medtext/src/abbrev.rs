@@ -130,8 +130,8 @@ pub fn short_form_after(text: &str, end: usize) -> Option<(usize, usize)> {
 
 /// The definition `SF (long form)`, the other way round (`cAMP (cyclic adenosine
 /// monophosphate)`): the word right before the parenthesis at `open` is an abbreviation, the
-/// parentheses (closed within 120 bytes) hold two words or more and nothing nested, and
-/// Schwartz & Hearst find its letters in them.
+/// parentheses (closed within 120 bytes) hold a name of two words or more, and Schwartz &
+/// Hearst find its letters in all of it.
 fn reversed(text: &str, open: usize) -> Option<Definition> {
     let before = text[..open].trim_end();
     if text[before.len()..open].chars().count() > 1 {
@@ -151,13 +151,32 @@ fn reversed(text: &str, open: usize) -> Option<Definition> {
     let close = open + 1 + text.as_bytes()[open + 1..text.len().min(open + 121)].iter().position(|&b| b == b')')?;
     let inside = &text[open + 1..close];
     let long = inside.trim();
-    if inside.contains('(') || long.split_whitespace().count() < 2 {
+    let words: Vec<&str> = long.split_whitespace().collect();
+    let n = short.chars().count();
+    // a name, not a figure or a list ("p = 0.94", "n = 54", "CI, 1.1-1.9", "[ECD]"), of at
+    // most Schwartz & Hearst's min(|SF| + 5, 2 |SF|) words, none of them the abbreviation
+    // itself ("AF group")
+    let singular = short.strip_suffix('s').unwrap_or(short);
+    if words.len() < 2
+        || words.len() > (n + 5).min(2 * n)
+        || long.contains(['(', '[', '=', '<', '>', ';'])
+        || long.contains(", ")
+        || words.iter().any(|w| w.eq_ignore_ascii_case(short) || w.eq_ignore_ascii_case(singular))
+    {
         return None;
     }
-    let offset = best_long_form(short, long)?;
-    let long_start = open + 1 + (inside.len() - inside.trim_start().len()) + offset;
-    let long = text[long_start..close].trim_end();
-    (long.chars().count() > short.chars().count()).then(|| Definition { short: short.to_owned(), long: long.to_owned(), long_start, end: close + 1 })
+    // the long form is all of it, and a two-letter abbreviation's letters begin its words
+    // ("VS (vegetative state)", not "OR (occasional partners)")
+    if best_long_form(short, long)? != 0 {
+        return None;
+    }
+    let initials: String = words.iter().filter_map(|w| w.chars().next()).flat_map(char::to_lowercase).collect();
+    let mut letters = short.chars().filter(|c| c.is_alphabetic()).flat_map(char::to_lowercase);
+    if n <= 2 && !letters.all(|c| initials.contains(c)) {
+        return None;
+    }
+    let long_start = open + 1 + (inside.len() - inside.trim_start().len());
+    (long.chars().count() > n).then(|| Definition { short: short.to_owned(), long: long.to_owned(), long_start, end: close + 1 })
 }
 
 /// Where the last `max_words` whitespace-separated words of `before` begin and where the
@@ -415,7 +434,8 @@ mod tests {
         );
         assert_eq!(&text[d[0].long_start..d[0].end], "myocardial infarction (MI)");
         let text = "Intraplatelet\u{a0}cAMP (cyclic adenosine 3',5'-monophosphate) rose; MI (see above) and (a b) too, \
-                    IV\u{a0}(intra venous) \u{a0}(a\u{a0}b).";
+                    IV\u{a0}(intra venous) \u{a0}(a\u{a0}b); OR (occasional partners), AF (AF group), PVR (p = 0.94), \
+                    CD (confidence interval, 1.1-1.9), CT (CT in the index visit).";
         let d = definitions(text);
         let pairs: Vec<(&str, &str)> = d.iter().map(|d| (d.short.as_str(), d.long.as_str())).collect();
         assert_eq!(pairs, [("cAMP", "cyclic adenosine 3',5'-monophosphate"), ("IV", "intra venous")]);
