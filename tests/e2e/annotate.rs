@@ -167,6 +167,21 @@ fn a_defined_abbreviation_is_linked_as_its_long_form() {
     assert_eq!(scores["scores"]["link/accuracy/Disease"].as_f64(), Some(1.0), "{scores}");
 }
 
+/// A gold mention that is an abbreviation nothing defines and no name matches ("OAB") is its
+/// one sense in the `senses` inventory ("overactive bladder"); one of several senses is none.
+#[test]
+fn an_undefined_abbreviation_is_its_one_sense() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/abbreviations.tsv", "OAB\toveractive bladder\nMD\tmuscular dystrophy|midline defect\n");
+    let vocab = "D053201\tOveractive Bladder\t\tdisease\nD009136\tMuscular Dystrophies\t\tdisease\n";
+    let doc = |id: u32| format!("{id}|t|OAB and MD in women.\n{id}\t0\t3\tOAB\tDisease\tD053201\n{id}\t8\t10\tMD\tDisease\tD009136\n\n");
+    for (settings, linked) in [("senses = \"/vocab/abbreviations.tsv\"", 0.5), ("", 0.0)] {
+        let scores = scored(&env, vocab, doc, settings);
+        assert_eq!(scores["scores"]["link/accuracy"].as_f64(), Some(linked), "{settings}: {scores}");
+    }
+}
+
 /// A brand before its drug in parentheses ("Elavil (amitriptyline)") is linked as the drug,
 /// a short form after a name ("sodium (Na)") as the name, and a drug with its counter-ion
 /// ("piperacillin sodium") as the drug alone, in place and in the document's concepts.

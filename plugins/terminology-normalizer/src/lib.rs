@@ -15,10 +15,13 @@
 //! it, the concept of the name nearest its whole text by character trigrams, of a group named
 //! TYPE where one is, if at least this similar; default 0.5; above 1 never), `salts` (a
 //! concept of the `chemical` group written with its counter-ion, "piperacillin sodium",
-//! "lidocaine hydrochloride", is one mention of it; default true).
+//! "lidocaine hydrochloride", is one mention of it; default true), `senses` (an abbreviation
+//! inventory, `/vocab/abbreviations.tsv`: a mention field that is an abbreviation no name
+//! matches, "OAB", is read as its one sense there, "overactive bladder"; default none).
 
 use std::collections::HashSet;
 
+use medtext::abbrev::{is_abbreviation, Inventory};
 use medtext::{fold_salts, link_defined_abbreviations, normalize_name, parse_concepts, Match, Matcher, Options};
 use medtune_plugin_sdk::{
     register_normalizer, CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
@@ -42,6 +45,9 @@ struct TerminologyNormalizer {
     stops: bool,
     /// The bit of the `chemical` group in `groups`, when drugs take their counter-ions.
     salts: Option<u64>,
+    /// The abbreviation inventory a mention field that is an undefined abbreviation is read
+    /// with (its one sense), when given.
+    senses: Option<Inventory>,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -114,7 +120,16 @@ impl Normalizer for TerminologyNormalizer {
             true => group_names.iter().position(|g| g == "chemical").and_then(|i| 1u64.checked_shl(i as u32)),
             false => None,
         };
-        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops, salts })
+        let senses = match settings.get("senses").map(str::trim).filter(|p| !p.is_empty()) {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    PluginError::MissingResource(format!("cannot read the abbreviation inventory {path}: {e} (is its folder granted?)"))
+                })?;
+                Some(Inventory::parse(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?)
+            }
+        };
+        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops, salts, senses })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -155,6 +170,15 @@ impl Normalizer for TerminologyNormalizer {
                 }
                 if let Some(bit) = self.salts {
                     fold_salts(text, &mut matches, |c| self.groups[c as usize] & bit != 0);
+                }
+                // an abbreviation no name matches is its one sense in the inventory, if any
+                if let Some((kind, sense)) = mention.filter(|_| matches.is_empty()).and_then(|k| Some((k, self.only_sense(text)?))) {
+                    let bit = self.type_bit(kind);
+                    let named = self.matcher.find_where(sense, |_, c| bit.is_none_or(|b| self.groups[c as usize] & b != 0));
+                    if covered(sense, &named) >= MIN_COVERED {
+                        let whole = |m: Match| Match { start: 0, end: text.len(), char_start: 0, char_end: text.chars().count() as u32, ..m };
+                        matches = named.into_iter().map(whole).collect();
+                    }
                 }
                 // a mention its names cover only in part ("disease" of "adenovirus disease") is
                 // its nearest name when one is near enough
@@ -206,14 +230,28 @@ fn covered(text: &str, matches: &[Match]) -> f32 {
 }
 
 impl TerminologyNormalizer {
+    /// The bit in `groups` of the group an entity type names (`/Disease`: `disease`), if any.
+    fn type_bit(&self, kind: &str) -> Option<u64> {
+        let kind = kind.trim_start_matches('/').to_lowercase();
+        self.group_names.iter().position(|g| *g == kind).and_then(|i| 1u64.checked_shl(i as u32))
+    }
+
+    /// The one sense of an abbreviation ("OAB": "overactive bladder") in the inventory.
+    fn only_sense(&self, text: &str) -> Option<&str> {
+        let word = text.trim();
+        match self.senses.as_ref()?.senses(word)? {
+            [one] if is_abbreviation(word) => Some(one.long.as_str()),
+            _ => None,
+        }
+    }
+
     /// The whole of `text`, one mention of an entity of type `kind` (`/Disease`; empty when
     /// untyped), as the concept of its nearest name, when that is similar enough.
     fn nearest(&self, text: &str, kind: &str) -> Option<Match> {
         if self.link_min_score > 1.0 {
             return None;
         }
-        let kind = kind.trim_start_matches('/').to_lowercase();
-        let bit = self.group_names.iter().position(|g| *g == kind).and_then(|i| 1u64.checked_shl(i as u32));
+        let bit = self.type_bit(kind);
         // an acronym or a word of a few letters is no string to compare ("DEN", "Pb")
         let word = text.trim();
         if word.chars().count() < 4 || (word.len() <= 8 && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())) {
@@ -235,6 +273,7 @@ register_normalizer!(TerminologyNormalizer,
         short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
         fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
         min_score: float = "0", "lowest match score kept";
+        senses: string = "", "an abbreviation inventory (abbreviation, senses): a gold mention that is an abbreviation no name matches is its one sense there (default: none)";
         salts: boolean = "true", "a chemical written with its counter-ion (piperacillin sodium) is one mention of the chemical";
         link_min_score: float = "0.5", "lowest similarity of the nearest name taken for a mention field no name matches (above 1: never)";
     });
