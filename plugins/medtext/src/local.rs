@@ -112,7 +112,8 @@ fn whole_words<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = (usize,
         from = at + word.len();
         Some((at, at + word.len()))
     })
-    .filter(move |&(a, b)| !alnum_before(a) && !alnum_after(b) && !(word.len() == 1 && compared(&text[b..])))
+    // a one-letter abbreviation before a comparison is a statistic's name
+    .filter(move |&(a, b)| !(alnum_before(a) || alnum_after(b) || (word.len() == 1 && compared(&text[b..]))))
 }
 
 /// Whether a text begins with a comparison ("P < 0.05", "n = 12"): a one-letter abbreviation
@@ -166,7 +167,14 @@ mod tests {
             fields[0].1.iter().map(|x| (x.start, &text[x.start..x.end], m.concept(x.concept).0)).collect();
         assert_eq!(
             found,
-            [(6, "sodium", "D012964"), (14, "Na", "D012964"), (29, "phlorizin", "D010695"), (40, "P", "D010695"), (52, "Na", "D012964"), (72, "P", "D010695")]
+            [
+                (6, "sodium", "D012964"),
+                (14, "Na", "D012964"),
+                (29, "phlorizin", "D010695"),
+                (40, "P", "D010695"),
+                (52, "Na", "D012964"),
+                (72, "P", "D010695")
+            ]
         );
     }
 

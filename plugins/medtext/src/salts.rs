@@ -5,9 +5,42 @@ use crate::matcher::Match;
 
 /// Counter-ions written after a drug's name, in lowercase (a plural `s` is dropped).
 const AFTER: &[&str] = &[
-    "acetate", "besilate", "besylate", "bisulfate", "bitartrate", "bromide", "calcium", "chloride", "citrate", "dihydrate",
-    "dihydrochloride", "dimesylate", "disodium", "fumarate", "gluconate", "hcl", "hemifumarate", "hydrate", "hydrobromide",
-    "hydrochloride", "isethionate", "lactate", "magnesium", "maleate", "mesilate", "mesylate", "monohydrate", "phosphate", "potassium", "sodium", "succinate", "sulfate", "sulphate", "tartrate", "tosylate", "trihydrate",
+    "acetate",
+    "besilate",
+    "besylate",
+    "bisulfate",
+    "bitartrate",
+    "bromide",
+    "calcium",
+    "chloride",
+    "citrate",
+    "dihydrate",
+    "dihydrochloride",
+    "dimesylate",
+    "disodium",
+    "fumarate",
+    "gluconate",
+    "hcl",
+    "hemifumarate",
+    "hydrate",
+    "hydrobromide",
+    "hydrochloride",
+    "isethionate",
+    "lactate",
+    "magnesium",
+    "maleate",
+    "mesilate",
+    "mesylate",
+    "monohydrate",
+    "phosphate",
+    "potassium",
+    "sodium",
+    "succinate",
+    "sulfate",
+    "sulphate",
+    "tartrate",
+    "tosylate",
+    "trihydrate",
 ];
 
 /// Cations written before a drug's name ("sodium warfarin", "calcium disodium edetate").
@@ -35,9 +68,7 @@ pub fn fold_salts(text: &str, matches: &mut Vec<Match>, is_drug: impl Fn(u32) ->
         // own; never taken into the last match before that is no counter-ion (it may have it)
         let class = text[m.start..m.end].ends_with(['s', 'S']);
         let floor = matches[..i].iter().rev().find(|p| !is_counter_ion(&text[p.start..p.end])).map_or(0, |p| p.end);
-        while let Some(before) = word_before(text, start)
-            .filter(|&(a, b)| !class && a >= floor && one_of(&text[a..b], BEFORE))
-        {
+        while let Some(before) = word_before(text, start).filter(|&(a, b)| !class && a >= floor && one_of(&text[a..b], BEFORE)) {
             start = before.0;
         }
         if (start, end) != (m.start, m.end) {

@@ -182,10 +182,10 @@ impl Normalizer for TerminologyNormalizer {
                 }
                 // a mention its names cover only in part ("disease" of "adenovirus disease") is
                 // its nearest name when one is near enough
-                if let Some(kind) = mention.filter(|_| covered(text, &matches) < MIN_COVERED) {
-                    if let Some(m) = self.nearest(text, kind) {
-                        matches = vec![m];
-                    }
+                if let Some(kind) = mention.filter(|_| covered(text, &matches) < MIN_COVERED)
+                    && let Some(m) = self.nearest(text, kind)
+                {
+                    matches = vec![m];
                 }
                 (text, matches)
             })
@@ -222,7 +222,7 @@ fn covered(text: &str, matches: &[Match]) -> f32 {
         covered[m.start..m.end].iter_mut().for_each(|c| *c = true);
     }
     let (mut all, mut inside) = (0usize, 0usize);
-    for (i, c) in text.char_indices().filter(|(_, c)| c.is_alphanumeric()) {
+    for (i, _) in text.char_indices().filter(|(_, c)| c.is_alphanumeric()) {
         all += 1;
         inside += usize::from(covered[i]);
     }
