@@ -111,32 +111,14 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
     let mut docs: Vec<Record> = Vec::new();
     for r in records {
         // an abbreviation the record defines ("overactive bladder (OAB)") is linked as its
-        // long form, all through the record
+        // long form, all through the record, and so are gold mentions named by their neighbours
         let mut defined: std::collections::HashMap<String, String> = r
             .fields
             .iter()
             .flat_map(|f| medtext::abbrev::definitions(&crate::data::slice(&r.text, f.span)))
             .map(|d| (d.short, d.long))
             .collect();
-        // and so is a gold mention in parentheses right after another of its type ("sodium (Na)")
-        let byte = |c: u32| r.text.char_indices().nth(c as usize).map_or(r.text.len(), |(b, _)| b);
-        for long in &r.gold {
-            let Some(short) = medtext::abbrev::short_form_after(&r.text, byte(long.span.end)) else { continue };
-            if let Some(g) = r.gold.iter().find(|g| g.kind == long.kind && (byte(g.span.start), byte(g.span.end)) == short) {
-                defined.insert(g.text.trim().to_owned(), long.text.clone());
-            }
-        }
-        // a one-word gold mention right before a longer one of its type in parentheses is a
-        // name of it ("Elavil (amitriptyline)")
-        for (a, b) in r.gold.iter().flat_map(|a| r.gold.iter().map(move |b| (a, b))) {
-            let (a_end, b_start, b_end) = (byte(a.span.end), byte(b.span.start), byte(b.span.end));
-            let between = r.text.get(a_end..b_start).unwrap_or_default();
-            let closed = r.text[b_end.min(r.text.len())..].starts_with([')', ';', ',']);
-            let one_word = !a.text.trim().contains(char::is_whitespace);
-            if a.kind == b.kind && matches!(between, " (" | "(") && closed && one_word && a.text.len() < b.text.len() {
-                defined.entry(a.text.trim().to_owned()).or_insert_with(|| b.text.clone());
-            }
-        }
+        name_by_parentheses(r, &mut defined);
         for (i, g) in r.gold.iter().enumerate() {
             let text = defined.get(g.text.trim()).unwrap_or(&g.text).clone();
             let mut doc = Record::new(format!("{}#{}", r.id, i + 1), String::new(), text, None, Vec::new(), String::new());
@@ -175,6 +157,34 @@ fn link_gold(config: &Config, records: &[Record]) -> Result<Vec<Vec<Vec<String>>
         out.push(ids.collect());
     }
     Ok(out)
+}
+
+/// Adds to `defined` (text as written -> the text to link it as) what gold mentions of one type
+/// written side by side, the second in parentheses, say of each other: the second is the
+/// first's short form ("sodium (Na)"; it wins over a Schwartz–Hearst long form), or a
+/// one-word first is a name of the longer second ("Elavil (amitriptyline)").
+fn name_by_parentheses(r: &Record, defined: &mut std::collections::HashMap<String, String>) {
+    // the gold spans in bytes (they are in characters), from one pass over the text
+    let bytes: Vec<usize> = r.text.char_indices().map(|(b, _)| b).chain([r.text.len()]).collect();
+    let byte = |c: u32| bytes.get(c as usize).copied().unwrap_or(r.text.len());
+    let mut gold: Vec<(&crate::data::GoldMention, usize, usize)> =
+        r.gold.iter().map(|g| (g, byte(g.span.start), byte(g.span.end))).collect();
+    gold.sort_by_key(|g| g.1);
+    for (&(a, _, a_end), &(b, b_start, b_end)) in gold.iter().zip(gold.iter().skip(1)) {
+        if a.kind != b.kind {
+            continue;
+        }
+        if medtext::abbrev::short_form_after(&r.text, a_end) == Some((b_start, b_end)) {
+            defined.insert(b.text.trim().to_owned(), a.text.clone());
+            continue;
+        }
+        let between = r.text.get(a_end..b_start).unwrap_or_default();
+        let closed = r.text.get(b_end..).is_some_and(|t| t.starts_with([')', ';', ',']));
+        let one_word = !a.text.trim().contains(char::is_whitespace);
+        if matches!(between, " (" | "(") && closed && one_word && a.text.len() < b.text.len() {
+            defined.entry(a.text.trim().to_owned()).or_insert_with(|| b.text.clone());
+        }
+    }
 }
 
 /// The ids a mention's own text is linked to: the longest mentions first, none overlapping
