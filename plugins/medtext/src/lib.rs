@@ -15,7 +15,7 @@ mod vocab;
 mod word;
 
 pub use local::link_defined_abbreviations;
-pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options, code_name_variant};
+pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
 pub use salts::fold_salts;
 pub use token::{Token, Tokens, is_caps_acronym_s, normalize_name, normalize_token, normalize_token_into, normalize_word, tokens};
 pub use vocab::{ConceptRow, VocabError, parse_concepts};

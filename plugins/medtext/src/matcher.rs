@@ -73,8 +73,8 @@ pub struct Matcher {
     scratch: RefCell<Scratch>,
     /// The trigram index of the trie's names, built by the first [`Matcher::nearest`].
     nearest: std::cell::OnceCell<NameIndex>,
-    /// The trie nodes only a spelling variant ends at ([`code_name_variant`]): no names of
-    /// their own for [`Matcher::nearest`].
+    /// The trie nodes only a spelling variant ends at ([`Matcher::insert_with_variants`]): no
+    /// names of their own for [`Matcher::nearest`].
     variants: std::collections::HashSet<u32, FxBuild>,
     options: Options,
 }
