@@ -1,6 +1,7 @@
 //! The batching engine's decode speed: tokens/s of B sequences stepped together
 //! (`Llama::forward_segments`, one step of `medtune serve`'s batching thread), for B = 1 and
-//! B = 16, each sequence after a prompt of its own; median of runs.
+//! B = 16, each sequence after a prompt of its own, and the time of a prompt's first step
+//! (its first 256 tokens from an empty cache); medians of runs.
 //!
 //! `cargo bench -p medtune [--features cuda] --bench batch_speed -- MODEL [PROMPT] [STEPS] [--bf16]`
 //! where MODEL is a `.gguf`, a Hugging Face folder or `random:SHAPE` (`smollm2`, `llama2-7b`,
@@ -24,6 +25,7 @@ fn device() -> Device {
 }
 
 fn main() {
+    model::keep_freed_memory();
     let bf16 = std::env::args().any(|a| a == "--bf16");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let spec = args.first().cloned().unwrap_or_else(|| "random:smollm2".into());
@@ -42,14 +44,18 @@ fn main() {
     let vocab = llama.config().vocab_size as u32;
     let ids: Vec<u32> = (0..prompt as u32).map(|i| 100 + (i * 7919) % (vocab - 200)).collect();
     for batch in [1usize, 16] {
-        let mut rates = Vec::new();
+        let (mut rates, mut firsts) = (Vec::new(), Vec::new());
         for run in 0..=RUNS {
             let mut caches: Vec<SeqCache> = (0..batch).map(|_| SeqCache::new(&llama)).collect();
             // the prompts, 256 tokens per step as the server reads them
             for cache in caches.iter_mut() {
-                for chunk in ids.chunks(256) {
+                for (i, chunk) in ids.chunks(256).enumerate() {
+                    let t = Instant::now();
                     let mut seg = [Segment { ids: chunk, cache: &mut *cache, lora: None }];
                     llama.forward_segments(&mut seg).expect("prompt");
+                    if i == 0 && run > 0 {
+                        firsts.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
                 }
             }
             let mut next: Vec<u32> = (0..batch as u32).map(|b| 1000 + b).collect();
@@ -70,9 +76,10 @@ fn main() {
             }
         }
         rates.sort_by(f64::total_cmp);
-        let med = rates[rates.len() / 2];
+        firsts.sort_by(f64::total_cmp);
+        let (med, first) = (rates[rates.len() / 2], firsts[firsts.len() / 2]);
         println!(
-            "{{\"engine\": \"medtune\", \"model\": {spec:?}, \"dtype\": {:?}, \"batch\": {batch}, \"prompt\": {prompt}, \"steps\": {steps}, \"decode_tokens_per_s\": {med:.1}}}",
+            "{{\"engine\": \"medtune\", \"model\": {spec:?}, \"dtype\": {:?}, \"batch\": {batch}, \"prompt\": {prompt}, \"steps\": {steps}, \"decode_tokens_per_s\": {med:.1}, \"first_chunk_ms\": {first:.1}}}",
             if bf16 { "bf16" } else { "f32" }
         );
     }

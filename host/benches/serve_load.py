@@ -7,7 +7,7 @@ mode) or Hugging Face transformers in-process (hf mode, time to first token only
 serve: completion tokens/s of one stream (REQUESTS requests one after another), then of 16
 concurrent streams (REQUESTS each), and the time to the first streamed token of a 256-token
 prompt (p50 of 10, idle server). hf: the same prompt's time to its first token (a forward pass
-over the prompt and the argmax), p50 of 10. The prompt: a clinical sentence repeated, cut
+over the prompt with the last position's logits, as `generate` does, and the argmax), p50 of 10. The prompt: a clinical sentence repeated, cut
 to 256 tokens by the model's own tokenizer (both sides use SmolLM2's). With MODELS=a,b,c the
 requests name these models in turn (stream k always model k mod 3): several adapters batched
 together (`serve --adapter NAME=DIR`)."""
@@ -92,10 +92,11 @@ def hf(model_dir, threads):
     x = torch.tensor([ids])
     ttft = []
     with torch.no_grad():
-        model(input_ids=x, use_cache=True)  # warm-up
+        model(input_ids=x, use_cache=True, logits_to_keep=1)  # warm-up
         for _ in range(10):
             t = time.time()
-            out = model(input_ids=x, use_cache=True)
+            # the last position's logits only, as `generate` asks for them
+            out = model(input_ids=x, use_cache=True, logits_to_keep=1)
             int(out.logits[0, -1].argmax())
             ttft.append(time.time() - t)
     print(json.dumps({"engine": "transformers", "ttft_256_p50_ms": round(statistics.median(ttft) * 1e3, 1), "prompt_tokens": len(ids)}))

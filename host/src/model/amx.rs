@@ -5,16 +5,40 @@
 //!
 //! The instructions are written as inline assembly (the AMX intrinsics are not stable in
 //! Rust); the process asks the kernel for the tile state once (`arch_prctl`). Where any of
-//! this is missing, or `MEDTUNE_AMX=0`, [`available`] is false and nothing here runs.
+//! this is missing, or `MEDTUNE_AMX=0`, the same packed weight goes through AVX512-BF16
+//! vector products where the CPU has them ([`super::dpbf16`]); [`available`] says whether
+//! either runs.
 
 use std::sync::OnceLock;
 
 use candle_core::{Device, Result, Tensor};
 
-/// Whether this machine and process can run tile products (asked once).
+/// The instructions a [`TileWeight`]'s products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Products {
+    /// AMX tiles (`tdpbf16ps`).
+    Tiles,
+    /// AVX512-BF16 vectors (`vdpbf16ps`).
+    Vectors,
+}
+
+/// Which products this machine and process run (asked once), if any.
+pub fn products() -> Option<Products> {
+    static PRODUCTS: OnceLock<Option<Products>> = OnceLock::new();
+    *PRODUCTS.get_or_init(|| {
+        if std::env::var("MEDTUNE_AMX").map_or(true, |v| v != "0") && imp::enable() {
+            Some(Products::Tiles)
+        } else if super::dpbf16::available() {
+            Some(Products::Vectors)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether [`TileWeight`]'s products run here (on tiles or vectors).
 pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var("MEDTUNE_AMX").map_or(true, |v| v != "0") && imp::enable())
+    products().is_some()
 }
 
 /// A weight `W` (out, in) packed for `x Wᵀ` on tiles: blocks of 16 outputs × 32 inputs, each
@@ -30,7 +54,7 @@ pub struct TileWeight {
 }
 
 /// bf16 bits of `x`, rounded to nearest even.
-fn bf16(x: f32) -> u16 {
+pub(super) fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     if x.is_nan() {
         return ((b >> 16) | 0x40) as u16;
@@ -56,6 +80,15 @@ impl TileWeight {
         Ok(Self { packed, out, inputs, out_pad, in_pad })
     }
 
+    /// The first `rows` rows of `c` (rows of `out_pad`), each cut to the weight's outputs.
+    fn unpad(&self, mut c: Vec<f32>, rows: usize) -> Vec<f32> {
+        if self.out_pad == self.out {
+            c.truncate(rows * self.out);
+            return c;
+        }
+        c.chunks(self.out_pad).take(rows).flat_map(|r| r[..self.out].iter().copied()).collect()
+    }
+
     /// The number of outputs.
     pub fn out_dim(&self) -> usize {
         self.out
@@ -68,9 +101,14 @@ impl TileWeight {
 
     /// `x Wᵀ` for `x` (..., in), f32 on the CPU; f32 out. Only when [`available`].
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        if !available() {
-            candle_core::bail!("AMX tiles are not available in this process");
-        }
+        let Some(products) = products() else {
+            candle_core::bail!("bf16 products (AMX or AVX512-BF16) are not available in this process");
+        };
+        self.matmul_on(x, products)
+    }
+
+    /// [`TileWeight::matmul`] on `products`, which the CPU must have.
+    fn matmul_on(&self, x: &Tensor, products: Products) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let width = dims.last().copied().unwrap_or(0);
         if width != self.inputs {
@@ -83,7 +121,12 @@ impl TileWeight {
             candle_core::bail!("tile product: the input is not f32 on the CPU");
         };
         let start = layout.start_offset();
-        let y = imp::product(&values[start..start + rows * width], rows, self);
+        let x = &values[start..start + rows * width];
+        let y = match products {
+            Products::Tiles => imp::product(x, rows, self),
+            Products::Vectors => super::dpbf16::product(x, rows, width, &self.packed, self.in_pad, self.out_pad),
+        };
+        let y = self.unpad(y, rows);
         let mut out = dims;
         if let Some(last) = out.last_mut() {
             *last = self.out;
@@ -213,7 +256,7 @@ mod imp {
         }
     }
 
-    /// `x Wᵀ` for `rows` rows of `x`, f32 (rows × w.out).
+    /// `x Wᵀ` for `rows` rows of `x`, f32 (`m_pad` rows × w.out_pad).
     pub fn product(x: &[f32], rows: usize, w: &TileWeight) -> Vec<f32> {
         let m_pad = rows.div_ceil(32) * 32;
         // A in tiles, 16 rows a block: a tile load then reads 1 KiB in one piece
@@ -237,11 +280,7 @@ mod imp {
         // SAFETY: the pairs cover every column block and the 32-row blocks every row, so the
         // kernels above initialized all m_pad × out_pad elements
         unsafe { c.set_len(m_pad * w.out_pad) };
-        if w.out_pad == w.out {
-            c.truncate(rows * w.out);
-            return c;
-        }
-        c.chunks(w.out_pad).take(rows).flat_map(|r| r[..w.out].iter().copied()).collect()
+        c
     }
 }
 
@@ -262,28 +301,38 @@ mod imp {
 mod tests {
     use super::*;
 
-    /// Shapes that pad in every direction: the tile product equals the f32 product of the
-    /// bf16-rounded operands (up to f32 summation order).
+    /// Shapes that pad in every direction: the product on tiles and on vectors (each where
+    /// the CPU has it) equals the f32 product of the bf16-rounded operands (up to f32
+    /// summation order).
     #[test]
-    fn tile_products_equal_the_product_of_the_rounded_operands() {
-        if !available() {
-            eprintln!("no AMX on this machine: the tile product is not used here");
+    fn bf16_products_equal_the_product_of_the_rounded_operands() {
+        let mut ran = Vec::new();
+        if imp::enable() {
+            ran.push(Products::Tiles);
+        }
+        if super::super::dpbf16::available() {
+            ran.push(Products::Vectors);
+        }
+        if ran.is_empty() {
+            eprintln!("neither AMX nor AVX512-BF16 on this machine: bf16 products are not used here");
             return;
         }
         let dev = Device::Cpu;
-        for (rows, inputs, out) in [(1, 64, 32), (5, 70, 50), (40, 576, 192), (256, 96, 1000)] {
+        for (rows, inputs, out) in [(1, 64, 32), (5, 70, 50), (13, 576, 192), (40, 576, 192), (256, 96, 1000)] {
             let x = Tensor::randn(0f32, 1., (rows, inputs), &dev).expect("x");
             let w = Tensor::randn(0f32, 0.1, (out, inputs), &dev).expect("w");
-            let got = TileWeight::pack(&w).and_then(|t| t.matmul(&x)).expect("tiles");
             let round = |t: &Tensor| t.to_dtype(candle_core::DType::BF16).and_then(|t| t.to_dtype(candle_core::DType::F32));
             let want = round(&x).and_then(|x| x.matmul(&round(&w)?.t()?)).expect("want");
-            let diff = (&got - &want)
-                .and_then(|d| d.abs())
-                .and_then(|d| d.flatten_all())
-                .and_then(|d| d.max(0))
-                .and_then(|d| d.to_scalar::<f32>())
-                .expect("diff");
-            assert!(diff < 1e-4 * (inputs as f32).sqrt(), "{rows}x{inputs}x{out}: off by {diff}");
+            for &on in &ran {
+                let got = TileWeight::pack(&w).and_then(|t| t.matmul_on(&x, on)).expect("product");
+                let diff = (&got - &want)
+                    .and_then(|d| d.abs())
+                    .and_then(|d| d.flatten_all())
+                    .and_then(|d| d.max(0))
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("diff");
+                assert!(diff < 1e-4 * (inputs as f32).sqrt(), "{on:?} {rows}x{inputs}x{out}: off by {diff}");
+            }
         }
     }
 }

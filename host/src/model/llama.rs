@@ -242,6 +242,9 @@ impl Attention {
         let [q, k, v] = self.qkv(x, pass, &prefix)?;
         let group = self.n_head / self.n_kv_head;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        if x.device().is_cpu() && q.dtype() == DType::F32 {
+            return self.forward_segments_fused(&q, &k, &v, plan, segs, layer, pass);
+        }
         let mut ys = Vec::with_capacity(plan.len());
         for (p, seg) in plan.iter().zip(segs.iter_mut()) {
             let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
@@ -262,6 +265,35 @@ impl Attention {
         }
         let y = Tensor::cat(&ys, 1)?;
         pass.last_linear(&self.o, &y, || format!("{prefix}.self_attn.o_proj"))
+    }
+
+    /// [`Attention::forward_segments`] on the CPU in f32 ([`super::attend`]): RoPE over all
+    /// rows at once, each segment's keys and values appended to its cache, one fused
+    /// attention over every segment.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_segments_fused(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        plan: &[SegmentPlan],
+        segs: &mut [Segment<'_>],
+        layer: usize,
+        pass: Pass<'_>,
+    ) -> Result<Tensor> {
+        let tables: Vec<(usize, &Tensor, &Tensor)> = plan.iter().map(|p| (p.offset, &p.cos, &p.sin)).collect();
+        let q = super::attend::rope(q, self.n_head, &tables)?;
+        let k = super::attend::rope(k, self.n_kv_head, &tables)?;
+        let mut parts = Vec::with_capacity(plan.len());
+        for (p, seg) in plan.iter().zip(segs.iter_mut()) {
+            let heads = |x: &Tensor| -> Result<Tensor> {
+                x.narrow(1, p.offset, p.len)?.reshape((1, p.len, self.n_kv_head, self.head_dim))?.transpose(1, 2)?.contiguous()
+            };
+            let (k, v) = seg.cache.kv[layer].append(&heads(&k)?, &heads(v)?)?;
+            parts.push(super::attend::Part { offset: p.offset, len: p.len, k, v });
+        }
+        let y = super::attend::batched(&q, self.n_head, &parts, (1.0 / (self.head_dim as f64).sqrt()) as f32)?;
+        pass.last_linear(&self.o, &y, || format!("model.layers.{layer}.self_attn.o_proj"))
     }
 }
 
@@ -610,7 +642,8 @@ impl Llama {
             {
                 candle_core::bail!("a sequence of {} tokens is longer than the model's sliding window of {w}", pos + len);
             }
-            let mask = match len > 1 {
+            // the CPU's fused attention in f32 masks by position itself
+            let mask = match len > 1 && !(self.device.is_cpu() && dt == DType::F32) {
                 true => Some(causal_mask(len, pos, &self.device)?.to_dtype(dt)?),
                 false => None,
             };
