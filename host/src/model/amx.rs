@@ -107,31 +107,62 @@ impl TileWeight {
         self.matmul_on(x, products)
     }
 
-    /// [`TileWeight::matmul`] on `products`, which the CPU must have.
-    fn matmul_on(&self, x: &Tensor, products: Products) -> Result<Tensor> {
+    /// [`TileWeight::matmul`] of weights that share the input `x` (q, k and v; gate and up),
+    /// in order: on vectors, `x` is rounded once and one parallel loop runs them all.
+    pub fn matmul_shared(weights: &[&TileWeight], x: &Tensor) -> Result<Vec<Tensor>> {
+        let Some(products) = products() else {
+            candle_core::bail!("bf16 products (AMX or AVX512-BF16) are not available in this process");
+        };
+        let first = match weights {
+            [first, rest @ ..] if products == Products::Vectors && rest.iter().all(|w| w.inputs == first.inputs) => first,
+            _ => return weights.iter().map(|w| w.matmul_on(x, products)).collect(),
+        };
+        let (dims, rows, x) = first.rows_of(x)?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+            candle_core::bail!("tile product: the input is not f32 on the CPU");
+        };
+        let start = layout.start_offset();
+        let packed: Vec<(&[u16], usize)> = weights.iter().map(|w| (w.packed.as_slice(), w.out_pad)).collect();
+        let ys = super::dpbf16::products(&values[start..start + rows * first.inputs], rows, first.inputs, first.in_pad, &packed);
+        ys.into_iter().zip(weights).map(|(y, w)| w.shaped(y, rows, &dims)).collect()
+    }
+
+    /// `x` (..., in) checked against the weight: its dimensions, its rows, and itself as
+    /// contiguous f32.
+    fn rows_of(&self, x: &Tensor) -> Result<(Vec<usize>, usize, Tensor)> {
         let dims = x.dims().to_vec();
         let width = dims.last().copied().unwrap_or(0);
         if width != self.inputs {
             candle_core::bail!("tile product: {width} inputs for a weight of {}", self.inputs);
         }
         let rows = x.elem_count() / width.max(1);
-        let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        Ok((dims, rows, x.to_dtype(candle_core::DType::F32)?.contiguous()?))
+    }
+
+    /// The product `y` (rows of `out_pad`) as a tensor of `dims` with the weight's outputs last.
+    fn shaped(&self, y: Vec<f32>, rows: usize, dims: &[usize]) -> Result<Tensor> {
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = self.out;
+        }
+        Tensor::from_vec(self.unpad(y, rows), out, &Device::Cpu)
+    }
+
+    /// [`TileWeight::matmul`] on `products`, which the CPU must have.
+    fn matmul_on(&self, x: &Tensor, products: Products) -> Result<Tensor> {
+        let (dims, rows, x) = self.rows_of(x)?;
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
             candle_core::bail!("tile product: the input is not f32 on the CPU");
         };
         let start = layout.start_offset();
-        let x = &values[start..start + rows * width];
+        let x = &values[start..start + rows * self.inputs];
         let y = match products {
             Products::Tiles => imp::product(x, rows, self),
-            Products::Vectors => super::dpbf16::product(x, rows, width, &self.packed, self.in_pad, self.out_pad),
+            Products::Vectors => super::dpbf16::products(x, rows, self.inputs, self.in_pad, &[(&self.packed, self.out_pad)]).swap_remove(0),
         };
-        let y = self.unpad(y, rows);
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
-            *last = self.out;
-        }
-        Tensor::from_vec(y, out, &Device::Cpu)
+        self.shaped(y, rows, &dims)
     }
 }
 
@@ -333,6 +364,30 @@ mod tests {
                     .expect("diff");
                 assert!(diff < 1e-4 * (inputs as f32).sqrt(), "{on:?} {rows}x{inputs}x{out}: off by {diff}");
             }
+        }
+    }
+
+    /// Weights sharing an input (q, k and v of different widths) give in one call what each
+    /// gives alone.
+    #[test]
+    fn shared_products_equal_each_product_alone() {
+        if !available() {
+            eprintln!("neither AMX nor AVX512-BF16 on this machine: bf16 products are not used here");
+            return;
+        }
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 13, 96), &dev).expect("x");
+        let ws: Vec<TileWeight> = [96, 40, 40]
+            .iter()
+            .map(|&out| Tensor::randn(0f32, 0.1, (out, 96), &dev).and_then(|w| TileWeight::pack(&w)).expect("w"))
+            .collect();
+        let together = TileWeight::matmul_shared(&ws.iter().collect::<Vec<_>>(), &x).expect("shared");
+        for (w, y) in ws.iter().zip(&together) {
+            let alone = w.matmul(&x).expect("alone");
+            assert_eq!(y.dims(), alone.dims());
+            let same = y.flatten_all().and_then(|a| a.to_vec1::<f32>()).expect("y")
+                == alone.flatten_all().and_then(|a| a.to_vec1::<f32>()).expect("alone");
+            assert!(same, "a shared product differs from the weight's own");
         }
     }
 }

@@ -15,11 +15,12 @@ pub fn available() -> bool {
     *AVAILABLE.get_or_init(|| std::env::var("MEDTUNE_DPBF16").map_or(true, |v| v != "0") && imp::detect())
 }
 
-/// `x Wᵀ` for `rows` rows of `x` (`inputs` f32 each) and `w` packed as the tiles pack it
-/// (`in_pad` inputs, `out_pad` outputs, both multiples of 32): rows × `out_pad` f32. Only when
-/// [`available`].
-pub(crate) fn product(x: &[f32], rows: usize, inputs: usize, packed: &[u16], in_pad: usize, out_pad: usize) -> Vec<f32> {
-    imp::product(x, rows, inputs, packed, in_pad, out_pad)
+/// `x Wᵀ` for `rows` rows of `x` (`inputs` f32 each) and each `W` of `weights`, packed as
+/// the tiles pack it (`(packed, out_pad)`: `out_pad` outputs, a multiple of 32; inputs padded
+/// to `in_pad`, a multiple of 32): rows × `out_pad` f32 each. The rows are rounded to bf16
+/// once for all the weights (q, k and v; gate and up). Only when [`available`].
+pub(crate) fn products(x: &[f32], rows: usize, inputs: usize, in_pad: usize, weights: &[(&[u16], usize)]) -> Vec<Vec<f32>> {
+    imp::products(x, rows, inputs, in_pad, weights)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -30,8 +31,9 @@ mod imp {
         is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
     }
 
-    /// The rows of a block of the product: 8 rows × 32 outputs keep 16 sums in registers.
-    const ROWS: usize = 8;
+    /// The rows of a block of the product: 14 rows × 32 outputs keep 28 sums in registers (of
+    /// 32), each weight vector loaded once for 28 instructions.
+    const ROWS: usize = 14;
 
     /// Rounds `src` (rows of `inputs` f32) to bf16 rows of `in_pad` (zero padded), 32 values
     /// per instruction.
@@ -102,6 +104,12 @@ mod imp {
                     let (b0, b1) = (b.add(2 * pair * pairs * 32), b.add((2 * pair + 1) * pairs * 32));
                     let (ar, cr) = (a.add(mb * pairs), c.add(mb * out_pad + pair * 32));
                     match left {
+                        14 => block::<14>(ar, pairs, b0, b1, cr, out_pad),
+                        13 => block::<13>(ar, pairs, b0, b1, cr, out_pad),
+                        12 => block::<12>(ar, pairs, b0, b1, cr, out_pad),
+                        11 => block::<11>(ar, pairs, b0, b1, cr, out_pad),
+                        10 => block::<10>(ar, pairs, b0, b1, cr, out_pad),
+                        9 => block::<9>(ar, pairs, b0, b1, cr, out_pad),
                         8 => block::<8>(ar, pairs, b0, b1, cr, out_pad),
                         7 => block::<7>(ar, pairs, b0, b1, cr, out_pad),
                         6 => block::<6>(ar, pairs, b0, b1, cr, out_pad),
@@ -117,7 +125,7 @@ mod imp {
         }
     }
 
-    pub fn product(x: &[f32], rows: usize, inputs: usize, packed: &[u16], in_pad: usize, out_pad: usize) -> Vec<f32> {
+    pub fn products(x: &[f32], rows: usize, inputs: usize, in_pad: usize, weights: &[(&[u16], usize)]) -> Vec<Vec<f32>> {
         // candle's own pool, whose workers the elementwise operations between products keep
         // spinning: a second pool would fight them for the cores
         let pool = candle_core::utils::barrier_pool();
@@ -134,17 +142,45 @@ mod imp {
             }
         });
         // not zeroed: the blocks write every element
-        let mut c: Vec<f32> = Vec::with_capacity(rows * out_pad);
-        let (pa, pb, pc) = (a.as_ptr() as usize, packed.as_ptr() as usize, c.as_mut_ptr() as usize);
-        pool.execute_chunked(out_pad / 32, |range| {
-            // SAFETY: the calls write disjoint column blocks of `c`; the buffers outlive
-            // this parallel loop, which returns before they are used again
-            unsafe { columns(pa as *const u32, rows, in_pad / 2, pb as *const u16, pc as *mut f32, out_pad, range) }
+        let mut outs: Vec<Vec<f32>> = weights.iter().map(|&(_, out_pad)| Vec::with_capacity(rows * out_pad)).collect();
+        // every weight's pairs of 16-output blocks, one parallel loop over all of them
+        let units: Vec<(usize, usize)> =
+            weights.iter().enumerate().flat_map(|(w, &(_, out_pad))| (0..out_pad / 32).map(move |pair| (w, pair))).collect();
+        let targets: Vec<(usize, usize, usize)> = weights
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(&(packed, out_pad), c)| (packed.as_ptr() as usize, c.as_mut_ptr() as usize, out_pad))
+            .collect();
+        let pa = a.as_ptr() as usize;
+        pool.execute_chunked(units.len(), |range| {
+            let mut at = range.start;
+            while at < range.end {
+                // the run of this chunk's pairs of one weight
+                let w = units[at].0;
+                let end = (at..range.end).find(|&u| units[u].0 != w).unwrap_or(range.end);
+                let (pb, pc, out_pad) = targets[w];
+                // SAFETY: the calls write disjoint column blocks of the outputs; the buffers
+                // outlive this parallel loop, which returns before they are used again
+                unsafe {
+                    columns(
+                        pa as *const u32,
+                        rows,
+                        in_pad / 2,
+                        pb as *const u16,
+                        pc as *mut f32,
+                        out_pad,
+                        units[at].1..units[end - 1].1 + 1,
+                    )
+                }
+                at = end;
+            }
         });
-        // SAFETY: the pairs cover every column block and the blocks every row, so `columns`
-        // initialized all rows × out_pad elements
-        unsafe { c.set_len(rows * out_pad) };
-        c
+        for (c, &(_, out_pad)) in outs.iter_mut().zip(weights) {
+            // SAFETY: the pairs cover every column block and the blocks every row, so
+            // `columns` initialized all rows × out_pad elements
+            unsafe { c.set_len(rows * out_pad) };
+        }
+        outs
     }
 }
 
@@ -154,7 +190,7 @@ mod imp {
         false
     }
 
-    pub fn product(_: &[f32], _: usize, _: usize, _: &[u16], _: usize, _: usize) -> Vec<f32> {
+    pub fn products(_: &[f32], _: usize, _: usize, _: usize, _: &[(&[u16], usize)]) -> Vec<Vec<f32>> {
         unreachable!("vector bf16 products run only where `available()` is true")
     }
 }

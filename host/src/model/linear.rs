@@ -179,6 +179,22 @@ impl Linear {
     }
 }
 
+/// [`Linear::forward_batched`] of layers that share the input `x` (q, k and v; gate and up),
+/// in order: tiled copies in one call ([`TileWeight::matmul_shared`]).
+pub fn forward_batched_shared(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+    let tiles: Option<Vec<&TileWeight>> = layers
+        .iter()
+        .map(|l| match l {
+            Linear::Tiles { tiles, .. } => Some(tiles.as_ref()),
+            _ => None,
+        })
+        .collect();
+    match tiles {
+        Some(tiles) => TileWeight::matmul_shared(&tiles, x)?.into_iter().map(|y| y.to_dtype(x.dtype())).collect(),
+        None => layers.iter().map(|l| l.forward_batched(x)).collect(),
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows: usize = x.dims()[..x.rank() - 1].iter().product();

@@ -82,7 +82,7 @@ impl Pass<'_> {
     fn linear_shared(&self, layers: &[(&Linear, &str)], x: &Tensor, prefix: &str) -> Result<Vec<Tensor>> {
         match self {
             Pass::Infer => layers.iter().map(|(l, _)| l.forward(x)).collect(),
-            Pass::Batch => layers.iter().map(|(l, _)| l.forward_batched(x)).collect(),
+            Pass::Batch => super::linear::forward_batched_shared(&layers.iter().map(|(l, _)| *l).collect::<Vec<_>>(), x),
             Pass::Rows(r) => layers.iter().map(|(l, m)| r.apply(&format!("{prefix}.{m}"), x, r.base(l, x)?)).collect(),
             Pass::Train(a) | Pass::Recompute(a) => {
                 let names: Vec<String> = layers.iter().map(|(_, m)| format!("{prefix}.{m}")).collect();
