@@ -88,40 +88,34 @@ mod imp {
         }
     }
 
-    /// Rows `rows` of the product for the output pairs `range` (32 outputs each).
+    /// Rows `rows` (at most [`ROWS`]) of the product for the output pair `pair` (32 outputs).
     ///
     /// # Safety
-    /// As [`block`], for `a` of `m` rows, `b` the whole packed weight and `c` `m` rows of
-    /// `out_pad`.
+    /// As [`block`], for `a` the rounded rows, `b` the whole packed weight and `c` rows of
+    /// `out_pad`, the rows and the pair inside them.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn columns(a: *const u32, m: usize, pairs: usize, b: *const u16, c: *mut f32, out_pad: usize, range: std::ops::Range<usize>) {
-        let mut mb = 0;
-        while mb < m {
-            let left = (m - mb).min(ROWS);
-            for pair in range.clone() {
-                // SAFETY: block `pair` of 32 outputs and rows mb..mb + left lie inside the buffers
-                unsafe {
-                    let (b0, b1) = (b.add(2 * pair * pairs * 32), b.add((2 * pair + 1) * pairs * 32));
-                    let (ar, cr) = (a.add(mb * pairs), c.add(mb * out_pad + pair * 32));
-                    match left {
-                        14 => block::<14>(ar, pairs, b0, b1, cr, out_pad),
-                        13 => block::<13>(ar, pairs, b0, b1, cr, out_pad),
-                        12 => block::<12>(ar, pairs, b0, b1, cr, out_pad),
-                        11 => block::<11>(ar, pairs, b0, b1, cr, out_pad),
-                        10 => block::<10>(ar, pairs, b0, b1, cr, out_pad),
-                        9 => block::<9>(ar, pairs, b0, b1, cr, out_pad),
-                        8 => block::<8>(ar, pairs, b0, b1, cr, out_pad),
-                        7 => block::<7>(ar, pairs, b0, b1, cr, out_pad),
-                        6 => block::<6>(ar, pairs, b0, b1, cr, out_pad),
-                        5 => block::<5>(ar, pairs, b0, b1, cr, out_pad),
-                        4 => block::<4>(ar, pairs, b0, b1, cr, out_pad),
-                        3 => block::<3>(ar, pairs, b0, b1, cr, out_pad),
-                        2 => block::<2>(ar, pairs, b0, b1, cr, out_pad),
-                        _ => block::<1>(ar, pairs, b0, b1, cr, out_pad),
-                    }
-                }
+    unsafe fn unit(a: *const u32, pairs: usize, b: *const u16, c: *mut f32, out_pad: usize, rows: std::ops::Range<usize>, pair: usize) {
+        let first = rows.start;
+        // SAFETY: block `pair` of 32 outputs and the rows lie inside the buffers
+        unsafe {
+            let (b0, b1) = (b.add(2 * pair * pairs * 32), b.add((2 * pair + 1) * pairs * 32));
+            let (ar, cr) = (a.add(first * pairs), c.add(first * out_pad + pair * 32));
+            match rows.len() {
+                14 => block::<14>(ar, pairs, b0, b1, cr, out_pad),
+                13 => block::<13>(ar, pairs, b0, b1, cr, out_pad),
+                12 => block::<12>(ar, pairs, b0, b1, cr, out_pad),
+                11 => block::<11>(ar, pairs, b0, b1, cr, out_pad),
+                10 => block::<10>(ar, pairs, b0, b1, cr, out_pad),
+                9 => block::<9>(ar, pairs, b0, b1, cr, out_pad),
+                8 => block::<8>(ar, pairs, b0, b1, cr, out_pad),
+                7 => block::<7>(ar, pairs, b0, b1, cr, out_pad),
+                6 => block::<6>(ar, pairs, b0, b1, cr, out_pad),
+                5 => block::<5>(ar, pairs, b0, b1, cr, out_pad),
+                4 => block::<4>(ar, pairs, b0, b1, cr, out_pad),
+                3 => block::<3>(ar, pairs, b0, b1, cr, out_pad),
+                2 => block::<2>(ar, pairs, b0, b1, cr, out_pad),
+                _ => block::<1>(ar, pairs, b0, b1, cr, out_pad),
             }
-            mb += left;
         }
     }
 
@@ -143,9 +137,14 @@ mod imp {
         });
         // not zeroed: the blocks write every element
         let mut outs: Vec<Vec<f32>> = weights.iter().map(|&(_, out_pad)| Vec::with_capacity(rows * out_pad)).collect();
-        // every weight's pairs of 16-output blocks, one parallel loop over all of them
-        let units: Vec<(usize, usize)> =
-            weights.iter().enumerate().flat_map(|(w, &(_, out_pad))| (0..out_pad / 32).map(move |pair| (w, pair))).collect();
+        // every weight's blocks of rows × pairs of 16-output blocks, in one parallel loop: a
+        // thread's run of units shares its rows' rounded values across pairs
+        let blocks = rows.div_ceil(ROWS);
+        let units: Vec<(usize, usize, usize)> = weights
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &(_, out_pad))| (0..blocks).flat_map(move |mb| (0..out_pad / 32).map(move |pair| (w, mb, pair))))
+            .collect();
         let targets: Vec<(usize, usize, usize)> = weights
             .iter()
             .zip(outs.iter_mut())
@@ -153,26 +152,14 @@ mod imp {
             .collect();
         let pa = a.as_ptr() as usize;
         pool.execute_chunked(units.len(), |range| {
-            let mut at = range.start;
-            while at < range.end {
-                // the run of this chunk's pairs of one weight
-                let w = units[at].0;
-                let end = (at..range.end).find(|&u| units[u].0 != w).unwrap_or(range.end);
+            for &(w, mb, pair) in &units[range] {
                 let (pb, pc, out_pad) = targets[w];
-                // SAFETY: the calls write disjoint column blocks of the outputs; the buffers
-                // outlive this parallel loop, which returns before they are used again
+                let first = mb * ROWS;
+                // SAFETY: the units write disjoint blocks of the outputs; the buffers outlive
+                // this parallel loop, which returns before they are used again
                 unsafe {
-                    columns(
-                        pa as *const u32,
-                        rows,
-                        in_pad / 2,
-                        pb as *const u16,
-                        pc as *mut f32,
-                        out_pad,
-                        units[at].1..units[end - 1].1 + 1,
-                    )
+                    unit(pa as *const u32, in_pad / 2, pb as *const u16, pc as *mut f32, out_pad, first..(first + ROWS).min(rows), pair)
                 }
-                at = end;
             }
         });
         for (c, &(_, out_pad)) in outs.iter_mut().zip(weights) {
