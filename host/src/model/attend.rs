@@ -50,7 +50,10 @@ pub fn rope(x: &Tensor, heads: usize, tables: &[(usize, &Tensor, &Tensor)]) -> R
 pub fn batched(q: &Tensor, heads: usize, parts: &[Part], scale: f32) -> Result<Tensor> {
     let (_, rows, width) = q.dims3()?;
     let dim = width / heads.max(1);
-    let q = f32s(q)?;
+    // the queries read where they are (the rotated rows [`rope`] made), as the caches are
+    let q = q.contiguous()?;
+    let q_view = View::of(&q)?;
+    let (q, _) = q_view.parts()?;
     // the parts' keys and values read where they are: (guard, layout) each
     let mut views = Vec::with_capacity(parts.len());
     let mut units = Vec::new();
@@ -163,7 +166,7 @@ pub fn batched(q: &Tensor, heads: usize, parts: &[Part], scale: f32) -> Result<T
     Tensor::from_vec(y, (1, rows, width), &Device::Cpu)
 }
 
-/// An f32 CPU tensor of 4 dimensions read in place: its storage and layout.
+/// An f32 CPU tensor read in place: its storage and layout.
 struct View<'a> {
     storage: Box<dyn std::ops::Deref<Target = Storage> + 'a>,
     layout: &'a Layout,
@@ -173,7 +176,7 @@ impl<'a> View<'a> {
     fn of(t: &'a Tensor) -> Result<Self> {
         let (storage, layout) = t.storage_and_layout();
         if layout.stride().last() != Some(&1) {
-            candle_core::bail!("fused attention reads caches whose rows are contiguous");
+            candle_core::bail!("fused attention reads tensors whose rows are contiguous");
         }
         Ok(View { storage: Box::new(storage), layout })
     }
