@@ -46,6 +46,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         ptx(&manifest_dir.join("src/cuda/nf4.cu"), &out_dir.join("nf4.ptx"));
         ptx(&manifest_dir.join("src/cuda/fused.cu"), &out_dir.join("fused.ptx"));
+        ptx(&manifest_dir.join("src/cuda/decode.cu"), &out_dir.join("decode.ptx"));
     }
 }
 

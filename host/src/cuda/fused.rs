@@ -493,7 +493,7 @@ impl Swap12 {
         // SAFETY: the kernel writes all `n` elements.
         let out = unsafe { dev.alloc::<T>(n)? };
         let size = std::mem::size_of::<T>();
-        let aligned = (l.start_offset() * size) % 16 == 0 && (d * size) % 16 == 0;
+        let aligned = (l.start_offset() * size).is_multiple_of(16) && (d * size).is_multiple_of(16);
         let word = if aligned { 16 } else { size };
         if n > 0 {
             let func = dev.get_or_load_custom_func(&format!("swap12_{word}"), FUSED.name, FUSED.code)?;

@@ -1,9 +1,10 @@
 //! The CUDA kernels medtune writes itself (the `cuda` feature): one `.cu`/`.rs` pair per
 //! kernel family — `fused` (the training pass's fused ops, AdamW, dropout masks, the
-//! cross-entropy's rows) and `nf4` (NF4 dequantization) — each `.cu` compiled to PTX by
+//! cross-entropy's rows), `decode` (a server's batched step) and `nf4` (NF4 dequantization) — each `.cu` compiled to PTX by
 //! build.rs for `CUDA_COMPUTE_CAP`, and what every launch shares: the PTX modules and the
 //! launch shapes. Each kernel is pinned to its CPU op by a `cuda`-feature test.
 
+pub(crate) mod decode;
 pub(crate) mod fused;
 pub(crate) mod nf4;
 
@@ -19,6 +20,9 @@ pub(crate) struct Ptx {
 
 /// `fused.cu`.
 pub(crate) const FUSED: Ptx = Ptx { name: "medtune_fused", code: include_str!(concat!(env!("OUT_DIR"), "/fused.ptx")) };
+
+/// `decode.cu`.
+pub(crate) const DECODE: Ptx = Ptx { name: "medtune_decode", code: include_str!(concat!(env!("OUT_DIR"), "/decode.ptx")) };
 
 /// `nf4.cu`.
 pub(crate) const NF4: Ptx = Ptx { name: "medtune_nf4", code: include_str!(concat!(env!("OUT_DIR"), "/nf4.ptx")) };

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{QMatMul, QTensor, ggml_file::qtensor_from_ggml, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, ggml_file::qtensor_from_ggml, gguf_file};
 use candle_core::{Device, Tensor};
 
 use super::config::{Config, Family, RopeScaling};
@@ -289,7 +289,8 @@ impl Weights for GgufWeights {
             })?;
         }
         let err = |e: candle_core::Error| ModelError::Format { path: self.path.clone(), message: format!("{name}: {e}") };
-        if self.dequantize {
+        // float tensors are dense layers (a server stores them in its compute dtype)
+        if self.dequantize || matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
             return Ok(Linear::Dense(q.dequantize(&self.device).map_err(err)?));
         }
         Ok(Linear::Quantized(QMatMul::from_qtensor(q).map_err(err)?))

@@ -3,11 +3,14 @@
 //! output. A separate [`Cache`] holds the keys and values of earlier positions.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::kv_cache::KvCache;
 
 use super::config::Config;
 use super::linear::Linear;
 use super::rowlora::RowLora;
+use super::slots::Slots;
+
+#[cfg(feature = "cuda")]
+mod step;
 
 /// Where the loaders find weights, by Hugging Face name.
 pub(crate) trait Weights {
@@ -116,6 +119,8 @@ struct Attention {
     o: Linear,
     /// The biases of q, k and v (Qwen2's; frozen), f32.
     bias: Option<[Tensor; 3]>,
+    /// q, k and v as one layer, whose rows they view ([`join`]; a CUDA server's).
+    qkv: Option<Linear>,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
@@ -125,6 +130,30 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// gate and up as one layer, whose rows they view ([`join`]; a CUDA server's).
+    gate_up: Option<Linear>,
+}
+
+/// Joins dense layers that share an input into one weight (`[q; k; v]`, `[gate; up]`) whose
+/// rows the layers then view: one product a step instead of two or three, and no more
+/// memory. Returns the joined layer, or none (left alone) unless every layer is dense.
+fn join(layers: &mut [&mut Linear]) -> Result<Option<Linear>> {
+    let weights: Option<Vec<Tensor>> = layers
+        .iter()
+        .map(|l| match &**l {
+            Linear::Dense(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(weights) = weights else { return Ok(None) };
+    let joined = Tensor::cat(&weights, 0)?;
+    let mut at = 0;
+    for (l, w) in layers.iter_mut().zip(&weights) {
+        let n = w.dim(0)?;
+        **l = Linear::Dense(joined.narrow(0, at, n)?);
+        at += n;
+    }
+    Ok(Some(Linear::Dense(joined)))
 }
 
 struct Block {
@@ -171,24 +200,21 @@ impl Cache {
 }
 
 /// One sequence's keys and values for [`Llama::forward_segments`], per block, in slots
-/// written in place (candle's KV cache, growing 256 positions at a time): a step appends
-/// without copying what is cached.
+/// written in place ([`Slots`], growing 256 positions at a time): a step appends without
+/// copying what is cached.
 pub struct SeqCache {
-    kv: Vec<KvCache>,
+    kv: Vec<Slots>,
 }
-
-/// Positions a sequence cache grows by.
-const SLOT_GROWTH: usize = 256;
 
 impl SeqCache {
     /// An empty cache for `model`.
     pub fn new(model: &Llama) -> Self {
-        SeqCache { kv: (0..model.blocks.len()).map(|_| KvCache::new(2, SLOT_GROWTH)).collect() }
+        SeqCache { kv: (0..model.blocks.len()).map(|_| Slots::default()).collect() }
     }
 
     /// How many positions are cached.
     pub fn len(&self) -> usize {
-        self.kv.first().map_or(0, KvCache::current_seq_len)
+        self.kv.first().map_or(0, Slots::len)
     }
 
     /// Whether nothing is cached.
@@ -433,6 +459,7 @@ impl Llama {
                     v: w.linear(&format!("{p}.self_attn.v_proj"))?,
                     o: w.linear(&format!("{p}.self_attn.o_proj"))?,
                     bias,
+                    qkv: None,
                     n_head: config.num_attention_heads,
                     n_kv_head: config.num_key_value_heads,
                     head_dim: config.head_dim(),
@@ -442,6 +469,7 @@ impl Llama {
                     gate: w.linear(&format!("{p}.mlp.gate_proj"))?,
                     up: w.linear(&format!("{p}.mlp.up_proj"))?,
                     down: w.linear(&format!("{p}.mlp.down_proj"))?,
+                    gate_up: None,
                 },
             });
         }
@@ -476,11 +504,17 @@ impl Llama {
                 ("mlp.up_proj", &mut block.mlp.up),
                 ("mlp.down_proj", &mut block.mlp.down),
             ];
+            let before = merged;
             for (name, linear) in slots {
                 if let Some(new) = adapter.merge(&format!("{p}.{name}"), linear)? {
                     *linear = new;
                     merged += 1;
                 }
+            }
+            if merged > before {
+                // the joined layers hold the weights as they were
+                block.attn.qkv = None;
+                block.mlp.gate_up = None;
             }
         }
         if merged != adapter.len() {
@@ -590,7 +624,8 @@ impl Llama {
     /// Stores every dense weight (the embeddings, dense and merged layers, a dense output
     /// layer) in the compute dtype: a pass in bf16 then reads 2 bytes per parameter and casts
     /// nothing per step (a server's weights, which never train). Quantized layers stay as they
-    /// are.
+    /// are. On a GPU, dense q/k/v and gate/up are also joined into one weight each ([`join`]),
+    /// for the batched step's products.
     pub fn store_dense_in_compute_dtype(&mut self) -> Result<()> {
         let dtype = self.compute;
         let cast = |l: &mut Linear| -> Result<()> {
@@ -608,6 +643,14 @@ impl Llama {
         }
         cast(&mut self.lm_head)?;
         self.embed = self.embed.to_dtype(dtype)?;
+        if !self.device.is_cpu() {
+            for b in &mut self.blocks {
+                if b.attn.bias.is_none() {
+                    b.attn.qkv = join(&mut [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v])?;
+                }
+                b.mlp.gate_up = join(&mut [&mut b.mlp.gate, &mut b.mlp.up])?;
+            }
+        }
         Ok(())
     }
 
@@ -625,23 +668,30 @@ impl Llama {
 
     /// One step over several sequences at once (continuous batching): each segment's tokens
     /// continue its own cache, prompt chunks and single sampled tokens mixed. The linear
-    /// layers run once over every row; attention runs per sequence. Returns the logits of each
-    /// segment's last token, (segments, vocab), f32.
+    /// layers run once over every row; attention runs per sequence (on the CPU in f32 and on
+    /// CUDA, every sequence in one fused call). Returns the logits of each segment's last
+    /// token, (segments, vocab), f32.
     pub fn forward_segments(&self, segs: &mut [Segment<'_>]) -> Result<Tensor> {
         let ids: Vec<u32> = segs.iter().flat_map(|s| s.ids.iter().copied()).collect();
         if ids.is_empty() || segs.iter().any(|s| s.ids.is_empty()) {
             candle_core::bail!("a batched step needs at least one token per segment");
+        }
+        if let Some(w) = self.config.sliding_window
+            && let Some(s) = segs.iter().find(|s| s.cache.len() + s.ids.len() > w)
+        {
+            candle_core::bail!("a sequence of {} tokens is longer than the model's sliding window of {w}", s.cache.len() + s.ids.len());
+        }
+        let rows = self.row_lora(segs)?;
+        let pass = rows.as_ref().map_or(Pass::Batch, Pass::Rows);
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() && step::enabled() {
+            return self.forward_segments_cuda(segs, &ids, pass);
         }
         let dt = self.compute;
         let mut plan = Vec::with_capacity(segs.len());
         let mut offset = 0;
         for s in segs.iter() {
             let (len, pos) = (s.ids.len(), s.cache.len());
-            if let Some(w) = self.config.sliding_window
-                && pos + len > w
-            {
-                candle_core::bail!("a sequence of {} tokens is longer than the model's sliding window of {w}", pos + len);
-            }
             // the CPU's fused attention in f32 masks by position itself
             let mask = match len > 1 && !(self.device.is_cpu() && dt == DType::F32) {
                 true => Some(causal_mask(len, pos, &self.device)?.to_dtype(dt)?),
@@ -656,8 +706,6 @@ impl Llama {
             });
             offset += len;
         }
-        let rows = self.row_lora(segs, &plan)?;
-        let pass = rows.as_ref().map_or(Pass::Batch, Pass::Rows);
         let mut x = self
             .embed
             .index_select(&Tensor::new(ids.as_slice(), &self.device)?, 0)?
@@ -676,11 +724,14 @@ impl Llama {
 
     /// The segments' adapters as groups of rows (one per adapter), or none when no segment
     /// has one.
-    fn row_lora<'s>(&self, segs: &[Segment<'s>], plan: &[SegmentPlan]) -> Result<Option<RowLora<'s>>> {
+    fn row_lora<'s>(&self, segs: &[Segment<'s>]) -> Result<Option<RowLora<'s>>> {
         let mut groups: Vec<(Vec<u32>, &'s super::Lora)> = Vec::new();
-        for (s, p) in segs.iter().zip(plan) {
+        let mut offset = 0;
+        for s in segs {
+            let start = offset;
+            offset += s.ids.len();
             let Some(lora) = s.lora else { continue };
-            let rows = (p.offset as u32)..((p.offset + p.len) as u32);
+            let rows = (start as u32)..(offset as u32);
             match groups.iter_mut().find(|(_, l)| std::ptr::eq(*l, lora)) {
                 Some((r, _)) => r.extend(rows),
                 None => groups.push((rows.collect(), lora)),
@@ -689,8 +740,7 @@ impl Llama {
         if groups.is_empty() {
             return Ok(None);
         }
-        let total: usize = plan.iter().map(|p| p.len).sum();
-        RowLora::batched(groups, total, &self.device).map(Some)
+        RowLora::batched(groups, offset, &self.device).map(Some)
     }
 
     /// [`Llama::logits_at`] of the weights as loaded with `lora`'s updates added unmerged.

@@ -19,6 +19,7 @@ mod random;
 mod rowlora;
 mod safetensors;
 mod save;
+mod slots;
 mod tokenizer;
 
 #[cfg(test)]

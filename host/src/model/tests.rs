@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use super::*;
 
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
