@@ -1,7 +1,7 @@
 """Continuous batching under load, and time to first token, for `medtune serve` (client
 mode) or Hugging Face transformers in-process (hf mode, time to first token only).
 
-    python3 serve_load.py serve URL REQUESTS MAX_TOKENS
+    python3 serve_load.py serve URL REQUESTS MAX_TOKENS [--ignore-eos]
     python3 serve_load.py hf MODEL_DIR THREADS
 
 serve: completion tokens/s of one stream (REQUESTS requests one after another), then of 16
@@ -10,7 +10,15 @@ prompt (p50 of 10, idle server). hf: the same prompt's time to its first token (
 over the prompt with the last position's logits, as `generate` does, and the argmax), p50 of 10. The prompt: a clinical sentence repeated, cut
 to 256 tokens by the model's own tokenizer (both sides use SmolLM2's). With MODELS=a,b,c the
 requests name these models in turn (stream k always model k mod 3): several adapters batched
-together (`serve --adapter NAME=DIR`)."""
+together (`serve --adapter NAME=DIR`).
+
+serve also drives llama.cpp's `llama-server` (host/benches/llama_server.sh), known by its
+/v1/models answer (owned_by "llamacpp"). Its requests are the same plus what makes it do
+medtune's work: "temperature": 0 (greedy, medtune's default; llama-server samples at 0.8) and
+"cache_prompt": false (no reuse of a previous request's prompt KV; medtune has none), and with
+--ignore-eos "ignore_eos": true (exactly max_tokens each; medtune, which refuses unknown fields,
+is sent none of these and may stop at EOS: the rates count the tokens each server says it
+generated either way)."""
 import json
 import os, statistics, sys, threading, time, urllib.request
 
@@ -23,13 +31,17 @@ def post(url, body, stream=False):
     return urllib.request.urlopen(req, timeout=900)
 
 
-def serve(url, requests, max_tokens):
-    name = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]["id"]
+def serve(url, requests, max_tokens, ignore_eos=False):
+    info = json.loads(urllib.request.urlopen(url + "/v1/models").read())["data"][0]
+    name = info["id"]
+    # llama-server: greedy and no prompt reuse, as medtune serves (see the module's doc)
+    llama = info.get("owned_by") == "llamacpp"
+    extra = {"temperature": 0, "cache_prompt": False, **({"ignore_eos": True} if ignore_eos else {})} if llama else {}
     # MODELS=a,b,c: the streams take these models in turn (several adapters in one batch)
     models = os.environ.get("MODELS", name).split(",")
 
     def one(i, model=name):
-        body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], "max_tokens": max_tokens}
+        body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], "max_tokens": max_tokens, **extra}
         with post(url + "/v1/chat/completions", body) as r:
             return json.loads(r.read())["usage"]["completion_tokens"]
 
@@ -53,7 +65,7 @@ def serve(url, requests, max_tokens):
     words = 256
     while True:
         prompt = " ".join((SENTENCE * 40).split()[:words])
-        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 1}) as r:
+        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 1, **extra}) as r:
             n = json.loads(r.read())["usage"]["prompt_tokens"]
         if n == 256 or words <= 1:
             break
@@ -61,13 +73,14 @@ def serve(url, requests, max_tokens):
     ttft = []
     for _ in range(10):
         t = time.time()
-        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 4, "stream": True}) as r:
+        with post(url + "/v1/completions", {"model": name, "prompt": prompt, "max_tokens": 4, "stream": True, **extra}) as r:
             for line in r:
                 if line.startswith(b"data: ") and b'"text":"' in line and b'"text":""' not in line:
                     ttft.append(time.time() - t)
                     break
             r.read()
     print(json.dumps({
+        **({"server": "llama-server"} if llama else {}),
         "one_stream_tokens_per_s": round(single_rate, 1),
         "sixteen_streams_tokens_per_s": round(multi_rate, 1),
         "ratio": round(multi_rate / single_rate, 2),
@@ -103,6 +116,6 @@ def hf(model_dir, threads):
 
 
 if sys.argv[1] == "serve":
-    serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), ignore_eos="--ignore-eos" in sys.argv[5:])
 else:
     hf(sys.argv[2], int(sys.argv[3]))
