@@ -11,6 +11,7 @@ use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Device, Result, Storage, Tensor};
 
+use super::fused::view;
 use super::{DECODE, grid_stride, per_block};
 
 /// Warps per block of the attention kernel (`ATT_WARPS` in `decode.cu`).
@@ -95,12 +96,6 @@ fn rows_view<'a, T: CudaDType>(s: &'a CudaStorage, t: &Tensor, l: &candle_core::
     Ok((s.as_cuda_slice::<T>()?.slice(start..start + len), ld as i64))
 }
 
-/// A contiguous tensor's elements.
-fn flat_view<'a, T: CudaDType>(s: &'a CudaStorage, l: &candle_core::Layout, what: &str) -> Result<CudaView<'a, T>> {
-    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("decode step: {what} not contiguous") };
-    Ok(s.as_cuda_slice::<T>()?.slice(start..end))
-}
-
 fn wrap<T: CudaDType>(out: CudaSlice<T>, dev: &CudaDevice, shape: &[usize]) -> Tensor {
     Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone())), shape, BackpropOp::none(), false)
 }
@@ -147,7 +142,7 @@ fn add_rms_norm_t<T: CudaDType + DeviceRepr>(
     storage!(w, ws, wl);
     let dev = xs.device().clone();
     let (xv, _) = rows_view::<T>(xs, &x, xl, cols)?;
-    let wv = flat_view::<f32>(ws, wl, "the norm's weight")?;
+    let wv = view::<f32>(ws, wl, "add-rms-norm")?;
     let n = rows * cols;
     // SAFETY: the kernel writes every element of `h`, and of `xout` when `y` is given.
     let h = unsafe { dev.alloc::<T>(n)? };
@@ -234,8 +229,8 @@ fn rope_store_t<T: CudaDType + DeviceRepr>(
     let (qv, ldq) = rows_view::<T>(qs, q, ql, h.heads * h.head_dim)?;
     let (kv, ldk) = rows_view::<T>(ks, k, kl, h.kv_heads * h.head_dim)?;
     let (vv, ldv) = rows_view::<T>(vs, v, vl, h.kv_heads * h.head_dim)?;
-    let cv = flat_view::<f32>(cs, cl, "cos")?;
-    let sv = flat_view::<f32>(ss, sl, "sin")?;
+    let cv = view::<f32>(cs, cl, "rope-store")?;
+    let sv = view::<f32>(ss, sl, "rope-store")?;
     let rows = rows_cols(q)?.0;
     if rows != step.n_rows || rows_cols(k)?.0 != rows || rows_cols(v)?.0 != rows {
         candle_core::bail!("rope-store: {rows} rows for a step of {}", step.n_rows);

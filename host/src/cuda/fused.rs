@@ -36,7 +36,7 @@ struct Kernel {
     out_shape: Shape,
 }
 
-fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, kernel: &str) -> Result<CudaView<'a, T>> {
+pub(super) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, kernel: &str) -> Result<CudaView<'a, T>> {
     let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{kernel}: input not contiguous") };
     Ok(s.as_cuda_slice::<T>()?.slice(start..end))
 }
