@@ -182,6 +182,22 @@ fn an_undefined_abbreviation_is_its_one_sense() {
     }
 }
 
+/// A gold mention no name covers ("pulmonary toxicity") is linked through a word rewrite the
+/// corpus taught (`rewrites`: toxicity to disease) when its names then cover it ("pulmonary
+/// disease": Lung Diseases); without the table, "toxicity" alone is found (nearest names off).
+#[test]
+fn a_mention_no_name_covers_is_linked_through_a_learned_rewrite() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("vocab")).expect("mkdir");
+    env.write("vocab/rewrites.tsv", "# learned\ntoxicity\tdisease\t10\n");
+    let vocab = "D008171\tLung Diseases\tPulmonary Disease\tdisease\nD064420\tDrug-Related Side Effects\tToxicity\tdisease\n";
+    let doc = |id: u32| format!("{id}|t|Pulmonary toxicity of amiodarone.\n{id}\t0\t18\tPulmonary toxicity\tDisease\tD008171\n\n");
+    for (settings, linked) in [("rewrites = \"/vocab/rewrites.tsv\", link_min_score = 2.0", 1.0), ("link_min_score = 2.0", 0.0)] {
+        let scores = scored(&env, vocab, doc, settings);
+        assert_eq!(scores["scores"]["link/accuracy"].as_f64(), Some(linked), "{settings}: {scores}");
+    }
+}
+
 /// A brand before its drug in parentheses ("Elavil (amitriptyline)") is linked as the drug,
 /// a short form after a name ("sodium (Na)") as the name, and a drug with its counter-ion
 /// ("piperacillin sodium") as the drug alone, in place and in the document's concepts.

@@ -99,8 +99,8 @@ fn print_vocab(r: &medtune::vocab::VocabReport, dir: &std::path::Path, secs: f64
     );
     if let Some(c) = &r.corpus {
         println!(
-            "  from {} annotated documents ({} gold mentions): {} names of {} concepts (corpus.tsv), {} stop forms (stop.tsv)",
-            c.documents, c.mentions, c.names, c.concepts, c.stop
+            "  from {} annotated documents ({} gold mentions): {} names of {} concepts (corpus.tsv), {} stop forms (stop.tsv), {} word rewrites (rewrites.tsv)",
+            c.documents, c.mentions, c.names, c.concepts, c.stop, c.rewrites
         );
         for e in &c.errors {
             eprintln!("error: {e}");

@@ -30,7 +30,7 @@ fn has_vocab(opts: &BuildOptions) -> bool {
         files.push("supplementary.tsv");
     }
     if !opts.from_corpus.is_empty() {
-        files.extend(["corpus.tsv", "stop.tsv"]);
+        files.extend(["corpus.tsv", "stop.tsv", "rewrites.tsv"]);
     }
     files.iter().all(|f| opts.out.join(f).is_file())
 }

@@ -4,7 +4,8 @@
 //! id) the vocabulary's names match in the corpus but its annotators (almost) never marked,
 //! which the normalizer then leaves alone. A branch of the MeSH tree so left alone
 //! (`tree:D08`: enzymes and coenzymes) stops every descriptor of it that the corpus never
-//! marked, seen in it or not (`id:` lines naming the branch).
+//! marked, seen in it or not (`id:` lines naming the branch). `rewrites.tsv`: the words its
+//! mentions use where their concept's name has another ("renal" for "kidney").
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -23,6 +24,8 @@ pub const STOP_MAX_MARKED: f64 = 0.25;
 /// development set (chemical document F 0.854 with three and four parts, 0.866 from two,
 /// 0.867 from one).
 pub const STOP_BRANCH_DEPTHS: std::ops::RangeInclusive<usize> = 1..=4;
+/// A word rewrite is kept when this many mentions teach it.
+pub const REWRITE_MIN_TIMES: usize = 2;
 
 /// The branches of a tree number ([`STOP_BRANCH_DEPTHS`] deep, where it is that deep).
 fn branches_of(tree: &str) -> impl Iterator<Item = String> + '_ {
@@ -40,6 +43,8 @@ pub struct Learned {
     /// sorted, then the `id:` lines of the stopped branches' descriptors, each with its branch
     /// (`stop.tsv`).
     pub stop: Vec<Stop>,
+    /// Word rewrites (from, to, times), the most often learned first (`rewrites.tsv`).
+    pub rewrites: Vec<(String, String, usize)>,
     /// Documents read.
     pub documents: usize,
     /// Gold mentions read.
@@ -120,7 +125,68 @@ pub fn learn(paths: &[impl AsRef<Path>], tables: &[ConceptRow], trees: &HashMap<
         })
         .collect();
     learned.stop = stop_forms(&records, tables, &learned.concepts, trees);
+    learned.rewrites = rewrites(&records, tables);
     learned
+}
+
+/// The one-word rewrites that turn a gold mention of two words or more that is no name of the
+/// vocabulary into a name of the concept it is linked to, word for word in order ("pulmonary
+/// toxicity" of Lung Diseases, named "pulmonary disease": toxicity to disease), each taught by
+/// at least [`REWRITE_MIN_TIMES`] mentions. Inverted names ("Diseases, Kidney") are not compared.
+fn rewrites(records: &[Record], tables: &[ConceptRow]) -> Vec<(String, String, usize)> {
+    let golds: Vec<(String, &str)> = records
+        .iter()
+        .flat_map(|r| &r.gold)
+        .filter_map(|g| match g.ids.as_slice() {
+            [id] => Some((normalize_name(&g.text), id.as_str())),
+            _ => None,
+        })
+        .filter(|(form, _)| form.contains(' '))
+        .collect();
+    let wanted: std::collections::HashSet<&str> = golds.iter().map(|g| g.1).collect();
+    let mut all_names: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut names_of: HashMap<&str, Vec<String>> = HashMap::new();
+    for row in tables {
+        for name in std::iter::once(&row.preferred).chain(&row.synonyms).filter(|n| !n.contains(',')) {
+            let norm = normalize_name(name);
+            if wanted.contains(row.id.as_str()) {
+                names_of.entry(row.id.as_str()).or_default().push(norm.clone());
+            }
+            all_names.insert(norm);
+        }
+    }
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (form, id) in golds.iter().filter(|(form, _)| !all_names.contains(form)) {
+        let words: Vec<&str> = form.split(' ').collect();
+        let mut taught: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
+        for name in names_of.get(id).into_iter().flatten() {
+            let other: Vec<&str> = name.split(' ').collect();
+            if other.len() != words.len() {
+                continue;
+            }
+            let mut diff = words.iter().zip(&other).filter(|(a, b)| a != b);
+            if let (Some((a, b)), None) = (diff.next(), diff.next()) {
+                taught.insert((a, b));
+            }
+        }
+        for (a, b) in taught {
+            *counts.entry((a.to_owned(), b.to_owned())).or_default() += 1;
+        }
+    }
+    let mut out: Vec<(String, String, usize)> =
+        counts.into_iter().filter(|(_, n)| *n >= REWRITE_MIN_TIMES).map(|((a, b), n)| (a, b, n)).collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+    out
+}
+
+/// `rewrites.tsv`.
+pub fn rewrites_tsv(rewrites: &[(String, String, usize)], header: &str) -> String {
+    let mut out =
+        format!("# {header}\n# word in the corpus's mentions (normalized)\tthe word of the linked concept's name\tmentions teaching it\n");
+    for (a, b, n) in rewrites {
+        out.push_str(&format!("{a}\t{b}\t{n}\n"));
+    }
+    out
 }
 
 /// The forms matched at least [`STOP_MIN_HITS`] times and marked at most
@@ -256,6 +322,37 @@ mod tests {
             ]
         );
         assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26\n"));
+    }
+
+    /// A mention that becomes a name of its concept with one word replaced teaches that
+    /// rewrite, kept when two mentions teach it; mentions that are names teach nothing.
+    #[test]
+    fn word_rewrites_are_learned_from_mentions_no_name_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.pubtator");
+        std::fs::write(
+            &path,
+            "5|t|Pulmonary toxicity and renal toxicity.\n\
+             5\t0\t18\tPulmonary toxicity\tDisease\tD008171\n5\t23\t37\trenal toxicity\tDisease\tD007674\n\n\
+             6|t|Renal toxicities, renal failure and lung disease.\n\
+             6\t0\t16\tRenal toxicities\tDisease\tD007674\n6\t18\t31\trenal failure\tDisease\tD051437\n\
+             6\t36\t48\tlung disease\tDisease\tD008171\n",
+        )
+        .expect("write");
+        let tables = medtext::parse_concepts(
+            "D008171\tLung Diseases\tPulmonary Disease|Diseases, Lung\tdisease\n\
+             D007674\tKidney Diseases\tRenal Disease\tdisease\nD051437\tRenal Insufficiency\tKidney Failure|Renal Failure\tdisease\n",
+        )
+        .expect("tables");
+        let learned = learn(&[&path], &tables, &HashMap::new());
+        assert!(learned.errors.is_empty(), "{:?}", learned.errors);
+        // "renal failure" and "lung disease" are names; the three toxicities teach one rewrite
+        assert_eq!(learned.rewrites, [("toxicity".to_owned(), "disease".to_owned(), 3)]);
+        assert_eq!(
+            rewrites_tsv(&learned.rewrites, "h").lines().last(),
+            Some("toxicity\tdisease\t3"),
+            "one line per rewrite: from, to, times"
+        );
     }
 
     /// A name with a gold mention inside it ("creatine" of "creatine kinase") is not marked

@@ -48,7 +48,7 @@ pub struct BuildOptions {
     pub download: bool,
     /// A licensed UMLS `MRCONSO.RRF`: its concepts replace MeSH + HPO.
     pub umls: Option<PathBuf>,
-    /// Annotated training corpora to learn `corpus.tsv` and `stop.tsv` from.
+    /// Annotated training corpora to learn `corpus.tsv`, `stop.tsv` and `rewrites.tsv` from.
     pub from_corpus: Vec<PathBuf>,
 }
 
@@ -81,6 +81,8 @@ pub struct CorpusReport {
     pub names: usize,
     /// Forms in `stop.tsv`.
     pub stop: usize,
+    /// Word rewrites in `rewrites.tsv`.
+    pub rewrites: usize,
     /// Documents read.
     pub documents: usize,
     /// Gold mentions read.
@@ -174,21 +176,24 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         }
         write("corpus.tsv", table::concepts_tsv(&learned.concepts, "names learned from annotated corpora (see SOURCES)"))?;
         write("stop.tsv", corpus::stop_tsv(&learned.stop, "text forms the annotated corpora (almost) never mark (see SOURCES)"))?;
+        write("rewrites.tsv", corpus::rewrites_tsv(&learned.rewrites, "word rewrites learned from annotated corpora (see SOURCES)"))?;
         for p in &opts.from_corpus {
             corpus_sources.push_str(&format!(
-                "corpus.tsv, stop.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} to {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
+                "corpus.tsv, stop.tsv, rewrites.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} to {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them; a word rewrite is kept when {} mentions teach it\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
                 p.display(),
                 crate::hash::file_sha256(p),
                 corpus::STOP_BRANCH_DEPTHS.start(),
                 corpus::STOP_BRANCH_DEPTHS.end(),
                 corpus::STOP_MIN_HITS,
-                corpus::STOP_MAX_MARKED * 100.0
+                corpus::STOP_MAX_MARKED * 100.0,
+                corpus::REWRITE_MIN_TIMES
             ));
         }
         corpus_report = Some(CorpusReport {
             concepts: learned.concepts.iter().map(|c| c.id.as_str()).collect::<HashSet<_>>().len(),
             names: learned.concepts.len(),
             stop: learned.stop.len(),
+            rewrites: learned.rewrites.len(),
             documents: learned.documents,
             mentions: learned.mentions,
             errors: learned.errors,

@@ -8,6 +8,7 @@ mod fuzzy;
 mod local;
 mod matcher;
 mod nearest;
+mod rewrite;
 mod salts;
 mod table;
 mod token;
@@ -16,6 +17,7 @@ mod word;
 
 pub use local::link_defined_abbreviations;
 pub use matcher::{FxBuild, FxHasher, Match, Matcher, Options};
+pub use rewrite::Rewrites;
 pub use salts::fold_salts;
 pub use token::{Token, Tokens, is_caps_acronym_s, normalize_name, normalize_token, normalize_token_into, normalize_word, tokens};
 pub use vocab::{ConceptRow, VocabError, parse_concepts};

@@ -17,15 +17,16 @@
 //! concept of the `chemical` group written with its counter-ion, "piperacillin sodium",
 //! "lidocaine hydrochloride", is one mention of it; default true), `senses` (an abbreviation
 //! inventory, `/vocab/abbreviations.tsv`: a mention field that is an abbreviation no name
-//! matches, "OAB", is read as its one sense there, "overactive bladder"; default none).
+//! matches, "OAB", is read as its one sense there, "overactive bladder"; default none),
+//! `rewrites` (word rewrites learned from a corpus, `/vocab/rewrites.tsv`: a mention field its
+//! names do not cover is tried with one word replaced, "pulmonary toxicity" as "pulmonary
+//! disease", before its nearest name; default none).
 
 use std::collections::HashSet;
 
-use medtext::abbrev::{is_abbreviation, Inventory};
-use medtext::{fold_salts, link_defined_abbreviations, normalize_name, parse_concepts, Match, Matcher, Options};
-use medtune_plugin_sdk::{
-    register_normalizer, CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span,
-};
+use medtext::abbrev::{Inventory, is_abbreviation};
+use medtext::{Match, Matcher, Options, Rewrites, fold_salts, link_defined_abbreviations, normalize_name, parse_concepts};
+use medtune_plugin_sdk::{CharOffsets, Document, Mention, MentionRef, Normalizer, PluginError, Settings, Span, register_normalizer};
 
 struct TerminologyNormalizer {
     matcher: Matcher,
@@ -48,6 +49,8 @@ struct TerminologyNormalizer {
     /// The abbreviation inventory a mention field that is an undefined abbreviation is read
     /// with (its one sense), when given.
     senses: Option<Inventory>,
+    /// Word rewrites a mention field its names do not cover is tried with.
+    rewrites: Rewrites,
 }
 
 impl Normalizer for TerminologyNormalizer {
@@ -60,19 +63,12 @@ impl Normalizer for TerminologyNormalizer {
             ..defaults
         };
         let min_score = settings.parse_or("min_score", 0.0f32)?;
-        let types: Vec<String> = settings
-            .get("types")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let types: Vec<String> =
+            settings.get("types").unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         let mut rows = Vec::new();
         for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                PluginError::MissingResource(format!("cannot read vocabulary {path}: {e} (is its folder granted?)"))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PluginError::MissingResource(format!("cannot read vocabulary {path}: {e} (is its folder granted?)")))?;
             let mut table = parse_concepts(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?;
             if !types.is_empty() {
                 if !table.is_empty() && table.iter().all(|r| r.groups.is_empty()) {
@@ -129,7 +125,15 @@ impl Normalizer for TerminologyNormalizer {
                 Some(Inventory::parse(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?)
             }
         };
-        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops, salts, senses })
+        let rewrites = match settings.get("rewrites").map(str::trim).filter(|p| !p.is_empty()) {
+            None => Rewrites::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| PluginError::MissingResource(format!("cannot read the rewrites {path}: {e} (is its folder granted?)")))?;
+                Rewrites::parse(&text).map_err(|e| PluginError::MissingResource(format!("{path}: {e}")))?
+            }
+        };
+        Ok(Self { matcher, min_score, stop, abbreviations, link_min_score, group_names, groups, stopped, stops, salts, senses, rewrites })
     }
 
     fn normalize(&self, doc: &Document) -> Result<Vec<Mention>, PluginError> {
@@ -176,9 +180,15 @@ impl Normalizer for TerminologyNormalizer {
                     let bit = self.type_bit(kind);
                     let named = self.matcher.find_where(sense, |_, c| bit.is_none_or(|b| self.groups[c as usize] & b != 0));
                     if covered(sense, &named) >= MIN_COVERED {
-                        let whole = |m: Match| Match { start: 0, end: text.len(), char_start: 0, char_end: text.chars().count() as u32, ..m };
-                        matches = named.into_iter().map(whole).collect();
+                        matches = named.into_iter().map(|m| whole(text, m)).collect();
                     }
+                }
+                // a mention its names cover only in part, with one word rewritten as the corpus
+                // taught ("pulmonary toxicity": "pulmonary disease"), when its names then cover it
+                if let Some(kind) = mention.filter(|_| covered(text, &matches) < MIN_COVERED)
+                    && let Some(named) = self.rewritten(text, kind)
+                {
+                    matches = named;
                 }
                 // a mention its names cover only in part ("disease" of "adenovirus disease") is
                 // its nearest name when one is near enough
@@ -215,6 +225,11 @@ impl Normalizer for TerminologyNormalizer {
 /// The share of a mention's letters and digits its names must cover for them to stand.
 const MIN_COVERED: f32 = 0.85;
 
+/// `m`'s concept as a match of the whole of `text`.
+fn whole(text: &str, m: Match) -> Match {
+    Match { start: 0, end: text.len(), char_start: 0, char_end: text.chars().count() as u32, ..m }
+}
+
 /// The share of the letters and digits of `text` that `matches` cover.
 fn covered(text: &str, matches: &[Match]) -> f32 {
     let mut covered = vec![false; text.len()];
@@ -245,6 +260,19 @@ impl TerminologyNormalizer {
         }
     }
 
+    /// The concepts of the first of `text`'s [`Rewrites::variants`] that names of an entity
+    /// of type `kind` cover, as matches of the whole of `text`.
+    fn rewritten(&self, text: &str, kind: &str) -> Option<Vec<Match>> {
+        if self.rewrites.is_empty() {
+            return None;
+        }
+        let bit = self.type_bit(kind);
+        self.rewrites.variants(text).into_iter().find_map(|variant| {
+            let named = self.matcher.find_where(&variant, |_, c| bit.is_none_or(|b| self.groups[c as usize] & b != 0));
+            (!named.is_empty() && covered(&variant, &named) >= MIN_COVERED).then(|| named.into_iter().map(|m| whole(text, m)).collect())
+        })
+    }
+
     /// The whole of `text`, one mention of an entity of type `kind` (`/Disease`; empty when
     /// untyped), as the concept of its nearest name, when that is similar enough.
     fn nearest(&self, text: &str, kind: &str) -> Option<Match> {
@@ -264,16 +292,17 @@ impl TerminologyNormalizer {
 }
 
 register_normalizer!(TerminologyNormalizer,
-    grants: ["/vocab"],
-    settings: {
-        vocab: string = "/vocab/concepts.tsv", "the concept tables (id, preferred name, synonyms, groups), comma-separated";
-        types: string = "", "only concepts of these semantic groups, comma-separated (default: all)";
-        stop: string = "", "a table of text forms never taken for a concept (default: none)";
-        abbreviations: boolean = "true", "link abbreviations the document defines as their long forms";
-        short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
-        fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
-        min_score: float = "0", "lowest match score kept";
-        senses: string = "", "an abbreviation inventory (abbreviation, senses): a gold mention that is an abbreviation no name matches is its one sense there (default: none)";
-        salts: boolean = "true", "a chemical written with its counter-ion (piperacillin sodium) is one mention of the chemical";
-        link_min_score: float = "0.5", "lowest similarity of the nearest name taken for a mention field no name matches (above 1: never)";
-    });
+grants: ["/vocab"],
+settings: {
+    vocab: string = "/vocab/concepts.tsv", "the concept tables (id, preferred name, synonyms, groups), comma-separated";
+    types: string = "", "only concepts of these semantic groups, comma-separated (default: all)";
+    stop: string = "", "a table of text forms never taken for a concept (default: none)";
+    abbreviations: boolean = "true", "link abbreviations the document defines as their long forms";
+    short_names: boolean = "false", "match names of one or two characters with a capital (Na, K) as written";
+    fuzzy_min_len: integer = "8", "shortest word matched with one edit allowed";
+    min_score: float = "0", "lowest match score kept";
+    senses: string = "", "an abbreviation inventory (abbreviation, senses): a gold mention that is an abbreviation no name matches is its one sense there (default: none)";
+    salts: boolean = "true", "a chemical written with its counter-ion (piperacillin sodium) is one mention of the chemical";
+    rewrites: string = "", "word rewrites learned from a corpus (from, to, times): a mention field its names do not cover is tried with one word replaced (default: none)";
+    link_min_score: float = "0.5", "lowest similarity of the nearest name taken for a mention field no name matches (above 1: never)";
+});
