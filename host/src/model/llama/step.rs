@@ -3,8 +3,8 @@
 //! joined ([`Llama::store_dense_in_compute_dtype`]), RoPE storing every segment's keys and
 //! values into its own cache, one attention launch over all segments, and SiLU·up: nine
 //! launches a block whatever the number of sequences (candle's operations took a dozen per
-//! sequence and block). Opt-in with `MEDTUNE_CUDA_STEP=1` until it has run on a GPU: the
-//! kernels are written and built but not yet checked against the CPU on a device.
+//! sequence and block). On by default on CUDA; `MEDTUNE_CUDA_STEP=0` goes back to candle's
+//! operations (to compare them).
 
 use std::sync::OnceLock;
 
@@ -13,10 +13,10 @@ use candle_core::{DType, Result, Tensor};
 use super::{Llama, Pass, Segment, Slots};
 use crate::cuda::decode::{self, Heads, Step};
 
-/// Whether CUDA steps go through the fused kernels (`MEDTUNE_CUDA_STEP=1`).
+/// Whether CUDA steps go through the fused kernels (unless `MEDTUNE_CUDA_STEP=0`).
 pub(super) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("MEDTUNE_CUDA_STEP").is_ok_and(|v| v == "1"))
+    *ON.get_or_init(|| !std::env::var("MEDTUNE_CUDA_STEP").is_ok_and(|v| v == "0"))
 }
 
 impl Llama {
