@@ -267,7 +267,7 @@ bench() {
     done
     healthy || { tail -30 "$log"; die "llama-server not healthy after 300 s (log: $log)"; }
     echo "llama-server -np $np on $model"
-    "$PYTHON" host/benches/serve_load.py serve "$url" "$requests" "$max_tokens" --ignore-eos
+    "$PYTHON" -u host/benches/serve_load.py serve "$url" "$requests" "$max_tokens" --ignore-eos
 }
 
 case ${1:-} in

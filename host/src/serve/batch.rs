@@ -214,3 +214,54 @@ fn finish(mut a: Active<'_>, finished: &dyn Fn(&Generation)) {
     finished(&g);
     let _ = a.done.send(Ok(g));
 }
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use candle_core::{DType, Device};
+
+    use super::{Batcher, Request};
+    use crate::engine::Engine;
+    use crate::model::GenerateOptions;
+
+    /// Greedy answers of the batching thread to three prompts at once, the model loaded on
+    /// this thread and prepared as `serve` prepares it (weights in the compute dtype, dense
+    /// copies); a batch that does not answer within two minutes fails the test.
+    fn answers(device: &Device, dtype: DType) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/families/llama3");
+        let mut m = crate::model::load(&dir, device).expect("load");
+        m.llama.set_compute_dtype(dtype);
+        m.llama.store_dense_in_compute_dtype().expect("stored");
+        m.llama.keep_dense_copies().expect("dense copies");
+        let batcher = Batcher::start(Arc::new(Engine::Candle(m)), 4, |_| {}).expect("a candle engine batches");
+        let pending: Vec<_> = ["The patient", "Aspirin is", "a b c d e f"]
+            .iter()
+            .map(|prompt| {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
+                let request = Request { prompt: (*prompt).into(), opts, lora: None, on_text: Box::new(|_, _| {}), done };
+                batcher.submit(request).expect("submitted");
+                rx
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let done: Vec<_> = pending.into_iter().map(|r| r.blocking_recv().map_err(|e| e.to_string()).and_then(|g| g)).collect();
+            let _ = tx.send(done);
+        });
+        let done = rx.recv_timeout(Duration::from_secs(120)).expect("the batch answered within 120 s");
+        done.into_iter().map(|g| g.expect("a generation").text).collect()
+    }
+
+    /// `serve`'s batching thread on CUDA answers what it answers on the CPU (f32), and runs in
+    /// bf16: the model is loaded on one thread and stepped on another, as in `serve`.
+    #[test]
+    fn cuda_batches_answer_as_the_cpu() {
+        let gpu = Device::new_cuda(0).expect("CUDA device 0");
+        let want = answers(&Device::Cpu, DType::F32);
+        assert_eq!(answers(&gpu, DType::F32), want);
+        assert_eq!(answers(&gpu, DType::BF16).len(), 3);
+    }
+}
