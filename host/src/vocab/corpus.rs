@@ -4,7 +4,9 @@
 //! id) the vocabulary's names match in the corpus but its annotators (almost) never marked,
 //! which the normalizer then leaves alone. A branch of the MeSH tree so left alone
 //! (`tree:D08`: enzymes and coenzymes) stops every descriptor of it that the corpus never
-//! marked, seen in it or not (`id:` lines naming the branch). `rewrites.tsv`: the words its
+//! marked, seen in it or not (`id:` lines naming the branch); so is every descriptor newer
+//! than the corpus (a number above the highest its annotators used: MeSH of their year had
+//! no such heading, so they linked its concept otherwise). `rewrites.tsv`: the words its
 //! mentions use where their concept's name has another ("renal" for "kidney").
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +26,9 @@ pub const STOP_MAX_MARKED: f64 = 0.25;
 /// development set (chemical document F 0.854 with three and four parts, 0.866 from two,
 /// 0.867 from one).
 pub const STOP_BRANCH_DEPTHS: std::ops::RangeInclusive<usize> = 1..=4;
+/// Descriptors newer than the corpus are stopped only when this many of its gold mentions
+/// name descriptors (fewer say little about the MeSH year it was annotated with).
+pub const NEWER_MIN_MENTIONS: usize = 1000;
 /// A word rewrite is kept when this many mentions teach it.
 pub const REWRITE_MIN_TIMES: usize = 2;
 
@@ -62,8 +67,17 @@ pub struct Stop {
     pub hits: usize,
     /// Times the annotators marked those matches.
     pub marked: usize,
-    /// For a descriptor stopped with its branch: the branch.
-    pub branch: Option<String>,
+    /// Why a descriptor that is not a form of its own is stopped.
+    pub why: Option<Why>,
+}
+
+/// Why a descriptor is stopped beyond its own matches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    /// Each of its tree numbers lies in these stopped branches (`D26|D27.1`).
+    Branch(String),
+    /// Its number is above the highest descriptor the corpus links (this one).
+    Newer(String),
 }
 
 /// Reads the annotated corpora `paths` (PubTator, BioC XML, JSON) and learns from their gold
@@ -227,7 +241,7 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], tr
     let mut out: Vec<Stop> = counts
         .iter()
         .filter(|(_, c)| stopped(**c))
-        .map(|(key, &(hits, marked))| Stop { key: key.clone(), hits, marked, branch: None })
+        .map(|(key, &(hits, marked))| Stop { key: key.clone(), hits, marked, why: None })
         .collect();
     // a descriptor each of whose tree numbers lies in a stopped branch, that the corpus never
     // marked (no name of it learned, none of its matches marked), is stopped with its branches
@@ -245,23 +259,65 @@ fn stop_forms(records: &[Record], tables: &[ConceptRow], learned: &[Concept], tr
             key: format!("id:{id}"),
             hits: own.0,
             marked: own.1,
-            branch: Some(why.into_iter().collect::<Vec<_>>().join("|")),
+            why: Some(Why::Branch(why.into_iter().collect::<Vec<_>>().join("|"))),
         });
     }
     by_branch.sort_by(|a, b| a.key.cmp(&b.key));
     out.extend(by_branch);
+    out.extend(newer_than_the_corpus(records, &rows, &named, &out, &counts));
+    out
+}
+
+/// A descriptor's number (`D000077208`: 77208); none for other ids.
+fn descriptor_number(id: &str) -> Option<u64> {
+    id.strip_prefix('D').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
+}
+
+/// The descriptors of `rows` numbered above the highest descriptor the corpus's gold mentions
+/// link (MeSH numbers its descriptors in the order they are created), that the corpus never
+/// names and `stopped` does not hold yet, when at least [`NEWER_MIN_MENTIONS`] mentions link
+/// descriptors: the annotators' MeSH had none of them.
+fn newer_than_the_corpus(
+    records: &[Record],
+    rows: &[ConceptRow],
+    named: &std::collections::HashSet<&str>,
+    stopped: &[Stop],
+    counts: &BTreeMap<String, (usize, usize)>,
+) -> Vec<Stop> {
+    let linked: Vec<(u64, &str)> =
+        records.iter().flat_map(|r| &r.gold).flat_map(|g| &g.ids).filter_map(|id| Some((descriptor_number(id)?, id.as_str()))).collect();
+    let Some(&(newest, newest_id)) = linked.iter().max() else { return Vec::new() };
+    if linked.len() < NEWER_MIN_MENTIONS {
+        return Vec::new();
+    }
+    let already: std::collections::HashSet<&str> = stopped.iter().map(|s| s.key.as_str()).collect();
+    let mut out: Vec<Stop> = rows
+        .iter()
+        .filter(|r| descriptor_number(&r.id).is_some_and(|n| n > newest) && !named.contains(r.id.as_str()))
+        .map(|r| format!("id:{}", r.id))
+        .filter(|key| !already.contains(key.as_str()))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .map(|key| {
+            let (hits, marked) = counts.get(&key).copied().unwrap_or_default();
+            Stop { key, hits, marked, why: Some(Why::Newer(newest_id.to_owned())) }
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
 /// `stop.tsv`.
 pub fn stop_tsv(stop: &[Stop], header: &str) -> String {
     let mut out = format!(
-        "# {header}\n# form (normalized), id:ID or tree:BRANCH\ttimes matched\ttimes marked by the annotators\tthe stopped branch an id: line is stopped with\n"
+        "# {header}\n# form (normalized), id:ID or tree:BRANCH\ttimes matched\ttimes marked by the annotators\twhy an id: line is stopped beyond its matches (tree:BRANCH: with that stopped branch; newer:ID: numbered above ID, the corpus's newest descriptor)\n"
     );
     for s in stop {
         out.push_str(&format!("{}\t{}\t{}", s.key, s.hits, s.marked));
-        if let Some(b) = &s.branch {
-            out.push_str(&format!("\ttree:{b}"));
+        match &s.why {
+            Some(Why::Branch(b)) => out.push_str(&format!("\ttree:{b}")),
+            Some(Why::Newer(id)) => out.push_str(&format!("\tnewer:{id}")),
+            None => {}
         }
         out.push('\n');
     }
@@ -308,8 +364,8 @@ mod tests {
             .map(|(id, b)| (id.to_string(), b.split('|').map(str::to_owned).collect()))
             .collect();
         let learned = learn(&[&path], &tables, &trees);
-        let stop: Vec<(&str, usize, usize, Option<&str>)> =
-            learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked, s.branch.as_deref())).collect();
+        let stop: Vec<(&str, usize, usize, Option<Why>)> =
+            learned.stop.iter().map(|s| (s.key.as_str(), s.hits, s.marked, s.why.clone())).collect();
         assert_eq!(
             stop,
             [
@@ -318,10 +374,40 @@ mod tests {
                 ("tree:D26", 3, 0, None),
                 ("tree:D26.1", 3, 0, None),
                 ("tree:D26.1.2", 3, 0, None),
-                ("id:D005", 0, 0, Some("D26"))
+                ("id:D005", 0, 0, Some(Why::Branch("D26".into())))
             ]
         );
         assert!(stop_tsv(&learned.stop, "h").ends_with("id:D005\t0\t0\ttree:D26\n"));
+    }
+
+    /// Descriptors numbered above the corpus's newest are stopped, with that one named, once
+    /// enough mentions link descriptors; older ones and supplementary records are not.
+    #[test]
+    fn descriptors_newer_than_the_corpus_are_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let corpus = |n: usize| {
+            let path = dir.path().join(format!("c{n}.pubtator"));
+            let abstract_ = "toxicity ".repeat(n);
+            let mut text = format!("7|t|T\n7|a|{abstract_}\n");
+            for i in 0..n {
+                let at = 2 + 9 * i;
+                text.push_str(&format!("7\t{at}\t{}\ttoxicity\tDisease\tD000100\n", at + 8));
+            }
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let tables = medtext::parse_concepts(
+            "D000050\tOld Heading\t\tdisease\nD000100\tToxicity\t\tdisease\nD000200\tNew Heading\t\tdisease\nC000300\tA Record\t\tdisease\n",
+        )
+        .expect("tables");
+        let learned = learn(&[corpus(NEWER_MIN_MENTIONS)], &tables, &HashMap::new());
+        assert_eq!(learned.mentions, NEWER_MIN_MENTIONS);
+        let newer: Vec<(&str, Option<Why>)> =
+            learned.stop.iter().filter(|s| s.why.is_some()).map(|s| (s.key.as_str(), s.why.clone())).collect();
+        assert_eq!(newer, [("id:D000200", Some(Why::Newer("D000100".into())))]);
+        assert!(stop_tsv(&learned.stop, "h").ends_with("id:D000200\t0\t0\tnewer:D000100\n"));
+        let few = learn(&[corpus(NEWER_MIN_MENTIONS - 1)], &tables, &HashMap::new());
+        assert!(few.stop.iter().all(|s| s.why.is_none()), "too few mentions to tell the corpus's MeSH: {:?}", few.stop);
     }
 
     /// A mention that becomes a name of its concept with one word replaced teaches that

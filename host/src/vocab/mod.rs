@@ -179,13 +179,14 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         write("rewrites.tsv", corpus::rewrites_tsv(&learned.rewrites, "word rewrites learned from annotated corpora (see SOURCES)"))?;
         for p in &opts.from_corpus {
             corpus_sources.push_str(&format!(
-                "corpus.tsv, stop.tsv, rewrites.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} to {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them; a word rewrite is kept when {} mentions teach it\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
+                "corpus.tsv, stop.tsv, rewrites.tsv: learned from the gold mentions of {} (sha256 {}); a form (or a concept, or a branch of the MeSH tree {} to {} parts deep: all its descriptors that the corpus never marked) is stopped when matched at least {} times and marked at most {:.0}% of them; so is every descriptor numbered above the corpus's newest (when at least {} mentions link descriptors); a word rewrite is kept when {} mentions teach it\n  licence: the corpus's own (BioCreative V CDR: public domain, NCBI)\n\n",
                 p.display(),
                 crate::hash::file_sha256(p),
                 corpus::STOP_BRANCH_DEPTHS.start(),
                 corpus::STOP_BRANCH_DEPTHS.end(),
                 corpus::STOP_MIN_HITS,
                 corpus::STOP_MAX_MARKED * 100.0,
+                corpus::NEWER_MIN_MENTIONS,
                 corpus::REWRITE_MIN_TIMES
             ));
         }
