@@ -37,6 +37,10 @@ pub enum VocabError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// Bumped whenever [`build`] writes other files from the same sources (a folder stamped with
+/// another number is built again).
+pub const BUILD_RULES: u32 = 2;
+
 /// Where to build and from what.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -50,6 +54,23 @@ pub struct BuildOptions {
     pub umls: Option<PathBuf>,
     /// Annotated training corpora to learn `corpus.tsv`, `stop.tsv` and `rewrites.tsv` from.
     pub from_corpus: Vec<PathBuf>,
+}
+
+impl BuildOptions {
+    /// What the folder's files depend on beyond the pinned wheels, as its `BUILD` file holds
+    /// it: medtune's version and [`BUILD_RULES`], and each corpus and UMLS file learned from
+    /// (its content hash; a file over 1 GiB by its size and time). A folder whose `BUILD`
+    /// differs is built again.
+    pub fn stamp(&self) -> String {
+        let identity = |p: &Path| match std::fs::metadata(p) {
+            Ok(m) if m.len() > 1 << 30 => format!("{} {} {:?}", p.display(), m.len(), m.modified().ok()),
+            _ => format!("{} {}", p.display(), crate::hash::file_sha256(p)),
+        };
+        let mut lines = vec![format!("medtune {} (vocabulary rules {BUILD_RULES})", env!("CARGO_PKG_VERSION"))];
+        lines.extend(self.umls.iter().map(|p| format!("umls: {}", identity(p))));
+        lines.extend(self.from_corpus.iter().map(|p| format!("corpus: {}", identity(p))));
+        lines.join("\n") + "\n"
+    }
 }
 
 /// What was built.
@@ -201,6 +222,8 @@ pub fn build(opts: &BuildOptions) -> Result<VocabReport, VocabError> {
         });
     }
     write("SOURCES", sources_text(&sources_used, opts.umls.as_deref()) + &corpus_sources)?;
+    // last: a folder with this stamp is complete
+    write("BUILD", opts.stamp())?;
     Ok(VocabReport {
         concepts: concepts.len(),
         synonyms: concepts.iter().map(|c| c.synonyms.len()).sum(),
