@@ -26,8 +26,8 @@ pub const STOP_MAX_MARKED: f64 = 0.25;
 /// development set (chemical document F 0.854 with three and four parts, 0.866 from two,
 /// 0.867 from one).
 pub const STOP_BRANCH_DEPTHS: std::ops::RangeInclusive<usize> = 1..=4;
-/// Descriptors newer than the corpus are stopped only when this many of its gold mentions
-/// name descriptors (fewer say little about the MeSH year it was annotated with).
+/// Descriptors newer than the corpus are stopped only when its gold mentions link descriptors
+/// this many times (fewer say little about the MeSH edition it was annotated with).
 pub const NEWER_MIN_MENTIONS: usize = 1000;
 /// A word rewrite is kept when this many mentions teach it.
 pub const REWRITE_MIN_TIMES: usize = 2;
@@ -291,8 +291,7 @@ fn newer_than_the_corpus(
         return Vec::new();
     }
     let already: std::collections::HashSet<&str> = stopped.iter().map(|s| s.key.as_str()).collect();
-    let mut out: Vec<Stop> = rows
-        .iter()
+    rows.iter()
         .filter(|r| descriptor_number(&r.id).is_some_and(|n| n > newest) && !named.contains(r.id.as_str()))
         .map(|r| format!("id:{}", r.id))
         .filter(|key| !already.contains(key.as_str()))
@@ -302,9 +301,7 @@ fn newer_than_the_corpus(
             let (hits, marked) = counts.get(&key).copied().unwrap_or_default();
             Stop { key, hits, marked, why: Some(Why::Newer(newest_id.to_owned())) }
         })
-        .collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out
+        .collect()
 }
 
 /// `stop.tsv`.

@@ -59,12 +59,12 @@ pub struct BuildOptions {
 impl BuildOptions {
     /// What the folder's files depend on beyond the pinned wheels, as its `BUILD` file holds
     /// it: medtune's version and [`BUILD_RULES`], and each corpus and UMLS file learned from
-    /// (its content hash; a file over 1 GiB by its size and time). A folder whose `BUILD`
-    /// differs is built again.
+    /// (its content hash, wherever it lies; a file over 1 GiB by its path, size and time). A
+    /// folder whose `BUILD` differs is built again.
     pub fn stamp(&self) -> String {
         let identity = |p: &Path| match std::fs::metadata(p) {
             Ok(m) if m.len() > 1 << 30 => format!("{} {} {:?}", p.display(), m.len(), m.modified().ok()),
-            _ => format!("{} {}", p.display(), crate::hash::file_sha256(p)),
+            _ => format!("sha256 {}", crate::hash::file_sha256(p)),
         };
         let mut lines = vec![format!("medtune {} (vocabulary rules {BUILD_RULES})", env!("CARGO_PKG_VERSION"))];
         lines.extend(self.umls.iter().map(|p| format!("umls: {}", identity(p))));
