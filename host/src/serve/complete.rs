@@ -143,6 +143,7 @@ async fn generate_all(
     lora: Option<Arc<Lora>>,
 ) -> Result<Vec<Generation>, ApiError> {
     let opts = options(job, cancel);
+    let greedy = opts.temperature == 0.0;
     let choice = move |i: usize| GenerateOptions { seed: opts.seed.wrapping_add(i as u64), ..opts.clone() };
     let Some(batcher) = s.batcher() else {
         if lora.is_some() {
@@ -171,13 +172,17 @@ async fn generate_all(
         })
         .await;
     };
-    let mut waiting = Vec::with_capacity(job.n);
-    for i in 0..job.n {
+    // greedy choices are one generation given n times: sequences that join the batch at
+    // different steps have other rows beside them, and bf16 products can then tip a near-tie
+    // one way in one copy and the other way in another (greedy decoding has one answer)
+    let (runs, copies) = if greedy { (1, job.n) } else { (job.n, 1) };
+    let mut waiting = Vec::with_capacity(runs);
+    for i in 0..runs {
         let (done, rx) = tokio::sync::oneshot::channel();
         let sink = sink.clone();
         let on_text: super::batch::OnText = Box::new(move |t: &str, l: &[TokenLogprob]| {
             if let Some(sink) = &sink {
-                sink(i, t, l);
+                (i..i + copies).for_each(|c| sink(c, t, l));
             }
         });
         batcher
@@ -189,7 +194,7 @@ async fn generate_all(
         let mut out = Vec::with_capacity(waiting.len());
         for rx in waiting {
             match rx.await {
-                Ok(Ok(g)) => out.push(g),
+                Ok(Ok(g)) => out.extend(std::iter::repeat_n(g, copies)),
                 Ok(Err(e)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)),
                 Err(_) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the batching thread has stopped")),
             }
